@@ -1,0 +1,3 @@
+from convention_rt.cli import main
+
+main()

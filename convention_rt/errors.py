@@ -1,0 +1,60 @@
+"""Error classes of convention-rt, each carrying the exit code the CLI returns.
+
+Exit codes: 0 success, 1 bad input, 2 usage, 3 model or runtime error.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ConventionError", "BadInputError", "CatalogError", "UsageError", "ModelError"]
+
+
+class ConventionError(Exception):
+    """Base class of every error raised on purpose by convention-rt."""
+
+    exit_code: int = 1
+
+
+class BadInputError(ConventionError, ValueError):
+    """Input data that cannot be used as it is (exit code 1)."""
+
+    exit_code = 1
+
+
+class CatalogError(BadInputError):
+    """A catalog file that breaks the catalog format.
+
+    The message names the file and, where known, the HDU, the column and the
+    object: ``catalog.fits: EPOCHS.STAMP: object 17: ...``.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        message: str,
+        *,
+        hdu: str | None = None,
+        column: str | None = None,
+        object_id: object = None,
+    ) -> None:
+        where = path
+        if hdu is not None:
+            where += f": {hdu}" + (f".{column}" if column else "")
+        if object_id is not None:
+            where += f": object {object_id}"
+        super().__init__(f"{where}: {message}")
+        self.path = path
+        self.hdu = hdu
+        self.column = column
+        self.object_id = object_id
+
+
+class UsageError(ConventionError, ValueError):
+    """A call or command line that asks for something impossible (exit code 2)."""
+
+    exit_code = 2
+
+
+class ModelError(ConventionError, RuntimeError):
+    """A model file, card or runtime that cannot serve the request (exit code 3)."""
+
+    exit_code = 3

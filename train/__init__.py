@@ -1,0 +1,1 @@
+"""Training code for convention-rt: the ConvEntion model in PyTorch, data, fitting and export."""

@@ -1,0 +1,1 @@
+"""Data for training: catalog datasets and the benchmark and sample generators."""
