@@ -10,7 +10,8 @@ extensions = [
     Extension(
         "convention_rt._preprocess",
         ["csrc/_preprocess.pyx"],
-        include_dirs=[numpy.get_include()],
+        include_dirs=[numpy.get_include(), "csrc"],
+        depends=["csrc/normalise_frame.h"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=[] if sys.platform == "win32" else ["-O3"],
     )

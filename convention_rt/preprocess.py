@@ -34,6 +34,7 @@ from convention_rt.errors import UsageError
 __all__ = [
     "SeparatedFrames",
     "Sequences",
+    "allocate_sequences",
     "count_bad_pixels",
     "separate_bands",
     "normalise_bands",
@@ -122,14 +123,14 @@ def _check_offsets(offsets: ArrayLike, n_frames: int) -> NDArray[np.int64]:
 
 
 def _check_band_ids(band_ids: ArrayLike, n_frames: int, n_bands: int) -> NDArray[np.int32]:
-    band_ids = _array(band_ids, "band_ids", np.int32, 1)
-    if band_ids.shape[0] != n_frames:
-        raise UsageError(f"band_ids has {band_ids.shape[0]} entries for {n_frames} frames")
-    if band_ids.size and (band_ids.min() < 0 or band_ids.max() >= n_bands):
-        raise UsageError(
-            f"band_ids must lie in [0, {n_bands - 1}], got {band_ids.min()}..{band_ids.max()}"
-        )
-    return band_ids
+    raw = np.asarray(band_ids)
+    if raw.ndim != 1 or raw.shape[0] != n_frames:
+        raise UsageError(f"band_ids has shape {raw.shape}, expected ({n_frames},): one id per frame")
+    if raw.size and raw.dtype.kind not in "iu":
+        raise UsageError(f"band_ids must be integers, got dtype {raw.dtype}")
+    if raw.size and (raw.min() < 0 or raw.max() >= n_bands):
+        raise UsageError(f"band_ids must lie in [0, {n_bands - 1}], got {raw.min()}..{raw.max()}")
+    return np.ascontiguousarray(raw, dtype=np.int32)
 
 
 def _check_stats(
@@ -246,8 +247,8 @@ def normalise_bands(
 ) -> tuple[NDArray[np.float32], NDArray[np.int32]]:
     """Normalise each frame with the statistics of its band.
 
-    ``out[f] = (frames[f] - mean[b]) / std[b]`` with ``b = band_ids[f]``,
-    computed in float64 and rounded to float32.  NaN and infinite pixels are
+    ``out[f] = (frames[f] - mean[b]) * (1 / std[b])`` with ``b = band_ids[f]``,
+    in float32 arithmetic (mean and 1/std rounded to float32).  NaN and infinite pixels are
     first replaced by the median of the frame's finite pixels (its background
     level), or by ``mean[b]`` when the frame has none.
 
@@ -329,13 +330,40 @@ def select_frames(
     return selection
 
 
-def _empty_sequences(n: int, seq_len: int, height: int, width: int) -> Sequences:
+def allocate_sequences(n_objects: int, seq_len: int, height: int, width: int) -> Sequences:
+    """Uninitialised output buffers for :func:`prepare_sequences` (``out=``).
+
+    Reusing one set of buffers across chunks avoids allocating and faulting in
+    fresh memory for every batch.
+
+    Returns
+    -------
+    Sequences
+        stamps (n, M, H, W) float32, band_ids (n, M) int64, mjd (n, M) float64,
+        mask (n, M) bool, n_bad (n, M) int32.
+    """
+    shape = (int(n_objects), int(seq_len))
     return Sequences(
-        stamps=np.zeros((n, seq_len, height, width), dtype=np.float32),
-        band_ids=np.zeros((n, seq_len), dtype=np.int64),
-        mjd=np.zeros((n, seq_len), dtype=np.float64),
-        mask=np.zeros((n, seq_len), dtype=bool),
+        stamps=np.empty(shape + (int(height), int(width)), dtype=np.float32),
+        band_ids=np.empty(shape, dtype=np.int64),
+        mjd=np.empty(shape, dtype=np.float64),
+        mask=np.empty(shape, dtype=bool),
+        n_bad=np.empty(shape, dtype=np.int32),
     )
+
+
+def _check_out(out: Sequences | None, n_objects: int, seq_len: int, height: int, width: int) -> Sequences:
+    """``out`` if it fits the batch exactly (shapes, dtypes, C order), else fresh buffers."""
+    if out is None:
+        return allocate_sequences(n_objects, seq_len, height, width)
+    expected = allocate_sequences(0, seq_len, height, width)
+    for name in ("stamps", "band_ids", "mjd", "mask", "n_bad"):
+        given, wanted = getattr(out, name), getattr(expected, name)
+        shape = (n_objects,) + wanted.shape[1:]
+        if (not isinstance(given, np.ndarray) or given.shape != shape or given.dtype != wanted.dtype
+                or not given.flags.c_contiguous or not given.flags.writeable):
+            raise UsageError(f"out.{name} must be a writeable C-contiguous {wanted.dtype} array of shape {shape}")
+    return out
 
 
 def window_sequence(
@@ -369,11 +397,11 @@ def window_sequence(
         frames, band_ids, mjd, offsets, np.iinfo(np.int32).max
     )
     selection = select_frames(offsets, seq_len, mode=mode, seeds=seeds, drop_prob=drop_prob)
-    out = _empty_sequences(selection.shape[0], selection.shape[1], *frames.shape[1:])
+    out = allocate_sequences(selection.shape[0], selection.shape[1], *frames.shape[1:])
     _preprocess.window_sequence(
         frames, band_ids, mjd, selection, out.stamps, out.band_ids, out.mjd, out.mask.view(np.uint8)
     )
-    return out
+    return Sequences(stamps=out.stamps, band_ids=out.band_ids, mjd=out.mjd, mask=out.mask)
 
 
 def prepare_sequences(
@@ -388,6 +416,7 @@ def prepare_sequences(
     mode: WindowMode = "latest",
     seeds: ArrayLike | None = None,
     drop_prob: float = 0.0,
+    out: Sequences | None = None,
 ) -> Sequences:
     """Window and normalise in one pass: the model inputs of a batch of objects.
 
@@ -405,23 +434,19 @@ def prepare_sequences(
         Per-band statistics indexed by band id.
     seq_len, mode, seeds, drop_prob
         As in :func:`select_frames`.
+    out : Sequences, optional
+        Buffers to write into (see :func:`allocate_sequences`), sized for exactly
+        this batch; fresh ones are allocated when omitted.
 
     Returns
     -------
     Sequences
-        With ``n_bad`` filled.
+        ``out`` (or the new buffers), with ``n_bad`` filled.
     """
     mean, std = _check_stats(mean, std)
     frames, band_ids, mjd, offsets = _check_frames(frames, band_ids, mjd, offsets, mean.size)
     selection = select_frames(offsets, seq_len, mode=mode, seeds=seeds, drop_prob=drop_prob)
-    empty = _empty_sequences(selection.shape[0], selection.shape[1], *frames.shape[1:])
-    out = Sequences(
-        stamps=empty.stamps,
-        band_ids=empty.band_ids,
-        mjd=empty.mjd,
-        mask=empty.mask,
-        n_bad=np.zeros(selection.shape, dtype=np.int32),
-    )
+    out = _check_out(out, selection.shape[0], selection.shape[1], *frames.shape[1:])
     _preprocess.prepare_sequences(
         frames, band_ids, mjd, selection, mean, std,
         out.stamps, out.band_ids, out.mjd, out.mask.view(np.uint8), out.n_bad,

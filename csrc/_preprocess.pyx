@@ -8,15 +8,22 @@ loop below can read or write out of bounds.  Loops hold no Python objects and
 run without the GIL.
 """
 
-from libc.math cimport INFINITY, fabs
+from libc.float cimport FLT_MAX
+from libc.math cimport fabsf
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
 from libc.stdlib cimport free, malloc
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 
 
-cdef inline bint _is_bad(float x) noexcept nogil:
-    # NaN or +-inf, without relying on compiler maths flags.
-    return x != x or fabs(x) == INFINITY
+cdef extern from "normalise_frame.h" nogil:
+    int32_t crt_normalise_frame(const float* src, float* dst, ptrdiff_t npix,
+                                float mean, float inv_std)
+    void crt_store_fence()
+
+
+cdef inline int _is_bad(float x) noexcept nogil:
+    # NaN or +-inf: one ordered comparison, false for NaN; branch-free so loops vectorise.
+    return not (fabsf(x) <= FLT_MAX)
 
 
 # --------------------------------------------------------------------------
@@ -81,20 +88,14 @@ cdef double _median(double* a, Py_ssize_t n) noexcept nogil:
 
 
 cdef int32_t _normalise_frame(const float* src, float* dst, Py_ssize_t npix,
-                              double mean, double inv_std,
-                              double* scratch) noexcept nogil:
-    """dst = (src - mean) * inv_std; bad pixels take the frame's median first.
+                              float mean, float inv_std, double* scratch) noexcept nogil:
+    """dst = (src - mean) * inv_std in float32; bad pixels take the frame's median first.
 
     Returns the number of bad (NaN or infinite) pixels.
     """
     cdef Py_ssize_t p, n_finite
-    cdef int32_t n_bad = 0
-    cdef double x, fill
-    cdef float fill_value
-    for p in range(npix):
-        x = src[p]
-        dst[p] = <float>((x - mean) * inv_std)
-        n_bad += _is_bad(src[p])
+    cdef int32_t n_bad = crt_normalise_frame(src, dst, npix, mean, inv_std)
+    cdef float fill
     if n_bad == 0:
         return 0
     n_finite = 0
@@ -102,11 +103,11 @@ cdef int32_t _normalise_frame(const float* src, float* dst, Py_ssize_t npix,
         if not _is_bad(src[p]):
             scratch[n_finite] = src[p]
             n_finite += 1
-    fill = _median(scratch, n_finite) if n_finite > 0 else mean
-    fill_value = <float>((fill - mean) * inv_std)
+    fill = <float>_median(scratch, n_finite) if n_finite > 0 else mean
+    fill = (fill - mean) * inv_std
     for p in range(npix):
         if _is_bad(src[p]):
-            dst[p] = fill_value
+            dst[p] = fill
     return n_bad
 
 
@@ -173,7 +174,7 @@ def gather_planes(const float[:, :, :, ::1] cubes, const int64_t[::1] order,
 def normalise_bands(const float[:, :, ::1] frames, const int32_t[::1] band_ids,
                     const double[::1] mean, const double[::1] std,
                     float[:, :, ::1] out, int32_t[::1] n_bad):
-    """out[f] = (frames[f] - mean[b]) / std[b] with b = band_ids[f]; bad pixels filled."""
+    """out[f] = (frames[f] - mean[b]) * (1 / std[b]) with b = band_ids[f]; bad pixels filled."""
     cdef Py_ssize_t f, b
     cdef Py_ssize_t npix = frames.shape[1] * frames.shape[2]
     cdef double* scratch = <double*>malloc(max(npix, 1) * sizeof(double))
@@ -184,7 +185,8 @@ def normalise_bands(const float[:, :, ::1] frames, const int32_t[::1] band_ids,
             for f in range(frames.shape[0]):
                 b = band_ids[f]
                 n_bad[f] = _normalise_frame(&frames[f, 0, 0], &out[f, 0, 0], npix,
-                                            mean[b], 1.0 / std[b], scratch)
+                                            <float>mean[b], <float>(1.0 / std[b]), scratch)
+            crt_store_fence()
     finally:
         free(scratch)
 
@@ -260,14 +262,18 @@ def window_sequence(const float[:, :, ::1] frames, const int32_t[::1] band_ids,
                     const double[::1] mjd, const int64_t[:, ::1] selection,
                     float[:, :, :, ::1] stamps, int64_t[:, ::1] seq_bands,
                     double[:, ::1] seq_mjd, uint8_t[:, ::1] mask):
-    """Gather the selected frames into (n, M, H, W); padding slots stay as given (zero)."""
+    """Gather the selected frames into (n, M, H, W); padding slots are zeroed."""
     cdef Py_ssize_t i, j, s
-    cdef Py_ssize_t nbytes = frames.shape[1] * frames.shape[2] * sizeof(float)
+    cdef Py_ssize_t nbytes = stamps.shape[2] * stamps.shape[3] * sizeof(float)
     with nogil:
         for i in range(selection.shape[0]):
             for j in range(selection.shape[1]):
                 s = selection[i, j]
                 if s < 0:
+                    memset(&stamps[i, j, 0, 0], 0, nbytes)
+                    seq_bands[i, j] = 0
+                    seq_mjd[i, j] = 0.0
+                    mask[i, j] = 0
                     continue
                 memcpy(&stamps[i, j, 0, 0], &frames[s, 0, 0], nbytes)
                 seq_bands[i, j] = band_ids[s]
@@ -283,7 +289,7 @@ def prepare_sequences(const float[:, :, ::1] frames, const int32_t[::1] band_ids
                       int32_t[:, ::1] n_bad):
     """window_sequence and normalise_bands fused: one pass over the selected frames."""
     cdef Py_ssize_t i, j, s, b
-    cdef Py_ssize_t npix = frames.shape[1] * frames.shape[2]
+    cdef Py_ssize_t npix = stamps.shape[2] * stamps.shape[3]
     cdef double* scratch = <double*>malloc(max(npix, 1) * sizeof(double))
     if scratch == NULL:
         raise MemoryError()
@@ -293,12 +299,19 @@ def prepare_sequences(const float[:, :, ::1] frames, const int32_t[::1] band_ids
                 for j in range(selection.shape[1]):
                     s = selection[i, j]
                     if s < 0:
+                        memset(&stamps[i, j, 0, 0], 0, npix * sizeof(float))
+                        seq_bands[i, j] = 0
+                        seq_mjd[i, j] = 0.0
+                        mask[i, j] = 0
+                        n_bad[i, j] = 0
                         continue
                     b = band_ids[s]
                     n_bad[i, j] = _normalise_frame(&frames[s, 0, 0], &stamps[i, j, 0, 0],
-                                                   npix, mean[b], 1.0 / std[b], scratch)
+                                                   npix, <float>mean[b], <float>(1.0 / std[b]),
+                                                   scratch)
                     seq_bands[i, j] = b
                     seq_mjd[i, j] = mjd[s]
                     mask[i, j] = 1
+            crt_store_fence()
     finally:
         free(scratch)

@@ -1,0 +1,206 @@
+"""The compiled kernels against their NumPy references, and the wrappers' checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import preprocess_reference as ref
+from convention_rt import preprocess
+from convention_rt.errors import UsageError
+
+SPECIALS = [np.nan, np.inf, -np.inf]
+
+
+@st.composite
+def ragged_frames(draw, max_objects=6, max_count=9, max_side=5, n_bands=4):
+    """Random ragged frames with NaN/inf sprinkled in, including empty objects and stamps."""
+    counts = draw(st.lists(st.integers(0, max_count), min_size=0, max_size=max_objects))
+    height = draw(st.integers(0, max_side))
+    width = draw(st.integers(0, max_side))
+    n = int(sum(counts))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    frames = rng.normal(draw(st.floats(-100, 100)), draw(st.floats(0.01, 50)),
+                        size=(n, height, width)).astype(np.float32)
+    if frames.size:
+        bad_fraction = draw(st.sampled_from([0.0, 0.05, 0.6, 1.0]))
+        bad = rng.random(frames.shape) < bad_fraction
+        frames[bad] = rng.choice(SPECIALS, size=int(bad.sum()))
+    band_ids = rng.integers(1, n_bands, size=n).astype(np.int32)
+    mjd = np.round(rng.uniform(0, 50, size=n), 1)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    seeds = rng.integers(0, 2**63, size=len(counts), dtype=np.uint64)
+    return frames, band_ids, mjd, offsets, seeds
+
+
+STATS_MEAN = np.array([0.0, 10.0, -3.0, 0.5])
+STATS_STD = np.array([1.0, 2.0, 0.25, 30.0])
+
+
+@settings(max_examples=150, deadline=None)
+@given(ragged_frames())
+def test_count_bad_pixels_matches_reference(data):
+    frames = data[0]
+    np.testing.assert_array_equal(preprocess.count_bad_pixels(frames), ref.count_bad_pixels(frames))
+
+
+@settings(max_examples=150, deadline=None)
+@given(ragged_frames())
+def test_normalise_bands_matches_reference(data):
+    frames, band_ids, *_ = data
+    out, n_bad = preprocess.normalise_bands(frames, band_ids, STATS_MEAN, STATS_STD)
+    expected, expected_bad = ref.normalise_bands(frames, band_ids, STATS_MEAN, STATS_STD)
+    np.testing.assert_array_equal(n_bad, expected_bad)
+    np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-6)
+    assert np.all(np.isfinite(out))
+
+
+@settings(max_examples=150, deadline=None)
+@given(ragged_frames(), st.integers(1, 7), st.sampled_from(["latest", "random"]),
+       st.sampled_from([0.0, 0.3, 0.9]))
+def test_window_sequence_matches_reference(data, seq_len, mode, drop_prob):
+    frames, band_ids, mjd, offsets, seeds = data
+    if mode == "latest":
+        drop_prob = 0.0
+    got = preprocess.window_sequence(frames, band_ids, mjd, offsets, seq_len, mode=mode,
+                                     seeds=seeds, drop_prob=drop_prob)
+    stamps, bands, times, mask = ref.window_sequence(frames, band_ids, mjd, offsets, seq_len,
+                                                     mode, seeds, drop_prob)
+    np.testing.assert_array_equal(got.band_ids, bands)
+    np.testing.assert_array_equal(got.mask, mask)
+    np.testing.assert_array_equal(got.mjd, times)
+    np.testing.assert_array_equal(got.stamps, stamps)  # copies: bit-identical, NaN included
+    assert got.stamps.shape == (len(offsets) - 1, seq_len) + frames.shape[1:]
+
+
+@settings(max_examples=150, deadline=None)
+@given(ragged_frames(), st.integers(1, 7), st.sampled_from(["latest", "random"]),
+       st.sampled_from([0.0, 0.5]))
+def test_prepare_sequences_equals_window_of_normalised(data, seq_len, mode, drop_prob):
+    frames, band_ids, mjd, offsets, seeds = data
+    if mode == "latest":
+        drop_prob = 0.0
+    got = preprocess.prepare_sequences(frames, band_ids, mjd, offsets, STATS_MEAN, STATS_STD,
+                                       seq_len, mode=mode, seeds=seeds, drop_prob=drop_prob)
+    stamps, bands, times, mask, n_bad = ref.prepare_sequences(
+        frames, band_ids, mjd, offsets, STATS_MEAN, STATS_STD, seq_len, mode, seeds, drop_prob)
+    np.testing.assert_array_equal(got.band_ids, bands)
+    np.testing.assert_array_equal(got.mask, mask)
+    np.testing.assert_array_equal(got.mjd, times)
+    np.testing.assert_array_equal(got.n_bad, n_bad)
+    np.testing.assert_allclose(got.stamps, stamps, rtol=1e-6, atol=1e-6)
+
+
+@st.composite
+def ragged_cubes(draw):
+    counts = draw(st.lists(st.integers(0, 5), min_size=0, max_size=5))
+    n_planes = draw(st.integers(1, 4))
+    side = draw(st.integers(1, 4))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    n = int(sum(counts))
+    cubes = rng.normal(size=(n, n_planes, side, side)).astype(np.float32)
+    missing = rng.random((n, n_planes)) < 0.3
+    cubes[missing] = np.nan  # NaN-filled missing planes
+    cubes[rng.random(cubes.shape) < 0.05] = np.inf  # stray bad pixels keep a plane
+    present = rng.random((n, n_planes)) > 0.2  # absent planes
+    mjd = rng.integers(0, 6, size=n).astype(np.float64)  # ties test the stable order
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return cubes, mjd, offsets, present
+
+
+@settings(max_examples=200, deadline=None)
+@given(ragged_cubes())
+def test_separate_bands_matches_reference(data):
+    cubes, mjd, offsets, present = data
+    got = preprocess.separate_bands(cubes, mjd, offsets, present)
+    frames, plane, times, new_offsets = ref.separate_bands(cubes, mjd, offsets, present)
+    np.testing.assert_array_equal(got.offsets, new_offsets)
+    np.testing.assert_array_equal(got.plane, plane)
+    np.testing.assert_array_equal(got.mjd, times)
+    np.testing.assert_array_equal(got.frames, frames)
+
+
+def test_latest_window_keeps_the_most_recent_frames_and_pads_at_the_end():
+    frames = np.arange(7 * 4, dtype=np.float32).reshape(7, 2, 2)
+    out = preprocess.window_sequence(frames, np.full(7, 2), np.arange(7.0), [0, 5, 7], 3)
+    np.testing.assert_array_equal(out.mjd, [[2, 3, 4], [5, 6, 0]])
+    np.testing.assert_array_equal(out.band_ids, [[2, 2, 2], [2, 2, 0]])
+    np.testing.assert_array_equal(out.mask, [[True] * 3, [True, True, False]])
+    assert not out.stamps[1, 2].any()
+    np.testing.assert_array_equal(out.n_frames, [3, 2])
+
+
+def test_random_window_is_reproducible_and_seed_dependent():
+    rng = np.random.default_rng(1)
+    frames = rng.normal(size=(200, 4, 4)).astype(np.float32)
+    args = (frames, np.ones(200, dtype=np.int32), np.arange(200.0), [0, 200], 10)
+    first = preprocess.window_sequence(*args, mode="random", seeds=[7], drop_prob=0.2)
+    again = preprocess.window_sequence(*args, mode="random", seeds=[7], drop_prob=0.2)
+    other = preprocess.window_sequence(*args, mode="random", seeds=[8], drop_prob=0.2)
+    np.testing.assert_array_equal(first.mjd, again.mjd)
+    assert not np.array_equal(first.mjd, other.mjd)
+    assert np.all(np.diff(first.mjd[0]) > 0)  # still time-ordered
+
+
+def test_random_drops_never_empty_an_object():
+    out = preprocess.window_sequence(np.zeros((3, 2, 2)), np.ones(3, dtype=int), np.arange(3.0), [0, 3], 5,
+                                     mode="random", seeds=[123], drop_prob=0.999)
+    assert out.mask.sum() >= 1
+
+
+def test_bad_pixels_take_the_frame_median_before_normalisation():
+    frame = np.array([[[1.0, 2.0], [np.nan, 4.0]]], dtype=np.float32)
+    out, n_bad = preprocess.normalise_bands(frame, [1], [0.0, 1.0], [1.0, 2.0])
+    assert n_bad.tolist() == [1]
+    np.testing.assert_allclose(out[0, 1, 0], (2.0 - 1.0) / 2.0)
+    all_bad = np.full((1, 2, 2), np.inf, dtype=np.float32)
+    out, _ = preprocess.normalise_bands(all_bad, [1], [0.0, 1.0], [1.0, 2.0])
+    assert np.all(out == 0.0)  # no finite pixel: the band mean, i.e. zero after normalisation
+
+
+def test_big_endian_and_non_contiguous_inputs_are_converted():
+    rng = np.random.default_rng(3)
+    frames = rng.normal(size=(6, 4, 4)).astype(">f4")[::2]  # big-endian and strided
+    out, _ = preprocess.normalise_bands(frames, [1, 2, 3], STATS_MEAN, STATS_STD)
+    expected, _ = ref.normalise_bands(frames.astype(np.float32), np.array([1, 2, 3]), STATS_MEAN, STATS_STD)
+    np.testing.assert_allclose(out, expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: preprocess.normalise_bands(np.zeros((2, 3, 3)), [1, 4], STATS_MEAN, STATS_STD),
+         "band_ids must lie in"),
+        (lambda: preprocess.normalise_bands(np.zeros((2, 3, 3)), [1, -1], STATS_MEAN, STATS_STD),
+         "band_ids must lie in"),
+        (lambda: preprocess.normalise_bands(np.zeros((2, 3)), [1, 1], STATS_MEAN, STATS_STD),
+         "3 dimensions"),
+        (lambda: preprocess.normalise_bands(np.zeros((2, 3, 3)), [1], STATS_MEAN, STATS_STD),
+         "one id per frame"),
+        (lambda: preprocess.normalise_bands(np.zeros((1, 3, 3)), [1], [0, 0], [1, 0]),
+         "std finite and positive"),
+        (lambda: preprocess.normalise_bands(np.zeros((1, 3, 3), dtype=complex), [1], [0, 0], [1, 1]),
+         "float32-compatible"),
+        (lambda: preprocess.window_sequence(np.zeros((4, 2, 2)), np.ones(4, dtype=int), np.zeros(4), [0, 5], 3),
+         "offsets must lie within"),
+        (lambda: preprocess.window_sequence(np.zeros((4, 2, 2)), np.ones(4, dtype=int), np.zeros(4), [0, 3, 2], 3),
+         "non-decreasing"),
+        (lambda: preprocess.window_sequence(np.zeros((4, 2, 2)), np.ones(4, dtype=int), np.zeros(4), [0, 4], 0),
+         "seq_len must be at least 1"),
+        (lambda: preprocess.window_sequence(np.zeros((4, 2, 2)), np.ones(4, dtype=int), np.zeros(4), [0, 4], 2,
+                                            mode="random"), "one seed per object"),
+        (lambda: preprocess.window_sequence(np.zeros((4, 2, 2)), np.ones(4, dtype=int), np.zeros(4), [0, 4], 2,
+                                            mode="random", seeds=[1], drop_prob=1.0), "drop_prob"),
+        (lambda: preprocess.window_sequence(np.zeros((4, 2, 2)), np.ones(4, dtype=int), np.zeros(4), [0, 4], 2,
+                                            mode="sideways"), "mode must be"),
+        (lambda: preprocess.separate_bands(np.zeros((2, 3, 2, 2)), np.zeros(2), [0, 2],
+                                           present=np.ones((2, 2))), "present must have shape"),
+        (lambda: preprocess.separate_bands(np.zeros((2, 3, 2, 2)), np.zeros(3), [0, 2]), "3 entries"),
+    ],
+)
+def test_wrappers_refuse_what_the_kernels_cannot_take(call, message):
+    with pytest.raises(UsageError, match=message):
+        call()
