@@ -192,12 +192,14 @@ class Catalog:
         if not path.is_file():
             raise _fail(path, "no such file")
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error")
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
                 hdul = fits.open(path, memmap=True, mode="readonly", lazy_load_hdus=False)
-        except (OSError, ValueError, TypeError, IndexError, Warning) as exc:
+        except (OSError, ValueError, TypeError, IndexError) as exc:
             raise _fail(path, f"not a readable FITS file ({exc})") from exc
         try:
+            if caught:  # astropy warns (and goes on) about damaged HDUs: refuse instead
+                raise _fail(path, f"not a readable FITS file ({caught[0].message})")
             self._check_not_truncated(hdul)
         except BaseException:
             hdul.close()

@@ -64,7 +64,8 @@ def _options(
 
 
 def _print_summary(summary: CatalogSummary) -> None:
-    table = Table(title=f"{summary.path}", show_header=False, title_justify="left")
+    _out.print(summary.path, markup=False, soft_wrap=True)
+    table = Table(show_header=False)
     table.add_column(style="bold")
     table.add_column()
     height, width = summary.stamp_shape
@@ -123,7 +124,7 @@ def main(args: list[str] | None = None) -> int:
     except (ConventionError, OSError) as exc:
         if _state["debug"]:
             traceback.print_exc()
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo("error: " + " ".join(str(exc).split()), err=True)
         code = getattr(exc, "exit_code", 1)
     if args is None:
         sys.exit(code)

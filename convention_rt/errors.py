@@ -41,7 +41,7 @@ class CatalogError(BadInputError):
             where += f": {hdu}" + (f".{column}" if column else "")
         if object_id is not None:
             where += f": object {object_id}"
-        super().__init__(f"{where}: {message}")
+        super().__init__(f"{where}: {' '.join(message.split())}")  # always one line
         self.path = path
         self.hdu = hdu
         self.column = column
