@@ -18,7 +18,8 @@ from rich.table import Table
 
 from convention_rt._version import __version__
 from convention_rt.catalog import Catalog, CatalogSummary, summarise
-from convention_rt.errors import ConventionError
+from convention_rt.data import sample_catalog_path
+from convention_rt.errors import ConventionError, UsageError
 
 __all__ = ["app", "main"]
 
@@ -107,6 +108,26 @@ def validate(
     if summary.n_invalid:
         typer.echo(f"{catalog}: {summary.n_invalid} object(s) cannot be classified (see problems)", err=True)
         raise typer.Exit(1)
+
+
+@app.command()
+def sample(
+    out: Annotated[Path, typer.Argument(help="Where to write the copy.")] = Path("sample.fits"),
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing file.")] = False,
+) -> None:
+    """Write a copy of the sample catalog that ships with the package."""
+    if out.exists() and not overwrite:
+        raise UsageError(f"{out}: exists already (add --overwrite to replace it)")
+    source = sample_catalog_path()
+    if not source.is_file():
+        raise UsageError(f"{source}: the sample catalog is missing from this installation")
+    temporary = out.with_name(f".{out.name}.part")
+    try:
+        temporary.write_bytes(source.read_bytes())
+        temporary.replace(out)
+    finally:
+        temporary.unlink(missing_ok=True)
+    _out.print(f"wrote {out} ({source.stat().st_size / 1e6:.1f} MB)")
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001

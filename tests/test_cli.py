@@ -12,7 +12,7 @@ from conftest import frame_columns, object_columns, write_raw_catalog
 from convention_rt import __version__
 from convention_rt.cli import main
 
-SAMPLE = Path(__file__).resolve().parents[1] / "convention_rt" / "data" / "sample_catalog.fits"
+from convention_rt.data import sample_catalog_path
 
 
 def run(capsys, *args: str) -> tuple[int, str, str]:
@@ -80,10 +80,16 @@ def test_debug_shows_the_traceback(capsys, tmp_path):
     assert code == 1 and "Traceback" in err
 
 
-def test_shipped_sample_catalog_validates(capsys):
-    code, out, err = run(capsys, "validate", str(SAMPLE))
+def test_sample_command_copies_the_shipped_catalog_which_validates(capsys, tmp_path):
+    target = tmp_path / "sample.fits"
+    code, _, err = run(capsys, "sample", str(target))
+    assert code == 0, err
+    assert target.read_bytes() == sample_catalog_path().read_bytes()
+    code, out, err = run(capsys, "validate", str(target))
     assert code == 0, err
     assert "problems: none" in out
+    code, _, err = run(capsys, "sample", str(target))
+    assert code == 2 and "exists already" in err
 
 
 def test_console_script_entry_point_runs():
