@@ -79,3 +79,57 @@ def object_columns(ids, first, count) -> list[fits.Column]:
 @pytest.fixture
 def small_catalog(tmp_path: Path) -> Path:
     return write_small_catalog(tmp_path / "small.fits")
+
+
+def tiny_card(**changes):
+    from convention_rt.model_card import BandStats, ModelCard
+
+    values = dict(name="tiny-test", version="0.0.1", preset="tiny", classes=("AGN", "SNIa"),
+                  bands=("g", "r"), stamp_size=32, seq_len=6, stem_window=3,
+                  normalisation={"g": BandStats(50.0, 5.0), "r": BandStats(40.0, 4.0)})
+    values.update(changes)
+    return ModelCard(**values)
+
+
+def write_tiny_onnx(path: Path, *, seq_len: int = 6, stamp: int = 32, classes: int = 2,
+                    input_names=("stamps", "band_ids", "times")) -> Path:
+    """A small ONNX graph with the runtime's signature: softmax of a linear map of stamp means."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = np.random.default_rng(0).normal(size=(seq_len, classes)).astype(np.float32)
+    nodes = [
+        helper.make_node("ReduceMean", [input_names[0], "axes"], ["mean"], keepdims=0),
+        helper.make_node("MatMul", ["mean", "W"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["p"], axis=-1),
+        helper.make_node("Unsqueeze", ["p", "one"], ["probabilities"]),
+    ]
+    inputs = [
+        helper.make_tensor_value_info(input_names[0], TensorProto.FLOAT, ["n", seq_len, stamp, stamp]),
+        helper.make_tensor_value_info(input_names[1], TensorProto.INT64, ["n", seq_len]),
+        helper.make_tensor_value_info(input_names[2], TensorProto.FLOAT, ["n", seq_len]),
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny", inputs,
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["n", 1, classes])],
+        [numpy_helper.from_array(weights, "W"), numpy_helper.from_array(np.array([2, 3]), "axes"),
+         numpy_helper.from_array(np.array([1]), "one")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 10
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, path)
+    return path
+
+
+@pytest.fixture
+def tiny_model(tmp_path: Path):
+    """(model path, card) with card.json written beside the model, checksum included."""
+    from dataclasses import replace
+
+    from convention_rt.model_card import sha256_of
+
+    model = write_tiny_onnx(tmp_path / "model.onnx")
+    card = replace(tiny_card(), sha256=sha256_of(model))
+    (tmp_path / "card.json").write_text(card.to_json())
+    return model, card

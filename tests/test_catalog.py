@@ -280,3 +280,24 @@ def test_written_file_is_valid_fits_with_provenance(small_catalog):
         assert hdul[0].header["SOURCE"] == "tests"
         assert hdul["EPOCHS"].header["NAXIS2"] == 30
         assert hdul["EPOCHS"].columns["STAMP"].dim == "(32,32)"
+
+
+def test_reading_memory_is_bounded_by_the_chunk_not_the_catalog(tmp_path):
+    import tracemalloc
+
+    def peak_bytes(n_objects: int) -> int:
+        path = write_small_catalog(tmp_path / f"c{n_objects}.fits", n_objects=n_objects, epochs=8)
+        with Catalog(path) as catalog:
+            tracemalloc.start()
+            frames = 0
+            for chunk in catalog.iter_chunks(max_objects=8):
+                frames += chunk.frames.shape[0]
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+        assert frames == n_objects * 8
+        return peak
+
+    small, large = peak_bytes(40), peak_bytes(400)  # 1.3 MB vs 13 MB of stamps
+    chunk_bytes = 8 * 8 * 32 * 32 * 4
+    assert large < 4 * chunk_bytes
+    assert large < 1.5 * small

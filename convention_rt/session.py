@@ -1,0 +1,242 @@
+"""ONNX Runtime session of a ConvEntion model: providers, threads, checksum.
+
+The exported graph (see ``train/export.py``) has three inputs and one output:
+
+* ``stamps``: (n, M, H, W) float32, normalised stamps, zeros on padding;
+* ``band_ids``: (n, M) int64, 0 on padding;
+* ``times``: (n, M) float32, days since the object's first frame in the
+  window, 0 on padding (read only by models with a time encoding);
+* ``probabilities``: (n, members, classes) float32, softmax of each ensemble
+  member; the runtime averages members and reports their spread.
+
+Device choice: ``cpu``; ``cuda`` (an error naming the available providers when
+CUDA cannot be used); ``auto`` (CUDA when its libraries actually load, else the
+CPU, announced in one info line, without ONNX Runtime's burst of errors).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import importlib.util
+import io
+import logging
+import sys
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import onnxruntime as ort
+from numpy.typing import NDArray
+
+from convention_rt.errors import ModelError
+from convention_rt.model_card import ModelCard, sha256_of
+
+__all__ = ["CARD_METADATA_KEY", "INPUT_NAMES", "OUTPUT_NAME", "ModelSession", "cuda_unavailable_reason"]
+
+log = logging.getLogger("convention_rt")
+
+CARD_METADATA_KEY = "convention_rt.model_card"
+INPUT_NAMES = ("stamps", "band_ids", "times")
+OUTPUT_NAME = "probabilities"
+Device = Literal["auto", "cpu", "cuda"]
+
+_CUDA = "CUDAExecutionProvider"
+_CPU = "CPUExecutionProvider"
+
+
+def cuda_unavailable_reason() -> str | None:
+    """Why the CUDA provider cannot run here, or None when it can be tried.
+
+    Loads the CUDA driver and ONNX Runtime's CUDA provider library with
+    ``ctypes`` first: a failure there is silent, unlike a failing session.
+    """
+    if _CUDA not in ort.get_available_providers():
+        return "this ONNX Runtime build has no CUDA provider (install onnxruntime-gpu)"
+    if importlib.util.find_spec("nvidia") is not None and hasattr(ort, "preload_dlls"):
+        # CUDA/cuDNN wheels of the `cuda` extra: load them before the provider looks for them.
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            try:
+                ort.preload_dlls()
+            except OSError:
+                pass  # the driver check below says what is missing
+    driver = "nvcuda.dll" if sys.platform == "win32" else "libcuda.so.1"
+    provider = Path(ort.__file__).parent / "capi" / (
+        "onnxruntime_providers_cuda.dll" if sys.platform == "win32" else "libonnxruntime_providers_cuda.so")
+    for library in (driver, str(provider)):
+        try:
+            ctypes.CDLL(library)
+        except OSError as exc:
+            return f"CUDA libraries do not load ({exc})"
+    return None
+
+
+def _load_card(model_path: Path, card: ModelCard | str | Path | None) -> ModelCard:
+    if isinstance(card, ModelCard):
+        return card
+    card_path = Path(card) if card is not None else model_path.with_name("card.json")
+    if card_path.is_file():
+        return ModelCard.load(card_path)
+    if card is not None:
+        raise ModelError(f"{card_path}: model card not found")
+    # No card beside the model: fall back on the copy embedded in the ONNX metadata.
+    try:
+        meta = ort.InferenceSession(str(model_path), providers=[_CPU]).get_modelmeta()
+    except Exception as exc:  # ONNX Runtime raises its own exception types
+        raise ModelError(f"{model_path}: not a loadable ONNX model ({exc})") from exc
+    text = meta.custom_metadata_map.get(CARD_METADATA_KEY)
+    if text is None:
+        raise ModelError(f"{model_path}: no card.json beside it and no card in its metadata")
+    return ModelCard.from_json(text, f"{model_path} (metadata)")
+
+
+class ModelSession:
+    """An ONNX Runtime session of one exported model, with its card.
+
+    Parameters
+    ----------
+    model_path : str or Path
+        The ``.onnx`` file.
+    card : ModelCard or path, optional
+        The model card; by default ``card.json`` beside the model, else the card
+        embedded in the model's metadata.
+    device : {"auto", "cpu", "cuda"}
+    threads : int, optional
+        Intra-op threads (ONNX Runtime's default, all cores, when omitted).
+    verify_checksum : bool
+        Refuse a model file whose sha256 differs from the card's.
+
+    Raises
+    ------
+    ModelError
+        Missing or damaged model or card, checksum mismatch, unexpected graph
+        inputs/outputs, or ``device="cuda"`` where CUDA cannot run.
+    """
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        card: ModelCard | str | Path | None = None,
+        *,
+        device: Device = "auto",
+        threads: int | None = None,
+        verify_checksum: bool = True,
+    ) -> None:
+        self.model_path = Path(model_path)
+        if not self.model_path.is_file():
+            raise ModelError(f"{self.model_path}: model file not found")
+        if device not in ("auto", "cpu", "cuda"):
+            raise ModelError(f"device must be auto, cpu or cuda, got {device!r}")
+        if threads is not None and threads < 1:
+            raise ModelError(f"threads must be at least 1, got {threads}")
+        self.card = _load_card(self.model_path, card)
+        if verify_checksum and self.card.sha256:
+            digest = sha256_of(self.model_path)
+            if digest != self.card.sha256:
+                raise ModelError(f"{self.model_path}: sha256 {digest[:12]}... does not match the card's "
+                                 f"{self.card.sha256[:12]}... (damaged or replaced file)")
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.inter_op_num_threads = 1
+        if threads is not None:
+            options.intra_op_num_threads = int(threads)
+        self.device = self._choose_device(device)
+        providers = [_CUDA, _CPU] if self.device == "cuda" else [_CPU]
+        try:
+            with _quiet_onnxruntime(self.device == "cuda"):
+                self._session = ort.InferenceSession(str(self.model_path), options, providers=providers)
+        except Exception as exc:  # ONNX Runtime raises its own exception types
+            raise ModelError(f"{self.model_path}: cannot load the model ({' '.join(str(exc).split())})") from exc
+        if self.device == "cuda" and self._session.get_providers()[0] != _CUDA:
+            if device == "cuda":
+                raise ModelError(f"CUDA was asked for but the session runs on {self._session.get_providers()}")
+            log.info("CUDA provider did not start: running on the CPU")
+            self.device = "cpu"
+        self.providers: list[str] = self._session.get_providers()
+        self._check_signature()
+
+    @staticmethod
+    def _choose_device(device: Device) -> str:
+        if device == "cpu":
+            return "cpu"
+        reason = cuda_unavailable_reason()
+        if reason is None:
+            return "cuda"
+        if device == "cuda":
+            raise ModelError(f"device cuda is not available: {reason}; "
+                             f"available providers: {', '.join(ort.get_available_providers())}")
+        log.info("no usable CUDA device (%s): running on the CPU", reason)
+        return "cpu"
+
+    def _check_signature(self) -> None:
+        inputs = {i.name: i for i in self._session.get_inputs()}
+        outputs = [o.name for o in self._session.get_outputs()]
+        if set(inputs) != set(INPUT_NAMES) or outputs != [OUTPUT_NAME]:
+            raise ModelError(f"{self.model_path}: graph has inputs {sorted(inputs)} and outputs {outputs}; "
+                             f"expected {list(INPUT_NAMES)} -> [{OUTPUT_NAME!r}]")
+        shape = inputs["stamps"].shape
+        expected = [self.card.seq_len, self.card.stamp_size, self.card.stamp_size]
+        if [d if isinstance(d, int) else None for d in shape[1:]] != expected:
+            raise ModelError(f"{self.model_path}: stamps input {shape} does not match the card "
+                             f"(M={self.card.seq_len}, {self.card.stamp_size}x{self.card.stamp_size})")
+
+    def run(self, stamps: NDArray[np.float32], band_ids: NDArray[np.int64],
+            times: NDArray[np.float32]) -> NDArray[np.float32]:
+        """Per-member class probabilities of a batch.
+
+        Parameters
+        ----------
+        stamps : ndarray, shape (n, M, H, W), float32
+        band_ids : ndarray, shape (n, M), int64
+        times : ndarray, shape (n, M), float32
+
+        Returns
+        -------
+        ndarray, shape (n, members, classes), float32
+        """
+        feeds = {
+            "stamps": np.ascontiguousarray(stamps, dtype=np.float32),
+            "band_ids": np.ascontiguousarray(band_ids, dtype=np.int64),
+            "times": np.ascontiguousarray(times, dtype=np.float32),
+        }
+        n, seq_len = feeds["band_ids"].shape
+        size = self.card.stamp_size
+        if feeds["stamps"].shape != (n, seq_len, size, size) or seq_len != self.card.seq_len \
+                or feeds["times"].shape != (n, seq_len):
+            raise ModelError(f"inputs must be stamps (n, {self.card.seq_len}, {size}, {size}), band_ids and "
+                             f"times (n, {self.card.seq_len}); got {feeds['stamps'].shape}, "
+                             f"{feeds['band_ids'].shape}, {feeds['times'].shape}")
+        if n == 0:
+            return np.zeros((0, self.card.members, len(self.card.classes)), dtype=np.float32)
+        if self.device == "cuda":
+            return self._run_bound(feeds)
+        return self._session.run([OUTPUT_NAME], feeds)[0]
+
+    def _run_bound(self, feeds: dict[str, np.ndarray]) -> NDArray[np.float32]:
+        # IOBinding: inputs copied to the GPU once, output allocated there and copied back once.
+        # Reviewed against the ONNX Runtime API; not run here (no GPU on the development machines).
+        binding = self._session.io_binding()
+        for name, array in feeds.items():
+            binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(array, "cuda", 0))
+        binding.bind_output(OUTPUT_NAME, "cuda", 0)
+        self._session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()[0]
+
+    def metadata(self) -> dict[str, str]:
+        """The ONNX model's custom metadata (including the embedded card as JSON)."""
+        return dict(self._session.get_modelmeta().custom_metadata_map)
+
+
+@contextlib.contextmanager
+def _quiet_onnxruntime(active: bool):
+    """Silence ONNX Runtime's own logging while a CUDA session is attempted."""
+    if not active:
+        yield
+        return
+    ort.set_default_logger_severity(4)
+    try:
+        yield
+    finally:
+        ort.set_default_logger_severity(2)
+
