@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
+import secrets
 import warnings
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -690,10 +690,9 @@ class CatalogWriter:
                                     ("PRESENT", "u1", (len(bands),))])
         self._epochs_header = self._make_epochs_header()
 
-        directory = self.path.parent if str(self.path.parent) else Path(".")
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part", dir=directory)
-        self._tmp = Path(tmp)
-        self._file = os.fdopen(fd, "w+b")
+        # A fresh hidden name beside the destination; opened like any new file (umask applies).
+        self._tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{secrets.token_hex(4)}.part")
+        self._file = open(self._tmp, "x+b")  # noqa: SIM115 (closed by close() or abort())
         try:
             primary = fits.PrimaryHDU()
             primary.header["CRTFMT"] = (FORMAT_NAME, "file format")

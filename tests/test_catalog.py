@@ -301,3 +301,12 @@ def test_reading_memory_is_bounded_by_the_chunk_not_the_catalog(tmp_path):
     chunk_bytes = 8 * 8 * 32 * 32 * 4
     assert large < 4 * chunk_bytes
     assert large < 1.5 * small
+
+
+def test_written_file_gets_ordinary_permissions(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        path = write_small_catalog(tmp_path / "perm.fits", n_objects=1, epochs=1)
+    finally:
+        os.umask(previous)
+    assert path.stat().st_mode & 0o777 == 0o644

@@ -1,0 +1,103 @@
+"""Export of checkpoints to ONNX + card, and the runtime session on the result."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+
+from test_model import randomise_norms, tiny_config  # noqa: E402
+from train import export as export_module  # noqa: E402
+from train.checkpoint import Checkpoint  # noqa: E402
+from train.model import ConvEntion, build_model  # noqa: E402
+
+from convention_rt.errors import ModelError  # noqa: E402
+from convention_rt.session import CARD_METADATA_KEY, ModelSession  # noqa: E402
+
+pytestmark = pytest.mark.torch
+
+
+def make_checkpoint(config, members: int = 2) -> Checkpoint:
+    torch.manual_seed(0)
+    states = [randomise_norms(build_model(config), seed=k).state_dict() for k in range(members)]
+    bands = ("g", "r", "i")[: config.n_band_ids - 1]
+    return Checkpoint(name="tiny", version="0.1.0", preset="tiny", config=config, members=states,
+                      bands=bands, normalisation={b: (10.0 * k, 2.0 + k) for k, b in enumerate(bands)},
+                      metrics={"macro_f1": 0.5}, provenance={"data": "tests"})
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    checkpoint = make_checkpoint(tiny_config(positional_encoding="time"))
+    out = tmp_path_factory.mktemp("exports") / "tiny" / "0.1.0"
+    return checkpoint, export_module.export_checkpoint(checkpoint, out)
+
+
+def test_export_writes_one_checked_file_and_a_card(exported):
+    checkpoint, result = exported
+    assert sorted(p.name for p in result.model_path.parent.iterdir()) == ["card.json", "model.onnx"]
+    proto = onnx.load(str(result.model_path))
+    onnx.checker.check_model(proto, full_check=True)
+    embedded = {p.key: p.value for p in proto.metadata_props}[CARD_METADATA_KEY]
+    card = json.loads(result.card_path.read_text())
+    assert card["sha256"] and json.loads(embedded)["sha256"] == ""
+    assert card["members"] == 2 and card["bands"] == ["g", "r", "i"]
+    assert card["provenance"]["export"]["graph"] in ("conv2d_stem", "conv3d_stem")
+    assert result.max_abs_difference <= 1e-4
+    assert set(result.objects_per_s) == {"conv3d_stem", "conv2d_stem"}
+
+
+def test_runtime_session_reproduces_pytorch(exported):
+    checkpoint, result = exported
+    session = ModelSession(result.model_path, device="cpu")
+    assert session.card.time_encoding and session.card.members == 2
+    batch = export_module.example_batch(session.card, 5, seed=11)
+    probabilities = session.run(batch["stamps"], batch["band_ids"], batch["times"])
+    members = checkpoint.build_members()
+    with torch.no_grad():
+        expected = torch.stack([torch.softmax(m(*(torch.from_numpy(batch[k]) for k in
+                                                  ("stamps", "band_ids", "times"))), -1) for m in members], 1)
+    np.testing.assert_allclose(probabilities, expected.numpy(), atol=1e-4)
+
+
+def test_disagreement_refuses_the_export_and_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(export_module, "AGREEMENT_ATOL", -1.0)
+    out = tmp_path / "x" / "1"
+    with pytest.raises(ModelError, match="differ by .* export refused"):
+        export_module.export_checkpoint(make_checkpoint(tiny_config(), members=1), out)
+    assert not out.exists() and list((tmp_path / "x").iterdir()) == []
+
+
+def test_existing_export_is_not_overwritten_without_asking(exported):
+    checkpoint, result = exported
+    with pytest.raises(ModelError, match="holds an export already"):
+        export_module.export_checkpoint(checkpoint, result.model_path.parent)
+
+
+def test_checkpoint_round_trip_and_cli(tmp_path, capsys):
+    checkpoint = make_checkpoint(tiny_config(), members=1)
+    path = tmp_path / "model.ckpt"
+    checkpoint.save(path)
+    loaded = Checkpoint.load(path)
+    assert loaded.config == checkpoint.config and loaded.bands == checkpoint.bands
+    for key, value in checkpoint.members[0].items():
+        torch.testing.assert_close(loaded.members[0][key], value)
+    assert export_module.main([str(path), "--out", str(tmp_path / "out")]) == 0
+    assert json.loads(capsys.readouterr().out)["graph"] in ("conv2d_stem", "conv3d_stem")
+    assert export_module.main([str(path), "--out", str(tmp_path / "out")]) == 3
+    assert "holds an export already" in capsys.readouterr().err
+
+
+def test_baseline_checkpoint_exports_too(tmp_path):
+    from train.model import get_baseline
+    from dataclasses import replace
+
+    config = replace(get_baseline("lc_lstm"), seq_len=6, stamp_size=24, n_band_ids=4, hidden_size=8)
+    result = export_module.export_checkpoint(make_checkpoint(config, members=1), tmp_path / "lc")
+    assert result.graph == "as_traced"  # no stem to convert
+    assert ModelSession(result.model_path, device="cpu").card.preset == "tiny"
+    assert isinstance(build_model(tiny_config()), ConvEntion)

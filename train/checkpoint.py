@@ -1,0 +1,128 @@
+"""Trained-model checkpoints: architecture, member weights and what the card needs.
+
+A checkpoint holds everything export needs and nothing it must guess: the
+model configuration (ConvEntion preset or baseline), the weights of every
+ensemble member, the band order and per-band normalisation statistics measured
+on the training data, and the metrics and provenance of the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from convention_rt.model_card import BandStats, ModelCard
+from train.model import BaselineConfig, ModelConfig, StemLayer, build_model
+
+__all__ = ["Checkpoint", "config_from_dict", "config_to_dict"]
+
+CHECKPOINT_FORMAT = 1
+
+
+def config_to_dict(config: ModelConfig | BaselineConfig) -> dict[str, Any]:
+    """A JSON-compatible description of a model configuration."""
+    kind = "convention" if isinstance(config, ModelConfig) else "baseline"
+    return {"type": kind, **dataclasses.asdict(config)}
+
+
+def config_from_dict(data: dict[str, Any]) -> ModelConfig | BaselineConfig:
+    """Inverse of :func:`config_to_dict`."""
+    values = {k: v for k, v in data.items() if k != "type"}
+    for key in ("classes", "conv_channels", "annulus"):
+        if key in values:
+            values[key] = tuple(values[key])
+    if data.get("type") == "convention":
+        values["stem"] = tuple(StemLayer(**layer) for layer in values["stem"])
+        return ModelConfig(**values)
+    if data.get("type") == "baseline":
+        return BaselineConfig(**values)
+    raise ValueError(f"unknown model configuration type {data.get('type')!r}")
+
+
+@dataclass
+class Checkpoint:
+    """A trained model (one or several ensemble members) and its metadata.
+
+    Attributes
+    ----------
+    name, version : str
+        Registry name and version the export will carry.
+    preset : str
+        Architecture name (``compact``, ``paper``, ``cnn_gru``, ...).
+    config : ModelConfig or BaselineConfig
+    members : list of dict
+        ``state_dict`` of each member.
+    bands : tuple of str
+        Band names in id order (band id i + 1 is ``bands[i]``).
+    normalisation : dict of str to (mean, std)
+        Per-band statistics of the training stamps.
+    metrics, provenance : dict
+        Held-out metrics and how the model was made.
+    """
+
+    name: str
+    version: str
+    preset: str
+    config: ModelConfig | BaselineConfig
+    members: list[dict[str, torch.Tensor]]
+    bands: tuple[str, ...]
+    normalisation: dict[str, tuple[float, float]]
+    metrics: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def build_members(self) -> list[nn.Module]:
+        """The members as evaluation-mode modules with their weights loaded."""
+        modules = []
+        for state in self.members:
+            module = build_model(self.config)
+            module.load_state_dict(state)
+            modules.append(module.eval())
+        return modules
+
+    def card(self) -> ModelCard:
+        """The model card (without the model file's checksum, known only after export)."""
+        stem_window = getattr(self.config, "stem_window", 1)
+        time_encoding = getattr(self.config, "positional_encoding", "") == "time"
+        return ModelCard(
+            name=self.name, version=self.version, preset=self.preset,
+            classes=tuple(self.config.classes), bands=tuple(self.bands),
+            stamp_size=self.config.stamp_size, seq_len=self.config.seq_len, stem_window=stem_window,
+            normalisation={b: BandStats(float(m), float(s)) for b, (m, s) in self.normalisation.items()},
+            time_encoding=time_encoding, members=len(self.members),
+            metrics=self.metrics, provenance=self.provenance,
+        )
+
+    def save(self, path: str | Path) -> None:
+        """Write atomically (temporary file, then rename)."""
+        path = Path(path)
+        payload = {
+            "format": CHECKPOINT_FORMAT, "name": self.name, "version": self.version,
+            "preset": self.preset, "config": config_to_dict(self.config), "members": self.members,
+            "bands": list(self.bands), "normalisation": {b: list(v) for b, v in self.normalisation.items()},
+            "metrics": self.metrics, "provenance": self.provenance,
+        }
+        temporary = path.with_name(f".{path.name}.part")
+        try:
+            torch.save(payload, temporary)
+            temporary.replace(path)
+        finally:
+            temporary.unlink(missing_ok=True)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Checkpoint:
+        """Read a checkpoint written by :meth:`save`."""
+        payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+        if payload.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{path}: not a checkpoint of format {CHECKPOINT_FORMAT}")
+        return cls(
+            name=payload["name"], version=payload["version"], preset=payload["preset"],
+            config=config_from_dict(payload["config"]), members=payload["members"],
+            bands=tuple(payload["bands"]),
+            normalisation={b: (float(v[0]), float(v[1])) for b, v in payload["normalisation"].items()},
+            metrics=payload["metrics"], provenance=payload["provenance"],
+        )

@@ -1,0 +1,245 @@
+"""Export a trained checkpoint to ONNX with its model card.
+
+``python -m train.export CHECKPOINT --out exports/NAME/VERSION/``
+
+* One self-contained ONNX file (no external data) with a dynamic batch axis,
+  inputs ``stamps`` / ``band_ids`` / ``times`` and output ``probabilities``
+  (n, members, classes): the softmax of every ensemble member.  Members live
+  in one graph so that one file, one checksum and one session serve the whole
+  ensemble; the runtime averages them and reports their spread.
+* ``onnx.checker`` full check; the card embedded in the ONNX metadata and
+  written beside the model as ``card.json`` with the file's sha256.
+* ONNX Runtime must agree with PyTorch within 1e-4 on the probabilities at
+  batch 1 and 64, or the export fails and nothing is written.
+* ConvEntion's stem is exported twice, as Conv3d and as the exactly equal
+  Conv2d over time-stacked channels (ONNX Runtime's CPU Conv3d is slow); both
+  are timed in ONNX Runtime and the faster graph is kept, its choice and the
+  timings recorded in the card.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import io
+import json
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from convention_rt.errors import ConventionError, ModelError
+from convention_rt.model_card import ModelCard, sha256_of
+from convention_rt.session import CARD_METADATA_KEY, INPUT_NAMES, OUTPUT_NAME
+from train.checkpoint import Checkpoint
+from train.model import ConvEntion, to_conv2d_stem
+
+__all__ = ["EnsembleProbabilities", "ExportResult", "export_checkpoint", "main"]
+
+AGREEMENT_ATOL = 1e-4
+CHECK_BATCHES = (1, 64)
+TIMING_BATCH = 16
+MAX_IR_VERSION = 10  # what every supported ONNX Runtime release reads
+
+
+class EnsembleProbabilities(nn.Module):
+    """Members' softmax outputs stacked: (n, members, classes)."""
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, stamps: torch.Tensor, band_ids: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
+        return torch.stack([torch.softmax(m(stamps, band_ids, times), dim=-1) for m in self.members], dim=1)
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """Where the export went and what it measured."""
+
+    model_path: Path
+    card_path: Path
+    card: ModelCard
+    graph: str
+    max_abs_difference: float
+    objects_per_s: dict[str, float]
+
+
+def example_batch(card: ModelCard, n: int, seed: int) -> dict[str, np.ndarray]:
+    """Random normalised inputs with realistic padding (some short, one empty-ish)."""
+    rng = np.random.default_rng(seed)
+    m, size = card.seq_len, card.stamp_size
+    lengths = rng.integers(1, m + 1, size=n)
+    lengths[0] = m
+    real = np.arange(m)[None, :] < lengths[:, None]
+    band_ids = np.where(real, rng.integers(1, card.n_band_ids, size=(n, m)), 0).astype(np.int64)
+    stamps = np.where(real[:, :, None, None], rng.normal(size=(n, m, size, size)), 0).astype(np.float32)
+    times = np.where(real, np.cumsum(rng.uniform(0.5, 5.0, size=(n, m)), axis=1), 0)
+    times = (times - times[:, :1]).astype(np.float32) * real
+    return {"stamps": stamps, "band_ids": band_ids, "times": times.astype(np.float32)}
+
+
+def _torch_outputs(model: nn.Module, batch: dict[str, np.ndarray]) -> np.ndarray:
+    with torch.no_grad():
+        return model(*(torch.from_numpy(batch[name]) for name in INPUT_NAMES)).numpy()
+
+
+def _to_onnx(model: nn.Module, card: ModelCard, path: Path) -> None:
+    """Trace ``model`` to a single ONNX file with a dynamic batch axis and the card embedded."""
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    example = example_batch(card, 2, seed=0)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")  # the exporter's own notices and progress lines
+        torch.onnx.export(
+            model, tuple(torch.from_numpy(example[name]) for name in INPUT_NAMES), str(path),
+            dynamo=True, input_names=list(INPUT_NAMES), output_names=[OUTPUT_NAME],
+            dynamic_shapes={name: {0: batch} for name in INPUT_NAMES}, external_data=False,
+        )
+    proto = onnx.load(str(path), load_external_data=True)
+    proto.ir_version = min(proto.ir_version, MAX_IR_VERSION)
+    del proto.metadata_props[:]
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = CARD_METADATA_KEY, card.to_json()
+    proto.producer_name = "convention-rt"
+    onnx.checker.check_model(proto, full_check=True)
+    onnx.save(proto, str(path), save_as_external_data=False)
+    leftovers = [p for p in path.parent.iterdir() if p != path]
+    if leftovers:
+        raise ModelError(f"export wrote external data files {leftovers}: the model must be one file")
+
+
+def _ort_session(path: Path, threads: int) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _agreement(model: nn.Module, session: ort.InferenceSession, card: ModelCard) -> float:
+    worst = 0.0
+    for n in CHECK_BATCHES:
+        batch = example_batch(card, n, seed=n)
+        expected = _torch_outputs(model, batch)
+        (actual,) = session.run([OUTPUT_NAME], batch)
+        if actual.shape != expected.shape:
+            raise ModelError(f"ONNX output shape {actual.shape} differs from PyTorch's {expected.shape}")
+        worst = max(worst, float(np.max(np.abs(actual - expected))))
+    return worst
+
+
+def _objects_per_s(session: ort.InferenceSession, card: ModelCard, repeats: int = 3) -> float:
+    batch = example_batch(card, TIMING_BATCH, seed=7)
+    session.run([OUTPUT_NAME], batch)  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        session.run([OUTPUT_NAME], batch)
+        best = min(best, time.perf_counter() - start)
+    return TIMING_BATCH / best
+
+
+def export_checkpoint(checkpoint: Checkpoint, out_dir: str | Path, *, threads: int = 1,
+                      overwrite: bool = False) -> ExportResult:
+    """Export ``checkpoint`` to ``out_dir/model.onnx`` and ``out_dir/card.json``.
+
+    Parameters
+    ----------
+    checkpoint : Checkpoint
+    out_dir : str or Path
+        Destination folder (created); must not hold a model unless ``overwrite``.
+    threads : int
+        ONNX Runtime threads for the agreement check and the timing.
+    overwrite : bool
+        Replace an existing export.
+
+    Returns
+    -------
+    ExportResult
+
+    Raises
+    ------
+    ModelError
+        When ONNX Runtime and PyTorch disagree by more than 1e-4, the graph fails
+        the checker, or the destination holds an export already.
+    """
+    out_dir = Path(out_dir)
+    if (out_dir / "model.onnx").exists() and not overwrite:
+        raise ModelError(f"{out_dir}: holds an export already (pass --overwrite to replace it)")
+    card = checkpoint.card()
+    members = checkpoint.build_members()
+    reference = EnsembleProbabilities(members).eval()
+    is_convention = all(isinstance(m, ConvEntion) for m in members)
+    variants: dict[str, nn.Module] = {"conv3d_stem" if is_convention else "as_traced": reference}
+    if is_convention:
+        converted = EnsembleProbabilities([to_conv2d_stem(m) for m in members]).eval()
+        check = example_batch(card, 4, seed=3)
+        difference = np.max(np.abs(_torch_outputs(converted, check) - _torch_outputs(reference, check)))
+        if difference > 1e-5:
+            raise ModelError(f"the Conv2d stem differs from the Conv3d stem by {difference:.2e}")
+        variants["conv2d_stem"] = converted
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=f".{out_dir.name}.") as scratch:
+        scratch = Path(scratch)
+        speeds: dict[str, float] = {}
+        differences: dict[str, float] = {}
+        for name, module in variants.items():
+            (scratch / name).mkdir()
+            path = scratch / name / "model.onnx"
+            _to_onnx(module, card, path)
+            session = _ort_session(path, threads)
+            differences[name] = _agreement(reference, session, card)
+            if differences[name] > AGREEMENT_ATOL:
+                raise ModelError(f"{name}: ONNX Runtime and PyTorch differ by {differences[name]:.2e} "
+                                 f"(> {AGREEMENT_ATOL}) on probabilities: export refused")
+            speeds[name] = _objects_per_s(session, card)
+        chosen = max(speeds, key=speeds.get)
+        model_file = scratch / chosen / "model.onnx"
+        provenance = dict(card.provenance)
+        provenance["export"] = {
+            "graph": chosen,
+            "ort_cpu_objects_per_s_batch16_threads%d" % threads: {k: round(v, 1) for k, v in speeds.items()},
+            "max_abs_difference_vs_pytorch": differences[chosen],
+            "torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": ort.__version__,
+        }
+        final = dataclasses.replace(card, provenance=provenance, sha256=sha256_of(model_file))
+        (scratch / chosen / "card.json").write_text(final.to_json(), encoding="utf-8")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        shutil.move(str(scratch / chosen), out_dir)
+    return ExportResult(model_path=out_dir / "model.onnx", card_path=out_dir / "card.json", card=final,
+                        graph=chosen, max_abs_difference=differences[chosen], objects_per_s=speeds)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: ``python -m train.export CHECKPOINT --out DIR``."""
+    parser = argparse.ArgumentParser(prog="python -m train.export", description=__doc__.split("\n")[0])
+    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("--out", type=Path, required=True, help="destination folder, e.g. exports/NAME/VERSION")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--overwrite", action="store_true")
+    options = parser.parse_args(argv)
+    try:
+        result = export_checkpoint(Checkpoint.load(options.checkpoint), options.out,
+                                   threads=options.threads, overwrite=options.overwrite)
+    except (ConventionError, OSError, ValueError) as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return getattr(exc, "exit_code", 3)
+    print(json.dumps({"model": str(result.model_path), "card": str(result.card_path), "graph": result.graph,
+                      "max_abs_difference": result.max_abs_difference,
+                      "ort_objects_per_s": result.objects_per_s}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
