@@ -20,6 +20,7 @@ from convention_rt._version import __version__
 from convention_rt.catalog import Catalog, CatalogSummary, summarise
 from convention_rt.data import sample_catalog_path
 from convention_rt.errors import ConventionError, UsageError
+from convention_rt.ingest.cli import app as ingest_app
 
 __all__ = ["app", "main"]
 
@@ -30,6 +31,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.add_typer(ingest_app, name="ingest")
 _state = {"debug": False}
 _out = Console(highlight=False)
 

@@ -111,9 +111,12 @@ def decode_image(data: bytes, *, bad_planes: Sequence[str] = BAD_MASK_PLANES) ->
     CutoutError
         Not (gzipped) FITS, no 2-D image, or a mask of another shape.
     """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise CutoutError(f"must be bytes, got {type(data).__name__}")
     if not data:
         raise CutoutError("empty cut-out")
-    raw = gunzip(data) if data[:2] == GZIP_MAGIC else bytes(data)
+    data = bytes(data)
+    raw = gunzip(data) if data[:2] == GZIP_MAGIC else data
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error")
@@ -144,7 +147,7 @@ def _named(hdul: fits.HDUList, name: str) -> fits.ImageHDU | None:
 
 
 def _image_hdu(hdul: fits.HDUList) -> fits.ImageHDU:
-    """The ``IMAGE`` extension if any, else the first HDU holding a 2-D image."""
+    """The ``IMAGE`` extension if any, else the first image HDU with data; it must be 2-D."""
     hdu = _named(hdul, "IMAGE")
     if hdu is None:
         hdu = next((h for h in hdul if h.is_image and h.data is not None), None)
@@ -211,7 +214,7 @@ def fit_stamp(
     if image.ndim != 2 or 0 in image.shape:
         raise CutoutError(f"image must be 2-D and non-empty, got shape {image.shape}")
     pads = []
-    for n, side in zip(image.shape, pad_side):
+    for n, side in zip(image.shape, pad_side, strict=True):
         missing = max(n, size, nominal or 0) - n
         before = {"low": missing, "high": 0}.get(side, missing // 2)
         pads.append((before, missing - before))

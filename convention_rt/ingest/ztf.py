@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from convention_rt.ingest import cutouts
-from convention_rt.ingest.records import Alert, FieldReader, PadSide, StampKind, Survey
+from convention_rt.ingest.cutouts import PadSide
+from convention_rt.ingest.records import Alert, FieldReader, StampKind, Survey
 
 __all__ = ["BANDS", "CUTOUT_FIELDS", "CUTOUT_SIZE", "FID_BANDS", "ZTF", "parse_packet"]
 

@@ -1,0 +1,266 @@
+"""Tests of Rubin alert ingest on packets built here with fastavro.
+
+The packets follow the field names and types of the ``lsst-alert-packet``
+schema (v11.1: ``diaSourceId``, ``diaSource.{diaObjectId, midpointMjdTai, band,
+ra, dec}``, ``cutoutScience/Difference/Template`` as nullable bytes), written
+with a reduced schema declared below rather than a copy of the package's
+schema files (GPL-3.0).  When ``lsst-alert-packet`` is installed, one test
+also writes a packet with its real schema.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import io
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.nddata import CCDData, VarianceUncertainty
+from typer.testing import CliRunner
+
+from convention_rt.catalog import Catalog
+from convention_rt.ingest import AlertError, ingest_rubin
+from convention_rt.ingest.cli import app
+
+fastavro = pytest.importorskip("fastavro")
+
+DIA_SOURCE = {
+    "type": "record", "name": "diaSource", "namespace": "test.rubin",
+    "fields": [
+        {"name": "diaSourceId", "type": "long"},
+        {"name": "diaObjectId", "type": ["null", "long"], "default": None},
+        {"name": "midpointMjdTai", "type": "double"},
+        {"name": "ra", "type": "double"},
+        {"name": "dec", "type": "double"},
+        {"name": "band", "type": ["null", "string"], "default": None},
+    ],
+}
+CUTOUT_FIELDS = ("cutoutDifference", "cutoutScience", "cutoutTemplate")
+
+
+def alert_schema(dia_source: dict) -> dict:
+    return {
+        "type": "record", "name": "alert", "namespace": "test.rubin",
+        "fields": [
+            {"name": "diaSourceId", "type": "long"},
+            {"name": "diaSource", "type": dia_source},
+            {"name": "prvDiaSources", "type": ["null", {"type": "array", "items": "test.rubin.diaSource"}],
+             "default": None},
+            *({"name": name, "type": ["null", "bytes"], "default": None} for name in CUTOUT_FIELDS),
+        ],
+    }
+
+
+SCHEMA = alert_schema(DIA_SOURCE)
+RENAMED = {"midpointMjdTai": "midPointTai", "band": "filterName", "dec": "decl"}  # schema 3.x/4.x names
+OLD_SCHEMA = alert_schema({**DIA_SOURCE, "fields": [{**f, "name": RENAMED.get(f["name"], f["name"])}
+                                                    for f in DIA_SOURCE["fields"]]})
+
+
+def ccd_cutout(image: np.ndarray, mask: np.ndarray | None = None) -> bytes:
+    """A cut-out as Rubin's alert production writes it: astropy CCDData (image, UNCERT, MASK)."""
+    buffer = io.BytesIO()
+    CCDData(image.astype(np.float32), unit="nJy", mask=mask,
+            uncertainty=VarianceUncertainty(np.full(image.shape, 4.0, np.float32))).write(buffer, format="fits")
+    return buffer.getvalue()
+
+
+def exposure_cutout(image: np.ndarray, bad: np.ndarray) -> bytes:
+    """A cut-out in the LSST Exposure layout: IMAGE, MASK (bits named by MP_* keywords), VARIANCE."""
+    mask = fits.ImageHDU(np.where(bad, 1 << 8, 1 << 5).astype(np.int32), name="MASK")  # NO_DATA or DETECTED
+    mask.header["MP_BAD"] = 0
+    mask.header["HIERARCH MP_DETECTED"] = 5
+    mask.header["HIERARCH MP_NO_DATA"] = 8
+    buffer = io.BytesIO()
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(image.astype(np.float32), name="IMAGE"), mask,
+                  fits.ImageHDU(np.ones(image.shape, np.float32), name="VARIANCE")]).writeto(buffer)
+    return buffer.getvalue()
+
+
+def image(seed: int, shape: tuple[int, int] = (30, 30)) -> np.ndarray:
+    return np.random.default_rng(seed).normal(200.0, 5.0, shape).astype(np.float32)
+
+
+def make_packet(object_id: int | None, source_id: int, mjd: float, band: str = "r", **cutouts: bytes | None) -> dict:
+    default = ccd_cutout(image(source_id))
+    return {
+        "diaSourceId": source_id,
+        "diaSource": {"diaSourceId": source_id, "diaObjectId": object_id, "midpointMjdTai": mjd,
+                      "ra": 150.0 + source_id * 1e-6, "dec": -30.0, "band": band},
+        "prvDiaSources": None,
+        **{name: cutouts.get(name, default) for name in CUTOUT_FIELDS},
+    }
+
+
+def write_avro(path: Path, packets: list[dict], schema: dict = SCHEMA) -> Path:
+    with open(path, "wb") as handle:
+        fastavro.writer(handle, fastavro.parse_schema(copy.deepcopy(schema)), packets)
+    return path
+
+
+def padded(cutout: np.ndarray) -> np.ndarray:
+    """What a 30 x 30 cut-out becomes: centred in 32 x 32, bordered by its median finite pixel."""
+    out = np.full((32, 32), np.nanmedian(np.where(np.isfinite(cutout), cutout, np.nan)), dtype=np.float32)
+    out[1:31, 1:31] = cutout
+    return out
+
+
+def read_objects(path: Path) -> dict[int, dict[str, Any]]:
+    objects = {}
+    with Catalog(path) as catalog:
+        for chunk in catalog.iter_chunks():
+            for i, object_id in enumerate(chunk.object_ids):
+                rows = slice(chunk.offsets[i], chunk.offsets[i + 1])
+                objects[int(object_id)] = {"mjd": chunk.mjd[rows], "frames": chunk.frames[rows],
+                                           "band": [catalog.bands[b] for b in chunk.band[rows]],
+                                           "ra": chunk.ra[i], "dec": chunk.dec[i]}
+    return objects
+
+
+def test_packets_become_time_ordered_objects_with_masked_padded_stamps(tmp_path: Path) -> None:
+    bad = np.zeros((30, 30), dtype=bool)
+    bad[4, 5] = bad[20, 11] = True
+    science = {sid: image(sid) for sid in (11, 12, 13, 21)}
+    packets = [
+        make_packet(1001, 12, 60102.25, "g", cutoutScience=ccd_cutout(science[12], bad)),
+        make_packet(7, 21, 60100.0, "y", cutoutScience=ccd_cutout(science[21])),
+        make_packet(1001, 13, 60101.5, "i", cutoutScience=ccd_cutout(science[13])),
+        make_packet(1001, 11, 60103.0, "r", cutoutScience=ccd_cutout(science[11])),
+    ]
+    out = tmp_path / "catalog.fits"
+
+    report = ingest_rubin([write_avro(tmp_path / "alerts.avro", packets)], out)
+
+    objects = read_objects(out)
+    assert sorted(objects) == [7, 1001]
+    np.testing.assert_array_equal(objects[1001]["mjd"], [60101.5, 60102.25, 60103.0])
+    assert objects[1001]["band"] == ["i", "g", "r"] and objects[7]["band"] == ["y"]
+    assert objects[1001]["ra"] == pytest.approx(150.000012, abs=1e-9)
+    assert objects[1001]["dec"] == pytest.approx(-30.0, abs=1e-9)
+    masked = science[12].copy()
+    masked[bad] = np.nan
+    np.testing.assert_array_equal(objects[1001]["frames"][1], padded(masked))
+    np.testing.assert_array_equal(objects[1001]["frames"][0], padded(science[13]))
+    assert (report.n_epochs, report.n_masked_pixels) == (4, 2)
+    assert sorted((p.object_id, p.alert_id, p.shape) for p in report.padded) == [
+        (7, 21, (30, 30)), (1001, 11, (30, 30)), (1001, 12, (30, 30)), (1001, 13, (30, 30))]
+    with Catalog(out) as catalog:
+        assert catalog.bands == ("u", "g", "r", "i", "z", "y")
+        header = catalog.header
+    assert (header["SURVEY"], header["NPADDED"], header["NPADOBJ"], header["NMASKED"]) == ("Rubin", 4, 2, 2)
+    assert header["PADOBJS"] == "1001,7"
+
+
+@pytest.mark.parametrize("stamp", ["science", "difference", "template"])
+def test_stamp_kinds_and_exposure_layout(tmp_path: Path, stamp: str) -> None:
+    bad = np.zeros((30, 30), dtype=bool)
+    bad[0, :] = True
+    science, difference, template = image(1), image(2), image(3, (40, 40))
+    packet = make_packet(5, 1, 60000.0, cutoutScience=exposure_cutout(science, bad),
+                         cutoutDifference=ccd_cutout(difference), cutoutTemplate=ccd_cutout(template))
+
+    report = ingest_rubin([write_avro(tmp_path / "a.avro", [packet])], tmp_path / "c.fits", stamp=stamp)
+
+    frame = read_objects(tmp_path / "c.fits")[5]["frames"][0]
+    science = science.copy()
+    science[bad] = np.nan
+    expected = {"science": padded(science), "difference": padded(difference), "template": template[4:36, 4:36]}
+    np.testing.assert_array_equal(frame, expected[stamp])
+    assert report.n_masked_pixels == (30 if stamp == "science" else 0)
+    assert bool(report.padded) == (stamp != "template")
+
+
+def test_repeated_dia_source_ids_are_dropped(tmp_path: Path) -> None:
+    packets = [make_packet(5, 1, 60000.0), make_packet(5, 2, 60001.0), make_packet(5, 1, 60000.0)]
+    report = ingest_rubin([write_avro(tmp_path / "a.avro", packets)], tmp_path / "c.fits")
+    assert (report.n_packets, report.n_epochs, report.n_duplicates) == (3, 2, 1)
+
+
+def test_schema_3_and_4_field_names(tmp_path: Path) -> None:
+    packet = make_packet(5, 1, 60000.0, "z")
+    packet["diaSource"] = {RENAMED.get(k, k): v for k, v in packet["diaSource"].items()}
+    ingest_rubin([write_avro(tmp_path / "old.avro", [packet], OLD_SCHEMA)], tmp_path / "c.fits")
+    got = read_objects(tmp_path / "c.fits")[5]
+    assert got["band"] == ["z"] and got["mjd"][0] == 60000.0 and got["dec"] == pytest.approx(-30.0)
+
+
+BREAKAGES = [
+    (dict(object_id=None), "diaSource.diaObjectId: diaSourceId 2", "missing_field", "belongs to no diaObject"),
+    (dict(band="w"), "diaSource.band: diaObjectId 5, diaSourceId 2", "unknown_band", "unknown band 'w'"),
+    (dict(cutoutScience=None), "cutoutScience: diaObjectId 5, diaSourceId 2", "missing_cutout", "missing cut-out"),
+    (dict(cutoutScience=b"SIMPLE  =  T" + bytes(300)), "cutoutScience: diaObjectId 5, diaSourceId 2",
+     "corrupt_cutout", "not a readable FITS image"),
+]
+
+
+def broken_packets(change: dict) -> list[dict]:
+    arguments = {"object_id": 5, "source_id": 2, "mjd": 60001.0, "band": "r"}
+    cutouts = {k: v for k, v in change.items() if k.startswith("cutout")}
+    arguments.update({k: v for k, v in change.items() if not k.startswith("cutout")})
+    return [make_packet(5, 1, 60000.0), make_packet(**arguments, **cutouts)]
+
+
+@pytest.mark.parametrize(("change", "where", "reason", "message"), BREAKAGES)
+def test_invalid_alert_raises(tmp_path: Path, change: dict, where: str, reason: str, message: str) -> None:
+    path = write_avro(tmp_path / "broken.avro", broken_packets(change))
+    with pytest.raises(AlertError, match=rf"^{re.escape(f'{path}: {where}: ')}.*{re.escape(message)}") as info:
+        ingest_rubin([path], tmp_path / "c.fits", on_invalid="raise")
+    assert info.value.reason == reason
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.avro"]
+
+
+@pytest.mark.parametrize(("change", "where", "reason", "message"), BREAKAGES)
+def test_invalid_alert_is_skipped_under_flag(tmp_path: Path, change: dict, where: str, reason: str,
+                                             message: str) -> None:
+    path = write_avro(tmp_path / "broken.avro", broken_packets(change))
+    report = ingest_rubin([path], tmp_path / "c.fits")
+    assert report.skipped == {reason: 1} and report.n_epochs == 1
+    assert where in report.examples[reason][0]
+
+
+def test_cli_rubin(tmp_path: Path) -> None:
+    path = write_avro(tmp_path / "a.avro", [make_packet(5, 1, 60000.0), make_packet(6, 2, 60000.0)])
+    result = CliRunner().invoke(app, ["rubin", str(path), "--out", str(tmp_path / "c.fits"), "--stamp", "template"])
+    assert result.exit_code == 0, result.output
+    assert "2 objects, 2 epochs of Rubin template stamps" in result.stdout
+    assert "warning: padded 2 short cut-outs" in result.stderr
+
+
+def _blank(kind: Any) -> Any:
+    """A valid value of an Avro type: null where allowed, else zero or empty."""
+    if isinstance(kind, list):
+        return None if "null" in kind else _blank(kind[0])
+    if isinstance(kind, dict):
+        if kind["type"] == "record":
+            return {f["name"]: f.get("default", _blank(f["type"])) for f in kind["fields"]}
+        return [] if kind["type"] == "array" else _blank(kind["type"])
+    return {"long": 0, "int": 0, "double": 0.0, "float": 0.0, "string": "", "boolean": False, "bytes": b""}[kind]
+
+
+def test_real_lsst_alert_packet_schema(tmp_path: Path) -> None:
+    try:  # the schema files only: importing the package needs its other dependencies
+        spec = importlib.util.find_spec("lsst.alert.packet")
+    except ModuleNotFoundError:
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("lsst-alert-packet is not installed")
+    root = Path(next(iter(spec.submodule_search_locations))) / "schema"
+    major, minor = (root / "latest.txt").read_text().strip().split(".")
+    folder = root / major / minor
+    names = ["diaSource", "diaForcedSource", "diaObject", "ssSource", "mpc_orbits", "alert"]
+    files = [folder / f"lsst.v{major}_{minor}.{name}.avsc" for name in names]
+    schema = fastavro.schema.load_schema_ordered([str(f) for f in files if f.is_file()])
+    packet = _blank(schema)
+    packet["diaSource"].update(diaSourceId=3, diaObjectId=9, midpointMjdTai=60500.0, ra=10.0, dec=-5.0, band="u")
+    packet["cutoutScience"] = ccd_cutout(image(3))
+    path = tmp_path / "real.avro"
+    with open(path, "wb") as handle:
+        fastavro.writer(handle, schema, [packet])
+    report = ingest_rubin([path], tmp_path / "c.fits")
+    assert (report.n_objects, report.n_epochs) == (1, 1)
+    assert read_objects(tmp_path / "c.fits")[9]["band"] == ["u"]
