@@ -348,6 +348,11 @@ class Catalog:
         repeat[order[1:]] = sorted_ids[1:] == sorted_ids[:-1]
         return repeat
 
+    @property
+    def has_labels(self) -> bool:
+        """Whether OBJECTS has a LABEL column."""
+        return self._label is not None
+
     # -- context management -----------------------------------------------------
     def close(self) -> None:
         """Release the memory maps."""

@@ -1,0 +1,79 @@
+"""The training protocol on the shipped sample catalog: folds, resume, metrics, export."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("sklearn")
+
+from train import fit as fit_module  # noqa: E402
+from train.fit import FitConfig, fit  # noqa: E402
+
+from convention_rt.data import sample_catalog_path  # noqa: E402
+from convention_rt.session import ModelSession  # noqa: E402
+
+pytestmark = [pytest.mark.torch, pytest.mark.slow]
+
+
+def config(run_dir, **changes) -> FitConfig:
+    values = dict(catalog=str(sample_catalog_path()), run_dir=str(run_dir), model="compact", folds=2,
+                  members=1, epochs=2, batch_size=8, threads=1)
+    values.update(changes)
+    return FitConfig(**values)
+
+
+def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
+    reference = fit(config(tmp_path / "straight"))
+
+    calls = {"n": 0}
+    original = fit_module._save_state
+
+    def stop_after_three(*args, **kwargs):
+        original(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(fit_module, "_save_state", stop_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        fit(config(tmp_path / "resumed"))
+    monkeypatch.setattr(fit_module, "_save_state", original)
+    resumed = fit(config(tmp_path / "resumed"))
+
+    assert resumed["per_fold"] == reference["per_fold"]
+    assert json.loads((tmp_path / "resumed" / "folds.json").read_text()) == \
+        json.loads((tmp_path / "straight" / "folds.json").read_text())
+    for name in ("metrics.json", "confusion.png", "fold0.json", "fold1.json", "config.json"):
+        assert (tmp_path / "resumed" / name).exists()
+    summary = resumed["cross_validation"]
+    assert 0.0 <= summary["accuracy"]["mean"] <= 1.0 and set(summary["recall"]) == {
+        "AGN", "SNIa", "SNOther", "Variable"}
+
+
+def test_run_dir_with_another_configuration_is_refused(tmp_path):
+    fit(config(tmp_path / "run", epochs=1))
+    with pytest.raises(ValueError, match="another configuration"):
+        fit(config(tmp_path / "run", epochs=3))
+
+
+def test_fit_exports_a_model_the_runtime_loads(tmp_path):
+    metrics = fit(config(tmp_path / "run", epochs=1, task="3class", export_out=str(tmp_path / "export")))
+    session = ModelSession(tmp_path / "export" / "model.onnx", device="cpu")
+    assert session.card.classes == ("AGN", "SN", "Variable")
+    assert session.card.metrics["cross_validation"]["macro_f1"] == metrics["cross_validation"]["macro_f1"]
+    assert session.card.provenance["command"] == ""
+    assert session.card.provenance["config"]["task"] == "3class"
+
+
+def test_command_line_reads_yaml_and_flags(tmp_path):
+    yaml_path = tmp_path / "fit.yaml"
+    yaml_path.write_text(f"catalog: {sample_catalog_path()}\nfolds: 2\nmembers: 1\nepochs: 1\nbatch_size: 8\n")
+    parsed, command = fit_module._parse(["--config", str(yaml_path), "--run-dir", str(tmp_path / "r"),
+                                         "--epochs", "3"])
+    assert parsed.epochs == 3 and parsed.folds == 2 and parsed.run_dir == str(tmp_path / "r")
+    assert command.startswith("python -m train.fit --config")
+    with pytest.raises(ValueError, match="model must be one of"):
+        FitConfig(catalog="x", run_dir="y", model="resnet")

@@ -1,0 +1,523 @@
+"""``python -m train.fit``: the paper's training protocol.
+
+* Catalog read through the runtime's reader, preprocessed through the runtime's
+  compiled path (``chunk_to_inputs``): no second copy of normalisation or
+  windowing here.
+* Stratified K-fold cross-validation (folds fixed by the seed and saved, so
+  every model trained on the same catalog sees the same splits) x ensemble
+  members per fold.  Early stopping on the macro-F1 of an inner validation
+  split carved from the training folds; metrics on the held-out fold.
+* Class balance: weighted sampling with replacement, weights = 1 / class
+  frequency; every draw gets its own random window, frame drops, rotation by a
+  multiple of 90 degrees and flips.
+* Two stages when the catalog has both kinds of labels: pre-train on ``phot``
+  objects, fine-tune on ``spec`` objects (metrics on the held-out ``spec``
+  objects); a single stage otherwise.
+* Adam, cross-entropy, early stopping; checkpoints after every epoch, so a
+  stopped run resumes where it was (run it again with the same ``--run-dir``).
+* Metrics from scikit-learn (accuracy, macro-F1, per-class precision/recall,
+  confusion matrices as mean +/- std over folds), JSON and PNG; at the end the
+  ensemble is exported with its card (``--export-out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import logging
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+from sklearn.model_selection import StratifiedKFold, train_test_split
+from torch import nn
+
+from convention_rt.model_card import ModelCard
+from convention_rt.model_inputs import chunk_to_inputs
+from train.checkpoint import Checkpoint
+from train.data.dataset import TASKS, LabelledObjects, band_statistics, load_labelled
+from train.model import MODEL_NAMES, BaselineConfig, ModelConfig, build_model, get_baseline, get_preset
+
+__all__ = ["FitConfig", "fit", "main"]
+
+log = logging.getLogger("train")
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Everything a training run depends on (YAML keys = field names).
+
+    Attributes
+    ----------
+    catalog : str
+        Training catalog (convention-rt format, with labels).
+    run_dir : str
+        Folder for folds, checkpoints, logs and metrics; reused to resume.
+    model : str
+        A name of :data:`train.model.MODEL_NAMES`.
+    task : {"4class", "3class"}
+    folds, members : int
+        Cross-validation folds and ensemble members per fold.
+    epochs : int
+        Maximum epochs per stage.
+    patience : int
+        Early stopping: epochs without a better validation macro-F1.
+    batch_size : int
+    learning_rate : float
+    dropout : float
+    frame_drop : float
+        Probability of dropping each frame (augmentation).
+    validation_fraction : float
+        Share of the training folds held out for early stopping.
+    seed : int
+    threads : int
+        PyTorch CPU threads.
+    max_objects : int or None
+        Use only the first objects of the catalog (quick runs).
+    positional_encoding : str or None
+        Override of the preset's encoding (ablation "none").
+    export_out : str or None
+        Folder to export the ensemble to at the end.
+    export_members : {"fold0", "all"}
+        Which members the exported ensemble holds (all = folds x members).
+    name, version : str
+        Registry name and version of the exported model.
+    """
+
+    catalog: str
+    run_dir: str
+    model: str = "compact"
+    task: str = "4class"
+    folds: int = 5
+    members: int = 3
+    epochs: int = 100
+    patience: int = 10
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    dropout: float = 0.3
+    frame_drop: float = 0.1
+    validation_fraction: float = 0.1
+    seed: int = 0
+    threads: int = 2
+    max_objects: int | None = None
+    positional_encoding: str | None = None
+    export_out: str | None = None
+    export_members: str = "fold0"
+    name: str = "convention-compact"
+    version: str = "1.0.0"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.model not in MODEL_NAMES:
+            raise ValueError(f"model must be one of {MODEL_NAMES}, got {self.model!r}")
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {sorted(TASKS)}, got {self.task!r}")
+        if self.folds < 2 or self.members < 1 or self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("folds >= 2, members >= 1, epochs >= 1 and batch_size >= 1 are required")
+        if not 0.0 < self.validation_fraction < 0.5 or not 0.0 <= self.frame_drop < 1.0:
+            raise ValueError("validation_fraction must be in (0, 0.5) and frame_drop in [0, 1)")
+        if self.export_members not in ("fold0", "all"):
+            raise ValueError("export_members must be 'fold0' or 'all'")
+
+    def model_config(self, classes: tuple[str, ...], n_band_ids: int) -> ModelConfig | BaselineConfig:
+        """The architecture for this run's classes and bands."""
+        base = get_preset(self.model) if self.model in ("paper", "compact") else get_baseline(self.model)
+        changes: dict[str, Any] = {"classes": classes, "dropout": self.dropout,
+                                   "n_band_ids": max(base.n_band_ids, n_band_ids)}
+        if self.positional_encoding is not None and isinstance(base, ModelConfig):
+            changes["positional_encoding"] = self.positional_encoding
+        return dataclasses.replace(base, **changes)
+
+
+# -- data splits ---------------------------------------------------------------------
+def make_folds(data: LabelledObjects, config: FitConfig, path: Path) -> list[list[str]]:
+    """Held-out object ids of each fold: loaded from ``path`` or made from the seed and saved."""
+    ids = [str(i) for i in data.object_ids]
+    if path.exists():
+        folds = json.loads(path.read_text())["held_out"]
+        if sorted(sum(folds, [])) != sorted(ids):
+            raise ValueError(f"{path}: saved folds do not cover this catalog's objects; use another --run-dir")
+        return folds
+    splitter = StratifiedKFold(n_splits=config.folds, shuffle=True, random_state=config.seed)
+    folds = [[ids[k] for k in test] for _, test in splitter.split(np.zeros(len(ids)), data.labels)]
+    path.write_text(json.dumps({"seed": config.seed, "catalog": config.catalog, "held_out": folds}) + "\n")
+    return folds
+
+
+def stages_of(data: LabelledObjects, train_idx: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """Pre-training on ``phot`` then fine-tuning on ``spec`` objects, or one stage."""
+    phot = train_idx[data.typing[train_idx] == "phot"]
+    spec = train_idx[data.typing[train_idx] == "spec"]
+    if phot.size and spec.size:
+        return [("pretrain_phot", phot), ("finetune_spec", spec)]
+    return [("train", train_idx)]
+
+
+def evaluation_subset(data: LabelledObjects, idx: np.ndarray) -> np.ndarray:
+    """Held-out objects scored: the spectroscopic ones when the catalog has both kinds."""
+    spec = idx[data.typing[idx] == "spec"]
+    return spec if spec.size and (data.typing == "phot").any() else idx
+
+
+# -- batches -------------------------------------------------------------------------
+def augment(stamps: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random rotation by k x 90 degrees and flips, one draw per object: (B, M, H, W)."""
+    turns = torch.randint(0, 4, (stamps.shape[0],), generator=generator)
+    flips = torch.randint(0, 2, (stamps.shape[0], 2), generator=generator).bool()
+    out = stamps.clone()
+    for k in range(1, 4):
+        chosen = turns == k
+        if chosen.any():
+            out[chosen] = torch.rot90(out[chosen], k, dims=(-2, -1))
+    out = torch.where(flips[:, 0, None, None, None], out.flip(-1), out)
+    return torch.where(flips[:, 1, None, None, None], out.flip(-2), out)
+
+
+def model_inputs(data: LabelledObjects, indices: np.ndarray, card: ModelCard, *,
+                 rng: np.random.Generator | None = None,
+                 frame_drop: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Inputs of the objects ``indices``: training windows when ``rng`` is given, else the latest."""
+    chunk = data.chunk(indices)
+    if rng is None:
+        inputs = chunk_to_inputs(chunk, card)
+    else:
+        seeds = rng.integers(0, 2**63, size=len(indices), dtype=np.uint64)
+        inputs = chunk_to_inputs(chunk, card, mode="random", seeds=seeds, drop_prob=frame_drop)
+    seq = inputs.sequences
+    return torch.from_numpy(seq.stamps), torch.from_numpy(seq.band_ids), torch.from_numpy(inputs.times)
+
+
+def predict(model: nn.Module, data: LabelledObjects, idx: np.ndarray, card: ModelCard,
+            batch_size: int = 256) -> np.ndarray:
+    """Class probabilities (n, classes) of the objects ``idx`` (inference windows)."""
+    model.eval()
+    parts = []
+    with torch.no_grad():
+        for start in range(0, idx.size, batch_size):
+            stamps, band_ids, times = model_inputs(data, idx[start:start + batch_size], card)
+            parts.append(torch.softmax(model(stamps, band_ids, times), dim=-1).numpy())
+    return np.concatenate(parts) if parts else np.zeros((0, len(card.classes)), np.float32)
+
+
+def scores(labels: np.ndarray, probabilities: np.ndarray, classes: tuple[str, ...]) -> dict[str, Any]:
+    """Accuracy, macro-F1, per-class precision/recall and the row-normalised confusion matrix."""
+    predicted = probabilities.argmax(axis=1)
+    everything = list(range(len(classes)))
+    precision, recall, _, support = precision_recall_fscore_support(
+        labels, predicted, labels=everything, zero_division=0)
+    matrix = confusion_matrix(labels, predicted, labels=everything).astype(float)
+    rows = matrix.sum(axis=1, keepdims=True)
+    return {
+        "accuracy": float(accuracy_score(labels, predicted)),
+        "macro_f1": float(f1_score(labels, predicted, labels=everything, average="macro", zero_division=0)),
+        "precision": dict(zip(classes, precision.tolist())),
+        "recall": dict(zip(classes, recall.tolist())),
+        "support": dict(zip(classes, support.tolist())),
+        "confusion": np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0).tolist(),
+        "n": int(labels.size),
+    }
+
+
+# -- one ensemble member ---------------------------------------------------------------
+@dataclass
+class MemberState:
+    """What a member's training has reached; saved after every epoch."""
+
+    stage: int = 0
+    epoch: int = 0
+    best_f1: float = -1.0
+    best_state: dict[str, torch.Tensor] | None = None
+    waited: int = 0
+    seconds: float = 0.0
+    epochs_run: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _save_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: MemberState) -> None:
+    temporary = path.with_name(path.name + ".part")
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "state": dataclasses.asdict(state)}, temporary)
+    temporary.replace(path)
+
+
+def train_member(data: LabelledObjects, train_idx: np.ndarray, card: ModelCard,
+                 model_config: ModelConfig | BaselineConfig, config: FitConfig, *, fold: int, member: int,
+                 state_path: Path, progress: Progress | None = None) -> tuple[dict[str, torch.Tensor], MemberState]:
+    """Train one member (resuming from ``state_path``); returns its best weights and record."""
+    seed = [config.seed, fold, member]
+    torch.manual_seed(int(np.random.default_rng(seed).integers(2**31)))
+    model = build_model(model_config)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    state = MemberState()
+    if state_path.exists():
+        saved = torch.load(state_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        state = MemberState(**saved["state"])
+        log.info("fold %d member %d: resuming at stage %d epoch %d", fold, member, state.stage, state.epoch)
+
+    n_classes = len(data.classes)
+    n_val = max(round(config.validation_fraction * train_idx.size), n_classes)
+    if train_idx.size - n_val < n_classes:
+        raise ValueError(f"fold {fold}: {train_idx.size} training objects are too few to split off "
+                         f"a validation set covering {n_classes} classes")
+    train_idx, val_idx = train_test_split(train_idx, test_size=n_val, stratify=data.labels[train_idx],
+                                          random_state=config.seed + fold)
+    val_idx = evaluation_subset(data, val_idx)
+    stages = stages_of(data, train_idx)
+    loss_function = nn.CrossEntropyLoss()
+    while state.stage < len(stages):
+        stage_name, stage_idx = stages[state.stage]
+        counts = data.class_counts(stage_idx).astype(float)
+        weights = 1.0 / counts[data.labels[stage_idx]]
+        weights /= weights.sum()
+        while state.epoch < config.epochs and state.waited < config.patience:
+            start = time.perf_counter()
+            rng = np.random.default_rng(seed + [state.stage, state.epoch])
+            generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
+            torch.manual_seed(int(rng.integers(2**31)))
+            draws = rng.choice(stage_idx, size=stage_idx.size, replace=True, p=weights)
+            model.train()
+            total_loss = 0.0
+            task = progress.add_task(f"fold {fold} m{member} {stage_name} ep {state.epoch}",
+                                     total=draws.size) if progress else None
+            for first in range(0, draws.size, config.batch_size):
+                batch = draws[first:first + config.batch_size]
+                stamps, band_ids, times = model_inputs(data, batch, card, rng=rng, frame_drop=config.frame_drop)
+                logits = model(augment(stamps, generator), band_ids, times)
+                loss = loss_function(logits, torch.from_numpy(data.labels[batch]))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total_loss += loss.item() * batch.size
+                if progress:
+                    progress.advance(task, batch.size)
+            if progress:
+                progress.remove_task(task)
+            validation = scores(data.labels[val_idx], predict(model, data, val_idx, card), data.classes)
+            elapsed = time.perf_counter() - start
+            state.seconds += elapsed
+            state.epochs_run += 1
+            improved = validation["macro_f1"] > state.best_f1
+            if improved:
+                state.best_f1 = validation["macro_f1"]
+                state.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                state.waited = 0
+            else:
+                state.waited += 1
+            state.history.append({"stage": stage_name, "epoch": state.epoch, "loss": total_loss / draws.size,
+                                  "val_macro_f1": validation["macro_f1"], "val_accuracy": validation["accuracy"],
+                                  "seconds": elapsed})
+            log.info("fold %d member %d %s epoch %d: loss %.4f, val macro-F1 %.4f acc %.4f%s (%.1f s)",
+                     fold, member, stage_name, state.epoch, total_loss / draws.size, validation["macro_f1"],
+                     validation["accuracy"], " *" if improved else "", elapsed)
+            state.epoch += 1
+            _save_state(state_path, model, optimizer, state)
+        # next stage starts from the best weights of this one
+        model.load_state_dict(state.best_state)
+        state.stage += 1
+        state.epoch = 0
+        state.waited = 0
+        if state.stage < len(stages):
+            state.best_f1 = -1.0
+        _save_state(state_path, model, optimizer, state)
+    return state.best_state, state
+
+
+# -- the whole protocol -----------------------------------------------------------------
+def _summary(per_fold: list[dict[str, Any]], classes: tuple[str, ...]) -> dict[str, Any]:
+    def mean_std(values: list[float]) -> dict[str, float]:
+        return {"mean": float(np.mean(values)), "std": float(np.std(values))}
+
+    confusion = np.array([f["confusion"] for f in per_fold])
+    return {
+        "accuracy": mean_std([f["accuracy"] for f in per_fold]),
+        "macro_f1": mean_std([f["macro_f1"] for f in per_fold]),
+        "precision": {c: mean_std([f["precision"][c] for f in per_fold]) for c in classes},
+        "recall": {c: mean_std([f["recall"][c] for f in per_fold]) for c in classes},
+        "confusion_mean": confusion.mean(axis=0).tolist(),
+        "confusion_std": confusion.std(axis=0).tolist(),
+        "folds": len(per_fold),
+    }
+
+
+def plot_confusion(summary: dict[str, Any], classes: tuple[str, ...], title: str, path: Path) -> None:
+    """Mean +/- std confusion matrix as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    mean, std = np.array(summary["confusion_mean"]), np.array(summary["confusion_std"])
+    figure, axes = plt.subplots(figsize=(1.4 * len(classes) + 2, 1.2 * len(classes) + 1.5))
+    axes.imshow(mean, cmap="Blues", vmin=0, vmax=1)
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            axes.text(j, i, f"{mean[i, j]:.2f}\n±{std[i, j]:.2f}", ha="center", va="center",
+                      color="white" if mean[i, j] > 0.5 else "black", fontsize=9)
+    axes.set_xticks(range(len(classes)), classes)
+    axes.set_yticks(range(len(classes)), classes)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    axes.set_title(title, fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fit(config: FitConfig, command: str = "") -> dict[str, Any]:
+    """Run the protocol; returns the metrics written to ``run_dir/metrics.json``."""
+    run_dir = Path(config.run_dir)
+    (run_dir / "state").mkdir(parents=True, exist_ok=True)
+    saved_config = run_dir / "config.json"
+    as_dict = dataclasses.asdict(config)
+    if saved_config.exists():
+        previous = json.loads(saved_config.read_text())
+        significant = {k: v for k, v in as_dict.items() if k not in ("threads", "export_out")}
+        if {k: previous.get(k) for k in significant} != significant:
+            raise ValueError(f"{run_dir}: holds a run with another configuration; use another --run-dir")
+    saved_config.write_text(json.dumps(as_dict, indent=2) + "\n")
+    torch.set_num_threads(config.threads)
+
+    data = load_labelled(config.catalog, config.task, max_objects=config.max_objects)
+    log.info("%s: %d labelled objects, %d frames; classes %s", config.catalog, len(data), data.frames.shape[0],
+             dict(zip(data.classes, data.class_counts().tolist())))
+    stats = band_statistics(data)
+    bands = tuple(b for b in data.bands if b in stats)
+    model_config = config.model_config(data.classes, len(bands) + 1)
+    card = ModelCard(
+        name=config.name, version=config.version, preset=config.model, classes=data.classes, bands=bands,
+        stamp_size=model_config.stamp_size, seq_len=model_config.seq_len,
+        stem_window=getattr(model_config, "stem_window", 1), normalisation=stats,
+        time_encoding=getattr(model_config, "positional_encoding", "") == "time",
+    )
+    folds = make_folds(data, config, run_dir / "folds.json")
+    index_of = {str(i): k for k, i in enumerate(data.object_ids)}
+
+    per_fold, members_out, timings = [], [], []
+    console = Console(stderr=True)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console, transient=True, disable=not console.is_terminal) as progress:
+        for fold, held_out_ids in enumerate(folds):
+            held_out = np.array(sorted(index_of[i] for i in held_out_ids))
+            train_idx = np.setdiff1d(np.arange(len(data)), held_out)
+            fold_file = run_dir / f"fold{fold}.json"
+            member_states = []
+            for member in range(config.members):
+                member_file = run_dir / "state" / f"fold{fold}_member{member}.best.pt"
+                if member_file.exists():
+                    best = torch.load(member_file, map_location="cpu", weights_only=True)
+                    record = json.loads(member_file.with_suffix(".json").read_text())
+                else:
+                    best, state = train_member(
+                        data, train_idx, card, model_config, config, fold=fold, member=member,
+                        state_path=run_dir / "state" / f"fold{fold}_member{member}.pt", progress=progress)
+                    torch.save(best, member_file)
+                    record = {"seconds": state.seconds, "epochs": state.epochs_run, "history": state.history}
+                    member_file.with_suffix(".json").write_text(json.dumps(record) + "\n")
+                member_states.append(best)
+                timings.append(record["seconds"] / max(record["epochs"], 1))
+            scored = evaluation_subset(data, held_out)
+            probabilities = []
+            for best in member_states:
+                model = build_model(model_config)
+                model.load_state_dict(best)
+                probabilities.append(predict(model, data, scored, card))
+            fold_scores = scores(data.labels[scored], np.mean(probabilities, axis=0), data.classes)
+            fold_file.write_text(json.dumps(fold_scores, indent=2) + "\n")
+            log.info("fold %d: held-out accuracy %.4f, macro-F1 %.4f (%d objects)", fold,
+                     fold_scores["accuracy"], fold_scores["macro_f1"], fold_scores["n"])
+            per_fold.append(fold_scores)
+            if config.export_members == "all" or fold == 0:
+                members_out.extend(member_states)
+
+    summary = _summary(per_fold, data.classes)
+    metrics = {
+        "task": config.task, "model": config.model, "cross_validation": summary, "per_fold": per_fold,
+        "seconds_per_epoch_per_member": float(np.mean(timings)), "exported_members": config.export_members,
+        "evaluated_on": "held-out spec objects" if (data.typing == "phot").any() else "held-out objects",
+    }
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    plot_confusion(summary, data.classes, f"{config.model} {config.task}: {config.folds}-fold mean ± std",
+                   run_dir / "confusion.png")
+    log.info("cross-validation: accuracy %.4f ± %.4f, macro-F1 %.4f ± %.4f", summary["accuracy"]["mean"],
+             summary["accuracy"]["std"], summary["macro_f1"]["mean"], summary["macro_f1"]["std"])
+
+    if config.export_out:
+        from train.export import export_checkpoint
+
+        provenance = {
+            "training_catalog": Path(config.catalog).name, "catalog_sha256": _file_sha256(Path(config.catalog)),
+            "folds_sha256": _file_sha256(run_dir / "folds.json"), "command": command,
+            "config": as_dict, "python": platform.python_version(), "torch": torch.__version__,
+        }
+        checkpoint = Checkpoint(
+            name=config.name, version=config.version, preset=config.model, config=model_config,
+            members=members_out, bands=bands, normalisation={b: (s.mean, s.std) for b, s in stats.items()},
+            metrics={"cross_validation": summary, "evaluated_on": metrics["evaluated_on"]},
+            provenance=provenance,
+        )
+        checkpoint.save(run_dir / "ensemble.ckpt")
+        result = export_checkpoint(checkpoint, config.export_out, threads=config.threads, overwrite=True)
+        log.info("exported %d member(s) to %s (%s)", len(members_out), result.model_path, result.graph)
+    return metrics
+
+
+def _parse(argv: list[str] | None) -> tuple[FitConfig, str]:
+    parser = argparse.ArgumentParser(prog="python -m train.fit", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", type=Path, help="YAML file of FitConfig fields (flags override it)")
+    for item in dataclasses.fields(FitConfig):
+        if item.name == "extra":
+            continue
+        kind = {"int": int, "float": float, "int | None": int, "str | None": str}.get(str(item.type), str)
+        parser.add_argument(f"--{item.name.replace('_', '-')}", dest=item.name, type=kind, default=None)
+    options = vars(parser.parse_args(argv))
+    values: dict[str, Any] = {}
+    config_path = options.pop("config")
+    if config_path is not None:
+        import yaml
+
+        values.update(yaml.safe_load(config_path.read_text()) or {})
+    values.update({k: v for k, v in options.items() if v is not None})
+    missing = [k for k in ("catalog", "run_dir") if k not in values]
+    if missing:
+        parser.error(f"missing {', '.join('--' + m.replace('_', '-') for m in missing)}")
+    command = "python -m train.fit " + " ".join(sys.argv[1:] if argv is None else argv)
+    return FitConfig(**values), command
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry point."""
+    config, command = _parse(argv)
+    Path(config.run_dir).mkdir(parents=True, exist_ok=True)
+    console = RichHandler(console=Console(stderr=True), show_path=False)
+    console.setFormatter(logging.Formatter("%(message)s"))
+    logfile = logging.FileHandler(Path(config.run_dir) / "fit.log")
+    logfile.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logging.basicConfig(level=logging.WARNING, handlers=[console, logfile], force=True)
+    log.setLevel(logging.INFO)
+    fit(config, command)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
