@@ -66,15 +66,17 @@ class ConvAttention(nn.Module):
         """
         n = x.shape[1]
         q, k, v = self.qkv(x.flatten(0, 1)).chunk(3, dim=1)  # each (B*N, D, h, w)
-        query_logits = self.logits(q).unflatten(0, (-1, n))  # (B, N, T, h, w)
+        # Pairs are laid out (B, T, h, w, N_query, N_key): the softmax runs over the
+        # last axis and the weighted sum is one batched matmul.
+        query_logits = self.logits(q).unflatten(0, (-1, n)).permute(0, 2, 3, 4, 1)  # (B, T, h, w, N)
         key_logits = F.conv2d(k, self.logits.weight, None, padding=self.logits.padding)
-        key_logits = key_logits.unflatten(0, (-1, n))
-        logits = query_logits.unsqueeze(2) + key_logits.unsqueeze(1)  # (B, Nq, Nk, T, h, w)
-        key_padding = ~valid[:, None, :, None, None, None]
-        logits = logits.masked_fill(key_padding, torch.finfo(logits.dtype).min)
-        weights = logits.softmax(dim=2)
+        key_logits = key_logits.unflatten(0, (-1, n)).permute(0, 2, 3, 4, 1)
+        logits = query_logits.unsqueeze(-1) + key_logits.unsqueeze(-2)  # (B, T, h, w, Nq, Nk)
+        key_padding = ~valid[:, None, None, None, None, :]
+        weights = logits.masked_fill(key_padding, torch.finfo(logits.dtype).min).softmax(dim=-1)
         values = v.unflatten(1, (self.heads, -1)).unflatten(0, (-1, n))  # (B, N, T, D/T, h, w)
-        mixed = torch.einsum("bnmthw,bmtchw->bntchw", weights, values)
+        mixed = weights @ values.permute(0, 2, 4, 5, 1, 3)  # (B, T, h, w, N, D/T)
+        mixed = mixed.permute(0, 4, 1, 5, 2, 3)  # (B, N, T, D/T, h, w)
         return self.merge(mixed.flatten(0, 1).flatten(1, 2)).unflatten(0, (-1, n))
 
     def functional_macs(self, x: Tensor) -> int:

@@ -228,27 +228,29 @@ def _paper() -> ModelConfig:
 
 
 def _compact() -> ModelConfig:
-    """A ConvEntion for CPU alert brokers: about 1/200 of the paper's compute.
+    """A ConvEntion for CPU alert brokers: 0.10 G multiply-accumulates and 76,532 parameters.
 
     Same inputs (32x32 stamps, M = 99 band-separated frames, band ids), windows
-    (K = 3, N = 33) and classes as the paper; every stage kept, each made cheaper
-    where the paper spends compute without need:
+    (K = 3, N = 33), stages and classes as the paper, at 1/200 of its compute:
 
     - Stem: the paper's 128-channel 5x5x3 second layer at 13x13x5 costs 519 M
       multiply-accumulates per window, 83 % of the model.  Here a stride-2 5x5x3
       layer (8 channels, time kept at 3) brings the stamp to 16x16, a stride-2
-      3x3x3 layer (16 channels) folds the window's time axis into 8x8, and a
-      3x3 layer (time kernel 1) mixes to D = 16: about 1.2 M per window.  Stride 2
-      twice keeps 4-pixel resolution on the 8x8 map, finer than the seeing disc.
+      3x3x3 layer (16 channels) folds the window's time axis into an 8x8 map, and
+      a 3x3 layer (time kernel 1) mixes it into D = 16 channels: 1.3 M per window.
+      Each map pixel stands for 4x4 stamp pixels, so the head still sees where
+      light sits relative to the centre (the object, or its host).
     - D = 16 instead of 8: the transformer's cost grows with D while the stem's
-      stays low, and twice the channels per head (4) gives the heads room.
-    - Attention logits from a 3x3 instead of a 5x5 convolution: on an 8x8 map two
-      3x3 layers (logits, merge) already span the object and its host.
-    - LayerNorm affine per channel instead of per element of (N, D, h, w): the
-      per-element version would hold 33,792 parameters per norm here, tied to the
-      window index; per channel keeps the model translation-invariant in time.
-    - FFN of 2D as in the paper; a head 32 wide instead of 256 (the paper's head
-      holds 13 % of its parameters).
+      stays low, and each of the 4 heads gets 4 channels instead of 2.
+    - Attention logits from a 3x3 instead of a 5x5 convolution: on an 8x8 map the
+      logit and merge convolutions together still span 5x5 pixels.
+    - LayerNorm affine per channel instead of per element of (N, D, h, w): per
+      element would hold 33,792 parameters per norm here, each tied to one window
+      index; per channel treats all windows alike.
+    - FFN of 2D channels as in the paper; a head 32 wide instead of 256.
+
+    Measured with ``python -m train.model summary --preset compact``: stem 42.6 M,
+    attention 10.0 M and FFN 19.5 M per layer, head 0.03 M multiply-accumulates.
     """
     return ModelConfig(
         stem=(

@@ -1,0 +1,474 @@
+"""Tests of the ConvEntion model: configuration, shapes, size, padding, references, export."""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch.utils.flop_counter import FlopCounterMode
+
+from train.model import (
+    PRESETS,
+    ConvEntion,
+    ModelConfig,
+    StemLayer,
+    build_model,
+    example_inputs,
+    get_preset,
+    measure,
+    to_conv2d_stem,
+)
+from train.model.__main__ import main
+from train.model.attention import ConvAttention
+from train.model.convention import MaskedLayerNorm
+from train.model.reference import loop_attention, loop_forward
+
+pytestmark = pytest.mark.torch
+
+PAPER_PARAMS = 1_253_108  # the authors' released model, 4 classes, 10 band ids
+
+
+def tiny_config(**changes: object) -> ModelConfig:
+    """A small ConvEntion with the paper's stem pattern (time 3 -> 3 -> 5 -> 3 -> 1)."""
+    config = ModelConfig(
+        stamp_size=12,
+        seq_len=18,
+        stem=(
+            StemLayer(channels=4, kernel=3, stride=2, padding=1, time_stride=2, time_padding=2),
+            StemLayer(channels=6, kernel=3, padding=1, time_padding=2),
+            StemLayer(channels=6, kernel=3),
+            StemLayer(channels=4, kernel=1),
+        ),
+        d_model=4,
+        heads=2,
+        layers=2,
+        ffn_channels=8,
+        head_width=16,
+        n_band_ids=4,
+        classes=("a", "b", "c"),
+    )
+    return replace(config, **changes)
+
+
+def randomise_norms(model: torch.nn.Module, seed: int = 1) -> torch.nn.Module:
+    """Give every BatchNorm non-trivial running statistics and affine parameters."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                shape = module.running_mean.shape
+                module.running_mean.copy_(torch.randn(shape, generator=generator))
+                module.running_var.copy_(torch.rand(shape, generator=generator) + 0.5)
+                module.weight.copy_(torch.randn(shape, generator=generator))
+                module.bias.copy_(torch.randn(shape, generator=generator))
+            if isinstance(module, MaskedLayerNorm):
+                module.weight.copy_(torch.randn(module.weight.shape, generator=generator))
+                module.bias.copy_(torch.randn(module.bias.shape, generator=generator))
+    return model.eval()
+
+
+def with_padding(band_ids: torch.Tensor, real: list[int]) -> torch.Tensor:
+    """Copy of ``band_ids`` keeping ``real[b]`` leading frames of sequence b, the rest padding."""
+    band_ids = band_ids.clone()
+    for row, count in enumerate(real):
+        band_ids[row, count:] = 0
+    return band_ids
+
+
+@pytest.fixture(scope="module")
+def paper_model() -> ConvEntion:
+    torch.manual_seed(0)
+    return randomise_norms(ConvEntion(get_preset("paper")))
+
+
+# --- configuration -----------------------------------------------------------------
+
+
+def test_presets_are_registered_and_unknown_names_list_them() -> None:
+    assert PRESETS == ("paper", "compact")
+    for name in PRESETS:
+        assert isinstance(get_preset(name), ModelConfig)
+    with pytest.raises(KeyError, match="paper, compact"):
+        get_preset("huge")
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"seq_len": 100}, "not a multiple of stem_window"),
+        ({"heads": 3}, "not divisible by heads"),
+        ({"stamp_size": 4}, "leaves no output"),
+        ({"d_model": 8, "heads": 2}, "must have d_model=8"),
+        ({"logit_kernel": 4}, "odd"),
+        ({"stamp_channels": 5}, "set band_embedding=False"),
+        ({"positional_encoding": "learned"}, "positional_encoding"),
+        ({"classes": ("a", "a")}, "distinct"),
+        ({"dropout": 1.0}, "dropout"),
+        ({"stem": (StemLayer(channels=4, kernel=3, time_kernel=1),)}, "length 1"),
+    ],
+)
+def test_config_rejects_inconsistent_values(changes: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        tiny_config(**changes)
+
+
+def test_config_is_frozen() -> None:
+    config = get_preset("paper")
+    with pytest.raises(AttributeError):
+        config.d_model = 16  # type: ignore[misc]
+
+
+# --- the paper preset ----------------------------------------------------------------
+
+
+def test_paper_preset_matches_the_released_model() -> None:
+    config = get_preset("paper")
+    assert (config.stamp_size, config.seq_len, config.stem_window, config.n_positions) == (32, 99, 3, 33)
+    assert config.stem_channels == (64, 128, 64, 8)
+    assert (config.d_model, config.heads, config.layers, config.head_width) == (8, 4, 2, 256)
+    assert config.classes == ("AGN", "SNIa", "SNOther", "Variable")
+    assert config.n_band_ids == 10
+    assert config.positional_encoding == "sinusoidal"
+    assert config.stem_shapes() == ((13, 13, 3), (13, 13, 5), (11, 11, 3), (9, 9, 1))
+
+
+def test_paper_parameter_count(paper_model: ConvEntion) -> None:
+    count = sum(p.numel() for p in paper_model.parameters())
+    assert count == PAPER_PARAMS
+    assert abs(count - PAPER_PARAMS) / PAPER_PARAMS < 0.005
+
+
+def test_paper_stage_shapes_at_batch_size_one(paper_model: ConvEntion) -> None:
+    shapes: list[tuple[int, ...]] = []
+    hooks = [layer.register_forward_hook(lambda m, i, o: shapes.append(tuple(o.shape)))
+             for layer in paper_model.stem.layers]
+    stem_out: list[tuple[int, ...]] = []
+    hooks.append(paper_model.stem.register_forward_hook(lambda m, i, o: stem_out.append(tuple(o.shape))))
+    try:
+        with torch.no_grad():
+            logits = paper_model(*example_inputs(paper_model.config, 1))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    # (windows, channels, time, height, width): 13x13x3 -> 13x13x5 -> 11x11x3 -> 9x9x1
+    assert shapes == [(33, 64, 3, 13, 13), (33, 128, 5, 13, 13), (33, 64, 3, 11, 11), (33, 8, 1, 9, 9)]
+    assert stem_out == [(1, 33, 8, 9, 9)]
+    assert logits.shape == (1, 4)
+    assert torch.isfinite(logits).all()
+
+
+def test_paper_multiply_accumulates(paper_model: ConvEntion) -> None:
+    cost = measure(paper_model, "paper")
+    stages = {stage.name: stage for stage in cost.stages}
+    windows = 33
+    assert stages["stem.conv2"].macs == windows * (128 * 13 * 13 * 5) * (64 * 5 * 5 * 3)
+    assert stages["stem.conv1"].macs == windows * (64 * 13 * 13 * 3) * (2 * 11 * 11 * 3)
+    assert cost.params == PAPER_PARAMS
+    assert 20.5e9 < cost.macs < 20.7e9
+    assert "other" not in stages
+
+
+# --- the compact preset --------------------------------------------------------------
+
+
+def test_compact_preset_is_a_cheap_convention_with_the_same_interface() -> None:
+    paper, compact = get_preset("paper"), get_preset("compact")
+    for field in ("stamp_size", "seq_len", "stem_window", "n_band_ids", "classes", "stamp_channels"):
+        assert getattr(compact, field) == getattr(paper, field)
+    model = ConvEntion(compact)
+    cost = measure(model, "compact")
+    assert cost.macs <= 0.25e9
+    assert 20_000 <= cost.params <= 100_000
+    assert model.band_embedding is not None and compact.layers >= 1
+    logits = model.eval()(*example_inputs(compact, 1))
+    assert logits.shape == (1, 4)
+
+
+# --- multiply-accumulate counting ------------------------------------------------------
+
+
+@pytest.mark.parametrize("make", [tiny_config, lambda: get_preset("compact")])
+def test_summary_agrees_with_torch_flop_counter(make) -> None:
+    model = ConvEntion(make()).eval()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(*example_inputs(model.config, 1))
+    cost = measure(model)
+    assert cost.macs == counter.get_total_flops() // 2
+    assert cost.params == sum(p.numel() for p in model.parameters())
+    assert [s.name for s in cost.stages][:2] == ["embedding", "stem.conv1"]
+
+
+def test_summary_command_prints_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["summary", "--preset", "compact", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    cost = measure(build_model("compact"), "compact")
+    assert report["macs"] == cost.macs and report["params"] == cost.params
+    names = [stage["name"] for stage in report["stages"]]
+    assert names == ["embedding", "stem.conv1", "stem.conv2", "stem.conv3", "layer1.attention",
+                     "layer1.ffn", "layer2.attention", "layer2.ffn", "head"]
+
+
+def test_summary_command_prints_a_table(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["summary", "--preset", "paper"]) == 0
+    out = capsys.readouterr().out
+    assert "stem.conv2" in out and "1,253,108" in out and "20.623 GMAC" in out
+
+
+# --- attention -------------------------------------------------------------------------
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    valid=st.lists(st.lists(st.booleans(), min_size=5, max_size=5), min_size=1, max_size=3),
+    seed=st.integers(0, 2**16),
+)
+def test_batched_attention_equals_the_pairwise_loop(valid: list[list[bool]], seed: int) -> None:
+    torch.manual_seed(seed)
+    attention = ConvAttention(channels=4, heads=2, logit_kernel=5)
+    x = torch.randn(len(valid), 5, 4, 6, 6)
+    mask = torch.tensor(valid)
+    with torch.no_grad():
+        expected = loop_attention(attention, x, mask)
+        actual = attention(x, mask)
+    assert torch.isfinite(actual).all()
+    torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_attention_ignores_masked_keys() -> None:
+    torch.manual_seed(0)
+    attention = ConvAttention(channels=4, heads=2)
+    x = torch.randn(1, 5, 4, 6, 6)
+    valid = torch.tensor([[True, False, True, False, False]])
+    changed = x.clone()
+    changed[:, [1, 3, 4]] = torch.randn(1, 3, 4, 6, 6) * 100
+    with torch.no_grad():
+        out, out_changed = attention(x, valid), attention(changed, valid)
+    torch.testing.assert_close(out[:, [0, 2]], out_changed[:, [0, 2]])
+
+
+def test_attention_output_does_not_depend_on_the_query() -> None:
+    """conv(Q_n) is constant over the softmax axis m and cancels (see docs/model.md)."""
+    torch.manual_seed(0)
+    attention = ConvAttention(channels=8, heads=4)
+    x = torch.randn(2, 6, 8, 9, 9)
+    valid = torch.ones(2, 6, dtype=torch.bool)
+    with torch.no_grad():
+        mixed = attention(x, valid)
+        merged_first = mixed[:, :1].expand_as(mixed)
+    torch.testing.assert_close(mixed, merged_first, atol=1e-5, rtol=1e-5)
+
+
+# --- normalisation and positional encoding -----------------------------------------------
+
+
+@pytest.mark.parametrize("affine", ["element", "channel"])
+def test_masked_layer_norm_without_padding_is_layer_norm(affine: str) -> None:
+    torch.manual_seed(0)
+    norm = MaskedLayerNorm((5, 4, 3, 3), affine)
+    with torch.no_grad():
+        norm.weight.normal_()
+        norm.bias.normal_()
+    x = torch.randn(2, 5, 4, 3, 3) * 3 + 1
+    reference = torch.nn.functional.layer_norm(
+        x, (5, 4, 3, 3), norm.weight.expand(5, 4, 3, 3), norm.bias.expand(5, 4, 3, 3), eps=norm.eps
+    )
+    torch.testing.assert_close(norm(x, torch.ones(2, 5, dtype=torch.bool)), reference)
+
+
+def test_masked_layer_norm_uses_valid_positions_only() -> None:
+    norm = MaskedLayerNorm((4, 2, 3, 3), "channel")
+    x = torch.randn(1, 4, 2, 3, 3)
+    valid = torch.tensor([[True, True, False, False]])
+    out = norm(x, valid)
+    reference = torch.nn.functional.layer_norm(x[:, :2], (2, 2, 3, 3))
+    torch.testing.assert_close(out[:, :2], reference)
+    assert (out[:, 2:] == 0).all()
+    assert torch.isfinite(norm(x, torch.zeros(1, 4, dtype=torch.bool))).all()
+
+
+def test_sinusoidal_encoding_follows_the_paper() -> None:
+    model = ConvEntion(tiny_config())
+    table = model.positional_encoding.table  # (N, D)
+    d = model.config.d_model
+    for n in range(model.config.n_positions):
+        for i in range(d // 2):
+            angle = n / 10000 ** (2 * i / d)
+            assert table[n, 2 * i].item() == pytest.approx(math.sin(angle), abs=1e-6)
+            assert table[n, 2 * i + 1].item() == pytest.approx(math.cos(angle), abs=1e-6)
+
+
+def test_window_times_are_relative_to_the_first_real_frame() -> None:
+    model = ConvEntion(tiny_config(positional_encoding="time"))
+    times = torch.tensor([[0.0, 0.0, 100.0, 101.0, 104.0, 0.0] + [200.0] * 12])
+    band_ids = torch.tensor([[0, 0, 1, 2, 1, 0] + [3] * 12])
+    relative = model.positional_encoding.window_times(times, band_ids != 0)
+    expected = torch.tensor([[0.0, 2.5, 100.0, 100.0, 100.0, 100.0]])
+    torch.testing.assert_close(relative, expected)
+
+
+def test_time_encoding_is_invariant_to_a_shift_of_all_times() -> None:
+    torch.manual_seed(0)
+    model = randomise_norms(ConvEntion(tiny_config(positional_encoding="time")))
+    stamps, band_ids, _ = example_inputs(model.config, 2)
+    times = 59000.0 + torch.arange(18.0).expand(2, 18) * 2.5  # exact in float32
+    band_ids = with_padding(band_ids, [18, 10])
+    times = times.masked_fill(band_ids == 0, 0.0)
+    shifted = (times + 512.0).masked_fill(band_ids == 0, 0.0)
+    with torch.no_grad():
+        torch.testing.assert_close(model(stamps, band_ids, times), model(stamps, band_ids, shifted))
+        sinusoidal = ConvEntion(tiny_config())
+        sinusoidal.load_state_dict(model.state_dict())
+        assert not torch.allclose(sinusoidal.eval()(stamps, band_ids, times), model(stamps, band_ids, times))
+
+
+# --- the whole model ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("encoding", ["sinusoidal", "time", "none"])
+def test_forward_equals_the_loop_reference(encoding: str) -> None:
+    torch.manual_seed(0)
+    model = randomise_norms(ConvEntion(tiny_config(positional_encoding=encoding)))
+    stamps, band_ids, times = example_inputs(model.config, 3)
+    band_ids = with_padding(band_ids, [18, 7, 1])
+    with torch.no_grad():
+        torch.testing.assert_close(model(stamps, band_ids, times), loop_forward(model, stamps, band_ids, times),
+                                   atol=1e-5, rtol=1e-5)
+
+
+def test_padding_content_does_not_change_the_logits() -> None:
+    torch.manual_seed(0)
+    model = randomise_norms(ConvEntion(tiny_config(positional_encoding="time")))
+    stamps, band_ids, times = example_inputs(model.config, 2)
+    band_ids = with_padding(band_ids, [8, 4])
+    padding = band_ids == 0
+    noisy_stamps = stamps + 50 * torch.randn_like(stamps) * padding[..., None, None]
+    noisy_times = times.masked_fill(padding, 12345.0)
+    with torch.no_grad():
+        torch.testing.assert_close(model(stamps, band_ids, times), model(noisy_stamps, band_ids, noisy_times))
+
+
+def test_batch_members_are_independent_and_batch_size_one_works() -> None:
+    torch.manual_seed(0)
+    model = randomise_norms(ConvEntion(tiny_config()))
+    stamps, band_ids, times = example_inputs(model.config, 3)
+    band_ids = with_padding(band_ids, [18, 5, 12])
+    with torch.no_grad():
+        batch = model(stamps, band_ids, times)
+        single = torch.cat([model(stamps[i:i + 1], band_ids[i:i + 1], times[i:i + 1]) for i in range(3)])
+        features = model.forward_features(stamps, band_ids, times)
+    torch.testing.assert_close(batch, single, atol=1e-5, rtol=1e-5)
+    assert features.shape == (3, 4, 4, 4)
+    torch.testing.assert_close(model.forward_head(features), batch)
+
+
+def test_nearly_and_fully_padded_sequences_are_finite_and_differentiable() -> None:
+    torch.manual_seed(0)
+    model = ConvEntion(tiny_config()).train()
+    stamps, band_ids, times = example_inputs(model.config, 3)
+    band_ids = with_padding(band_ids, [1, 0, 18])
+    logits = model(stamps, band_ids, times)
+    assert torch.isfinite(logits).all()
+    logits.sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    assert model.band_embedding.weight.grad[0].abs().sum() == 0  # padding id stays zero
+
+
+def test_without_band_embedding_and_with_multi_band_frames() -> None:
+    config = tiny_config(band_embedding=False)
+    model = ConvEntion(config)
+    assert model.band_embedding is None
+    assert model.stem.layers[0].conv.in_channels == 1
+    full = sum(p.numel() for p in ConvEntion(tiny_config()).parameters())
+    conv1 = config.stem[0]
+    assert sum(p.numel() for p in model.parameters()) == (
+        full - 4 * 12 * 12 - conv1.channels * conv1.kernel**2 * conv1.time_kernel
+    )
+    multi = ConvEntion(tiny_config(band_embedding=False, stamp_channels=5)).eval()
+    stamps, band_ids, times = example_inputs(multi.config, 2)
+    assert stamps.shape == (2, 18, 5, 12, 12)
+    assert multi(stamps, band_ids, times).shape == (2, 3)
+
+
+def test_inputs_are_checked_at_the_boundary() -> None:
+    model = ConvEntion(tiny_config())
+    stamps, band_ids, times = example_inputs(model.config, 2)
+    with pytest.raises(ValueError, match="seq_len=18"):
+        model(stamps[:, :15], band_ids[:, :15], times[:, :15])
+    with pytest.raises(ValueError, match="band_ids"):
+        model(stamps, band_ids[:1], times)
+    with pytest.raises(TypeError, match=r"\.long\(\)"):
+        model(stamps, band_ids.int(), times)
+
+
+# --- Conv2d stem ---------------------------------------------------------------------------
+
+
+def test_conv2d_stem_equals_conv3d_stem_on_the_paper_model(paper_model: ConvEntion) -> None:
+    converted = to_conv2d_stem(paper_model)
+    assert not any(isinstance(m, torch.nn.Conv3d) for m in converted.modules())
+    stamps, band_ids, times = example_inputs(paper_model.config, 1)
+    band_ids = with_padding(band_ids, [40])
+    with torch.no_grad():
+        torch.testing.assert_close(converted(stamps, band_ids, times), paper_model(stamps, band_ids, times),
+                                   atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("make", [tiny_config, lambda: get_preset("compact")])
+def test_conv2d_stem_equals_conv3d_stem(make) -> None:
+    torch.manual_seed(0)
+    model = randomise_norms(ConvEntion(make()))
+    frames = model.frames(*example_inputs(model.config, 2)[:2])
+    with torch.no_grad():
+        torch.testing.assert_close(model.stem.to_conv2d()(frames), model.stem(frames), atol=1e-5, rtol=1e-5)
+
+
+# --- ONNX export ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("conv2d_stem", "encoding"), [(False, "time"), (True, "sinusoidal")])
+def test_onnx_export_with_dynamic_batch_matches_torch(tmp_path, conv2d_stem: bool, encoding: str) -> None:
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    model = randomise_norms(ConvEntion(tiny_config(positional_encoding=encoding)))
+    if conv2d_stem:
+        model = to_conv2d_stem(model)
+    path = tmp_path / "model.onnx"
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's own deprecation and progress notices
+        torch.onnx.export(
+            model, example_inputs(model.config, 2), str(path), dynamo=True,
+            input_names=["stamps", "band_ids", "times"], output_names=["logits"],
+            dynamic_shapes={"stamps": {0: batch}, "band_ids": {0: batch}, "times": {0: batch}},
+        )
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto, full_check=True)
+    conv3d = any(node.op_type == "Conv" and len(node.input) and _conv_rank(proto, node) == 3
+                 for node in proto.graph.node)
+    assert conv3d is not conv2d_stem
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["stamps", "band_ids", "times"]
+    for size in (1, 3):
+        stamps, band_ids, times = example_inputs(model.config, size, seed=size)
+        band_ids = with_padding(band_ids, [18, 2, 0][:size])
+        with torch.no_grad():
+            expected = model(stamps, band_ids, times).numpy()
+        (actual,) = session.run(None, {"stamps": stamps.numpy(), "band_ids": band_ids.numpy(),
+                                       "times": times.numpy()})
+        np.testing.assert_allclose(actual, expected, atol=1e-5, rtol=1e-5)
+
+
+def _conv_rank(proto, node) -> int:
+    """Spatial rank of an ONNX Conv node, from its weight initializer."""
+    weights = {init.name: init for init in proto.graph.initializer}
+    weight = weights.get(node.input[1])
+    return len(weight.dims) - 2 if weight is not None else 0

@@ -1,0 +1,420 @@
+"""The ConvEntion model (Bairouk et al. 2023): band embedding, 3D-CNN stem,
+convolutional-attention transformer and classification head.
+
+Data flow for a batch of B sequences of M frames (N = M / K windows):
+
+    stamps (B, M, H, W), band_ids (B, M), times (B, M)
+      -> frames (B, M, 2, H, W): [stamp, band plane]
+      -> stem over windows of K frames -> (B, N, D, h, w)
+      -> + positional encoding
+      -> L x [x + Attn(LN(x)); x + FFN(LN(x))]
+      -> max over valid positions -> (B, D, h, w)        (end of forward_features)
+      -> flatten, Dropout, Linear, ReLU, Dropout, Linear -> (B, classes)
+
+Padding: frames with band id 0 are padding; their stamps are zeroed.  A window
+is valid if any of its frames is real.  Invalid windows are excluded from the
+LayerNorm statistics, from the attention keys and from the final max, so in
+eval mode the logits do not depend on what padding windows contain.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from train.model.attention import ConvAttention
+from train.model.config import ModelConfig
+from train.model.stem import Conv2dStem, Conv3dStem
+
+__all__ = [
+    "ClassifierHead",
+    "ConvEntion",
+    "FeedForward",
+    "MaskedLayerNorm",
+    "PositionalEncoding",
+    "TransformerBlock",
+    "check_inputs",
+    "masked_max",
+    "to_conv2d_stem",
+]
+
+
+def _sinusoid(position: Tensor, frequencies: Tensor, odd: Tensor) -> Tensor:
+    """``(...)`` positions -> ``(..., D)``: sin(p f_c) on even channels, cos(p f_c) on odd ones."""
+    angle = position.unsqueeze(-1) * frequencies
+    return torch.where(odd, torch.cos(angle), torch.sin(angle))
+
+
+class PositionalEncoding(nn.Module):
+    """Sinusoidal encoding of the window index or of the window's time, added to every pixel.
+
+    Channel ``c = 2i`` receives ``sin(p / 10000^(2i/D))`` and ``c = 2i + 1``
+    receives ``cos(p / 10000^(2i/D))``, where ``p`` is the window index n
+    (``"sinusoidal"``, paper eq. 4-6) or, for ``"time"``, the mean MJD of the
+    window's real frames minus the MJD of the sequence's first real frame, in
+    days.  ``"none"`` adds nothing.
+
+    Parameters
+    ----------
+    config : ModelConfig
+        Supplies the kind, D, N and K.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.kind = config.positional_encoding
+        self.window = config.stem_window
+        channel = torch.arange(config.d_model)
+        frequencies = 10000.0 ** (-(channel // 2 * 2).double() / config.d_model)
+        odd = channel % 2 == 1
+        positions = torch.arange(config.n_positions, dtype=torch.float64)
+        self.register_buffer("frequencies", frequencies.float(), persistent=False)
+        self.register_buffer("odd", odd, persistent=False)
+        self.register_buffer("table", _sinusoid(positions, frequencies, odd).float(), persistent=False)
+
+    def forward(self, x: Tensor, times: Tensor, real: Tensor) -> Tensor:
+        """Add the encoding.
+
+        Parameters
+        ----------
+        x : Tensor
+            ``(B, N, D, h, w)`` float32 window maps.
+        times : Tensor
+            ``(B, M)`` float32 MJD of each frame (read by ``"time"`` only).
+        real : Tensor
+            ``(B, M)`` bool, False on padding frames.
+
+        Returns
+        -------
+        Tensor
+            ``(B, N, D, h, w)`` float32.
+        """
+        if self.kind == "none":
+            return x
+        if self.kind == "sinusoidal":
+            return x + self.table[:, :, None, None]
+        encoding = _sinusoid(self.window_times(times, real), self.frequencies, self.odd)
+        return x + encoding[..., None, None]
+
+    def window_times(self, times: Tensor, real: Tensor) -> Tensor:
+        """Mean time of each window's real frames relative to the first real frame.
+
+        Parameters
+        ----------
+        times : Tensor
+            ``(B, M)`` float32 MJD.
+        real : Tensor
+            ``(B, M)`` bool.
+
+        Returns
+        -------
+        Tensor
+            ``(B, N)`` float32 days; 0 for windows without real frames.
+        """
+        start = times.masked_fill(~real, math.inf).amin(dim=1, keepdim=True)
+        relative = (times - start).masked_fill(~real, 0.0).unflatten(1, (-1, self.window))
+        weight = real.to(times.dtype).unflatten(1, (-1, self.window))
+        return relative.sum(-1) / weight.sum(-1).clamp(min=1.0)
+
+
+class MaskedLayerNorm(nn.Module):
+    """LayerNorm over (N, D, h, w) jointly, with statistics from valid positions only.
+
+    The authors normalise each sequence's whole (D, 9, 9, N) block.  Here the
+    mean and variance are taken over the valid positions only, so padding does
+    not shift them; with no padding this is exactly ``nn.LayerNorm((N, D, h, w))``.
+    Outputs at invalid positions are set to zero.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        ``(N, D, h, w)``.
+    affine : {"element", "channel"}
+        Scale and shift per element of ``shape`` (as the authors) or per channel D.
+    eps : float
+        Added to the variance.
+    """
+
+    def __init__(self, shape: tuple[int, int, int, int], affine: str = "element", eps: float = 1e-5) -> None:
+        super().__init__()
+        n, d, h, w = shape
+        param_shape = (n, d, h, w) if affine == "element" else (d, 1, 1)
+        self.weight = nn.Parameter(torch.ones(param_shape))
+        self.bias = nn.Parameter(torch.zeros(param_shape))
+        self.eps = eps
+
+    def forward(self, x: Tensor, valid: Tensor) -> Tensor:
+        """``(B, N, D, h, w)`` float32 and ``(B, N)`` bool -> ``(B, N, D, h, w)`` float32."""
+        mask = valid.to(x.dtype)[:, :, None, None, None]
+        dims = (1, 2, 3, 4)
+        count = mask.sum(dims, keepdim=True).clamp(min=1.0) * (x.shape[2] * x.shape[3] * x.shape[4])
+        mean = (x * mask).sum(dims, keepdim=True) / count
+        centred = (x - mean) * mask
+        variance = centred.square().sum(dims, keepdim=True) / count
+        return (centred * torch.rsqrt(variance + self.eps) * self.weight + self.bias) * mask
+
+
+class FeedForward(nn.Module):
+    """Per-position FFN: Conv2d 3x3 D -> F, ReLU, BN, Conv2d 3x3 F -> D, ReLU, BN.
+
+    Parameters
+    ----------
+    channels : int
+        D.
+    hidden : int
+        F (2D in the paper).
+    """
+
+    def __init__(self, *, channels: int, hidden: int) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Conv2d(channels, hidden, kernel_size=3, padding=1),
+            nn.ReLU(),
+            nn.BatchNorm2d(hidden),
+            nn.Conv2d(hidden, channels, kernel_size=3, padding=1),
+            nn.ReLU(),
+            nn.BatchNorm2d(channels),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(B, N, D, h, w)`` float32 -> ``(B, N, D, h, w)`` float32."""
+        return self.layers(x.flatten(0, 1)).unflatten(0, (-1, x.shape[1]))
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm residual block: ``x + Attn(LN(x))`` then ``x + FFN(LN(x))``.
+
+    Parameters
+    ----------
+    config : ModelConfig
+        Supplies D, heads, FFN width, logit kernel, map size and norm affine.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        shape = (config.n_positions, config.d_model, config.map_size, config.map_size)
+        self.norm1 = MaskedLayerNorm(shape, config.norm_affine)
+        self.attention = ConvAttention(
+            channels=config.d_model, heads=config.heads, logit_kernel=config.logit_kernel
+        )
+        self.norm2 = MaskedLayerNorm(shape, config.norm_affine)
+        self.ffn = FeedForward(channels=config.d_model, hidden=config.ffn_channels)
+
+    def forward(self, x: Tensor, valid: Tensor) -> Tensor:
+        """``(B, N, D, h, w)`` float32 and ``(B, N)`` bool -> ``(B, N, D, h, w)`` float32."""
+        x = x + self.attention(self.norm1(x, valid), valid)
+        return x + self.ffn(self.norm2(x, valid))
+
+
+def check_inputs(config: Any, stamps: Tensor, band_ids: Tensor, times: Tensor) -> None:
+    """Check the shapes and dtypes of a model's inputs against its configuration.
+
+    Parameters
+    ----------
+    config : ModelConfig or BaselineConfig
+        Supplies ``seq_len``, ``stamp_size`` and ``stamp_channels``.
+    stamps, band_ids, times : Tensor
+        As for :meth:`ConvEntion.forward`.
+
+    Raises
+    ------
+    ValueError
+        On a shape mismatch, naming the expected shape.
+    TypeError
+        On a wrong dtype, saying how to cast.
+    """
+    side = config.stamp_size
+    frame = (side, side) if config.stamp_channels == 1 else (config.stamp_channels, side, side)
+    if stamps.ndim != 2 + len(frame) or tuple(stamps.shape[1:]) != (config.seq_len, *frame):
+        raise ValueError(
+            f"stamps must have shape (B, {config.seq_len}, {', '.join(map(str, frame))}), "
+            f"got {tuple(stamps.shape)}; pad or cut sequences to seq_len={config.seq_len}"
+        )
+    if tuple(band_ids.shape) != tuple(stamps.shape[:2]) or tuple(times.shape) != tuple(stamps.shape[:2]):
+        raise ValueError(
+            f"band_ids {tuple(band_ids.shape)} and times {tuple(times.shape)} must have "
+            f"shape (B, M) = {tuple(stamps.shape[:2])}"
+        )
+    if band_ids.dtype != torch.int64:
+        raise TypeError(f"band_ids must be int64, got {band_ids.dtype}; cast with .long()")
+    if not (stamps.is_floating_point() and times.is_floating_point()):
+        raise TypeError(f"stamps and times must be floating point, got {stamps.dtype} and {times.dtype}")
+
+
+def masked_max(x: Tensor, valid: Tensor) -> Tensor:
+    """Maximum over valid positions.
+
+    Parameters
+    ----------
+    x : Tensor
+        ``(B, N, D, h, w)`` float32.
+    valid : Tensor
+        ``(B, N)`` bool.
+
+    Returns
+    -------
+    Tensor
+        ``(B, D, h, w)`` float32; zeros for sequences without a valid position.
+    """
+    invalid = ~valid[:, :, None, None, None]
+    pooled = x.masked_fill(invalid, torch.finfo(x.dtype).min).amax(dim=1)
+    return pooled * valid.any(dim=1).to(x.dtype)[:, None, None, None]
+
+
+class ClassifierHead(nn.Module):
+    """Flatten, Dropout, Linear -> width, ReLU, Dropout, Linear -> classes.
+
+    Parameters
+    ----------
+    config : ModelConfig
+        Supplies D, the map size, the width, the dropout and the classes.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        features = config.d_model * config.map_size**2
+        self.layers = nn.Sequential(
+            nn.Flatten(),
+            nn.Dropout(config.dropout),
+            nn.Linear(features, config.head_width),
+            nn.ReLU(),
+            nn.Dropout(config.dropout),
+            nn.Linear(config.head_width, len(config.classes)),
+        )
+
+    def forward(self, features: Tensor) -> Tensor:
+        """``(B, D, h, w)`` float32 -> ``(B, classes)`` float32 logits."""
+        return self.layers(features)
+
+
+class ConvEntion(nn.Module):
+    """ConvEntion classifier of image time series.
+
+    Parameters
+    ----------
+    config : ModelConfig
+        The architecture; see :func:`train.model.config.get_preset`.
+
+    Notes
+    -----
+    Inputs of :meth:`forward`, for a batch of B sequences of M frames of H x W pixels:
+
+    - ``stamps``: ``(B, M, H, W)`` float32, already normalised band-wise
+      (``(B, M, C, H, W)`` when ``config.stamp_channels = C > 1``);
+    - ``band_ids``: ``(B, M)`` int64, 0 = padding, ``1 .. n_band_ids - 1`` = bands;
+    - ``times``: ``(B, M)`` float32 MJD, 0 on padding; read only by the ``"time"``
+      positional encoding but always accepted.
+
+    The output is ``(B, classes)`` float32 logits.  Band ids outside
+    ``[0, n_band_ids)`` are an indexing error.  The graph has no Python loop over
+    positions or batch and no data-dependent control flow, so it exports to ONNX
+    with a dynamic batch axis.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        side = config.stamp_size
+        self.band_embedding = (
+            nn.Embedding(config.n_band_ids, side * side, padding_idx=0) if config.band_embedding else None
+        )
+        self.stem: Conv3dStem | Conv2dStem = Conv3dStem(config)
+        self.positional_encoding = PositionalEncoding(config)
+        self.blocks = nn.ModuleList(TransformerBlock(config) for _ in range(config.layers))
+        self.head = ClassifierHead(config)
+
+    def forward(self, stamps: Tensor, band_ids: Tensor, times: Tensor) -> Tensor:
+        """Classify sequences: ``(B, classes)`` float32 logits (see the class notes for inputs)."""
+        return self.forward_head(self.forward_features(stamps, band_ids, times))
+
+    def forward_features(self, stamps: Tensor, band_ids: Tensor, times: Tensor) -> Tensor:
+        """Everything up to the head: the maximum of the transformer output over valid positions.
+
+        The max over positions belongs here because it is the last step that
+        needs the padding mask.
+
+        Returns
+        -------
+        Tensor
+            ``(B, D, h, w)`` float32.
+        """
+        if not torch.jit.is_tracing():  # traced shapes are values, not ints
+            check_inputs(self.config, stamps, band_ids, times)
+        real = band_ids != 0
+        valid = self.window_valid(band_ids)
+        x = self.stem(self.frames(stamps, band_ids))
+        x = self.positional_encoding(x, times, real)
+        for block in self.blocks:
+            x = block(x, valid)
+        return masked_max(x, valid)
+
+    def forward_head(self, features: Tensor) -> Tensor:
+        """``(B, D, h, w)`` float32 features -> ``(B, classes)`` float32 logits."""
+        return self.head(features)
+
+    def frames(self, stamps: Tensor, band_ids: Tensor) -> Tensor:
+        """Stem input: each frame's stamp channels (zeroed on padding) and its band plane.
+
+        Parameters
+        ----------
+        stamps : Tensor
+            ``(B, M, H, W)`` or ``(B, M, C, H, W)`` float32.
+        band_ids : Tensor
+            ``(B, M)`` int64.
+
+        Returns
+        -------
+        Tensor
+            ``(B, M, config.frame_channels, H, W)`` float32.
+        """
+        if self.config.stamp_channels == 1:
+            stamps = stamps.unsqueeze(2)
+        frames = stamps * (band_ids != 0).to(stamps.dtype)[:, :, None, None, None]
+        if self.band_embedding is None:
+            return frames
+        side = self.config.stamp_size
+        plane = self.band_embedding(band_ids).unflatten(-1, (1, side, side))
+        return torch.cat([frames, plane], dim=2)
+
+    def window_valid(self, band_ids: Tensor) -> Tensor:
+        """``(B, M)`` int64 band ids -> ``(B, N)`` bool: True where a window has a real frame."""
+        return (band_ids != 0).unflatten(1, (-1, self.config.stem_window)).any(dim=-1)
+
+    def cost_stages(self) -> dict[str, list[nn.Module]]:
+        """Modules of each reporting stage, in data-flow order, for :mod:`train.model.summary`."""
+        stages: dict[str, list[nn.Module]] = {}
+        if self.band_embedding is not None:
+            stages["embedding"] = [self.band_embedding]
+        for index, layer in enumerate(self.stem.layers, start=1):
+            stages[f"stem.conv{index}"] = [layer]
+        for index, block in enumerate(self.blocks, start=1):
+            stages[f"layer{index}.attention"] = [block.norm1, block.attention]
+            stages[f"layer{index}.ffn"] = [block.norm2, block.ffn]
+        stages["head"] = [self.head]
+        return stages
+
+
+def to_conv2d_stem(model: ConvEntion) -> ConvEntion:
+    """A copy of ``model`` whose stem uses Conv2d over time-stacked channels.
+
+    Equal to ``model`` in eval mode (see :class:`train.model.stem.Conv2dStem`);
+    meant for export to runtimes with a slow Conv3d.
+
+    Parameters
+    ----------
+    model : ConvEntion
+        Left unchanged; its stem may already be a Conv2d one.
+
+    Returns
+    -------
+    ConvEntion
+        In eval mode.
+    """
+    converted = copy.deepcopy(model)
+    if isinstance(converted.stem, Conv3dStem):
+        converted.stem = converted.stem.to_conv2d()
+    return converted.eval()
