@@ -5,6 +5,8 @@ imports torch.
 """
 
 from convention_rt._version import __version__
+from convention_rt.classifier import Classifier, ObjectPrediction
+from convention_rt.history import HistoryCache
 from convention_rt.errors import (
     BadInputError,
     CatalogError,
@@ -15,6 +17,9 @@ from convention_rt.errors import (
 
 __all__ = [
     "__version__",
+    "Classifier",
+    "HistoryCache",
+    "ObjectPrediction",
     "BadInputError",
     "CatalogError",
     "ConventionError",

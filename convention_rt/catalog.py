@@ -19,8 +19,6 @@ temporary file and renames it into place only when complete.
 from __future__ import annotations
 
 import math
-import os
-import secrets
 import warnings
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -33,7 +31,8 @@ from astropy.io import fits
 from numpy.typing import ArrayLike, NDArray
 
 from convention_rt import preprocess
-from convention_rt.errors import CatalogError, UsageError
+from convention_rt.errors import BadInputError, CatalogError, UsageError
+from convention_rt.fits_stream import StreamingTable
 
 __all__ = [
     "FORMAT_NAME",
@@ -43,6 +42,8 @@ __all__ = [
     "CatalogSummary",
     "CatalogWriter",
     "ObjectChunk",
+    "chunk_from_objects",
+    "clean_frames",
     "summarise",
 ]
 
@@ -349,6 +350,11 @@ class Catalog:
         return repeat
 
     @property
+    def id_width(self) -> int | None:
+        """Width of string object ids, None for integer ids."""
+        return self._object_id.dtype.itemsize if self._object_id.dtype.kind == "S" else None
+
+    @property
     def has_labels(self) -> bool:
         """Whether OBJECTS has a LABEL column."""
         return self._label is not None
@@ -449,23 +455,8 @@ class Catalog:
             frames, band, frame_mjd, frame_offsets = (
                 separated.frames, separated.plane, separated.mjd, separated.offsets)
 
-        keep = np.ones(frames.shape[0], dtype=bool)
-        for i in range(n):
-            block = slice(frame_offsets[i], frame_offsets[i + 1])
-            if invalid[i]:
-                keep[block] = False
-        if self.layout == "FRAMES":
-            frames, band, frame_mjd, frame_offsets = self._sort_by_time(
-                frames, band, frame_mjd, frame_offsets, keep, notes)
-        else:
-            frames, band, frame_mjd, frame_offsets = _compress(frames, band, frame_mjd, frame_offsets, keep)
-        n_bad = preprocess.count_bad_pixels(frames)
-        frames, band, frame_mjd, n_bad, frame_offsets = self._drop_bad_frames(
-            frames, band, frame_mjd, n_bad, frame_offsets, invalid, notes)
-
-        for i in range(n):
-            if not invalid[i] and frame_offsets[i + 1] == frame_offsets[i]:
-                invalid[i] = "no_usable_frames"
+        frames, band, frame_mjd, n_bad, frame_offsets = clean_frames(
+            frames, band, frame_mjd, frame_offsets, invalid, notes, sort=self.layout == "FRAMES")
         chunk = ObjectChunk(
             object_ids=_decode(object_ids) if object_ids.dtype.kind == "S" else object_ids.astype(np.int64),
             ra=np.asarray(self._ra[start:stop], dtype=np.float64),
@@ -511,41 +502,6 @@ class Catalog:
                     notes[i].append(f"unknown_band_frames={dropped}({'/'.join(unknown)})")
         return band
 
-    def _sort_by_time(self, frames, band, mjd, offsets, keep, notes):
-        """Keep frames of known bands of valid objects, time-ordered within each object."""
-        keep = keep & (band >= 0)
-        n = offsets.shape[0] - 1
-        counts = np.diff(offsets)
-        owner = np.repeat(np.arange(n), counts)
-        unsorted_owner = np.unique(owner[1:][(np.diff(mjd) < 0) & (owner[1:] == owner[:-1])]) \
-            if mjd.size > 1 else np.zeros(0, dtype=np.int64)
-        for i in unsorted_owner:
-            notes[i].append("epochs_sorted_by_time")
-        if unsorted_owner.size:
-            order = np.lexsort((mjd, owner))
-            frames, band, mjd, keep = frames[order], band[order], mjd[order], keep[order]
-        return _compress(frames, band, mjd, offsets, keep)
-
-    def _drop_bad_frames(self, frames, band, mjd, n_bad, offsets, invalid, notes):
-        """Drop frames that are mostly NaN/inf; note bad pixels per object."""
-        npix = frames.shape[1] * frames.shape[2]
-        mostly_bad = n_bad > MOSTLY_BAD_FRACTION * npix
-        for i in range(offsets.shape[0] - 1):
-            block = slice(offsets[i], offsets[i + 1])
-            bad_pixels = int(n_bad[block].sum())
-            if bad_pixels:
-                notes[i].append(f"bad_pixels={bad_pixels}")
-                dropped = int(mostly_bad[block].sum())
-                if dropped:
-                    notes[i].append(f"mostly_bad_frames_dropped={dropped}")
-                    if dropped == block.stop - block.start:
-                        invalid[i] = "all_frames_mostly_bad"
-        if not mostly_bad.any():
-            return frames, band, mjd, n_bad, offsets
-        keep = ~mostly_bad
-        frames, band_kept, mjd_kept, new_offsets = _compress(frames, band, mjd, offsets, keep)
-        return frames, band_kept, mjd_kept, n_bad[keep], new_offsets
-
     def _apply_invalid_policy(self, chunk: ObjectChunk) -> None:
         for i, reason in enumerate(chunk.invalid):
             if not reason:
@@ -556,6 +512,127 @@ class Catalog:
                                    object_id=chunk.object_ids[i])
             if self.on_invalid == "warn":
                 warnings.warn(message, stacklevel=3)
+
+
+def chunk_from_objects(
+    objects: Sequence[tuple[ArrayLike, Sequence[str], ArrayLike]],
+    bands: Sequence[str],
+    object_ids: Sequence[Any] | None = None,
+    stamp_size: int = 32,
+) -> ObjectChunk:
+    """Build a chunk from objects held in memory (alert streams, the Python API).
+
+    The same checks as for catalogs apply (time order, unknown bands, bad pixels).
+
+    Parameters
+    ----------
+    objects : sequence of (stamps, bands, mjd)
+        Per object: stamps (T, H, W) float, band names (T,), mjd (T,) float.
+    bands : sequence of str
+        Known band names; frames in other bands are dropped and noted.
+    object_ids : sequence, optional
+        Ids for the output (default 0..n-1).
+    stamp_size : int
+        Required stamp side.
+
+    Raises
+    ------
+    BadInputError
+        Stamps of the wrong shape, or lengths that disagree.
+    """
+    n = len(objects)
+    ids = np.arange(n) if object_ids is None else np.asarray(object_ids)
+    if ids.shape != (n,):
+        raise BadInputError(f"object_ids has shape {ids.shape} for {n} objects")
+    lookup = {name: index for index, name in enumerate(bands)}
+    frames, band, mjd, counts = [], [], [], []
+    invalid = [""] * n
+    notes: list[list[str]] = [[] for _ in range(n)]
+    for i, (stamps, names, times) in enumerate(objects):
+        stamps = np.asarray(stamps, dtype=np.float32)
+        times = np.asarray(times, dtype=np.float64).reshape(-1)
+        names = [str(b) for b in names]
+        if stamps.ndim == 2:
+            stamps = stamps[None]
+        if stamps.shape[1:] != (stamp_size, stamp_size) or not (stamps.shape[0] == times.size == len(names)):
+            raise BadInputError(f"object {ids[i]}: stamps {stamps.shape}, {len(names)} bands and {times.size} "
+                                f"times must agree as (T, {stamp_size}, {stamp_size}), (T,), (T,)")
+        codes = np.array([lookup.get(name, -1) for name in names], dtype=np.int32)
+        if (codes < 0).any():
+            unknown = "/".join(sorted({name for name, c in zip(names, codes) if c < 0}))
+            notes[i].append(f"unknown_band_frames={int((codes < 0).sum())}({unknown})")
+        if not np.all(np.isfinite(times)):
+            invalid[i] = "non_finite_mjd"
+        elif times.size == 0:
+            invalid[i] = "no_epochs"
+        frames.append(stamps)
+        band.append(codes)
+        mjd.append(times)
+        counts.append(times.size)
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    all_frames = np.concatenate(frames) if n else np.zeros((0, stamp_size, stamp_size), np.float32)
+    cleaned = clean_frames(all_frames, np.concatenate(band) if n else np.zeros(0, np.int32),
+                           np.concatenate(mjd) if n else np.zeros(0), offsets, invalid, notes)
+    return ObjectChunk(object_ids=ids, ra=np.full(n, np.nan), dec=np.full(n, np.nan), labels=None, typing=None,
+                       frames=cleaned[0], band=cleaned[1], mjd=cleaned[2], n_bad=cleaned[3], offsets=cleaned[4],
+                       bands=tuple(bands), invalid=invalid, notes=notes)
+
+
+def clean_frames(frames: NDArray[np.float32], band: NDArray[np.int32], mjd: NDArray[np.float64],
+                 offsets: NDArray[np.int64], invalid: list[str], notes: list[list[str]], *,
+                 sort: bool = True) -> tuple[NDArray[np.float32], NDArray[np.int32], NDArray[np.float64],
+                                             NDArray[np.int32], NDArray[np.int64]]:
+    """The checks every source of frames goes through (catalogs and in-memory objects).
+
+    Frames of invalid objects and of unknown bands (``band < 0``) are removed;
+    frames are sorted by time within each object (noted when they were not);
+    bad pixels are counted and frames that are mostly bad are dropped (noted);
+    objects left without frames become invalid.  ``invalid`` and ``notes`` are
+    updated in place.
+
+    Returns
+    -------
+    frames, band, mjd, n_bad, offsets
+        As in :class:`ObjectChunk`.
+    """
+    n = offsets.shape[0] - 1
+    keep = band >= 0
+    counts = np.diff(offsets)
+    owner = np.repeat(np.arange(n), counts)
+    for i in range(n):
+        if invalid[i]:
+            keep[offsets[i]:offsets[i + 1]] = False
+    if sort and mjd.size > 1:
+        backwards = (np.diff(mjd) < 0) & (owner[1:] == owner[:-1])
+        if backwards.any():
+            for i in np.unique(owner[1:][backwards]):
+                notes[i].append("epochs_sorted_by_time")
+            order = np.lexsort((mjd, owner))
+            frames, band, mjd, keep = frames[order], band[order], mjd[order], keep[order]
+    frames, band, mjd, offsets = _compress(frames, band, mjd, offsets, keep)
+
+    n_bad = preprocess.count_bad_pixels(frames)
+    mostly_bad = n_bad > MOSTLY_BAD_FRACTION * frames.shape[1] * frames.shape[2]
+    for i in range(n):
+        block = slice(offsets[i], offsets[i + 1])
+        bad_pixels = int(n_bad[block].sum())
+        if bad_pixels:
+            notes[i].append(f"bad_pixels={bad_pixels}")
+            dropped = int(mostly_bad[block].sum())
+            if dropped:
+                notes[i].append(f"mostly_bad_frames_dropped={dropped}")
+    if mostly_bad.any():
+        keep = ~mostly_bad
+        frames, band, mjd, offsets = _compress(frames, band, mjd, offsets, keep)
+        n_bad = n_bad[keep]
+    for i in range(n):
+        if not invalid[i] and offsets[i + 1] == offsets[i]:
+            if any(note.startswith("mostly_bad_frames_dropped") for note in notes[i]):
+                invalid[i] = "all_frames_mostly_bad"
+            else:
+                invalid[i] = "no_usable_frames"
+    return frames, band, mjd, n_bad, offsets
 
 
 def _decode(values: np.ndarray) -> NDArray[np.str_]:
@@ -665,8 +742,6 @@ class CatalogWriter:
         overwrite: bool = False,
     ) -> None:
         self.path = Path(path)
-        if self.path.exists() and not overwrite:
-            raise UsageError(f"{self.path}: exists already (pass overwrite=True / --overwrite to replace it)")
         bands = tuple(str(b) for b in bands)
         if not bands or len(set(bands)) != len(bands) or any("," in b or not b.strip() for b in bands):
             raise UsageError(f"bands must be distinct non-empty names without commas, got {bands}")
@@ -682,36 +757,14 @@ class CatalogWriter:
                                                 ("OBJECT_ID", "RA", "DEC", "FIRST_EPOCH", "N_EPOCHS",
                                                  "LABEL", "TYPING")}
         self._seen_ids: set[Any] = set()
-        self._rows = 0
-        self._closed = False
+        columns, table_header = self._epoch_columns()
+        self._table = StreamingTable(
+            self.path, columns, name="EPOCHS", overwrite=overwrite, table_header=table_header,
+            primary_header={"CRTFMT": (FORMAT_NAME, "file format"),
+                            "CRTVER": (FORMAT_VERSION, "file format version"), **(header or {})},
+        )
 
-        height, width = self.stamp_shape
-        id_field = ("OBJECT_ID", ">i8") if id_width is None else ("OBJECT_ID", f"S{id_width}")
-        if layout == "FRAMES":
-            self._dtype = np.dtype([id_field, ("MJD", ">f8"), ("BAND", f"S{self._band_width}"),
-                                    ("STAMP", ">f4", (height, width))])
-        else:
-            self._dtype = np.dtype([id_field, ("MJD", ">f8"), ("STAMP", ">f4", (len(bands), height, width)),
-                                    ("PRESENT", "u1", (len(bands),))])
-        self._epochs_header = self._make_epochs_header()
-
-        # A fresh hidden name beside the destination; opened like any new file (umask applies).
-        self._tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{secrets.token_hex(4)}.part")
-        self._file = open(self._tmp, "x+b")  # noqa: SIM115 (closed by close() or abort())
-        try:
-            primary = fits.PrimaryHDU()
-            primary.header["CRTFMT"] = (FORMAT_NAME, "file format")
-            primary.header["CRTVER"] = (FORMAT_VERSION, "file format version")
-            for key, value in (header or {}).items():
-                primary.header[key] = value
-            self._file.write(primary.header.tostring().encode("ascii"))
-            self._epochs_offset = self._file.tell()
-            self._file.write(self._epochs_header.tostring().encode("ascii"))
-        except BaseException:
-            self.abort()
-            raise
-
-    def _make_epochs_header(self) -> fits.Header:
+    def _epoch_columns(self) -> tuple[list[fits.Column], dict[str, Any]]:
         height, width = self.stamp_shape
         id_format = "K" if self.id_width is None else f"{self.id_width}A"
         if self.layout == "FRAMES":
@@ -729,12 +782,9 @@ class CatalogWriter:
                 fits.Column("STAMP", f"{nb * height * width}E", dim=f"({width},{height},{nb})"),
                 fits.Column("PRESENT", f"{nb}L"),
             ]
-        hdu = fits.BinTableHDU.from_columns(columns, nrows=0, name="EPOCHS")
-        if hdu.header["NAXIS1"] != self._dtype.itemsize:
-            raise AssertionError("epoch row layout does not match the FITS columns")
-        hdu.header["LAYOUT"] = (self.layout, "FRAMES (single-band) or CUBES (multi-band)")
-        hdu.header["BANDS"] = (",".join(self.bands), "band names; cube planes follow this order")
-        return hdu.header
+        header = {"LAYOUT": (self.layout, "FRAMES (single-band) or CUBES (multi-band)"),
+                  "BANDS": (",".join(self.bands), "band names; cube planes follow this order")}
+        return columns, header
 
     def _check_id(self, object_id: Any) -> Any:
         if self.id_width is None:
@@ -782,8 +832,6 @@ class CatalogWriter:
         typing : {"", "spec", "phot"}
             How the label was obtained.
         """
-        if self._closed:
-            raise UsageError("this catalog writer is closed")
         value = self._check_id(object_id)
         mjd_arr = np.asarray(mjd, dtype=np.float64).reshape(-1)
         stamps_arr = np.asarray(stamps, dtype=np.float32)
@@ -799,7 +847,7 @@ class CatalogWriter:
         if len(label.encode()) > self.label_width:
             raise UsageError(f"object {value}: label {label!r} is longer than {self.label_width} bytes")
 
-        rows = np.zeros(n, dtype=self._dtype)
+        rows = self._table.empty_rows(n)
         rows["OBJECT_ID"] = value if self.id_width is None else value.encode()
         rows["MJD"] = mjd_arr
         rows["STAMP"] = stamps_arr
@@ -815,35 +863,17 @@ class CatalogWriter:
             if flags.shape != (n, len(self.bands)):
                 raise UsageError(f"object {value}: present must have shape {(n, len(self.bands))}")
             rows["PRESENT"] = np.where(flags, ord("T"), ord("F"))
-        self._file.write(rows.tobytes())
+        first_row = self._table.rows
+        self._table.append(rows)
         self._seen_ids.add(value)
         for key, item in (("OBJECT_ID", value), ("RA", float(ra)), ("DEC", float(dec)),
-                          ("FIRST_EPOCH", self._rows), ("N_EPOCHS", n), ("LABEL", label),
+                          ("FIRST_EPOCH", first_row), ("N_EPOCHS", n), ("LABEL", label),
                           ("TYPING", typing)):
             self._objects[key].append(item)
-        self._rows += n
 
     def close(self) -> Path:
-        """Finish the file and move it into place; returns its path."""
-        if self._closed:
-            return self.path
-        try:
-            # Pad the EPOCHS data to a FITS block and write its final row count.
-            data_bytes = self._rows * self._dtype.itemsize
-            self._file.write(b"\0" * ((-data_bytes) % 2880))
-            header_text = self._epochs_header.tostring()
-            start = header_text.index("NAXIS2  =")
-            self._file.seek(self._epochs_offset + start)
-            self._file.write(fits.Card("NAXIS2", self._rows, "number of epochs").image.encode("ascii"))
-            self._file.close()
-            with fits.open(self._tmp, mode="append") as hdul:
-                hdul.append(self._objects_hdu())
-            os.replace(self._tmp, self.path)
-        except BaseException:
-            self.abort()
-            raise
-        self._closed = True
-        return self.path
+        """Finish the file (the OBJECTS table goes last) and move it into place; returns its path."""
+        return self._table.close(append_hdus=[self._objects_hdu()])
 
     def _objects_hdu(self) -> fits.BinTableHDU:
         id_format = "K" if self.id_width is None else f"{self.id_width}A"
@@ -864,11 +894,7 @@ class CatalogWriter:
 
     def abort(self) -> None:
         """Discard the partial file."""
-        self._closed = True
-        try:
-            self._file.close()
-        finally:
-            self._tmp.unlink(missing_ok=True)
+        self._table.abort()
 
     def __enter__(self) -> CatalogWriter:
         return self

@@ -5,19 +5,27 @@ calls the library, prints, and maps errors to exit codes:
 
 from __future__ import annotations
 
+import logging
 import sys
+import time
 import traceback
 import warnings
+from collections import Counter
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from convention_rt._version import __version__
 from convention_rt.catalog import Catalog, CatalogSummary, summarise
+from convention_rt.classifier import Classifier
+from convention_rt.model_card import ModelCard
+from convention_rt.predictions import FORMATS, PredictionWriter
+from convention_rt.registry import DEFAULT_MODEL, list_models, resolve_model
 from convention_rt.data import sample_catalog_path
 from convention_rt.errors import ConventionError, UsageError
 from convention_rt.ingest.cli import app as ingest_app
@@ -40,6 +48,12 @@ class StampPolicy(str, Enum):
     error = "error"
     crop = "crop"
     pad = "pad"
+
+
+class DeviceChoice(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
 
 
 class InvalidPolicy(str, Enum):
@@ -113,6 +127,110 @@ def validate(
 
 
 @app.command()
+def classify(
+    catalog: Annotated[Path, typer.Argument(help="Catalog FITS file.", show_default=False)],
+    output: Annotated[Optional[Path], typer.Option(
+        "--output", "-o", help="Result file: .fits, .csv or .parquet [default: CATALOG.predictions.fits]",
+        show_default=False)] = None,
+    model: Annotated[Optional[str], typer.Option(
+        help=f"Shipped model NAME[/VERSION] or path to a .onnx file [default: {DEFAULT_MODEL}]",
+        show_default=False)] = None,
+    device: Annotated[DeviceChoice, typer.Option(help="auto: CUDA when usable, else CPU.")] = DeviceChoice.auto,
+    batch_size: Annotated[int, typer.Option(help="Objects per inference call.", min=1)] = 64,
+    threads: Annotated[Optional[int], typer.Option(help="ONNX Runtime threads [default: all cores].", min=1,
+                                                   show_default=False)] = None,
+    chunk_size: Annotated[int, typer.Option(help="Objects read per chunk (bounds memory).", min=1)] = 1024,
+    stamp_policy: Annotated[
+        StampPolicy, typer.Option(help="Stamps of another size: refuse, centre-crop or centre-pad.")
+    ] = StampPolicy.error,
+    on_invalid: Annotated[
+        InvalidPolicy, typer.Option(help="Objects that cannot be classified: flag, warn, or stop.")
+    ] = InvalidPolicy.flag,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output file.")] = False,
+) -> None:
+    """Classify every object of a catalog; one output row per object."""
+    output = output or catalog.with_name(f"{catalog.stem}.predictions.fits")
+    if output.suffix.lower() not in FORMATS:  # before any work: usage errors first
+        raise UsageError(f"{output}: output must end in .fits, .csv or .parquet")
+    if output.exists() and not overwrite:
+        raise UsageError(f"{output}: exists already (add --overwrite to replace it)")
+    started = time.perf_counter()
+    classifier = Classifier(model, device=device.value, threads=threads, batch_size=batch_size)
+    card = classifier.card
+    with Catalog(catalog, stamp_size=card.stamp_size, stamp_policy=stamp_policy.value) as opened:
+        total, id_width = opened.n_objects, opened.id_width
+    header = {"CATALOG": catalog.name[:68], "MODEL": card.name, "MODELVER": card.version,
+              "MODELSHA": card.sha256[:16], "DEVICE": classifier.session.device, "CRTVERS": __version__}
+    counts: Counter = Counter()
+    flagged = 0
+    progress = Progress(TextColumn("classifying"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[rate]} objects/s"), TimeElapsedColumn(),
+                        console=Console(stderr=True), transient=True)
+    with PredictionWriter(output, card.classes, id_width=id_width, overwrite=overwrite, header=header) as writer, \
+            progress:
+        task = progress.add_task("classify", total=total, rate="-")
+        for predictions in classifier.predict_catalog(catalog, stamp_policy=stamp_policy.value,
+                                                      on_invalid=on_invalid.value, chunk_objects=chunk_size):
+            writer.write(predictions)
+            counts.update(c for c in predictions.predicted if c)
+            flagged += int((~predictions.ok).sum())
+            done = writer.rows_written
+            progress.update(task, completed=done, rate=f"{done / (time.perf_counter() - started):,.0f}")
+    elapsed = time.perf_counter() - started
+    _out.print(f"wrote {output}: {writer.rows_written} objects in {elapsed:.1f} s "
+               f"({writer.rows_written / elapsed:,.0f} objects/s) with {classifier.model} on "
+               f"{classifier.session.device}", markup=False, soft_wrap=True)
+    _out.print("classes: " + (", ".join(f"{c}: {counts[c]}" for c in card.classes)) + f"; flagged: {flagged}")
+
+
+@app.command()
+def info(
+    model: Annotated[Optional[str], typer.Argument(
+        help=f"Shipped model NAME[/VERSION] or path to a .onnx file [default: {DEFAULT_MODEL}]",
+        show_default=False)] = None,
+) -> None:
+    """Print a model's card: classes, bands, inputs, metrics and provenance."""
+    entry = resolve_model(model)
+    card = entry.card() if entry.card_path.is_file() else ModelCard.load(entry.card_path)
+    table = Table(show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("model", f"{card.name} {card.version} (preset {card.preset}, {card.members} member(s))")
+    table.add_row("file", str(entry.model_path))
+    table.add_row("sha256", card.sha256)
+    table.add_row("classes", ", ".join(card.classes))
+    table.add_row("bands", ", ".join(card.bands))
+    table.add_row("inputs", f"{card.seq_len} frames x {card.stamp_size}x{card.stamp_size}, window: "
+                  f"{card.window}, time encoding: {'yes' if card.time_encoding else 'no'}")
+    table.add_row("normalisation", ", ".join(f"{b}: {s.mean:.4g}±{s.std:.4g}" for b, s in card.normalisation.items()))
+    cv = card.metrics.get("cross_validation", {})
+    if cv:
+        table.add_row("metrics", f"accuracy {cv['accuracy']['mean']:.4f} ± {cv['accuracy']['std']:.4f}, macro-F1 "
+                      f"{cv['macro_f1']['mean']:.4f} ± {cv['macro_f1']['std']:.4f} ({cv.get('folds', '?')}-fold, "
+                      f"{card.metrics.get('evaluated_on', 'held-out data')})")
+    for key in ("training_catalog", "command"):
+        if key in card.provenance:
+            table.add_row(key.replace("_", " "), str(card.provenance[key]))
+    _out.print(table)
+
+
+@app.command()
+def models() -> None:
+    """List the models shipped with the package."""
+    entries = list_models()
+    if not entries:
+        _out.print("no models are shipped with this installation")
+        return
+    table = Table("name", "version", "preset", "classes", "macro-F1 (CV)")
+    for entry in entries:
+        card = entry.card()
+        f1 = card.metrics.get("cross_validation", {}).get("macro_f1", {}).get("mean")
+        table.add_row(entry.name, entry.version, card.preset, ", ".join(card.classes),
+                      "-" if f1 is None else f"{f1:.4f}")
+    _out.print(table)
+
+
+@app.command()
 def sample(
     out: Annotated[Path, typer.Argument(help="Where to write the copy.")] = Path("sample.fits"),
     overwrite: Annotated[bool, typer.Option(help="Replace an existing file.")] = False,
@@ -136,9 +254,21 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     typer.echo(f"warning: {message}", err=True)
 
 
+class _InfoLines(logging.Handler):
+    """The library's info messages (e.g. the device fall-back) as 'info: ...' lines on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        typer.echo(f"{record.levelname.lower()}: {record.getMessage()}", err=True)
+
+
 def main(args: list[str] | None = None) -> int:
     """Run the command line; returns (and, as a script, exits with) the exit code."""
     warnings.showwarning = _show_warning
+    library_log = logging.getLogger("convention_rt")
+    if not any(isinstance(h, _InfoLines) for h in library_log.handlers):
+        library_log.addHandler(_InfoLines())
+    library_log.setLevel(logging.INFO)
+    library_log.propagate = False
     try:
         app(args=args, prog_name="convention-rt")  # standalone: always ends in SystemExit
         code = 0

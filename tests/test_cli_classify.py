@@ -1,0 +1,83 @@
+"""``convention-rt classify``, ``info`` and ``models``, in-process."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from conftest import frame_columns, object_columns, write_raw_catalog, write_small_catalog
+from convention_rt.cli import main
+from test_catalog import BAD_FILES, problem_catalog
+
+
+def run(capsys, *args: str) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_classify_writes_one_row_per_object_beside_the_catalog(capsys, tmp_path, tiny_model):
+    catalog = write_small_catalog(tmp_path / "survey.fits")
+    code, out, err = run(capsys, "classify", catalog, "--model", tiny_model[0], "--device", "cpu",
+                         "--threads", "1", "--chunk-size", "4")
+    assert code == 0, err
+    output = tmp_path / "survey.predictions.fits"
+    with fits.open(output) as hdul:
+        table = hdul["PREDICTIONS"].data
+        assert table["OBJECT_ID"].tolist() == list(range(100, 106))
+        np.testing.assert_allclose(table["P_AGN"] + table["P_SNIA"], 1.0, rtol=1e-6)
+        assert set(table.columns.names) >= {"PREDICTED_CLASS", "SPREAD", "N_FRAMES", "BANDS_USED", "STATUS",
+                                            "MODEL", "MODEL_VERSION"}
+        assert hdul[0].header["MODEL"] == "tiny-test" and hdul[0].header["DEVICE"] == "cpu"
+    assert "6 objects" in out and "flagged: 0" in out
+    code, _, err = run(capsys, "classify", catalog, "--model", tiny_model[0], "--device", "cpu")
+    assert code == 2 and "exists already (add --overwrite" in err
+    code, _, err = run(capsys, "classify", catalog, "--model", tiny_model[0], "--device", "cpu", "--overwrite")
+    assert code == 0, err
+
+
+def test_classify_flags_problem_objects_and_can_stop_instead(capsys, tmp_path, tiny_model):
+    catalog = problem_catalog(tmp_path)
+    code, out, err = run(capsys, "classify", catalog, "--model", tiny_model[0], "--device", "cpu",
+                         "-o", tmp_path / "p.csv")
+    assert code == 0, err
+    lines = (tmp_path / "p.csv").read_text().splitlines()
+    assert len(lines) == 1 + 8 and "flagged: 7" in out  # 6 flagged by the reader, 1 (band i only) by the model
+    flagged = [line for line in lines[1:] if ",flagged:" in line]
+    assert all(",," in line for line in flagged)  # empty class and empty (NaN) probabilities
+    code, _, err = run(capsys, "classify", catalog, "--model", tiny_model[0], "--device", "cpu",
+                       "-o", tmp_path / "q.csv", "--on-invalid", "raise")
+    assert code == 1 and err.strip() == f"error: {catalog}: OBJECTS: object 1: duplicate id"
+    assert not (tmp_path / "q.csv").exists()
+
+
+@pytest.mark.parametrize(("build", "message"), BAD_FILES)
+def test_every_bad_catalog_fails_cleanly_without_output(capsys, tmp_path, tiny_model, build, message):
+    path = tmp_path / "bad.fits"
+    build(path)
+    code, _, err = run(capsys, "classify", path, "--model", tiny_model[0], "--device", "cpu")
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {path}") and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.fits", "card.json", "model.onnx"]
+
+
+def test_model_and_catalog_mismatch_is_refused(capsys, tmp_path, tiny_model):
+    big = write_raw_catalog(tmp_path / "big.fits", object_columns([1], [0], [1]),
+                            frame_columns([1], [0.0], ["g"], np.zeros((1, 40, 40), np.float32)))
+    code, _, err = run(capsys, "classify", big, "--model", tiny_model[0], "--device", "cpu")
+    assert code == 1 and "stamps are 40x40, the model needs 32x32" in err
+    code, _, err = run(capsys, "classify", big, "--model", tmp_path / "none.onnx")
+    assert code == 3 and "none.onnx: model file not found" in err
+    code, _, err = run(capsys, "classify", big, "--model", tiny_model[0], "--device", "cuda")
+    assert code == 3 and "available providers" in err
+    code, _, err = run(capsys, "classify", big, "--model", tiny_model[0], "-o", tmp_path / "x.txt")
+    assert code == 2 and "must end in .fits, .csv or .parquet" in err
+
+
+def test_info_and_models(capsys, tiny_model):
+    code, out, _ = run(capsys, "info", tiny_model[0])
+    assert code == 0 and "tiny-test 0.0.1" in out and "AGN, SNIa" in out
+    code, out, _ = run(capsys, "models")
+    assert code == 0
