@@ -19,6 +19,7 @@ temporary file and renames it into place only when complete.
 from __future__ import annotations
 
 import math
+import mmap
 import warnings
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -239,8 +240,11 @@ class Catalog:
         return hdu
 
     def _column(self, hdu: fits.BinTableHDU, name: str, kinds: str, *, required: bool = True,
-                what: str = "") -> np.ndarray | None:
-        """A raw (unconverted, memory-mapped) column of ``hdu``; dtype kind must be in ``kinds``."""
+                what: str = "", rows: np.ndarray | None = None) -> np.ndarray | None:
+        """A raw (unconverted, memory-mapped) column of ``hdu``; dtype kind must be in ``kinds``.
+
+        ``rows`` is the table's raw record array when the caller mapped it itself.
+        """
         names = [c.upper() for c in hdu.columns.names]
         if name not in names:
             if required:
@@ -250,7 +254,7 @@ class Catalog:
         if column.bscale not in (None, 1) or column.bzero not in (None, 0):
             raise _fail(self.path, "scaled columns (TSCAL/TZERO) are not supported", hdu=hdu.name, column=name)
         try:
-            data = hdu.data.view(np.ndarray)[column.name]
+            data = (hdu.data.view(np.ndarray) if rows is None else rows)[column.name]
         except (ValueError, TypeError, OSError) as exc:
             raise _fail(self.path, f"cannot read column ({exc})", hdu=hdu.name, column=name) from exc
         kind = "b" if column.format.format == "L" else data.dtype.kind
@@ -290,20 +294,21 @@ class Catalog:
         self._label = self._column(objects, "LABEL", "S", required=False, what="a string (A)")
         self._typing = self._column(objects, "TYPING", "S", required=False, what="a string (A)")
 
-        self._epoch_object = self._column(epochs, "OBJECT_ID", "iuS", what="integer or string")
+        epoch_rows = self._map_rows(epochs)
+        self._epoch_object = self._column(epochs, "OBJECT_ID", "iuS", what="integer or string", rows=epoch_rows)
         if self._epoch_object.dtype.kind != self._object_id.dtype.kind and not (
             self._epoch_object.dtype.kind in "iu" and self._object_id.dtype.kind in "iu"
         ):
             raise _fail(path, "OBJECT_ID type differs from OBJECTS.OBJECT_ID", hdu="EPOCHS", column="OBJECT_ID")
-        self._mjd = self._column(epochs, "MJD", "f", what="float64 (D)")
+        self._mjd = self._column(epochs, "MJD", "f", what="float64 (D)", rows=epoch_rows)
         if self._mjd.dtype.itemsize != 8:
             raise _fail(path, "must be float64 (TFORM D): float32 loses the time resolution",
                         hdu="EPOCHS", column="MJD")
-        self._stamp = self._column(epochs, "STAMP", "f", what="float32 (E)")
+        self._stamp = self._column(epochs, "STAMP", "f", what="float32 (E)", rows=epoch_rows)
         if self._stamp.dtype.itemsize != 4:
             raise _fail(path, f"must be float32 (TFORM E), got {self._stamp.dtype}", hdu="EPOCHS", column="STAMP")
         if layout == "FRAMES":
-            self._band = self._column(epochs, "BAND", "S", what="a string (A)")
+            self._band = self._column(epochs, "BAND", "S", what="a string (A)", rows=epoch_rows)
             self._present = None
             if self._stamp.ndim != 3:
                 raise _fail(path, f"FRAMES stamps must be 2-D (TDIM '(W,H)'), got shape {self._stamp.shape[1:]}",
@@ -314,7 +319,8 @@ class Catalog:
                 raise _fail(path, f"CUBES stamps must have shape (bands={len(bands)}, H, W) "
                             f"(TDIM '(W,H,{len(bands)})'), got {self._stamp.shape[1:]}",
                             hdu="EPOCHS", column="STAMP")
-            self._present = self._column(epochs, "PRESENT", "b", required=False, what="logical (L)")
+            self._present = self._column(epochs, "PRESENT", "b", required=False, what="logical (L)",
+                                          rows=epoch_rows)
             if self._present is not None and self._present.shape[1:] != (len(bands),):
                 raise _fail(path, f"must hold {len(bands)} flags per epoch", hdu="EPOCHS", column="PRESENT")
 
@@ -325,6 +331,32 @@ class Catalog:
         if self.n_objects == 0:
             raise _fail(path, "the catalog has no objects", hdu="OBJECTS")
         self._duplicate = self._find_duplicates()
+
+    def _map_rows(self, hdu: fits.BinTableHDU) -> np.ndarray:
+        """The table's rows as a record array over our own read-only memory map.
+
+        Mapping the file ourselves lets :meth:`_release` hand the pages of
+        rows already read back to the system, so resident memory stays flat
+        however large the catalog.
+        """
+        dtype = hdu.columns.dtype.newbyteorder(">")
+        if dtype.itemsize != hdu.header["NAXIS1"]:
+            raise _fail(self.path, f"row size {hdu.header['NAXIS1']} does not match the columns "
+                        f"({dtype.itemsize} bytes)", hdu=hdu.name)
+        self._data_offset = self._hdul.fileinfo(self._hdul.index_of(hdu.name))["datLoc"]
+        self._row_bytes = dtype.itemsize
+        self._file = open(self.path, "rb")  # noqa: SIM115 (closed by close())
+        self._mmap = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
+        return np.frombuffer(self._mmap, dtype=dtype, count=hdu.header["NAXIS2"], offset=self._data_offset)
+
+    def _release(self, first_row: int, stop_row: int) -> None:
+        """Drop the mapped pages of rows [first_row, stop_row) from this process (they stay cached)."""
+        if not hasattr(mmap, "MADV_DONTNEED") or stop_row <= first_row:
+            return
+        start = self._data_offset + first_row * self._row_bytes
+        stop = self._data_offset + stop_row * self._row_bytes
+        start -= start % mmap.PAGESIZE
+        self._mmap.madvise(mmap.MADV_DONTNEED, start, stop - start)
 
     def _check_stamp_shape(self) -> None:
         height, width = self.stamp_shape
@@ -362,6 +394,16 @@ class Catalog:
     # -- context management -----------------------------------------------------
     def close(self) -> None:
         """Release the memory maps."""
+        for name in ("_epoch_object", "_mjd", "_stamp", "_band", "_present"):
+            setattr(self, name, None)  # views into the map must go before it closes
+        memory_map = getattr(self, "_mmap", None)
+        if memory_map is not None:
+            try:
+                memory_map.close()
+            except BufferError:  # a caller still holds a view: the map closes when it is collected
+                pass
+            self._mmap = None
+            self._file.close()
         hdul = getattr(self, "_hdul", None)
         if hdul is not None:
             hdul.close()
@@ -455,6 +497,10 @@ class Catalog:
             frames, band, frame_mjd, frame_offsets = (
                 separated.frames, separated.plane, separated.mjd, separated.offsets)
 
+        if isinstance(rows, slice):  # everything of these rows is copied out: unmap them
+            self._release(rows.start, rows.stop)
+        elif rows.size:
+            self._release(int(rows.min()), int(rows.max()) + 1)
         frames, band, frame_mjd, n_bad, frame_offsets = clean_frames(
             frames, band, frame_mjd, frame_offsets, invalid, notes, sort=self.layout == "FRAMES")
         chunk = ObjectChunk(

@@ -12,6 +12,7 @@ between threads: build it once per process and reuse it for every call
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,6 +85,8 @@ class Classifier:
         self.session = ModelSession(entry.model_path, card_path, device=device, threads=threads)
         self.card = self.session.card
         self.batch_size = batch_size
+        self.timings = {"preprocess": 0.0, "inference": 0.0}
+        """Seconds spent so far in each stage of :meth:`predict_chunk` (for profiling)."""
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -109,7 +112,9 @@ class Classifier:
         -------
         Predictions
         """
+        started = time.perf_counter()
         inputs = chunk_to_inputs(chunk, self.card, out=out)
+        preprocessed = time.perf_counter()
         n = len(chunk)
         seq = inputs.sequences
         n_classes = len(self.card.classes)
@@ -123,6 +128,8 @@ class Classifier:
             best = mean.argmax(axis=1)
             probabilities[rows] = mean
             spread[rows] = members[np.arange(rows.size), :, best].std(axis=1)
+        self.timings["preprocess"] += preprocessed - started
+        self.timings["inference"] += time.perf_counter() - preprocessed
         status = [inputs.status(i) for i in range(n)]
         return Predictions(object_ids=chunk.object_ids, probabilities=probabilities, spread=spread,
                            n_frames=np.where(inputs.valid, seq.n_frames, 0), bands_used=inputs.bands_used,
@@ -181,7 +188,7 @@ class Classifier:
         return self.predict_object(*history)
 
     def predict_catalog(self, path: str | Path, *, stamp_policy: StampPolicy = "error",
-                        on_invalid: InvalidPolicy = "flag", chunk_objects: int = 1024) -> Iterator[Predictions]:
+                        on_invalid: InvalidPolicy = "flag", chunk_objects: int = 256) -> Iterator[Predictions]:
         """Classify a catalog chunk by chunk (memory bounded by the chunk size).
 
         Yields

@@ -139,7 +139,7 @@ def classify(
     batch_size: Annotated[int, typer.Option(help="Objects per inference call.", min=1)] = 64,
     threads: Annotated[Optional[int], typer.Option(help="ONNX Runtime threads [default: all cores].", min=1,
                                                    show_default=False)] = None,
-    chunk_size: Annotated[int, typer.Option(help="Objects read per chunk (bounds memory).", min=1)] = 1024,
+    chunk_size: Annotated[int, typer.Option(help="Objects read per chunk (bounds memory).", min=1)] = 256,
     stamp_policy: Annotated[
         StampPolicy, typer.Option(help="Stamps of another size: refuse, centre-crop or centre-pad.")
     ] = StampPolicy.error,

@@ -77,3 +77,10 @@ def test_command_line_reads_yaml_and_flags(tmp_path):
     assert command.startswith("python -m train.fit --config")
     with pytest.raises(ValueError, match="model must be one of"):
         FitConfig(catalog="x", run_dir="y", model="resnet")
+
+
+def test_bf16_training_runs_and_evaluates_in_fp32(tmp_path):
+    metrics = fit(config(tmp_path / "bf16", epochs=1, precision="bf16"))
+    assert metrics["cross_validation"]["folds"] == 2
+    with pytest.raises(ValueError, match="precision must be"):
+        config(tmp_path / "x", precision="fp8")

@@ -83,6 +83,9 @@ class FitConfig:
     seed : int
     threads : int
         PyTorch CPU threads.
+    precision : {"fp32", "bf16"}
+        Training arithmetic: bf16 autocast (weights stay fp32; evaluation and
+        export in fp32) is about 1.5x faster on CPUs with bf16 units.
     max_objects : int or None
         Use only the first objects of the catalog (quick runs).
     positional_encoding : str or None
@@ -110,6 +113,7 @@ class FitConfig:
     validation_fraction: float = 0.1
     seed: int = 0
     threads: int = 2
+    precision: str = "fp32"
     max_objects: int | None = None
     positional_encoding: str | None = None
     export_out: str | None = None
@@ -129,6 +133,8 @@ class FitConfig:
             raise ValueError("validation_fraction must be in (0, 0.5) and frame_drop in [0, 1)")
         if self.export_members not in ("fold0", "all"):
             raise ValueError("export_members must be 'fold0' or 'all'")
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
 
     def model_config(self, classes: tuple[str, ...], n_band_ids: int) -> ModelConfig | BaselineConfig:
         """The architecture for this run's classes and bands."""
@@ -295,8 +301,9 @@ def train_member(data: LabelledObjects, train_idx: np.ndarray, card: ModelCard,
             for first in range(0, draws.size, config.batch_size):
                 batch = draws[first:first + config.batch_size]
                 stamps, band_ids, times = model_inputs(data, batch, card, rng=rng, frame_drop=config.frame_drop)
-                logits = model(augment(stamps, generator), band_ids, times)
-                loss = loss_function(logits, torch.from_numpy(data.labels[batch]))
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "bf16"):
+                    logits = model(augment(stamps, generator), band_ids, times)
+                    loss = loss_function(logits, torch.from_numpy(data.labels[batch]))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
