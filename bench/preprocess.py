@@ -53,13 +53,16 @@ def make_batch(n_objects: int, seed: int = 0) -> dict[str, np.ndarray]:
     }
 
 
-def best_time(function, repeats: int) -> float:
-    times = []
+def best_times(functions: dict[str, object], repeats: int) -> dict[str, float]:
+    """Best time of each function over ``repeats`` rounds, the functions interleaved in every
+    round so that all of them see the same machine load (it is shared)."""
+    best = dict.fromkeys(functions, float("inf"))
     for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return min(times)
+        for name, function in functions.items():
+            start = time.perf_counter()
+            function()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
 
 
 def run(n_objects: int, repeats: int) -> dict[str, float]:
@@ -87,9 +90,8 @@ def run(n_objects: int, repeats: int) -> dict[str, float]:
     expected = ref.prepare_sequences(*args)
     np.testing.assert_allclose(got.stamps, expected[0], rtol=1e-6, atol=1e-6)
 
-    t_cython = best_time(cython_path, repeats)
-    t_reference = best_time(numpy_reference, max(1, repeats // 3))
-    t_memcpy = best_time(memcpy, repeats)
+    best = best_times({"cython": cython_path, "memcpy": memcpy, "reference": numpy_reference}, repeats)
+    t_cython, t_memcpy, t_reference = best["cython"], best["memcpy"], best["reference"]
 
     # Band separation of multi-band cubes (e.g. SDSS ugriz epochs with missing bands).
     rng = np.random.default_rng(1)
@@ -98,8 +100,9 @@ def run(n_objects: int, repeats: int) -> dict[str, float]:
     present = rng.random((n_epochs, 5)) > 0.2
     mjd = rng.uniform(0, 1000, n_epochs)
     cube_offsets = np.arange(0, n_epochs + 1, 30, dtype=np.int64)
-    t_sep = best_time(lambda: preprocess.separate_bands(cubes, mjd, cube_offsets, present), repeats)
-    t_sep_ref = best_time(lambda: ref.separate_bands(cubes, mjd, cube_offsets, present), 1)
+    separation = best_times({"cython": lambda: preprocess.separate_bands(cubes, mjd, cube_offsets, present),
+                             "reference": lambda: ref.separate_bands(cubes, mjd, cube_offsets, present)}, repeats)
+    t_sep, t_sep_ref = separation["cython"], separation["reference"]
 
     return {
         "objects": n_objects,
