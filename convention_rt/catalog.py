@@ -33,7 +33,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from convention_rt import preprocess
 from convention_rt.errors import BadInputError, CatalogError, UsageError
-from convention_rt.fits_stream import StreamingTable
+from convention_rt.fits_stream import AtomicWriter, StreamingTable
 
 __all__ = [
     "FORMAT_NAME",
@@ -747,7 +747,7 @@ def summarise(catalog: Catalog, max_objects: int = 1024) -> CatalogSummary:
     return summary
 
 
-class CatalogWriter:
+class CatalogWriter(AtomicWriter):
     """Write a catalog object by object, streaming epochs to disk.
 
     The file is built under a temporary name in the destination folder and
@@ -941,12 +941,3 @@ class CatalogWriter:
     def abort(self) -> None:
         """Discard the partial file."""
         self._table.abort()
-
-    def __enter__(self) -> CatalogWriter:
-        return self
-
-    def __exit__(self, exc_type: type | None, *exc: object) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()

@@ -62,6 +62,12 @@ class InvalidPolicy(str, Enum):
     raise_ = "raise"
 
 
+StampPolicyOption = Annotated[
+    StampPolicy, typer.Option(help="Stamps of another size: refuse, centre-crop or centre-pad.")]
+InvalidPolicyOption = Annotated[
+    InvalidPolicy, typer.Option(help="Objects that cannot be classified: flag, warn, or stop.")]
+
+
 def _version(value: bool) -> None:
     if value:
         _out.print(f"convention-rt {__version__}")
@@ -109,12 +115,8 @@ def _print_summary(summary: CatalogSummary) -> None:
 def validate(
     catalog: Annotated[Path, typer.Argument(help="Catalog FITS file.", show_default=False)],
     stamp_size: Annotated[int, typer.Option(help="Stamp side the model needs.", min=1)] = 32,
-    stamp_policy: Annotated[
-        StampPolicy, typer.Option(help="Stamps of another size: refuse, centre-crop or centre-pad.")
-    ] = StampPolicy.error,
-    on_invalid: Annotated[
-        InvalidPolicy, typer.Option(help="Objects that cannot be classified: flag, warn, or stop.")
-    ] = InvalidPolicy.flag,
+    stamp_policy: StampPolicyOption = StampPolicy.error,
+    on_invalid: InvalidPolicyOption = InvalidPolicy.flag,
 ) -> None:
     """Check a catalog and print a summary; exit 1 when objects are flagged."""
     with Catalog(catalog, stamp_size=stamp_size, stamp_policy=stamp_policy.value,
@@ -140,12 +142,8 @@ def classify(
     threads: Annotated[Optional[int], typer.Option(help="ONNX Runtime threads [default: all cores].", min=1,
                                                    show_default=False)] = None,
     chunk_size: Annotated[int, typer.Option(help="Objects read per chunk (bounds memory).", min=1)] = 256,
-    stamp_policy: Annotated[
-        StampPolicy, typer.Option(help="Stamps of another size: refuse, centre-crop or centre-pad.")
-    ] = StampPolicy.error,
-    on_invalid: Annotated[
-        InvalidPolicy, typer.Option(help="Objects that cannot be classified: flag, warn, or stop.")
-    ] = InvalidPolicy.flag,
+    stamp_policy: StampPolicyOption = StampPolicy.error,
+    on_invalid: InvalidPolicyOption = InvalidPolicy.flag,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output file.")] = False,
 ) -> None:
     """Classify every object of a catalog; one output row per object."""

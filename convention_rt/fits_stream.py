@@ -18,12 +18,31 @@ from astropy.io import fits
 
 from convention_rt.errors import UsageError
 
-__all__ = ["StreamingTable"]
+__all__ = ["AtomicWriter", "StreamingTable"]
 
 FITS_BLOCK = 2880
 
 
-class StreamingTable:
+class AtomicWriter:
+    """The writers' context protocol: :meth:`close` (into place) on success, :meth:`abort` on error."""
+
+    def close(self) -> Path:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):  # noqa: ANN204 (returns the subclass)
+        return self
+
+    def __exit__(self, exc_type: type | None, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class StreamingTable(AtomicWriter):
     """A FITS file (primary HDU + one binary table) written in blocks of rows.
 
     Parameters

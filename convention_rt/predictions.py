@@ -21,7 +21,7 @@ from astropy.io import fits
 from numpy.typing import NDArray
 
 from convention_rt.errors import UsageError
-from convention_rt.fits_stream import StreamingTable
+from convention_rt.fits_stream import AtomicWriter, StreamingTable
 
 __all__ = ["FORMATS", "Predictions", "PredictionWriter"]
 
@@ -90,7 +90,7 @@ class Predictions:
         return out
 
 
-class PredictionWriter:
+class PredictionWriter(AtomicWriter):
     """Stream :class:`Predictions` to a FITS, CSV or Parquet file (chosen by suffix).
 
     Parameters
@@ -221,14 +221,6 @@ class PredictionWriter:
         finally:
             self._tmp.unlink(missing_ok=True)
 
-    def __enter__(self) -> PredictionWriter:
-        return self
-
-    def __exit__(self, exc_type: type | None, *exc: object) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
 
 def _fit(text: str, width: int) -> str:
