@@ -261,10 +261,12 @@ class _InfoLines(logging.Handler):
 
 def main(args: list[str] | None = None) -> int:
     """Run the command line; returns (and, as a script, exits with) the exit code."""
+    shown_warning = warnings.showwarning
     warnings.showwarning = _show_warning
     library_log = logging.getLogger("convention_rt")
-    if not any(isinstance(h, _InfoLines) for h in library_log.handlers):
-        library_log.addHandler(_InfoLines())
+    handler = _InfoLines()
+    saved = (library_log.level, library_log.propagate)
+    library_log.addHandler(handler)
     library_log.setLevel(logging.INFO)
     library_log.propagate = False
     try:
@@ -277,6 +279,11 @@ def main(args: list[str] | None = None) -> int:
             traceback.print_exc()
         typer.echo("error: " + " ".join(str(exc).split()), err=True)
         code = getattr(exc, "exit_code", 1)
+    finally:
+        warnings.showwarning = shown_warning
+        library_log.removeHandler(handler)
+        library_log.setLevel(saved[0])
+        library_log.propagate = saved[1]
     if args is None:
         sys.exit(code)
     return code

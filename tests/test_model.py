@@ -472,3 +472,86 @@ def _conv_rank(proto, node) -> int:
     weights = {init.name: init for init in proto.graph.initializer}
     weight = weights.get(node.input[1])
     return len(weight.dims) - 2 if weight is not None else 0
+
+
+# --- exact fast paths of the exported copy ----------------------------------------------------
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    valid=st.lists(st.lists(st.booleans(), min_size=5, max_size=5), min_size=1, max_size=3),
+    kernel=st.sampled_from([1, 3, 5]),
+    seed=st.integers(0, 2**16),
+)
+def test_attention_once_per_sequence_equals_the_pairwise_loop(valid: list[list[bool]], kernel: int,
+                                                               seed: int) -> None:
+    torch.manual_seed(seed)
+    attention = ConvAttention(channels=4, heads=2, logit_kernel=kernel)
+    x = torch.randn(len(valid), 5, 4, 6, 6) * 3
+    mask = torch.tensor(valid)
+    with torch.no_grad():
+        expected = loop_attention(attention, x, mask)
+        attention.once_per_sequence = True
+        actual = attention(x, mask)
+    assert actual.shape == expected.shape
+    torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("encoding", ["sinusoidal", "time"])
+def test_exported_copy_equals_the_loop_reference(encoding: str) -> None:
+    torch.manual_seed(0)
+    model = randomise_norms(ConvEntion(tiny_config(positional_encoding=encoding)))
+    converted = to_conv2d_stem(model)
+    assert all(block.attention.once_per_sequence for block in converted.blocks)
+    assert not any(block.attention.once_per_sequence for block in model.blocks)
+    stamps, band_ids, times = example_inputs(model.config, 4)
+    band_ids = with_padding(band_ids, [18, 7, 1, 0])
+    with torch.no_grad():
+        torch.testing.assert_close(converted(stamps, band_ids, times), loop_forward(model, stamps, band_ids, times),
+                                   atol=1e-5, rtol=1e-5)
+
+
+def test_conv2d_stem_skips_the_time_padding_of_the_paper_stem(paper_model: ConvEntion) -> None:
+    converted = measure(to_conv2d_stem(paper_model))
+    stages = {stage.name: stage.macs for stage in converted.stages}
+    windows = 33
+    # Real time taps only: conv1 reads 1, 3, 1 input steps; conv2 1, 2, 3, 2, 1; conv3 3 for each output step.
+    assert stages["stem.conv1"] == windows * 64 * 13 * 13 * 2 * 11 * 11 * (1 + 3 + 1)
+    assert stages["stem.conv2"] == windows * 128 * 13 * 13 * 64 * 5 * 5 * (1 + 2 + 3 + 2 + 1)
+    assert stages["stem.conv3"] == windows * 64 * 11 * 11 * 128 * 3 * 3 * 3 * 3
+    assert stages["stem.conv4"] == measure(paper_model).stages[4].macs
+    # The compact stem's first layer would save only 2 of 9 taps: it stays one banded Conv2d.
+    compact = to_conv2d_stem(build_model("compact"))
+    assert [len(layer.groups) for layer in compact.stem.layers] == [1, 1, 1]
+
+
+def test_conv2d_stem_with_output_steps_on_the_time_padding_only() -> None:
+    config = tiny_config(stem=(
+        StemLayer(channels=4, kernel=3, stride=2, padding=1, time_kernel=1, time_padding=2),  # 3 -> 7 steps
+        StemLayer(channels=4, kernel=3, time_kernel=7),
+    ))
+    torch.manual_seed(0)
+    model = randomise_norms(ConvEntion(config))
+    frames = model.frames(*example_inputs(config, 2)[:2])
+    converted = model.stem.to_conv2d()
+    assert converted.layers[0].spans == [(0, 1), (0, 1), (0, 1), (1, 2), (2, 3), (2, 3), (2, 3)]
+    with torch.no_grad():
+        torch.testing.assert_close(converted(frames), model.stem(frames), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("make", [tiny_config, lambda: get_preset("compact")])
+def test_summary_counts_what_the_exported_copy_executes(make) -> None:
+    model = to_conv2d_stem(ConvEntion(make()))
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(*example_inputs(model.config, 1))
+    config = model.config
+    side = config.map_size
+    # The weighted sum over the N keys is an elementwise product and a sum, which the counter skips.
+    weighted_sums = config.layers * config.n_positions * config.d_model * side * side
+    cost = measure(model)
+    assert cost.macs == counter.get_total_flops() // 2 + weighted_sums
+    n, d, maps, kernel = config.n_positions, config.d_model, side * side, config.logit_kernel**2
+    # K and V projections, key logits, weighted sum over the keys, one merge per sequence.
+    once = n * 2 * d * maps * d + n * config.heads * maps * d * kernel + n * d * maps + d * maps * d * 9
+    assert {stage.name: stage.macs for stage in cost.stages}["layer1.attention"] == once
