@@ -42,11 +42,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 from sklearn.model_selection import StratifiedKFold, train_test_split
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from convention_rt.model_card import ModelCard
 from convention_rt.model_inputs import chunk_to_inputs
 from train.checkpoint import Checkpoint
 from train.data.dataset import TASKS, LabelledObjects, band_statistics, load_labelled
+from train.distributed import Group, setup
 from train.model import MODEL_NAMES, BaselineConfig, ModelConfig, build_model, get_baseline, get_preset
 
 __all__ = ["FitConfig", "fit", "main"]
@@ -205,15 +207,21 @@ def model_inputs(data: LabelledObjects, indices: np.ndarray, card: ModelCard, *,
 
 
 def predict(model: nn.Module, data: LabelledObjects, idx: np.ndarray, card: ModelCard,
-            batch_size: int = 256) -> np.ndarray:
-    """Class probabilities (n, classes) of the objects ``idx`` (inference windows)."""
+            batch_size: int = 256, group: Group = Group()) -> np.ndarray:
+    """Class probabilities (n, classes) of the objects ``idx`` (inference windows).
+
+    In a process group each rank scores its shard; the shards are summed so that
+    every rank returns the whole table.
+    """
     model.eval()
-    parts = []
+    mine = group.shard(np.arange(idx.size))
+    table = np.zeros((idx.size, len(card.classes)), dtype=np.float32)
     with torch.no_grad():
-        for start in range(0, idx.size, batch_size):
-            stamps, band_ids, times = model_inputs(data, idx[start:start + batch_size], card)
-            parts.append(torch.softmax(model(stamps, band_ids, times), dim=-1).numpy())
-    return np.concatenate(parts) if parts else np.zeros((0, len(card.classes)), np.float32)
+        for start in range(0, mine.size, batch_size):
+            rows = mine[start:start + batch_size]
+            stamps, band_ids, times = model_inputs(data, idx[rows], card)
+            table[rows] = torch.softmax(model(stamps, band_ids, times), dim=-1).numpy()
+    return group.sum(table).astype(np.float32)
 
 
 def scores(labels: np.ndarray, probabilities: np.ndarray, classes: tuple[str, ...]) -> dict[str, Any]:
@@ -250,20 +258,25 @@ class MemberState:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _save_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: MemberState) -> None:
-    temporary = path.with_name(path.name + ".part")
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "state": dataclasses.asdict(state)}, temporary)
-    temporary.replace(path)
+def _save_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: MemberState,
+                group: Group = Group()) -> None:
+    if group.is_main:
+        temporary = path.with_name(path.name + ".part")
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "state": dataclasses.asdict(state)}, temporary)
+        temporary.replace(path)
+    group.barrier()
 
 
 def train_member(data: LabelledObjects, train_idx: np.ndarray, card: ModelCard,
                  model_config: ModelConfig | BaselineConfig, config: FitConfig, *, fold: int, member: int,
-                 state_path: Path, progress: Progress | None = None) -> tuple[dict[str, torch.Tensor], MemberState]:
+                 state_path: Path, progress: Progress | None = None,
+                 group: Group = Group()) -> tuple[dict[str, torch.Tensor], MemberState]:
     """Train one member (resuming from ``state_path``); returns its best weights and record."""
     seed = [config.seed, fold, member]
     torch.manual_seed(int(np.random.default_rng(seed).integers(2**31)))
     model = build_model(model_config)
+    trained = DistributedDataParallel(model) if group.distributed else model
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     state = MemberState()
     if state_path.exists():
@@ -291,18 +304,23 @@ def train_member(data: LabelledObjects, train_idx: np.ndarray, card: ModelCard,
         while state.epoch < config.epochs and state.waited < config.patience:
             start = time.perf_counter()
             rng = np.random.default_rng(seed + [state.stage, state.epoch])
-            generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
-            torch.manual_seed(int(rng.integers(2**31)))
+            generator = torch.Generator().manual_seed(int(rng.integers(2**31)) + group.rank)
+            torch.manual_seed(int(rng.integers(2**31)) + group.rank)
             draws = rng.choice(stage_idx, size=stage_idx.size, replace=True, p=weights)
-            model.train()
+            batch_size = config.batch_size
+            if group.distributed:  # equal shards (same number of steps on every rank), same global batch
+                draws = group.shard(draws[: draws.size // group.world * group.world])
+                batch_size = max(1, config.batch_size // group.world)
+                rng = np.random.default_rng(seed + [state.stage, state.epoch, 1 + group.rank])
+            trained.train()
             total_loss = 0.0
             task = progress.add_task(f"fold {fold} m{member} {stage_name} ep {state.epoch}",
                                      total=draws.size) if progress else None
-            for first in range(0, draws.size, config.batch_size):
-                batch = draws[first:first + config.batch_size]
+            for first in range(0, draws.size, batch_size):
+                batch = draws[first:first + batch_size]
                 stamps, band_ids, times = model_inputs(data, batch, card, rng=rng, frame_drop=config.frame_drop)
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "bf16"):
-                    logits = model(augment(stamps, generator), band_ids, times)
+                    logits = trained(augment(stamps, generator), band_ids, times)
                     loss = loss_function(logits, torch.from_numpy(data.labels[batch]))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -312,7 +330,9 @@ def train_member(data: LabelledObjects, train_idx: np.ndarray, card: ModelCard,
                     progress.advance(task, batch.size)
             if progress:
                 progress.remove_task(task)
-            validation = scores(data.labels[val_idx], predict(model, data, val_idx, card), data.classes)
+            total_loss, n_drawn = (float(v) for v in group.sum(np.array([total_loss, draws.size])))
+            validation = scores(data.labels[val_idx], predict(model, data, val_idx, card, group=group),
+                                data.classes)
             elapsed = time.perf_counter() - start
             state.seconds += elapsed
             state.epochs_run += 1
@@ -323,14 +343,14 @@ def train_member(data: LabelledObjects, train_idx: np.ndarray, card: ModelCard,
                 state.waited = 0
             else:
                 state.waited += 1
-            state.history.append({"stage": stage_name, "epoch": state.epoch, "loss": total_loss / draws.size,
+            state.history.append({"stage": stage_name, "epoch": state.epoch, "loss": total_loss / n_drawn,
                                   "val_macro_f1": validation["macro_f1"], "val_accuracy": validation["accuracy"],
                                   "seconds": elapsed})
             log.info("fold %d member %d %s epoch %d: loss %.4f, val macro-F1 %.4f acc %.4f%s (%.1f s)",
-                     fold, member, stage_name, state.epoch, total_loss / draws.size, validation["macro_f1"],
+                     fold, member, stage_name, state.epoch, total_loss / n_drawn, validation["macro_f1"],
                      validation["accuracy"], " *" if improved else "", elapsed)
             state.epoch += 1
-            _save_state(state_path, model, optimizer, state)
+            _save_state(state_path, model, optimizer, state, group)
         # next stage starts from the best weights of this one
         model.load_state_dict(state.best_state)
         state.stage += 1
@@ -338,7 +358,7 @@ def train_member(data: LabelledObjects, train_idx: np.ndarray, card: ModelCard,
         state.waited = 0
         if state.stage < len(stages):
             state.best_f1 = -1.0
-        _save_state(state_path, model, optimizer, state)
+        _save_state(state_path, model, optimizer, state, group)
     return state.best_state, state
 
 
@@ -391,10 +411,13 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def fit(config: FitConfig, command: str = "") -> dict[str, Any]:
-    """Run the protocol; returns the metrics written to ``run_dir/metrics.json``."""
+def fit(config: FitConfig, command: str = "", group: Group = Group()) -> dict[str, Any]:
+    """Run the protocol; returns the metrics written to ``run_dir/metrics.json``.
+
+    With a process ``group`` (``torchrun``), every rank runs this function; rank 0
+    alone writes files.
+    """
     run_dir = Path(config.run_dir)
-    (run_dir / "state").mkdir(parents=True, exist_ok=True)
     saved_config = run_dir / "config.json"
     as_dict = dataclasses.asdict(config)
     if saved_config.exists():
@@ -402,7 +425,10 @@ def fit(config: FitConfig, command: str = "") -> dict[str, Any]:
         significant = {k: v for k, v in as_dict.items() if k not in ("threads", "export_out")}
         if {k: previous.get(k) for k in significant} != significant:
             raise ValueError(f"{run_dir}: holds a run with another configuration; use another --run-dir")
-    saved_config.write_text(json.dumps(as_dict, indent=2) + "\n")
+    group.barrier()  # every rank has compared with the saved configuration before rank 0 rewrites it
+    if group.is_main:
+        (run_dir / "state").mkdir(parents=True, exist_ok=True)
+        saved_config.write_text(json.dumps(as_dict, indent=2) + "\n")
     torch.set_num_threads(config.threads)
 
     data = load_labelled(config.catalog, config.task, max_objects=config.max_objects)
@@ -417,13 +443,17 @@ def fit(config: FitConfig, command: str = "") -> dict[str, Any]:
         stem_window=getattr(model_config, "stem_window", 1), normalisation=stats,
         time_encoding=getattr(model_config, "positional_encoding", "") == "time",
     )
+    if group.is_main:
+        make_folds(data, config, run_dir / "folds.json")
+    group.barrier()
     folds = make_folds(data, config, run_dir / "folds.json")
     index_of = {str(i): k for k, i in enumerate(data.object_ids)}
 
     per_fold, members_out, timings = [], [], []
     console = Console(stderr=True)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=console, transient=True, disable=not console.is_terminal) as progress:
+                  console=console, transient=True,
+                  disable=not (console.is_terminal and group.is_main)) as progress:
         for fold, held_out_ids in enumerate(folds):
             held_out = np.array(sorted(index_of[i] for i in held_out_ids))
             train_idx = np.setdiff1d(np.arange(len(data)), held_out)
@@ -437,10 +467,13 @@ def fit(config: FitConfig, command: str = "") -> dict[str, Any]:
                 else:
                     best, state = train_member(
                         data, train_idx, card, model_config, config, fold=fold, member=member,
-                        state_path=run_dir / "state" / f"fold{fold}_member{member}.pt", progress=progress)
-                    torch.save(best, member_file)
+                        state_path=run_dir / "state" / f"fold{fold}_member{member}.pt", progress=progress,
+                        group=group)
                     record = {"seconds": state.seconds, "epochs": state.epochs_run, "history": state.history}
-                    member_file.with_suffix(".json").write_text(json.dumps(record) + "\n")
+                    if group.is_main:
+                        torch.save(best, member_file)
+                        member_file.with_suffix(".json").write_text(json.dumps(record) + "\n")
+                    group.barrier()
                 member_states.append(best)
                 timings.append(record["seconds"] / max(record["epochs"], 1))
             scored = evaluation_subset(data, held_out)
@@ -448,9 +481,10 @@ def fit(config: FitConfig, command: str = "") -> dict[str, Any]:
             for best in member_states:
                 model = build_model(model_config)
                 model.load_state_dict(best)
-                probabilities.append(predict(model, data, scored, card))
+                probabilities.append(predict(model, data, scored, card, group=group))
             fold_scores = scores(data.labels[scored], np.mean(probabilities, axis=0), data.classes)
-            fold_file.write_text(json.dumps(fold_scores, indent=2) + "\n")
+            if group.is_main:
+                fold_file.write_text(json.dumps(fold_scores, indent=2) + "\n")
             log.info("fold %d: held-out accuracy %.4f, macro-F1 %.4f (%d objects)", fold,
                      fold_scores["accuracy"], fold_scores["macro_f1"], fold_scores["n"])
             per_fold.append(fold_scores)
@@ -463,6 +497,9 @@ def fit(config: FitConfig, command: str = "") -> dict[str, Any]:
         "seconds_per_epoch_per_member": float(np.mean(timings)), "exported_members": config.export_members,
         "evaluated_on": "held-out spec objects" if (data.typing == "phot").any() else "held-out objects",
     }
+    if not group.is_main:
+        group.barrier()  # rank 0 writes the metrics and the export
+        return metrics
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     plot_confusion(summary, data.classes, f"{config.model} {config.task}: {config.folds}-fold mean ± std",
                    run_dir / "confusion.png")
@@ -486,6 +523,7 @@ def fit(config: FitConfig, command: str = "") -> dict[str, Any]:
         checkpoint.save(run_dir / "ensemble.ckpt")
         result = export_checkpoint(checkpoint, config.export_out, threads=config.threads, overwrite=True)
         log.info("exported %d member(s) to %s (%s)", len(members_out), result.model_path, result.graph)
+    group.barrier()
     return metrics
 
 
@@ -515,14 +553,23 @@ def _parse(argv: list[str] | None) -> tuple[FitConfig, str]:
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point."""
     config, command = _parse(argv)
-    Path(config.run_dir).mkdir(parents=True, exist_ok=True)
-    console = RichHandler(console=Console(stderr=True), show_path=False)
-    console.setFormatter(logging.Formatter("%(message)s"))
-    logfile = logging.FileHandler(Path(config.run_dir) / "fit.log")
-    logfile.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    logging.basicConfig(level=logging.WARNING, handlers=[console, logfile], force=True)
-    log.setLevel(logging.INFO)
-    fit(config, command)
+    group = setup()
+    handlers: list[logging.Handler] = []
+    if group.is_main:
+        Path(config.run_dir).mkdir(parents=True, exist_ok=True)
+        console = RichHandler(console=Console(stderr=True), show_path=False)
+        console.setFormatter(logging.Formatter("%(message)s"))
+        logfile = logging.FileHandler(Path(config.run_dir) / "fit.log")
+        logfile.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        handlers = [console, logfile]
+    logging.basicConfig(level=logging.WARNING, handlers=handlers or [logging.NullHandler()], force=True)
+    log.setLevel(logging.INFO if group.is_main else logging.WARNING)
+    if group.distributed:
+        log.info("data-parallel training over %d processes", group.world)
+    try:
+        fit(config, command, group)
+    finally:
+        group.close()
     return 0
 
 
