@@ -23,9 +23,9 @@ from rich.table import Table
 from convention_rt._version import __version__
 from convention_rt.catalog import Catalog, CatalogSummary, summarise
 from convention_rt.classifier import Classifier
-from convention_rt.model_card import ModelCard
 from convention_rt.predictions import FORMATS, PredictionWriter
 from convention_rt.registry import DEFAULT_MODEL, list_models, resolve_model
+from convention_rt.session import load_card
 from convention_rt.data import sample_catalog_path
 from convention_rt.errors import ConventionError, UsageError
 from convention_rt.ingest.cli import app as ingest_app
@@ -189,7 +189,7 @@ def info(
 ) -> None:
     """Print a model's card: classes, bands, inputs, metrics and provenance."""
     entry = resolve_model(model)
-    card = entry.card() if entry.card_path.is_file() else ModelCard.load(entry.card_path)
+    card = load_card(entry.model_path)
     table = Table(show_header=False)
     table.add_column(style="bold")
     table.add_column()

@@ -32,7 +32,9 @@ from numpy.typing import NDArray
 from convention_rt.errors import ModelError
 from convention_rt.model_card import ModelCard, sha256_of
 
-__all__ = ["CARD_METADATA_KEY", "INPUT_NAMES", "OUTPUT_NAME", "ModelSession", "cuda_unavailable_reason"]
+__all__ = [
+    "CARD_METADATA_KEY", "INPUT_NAMES", "OUTPUT_NAME", "ModelSession", "cuda_unavailable_reason", "load_card",
+]
 
 log = logging.getLogger("convention_rt")
 
@@ -71,7 +73,9 @@ def cuda_unavailable_reason() -> str | None:
     return None
 
 
-def _load_card(model_path: Path, card: ModelCard | str | Path | None) -> ModelCard:
+def load_card(model_path: str | Path, card: ModelCard | str | Path | None = None) -> ModelCard:
+    """The card of a model: given, ``card.json`` beside the model, or embedded in its metadata."""
+    model_path = Path(model_path)
     if isinstance(card, ModelCard):
         return card
     card_path = Path(card) if card is not None else model_path.with_name("card.json")
@@ -129,7 +133,7 @@ class ModelSession:
             raise ModelError(f"device must be auto, cpu or cuda, got {device!r}")
         if threads is not None and threads < 1:
             raise ModelError(f"threads must be at least 1, got {threads}")
-        self.card = _load_card(self.model_path, card)
+        self.card = load_card(self.model_path, card)
         if verify_checksum and self.card.sha256:
             digest = sha256_of(self.model_path)
             if digest != self.card.sha256:

@@ -81,3 +81,18 @@ def test_info_and_models(capsys, tiny_model):
     assert code == 0 and "tiny-test 0.0.1" in out and "AGN, SNIa" in out
     code, out, _ = run(capsys, "models")
     assert code == 0
+
+
+def test_info_reads_the_card_embedded_in_the_model_when_no_card_json(capsys, tmp_path):
+    onnx = pytest.importorskip("onnx")
+    from conftest import tiny_card, write_tiny_onnx
+    from convention_rt.session import CARD_METADATA_KEY
+
+    path = write_tiny_onnx(tmp_path / "alone.onnx")
+    model = onnx.load(path)
+    entry = model.metadata_props.add()
+    entry.key, entry.value = CARD_METADATA_KEY, tiny_card().to_json()
+    onnx.save(model, path)
+    code, out, err = run(capsys, "info", path)
+    assert code == 0, err
+    assert "tiny-test 0.0.1" in out

@@ -1,0 +1,508 @@
+"""Inference on Apache Spark: a pandas UDF for DataFrames of objects, and a catalog job.
+
+Both run on Spark's Arrow path, as the Fink broker runs its science modules,
+and both get their :class:`~convention_rt.classifier.Classifier` from
+:func:`get_classifier`: one ONNX Runtime session per Python worker process
+and model, built on the first batch and reused by every later batch and task.
+
+* :func:`classification_udf` classifies a DataFrame whose rows are objects
+  (stamps, bands and times held in array columns);
+* :class:`CatalogJob` classifies a catalog file: the driver opens the catalog
+  to validate it and splits its objects into ranges; each task opens the file
+  itself (a filesystem every executor sees is assumed), reads its range chunk
+  by chunk and classifies it; the results go to a Parquet dataset written under
+  a temporary name and renamed into place.
+
+``spark_classify_command`` is the ``convention-rt spark-classify`` command.
+pyspark (the ``spark`` extra) is imported only when Spark is used.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import secrets
+import shutil
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Optional
+
+import numpy as np
+import typer
+from numpy.typing import NDArray
+
+from convention_rt.catalog import Catalog
+from convention_rt.classifier import Classifier
+from convention_rt.errors import BadInputError, CatalogError, ConventionError, ModelError, UsageError
+from convention_rt.model_card import ModelCard
+from convention_rt.predictions import Predictions
+from convention_rt.registry import DEFAULT_MODEL, resolve_model
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+    from pyspark.sql import SparkSession
+    from pyspark.sql.types import StructType
+    from pyspark.sql.udf import UserDefinedFunction
+
+__all__ = ["CatalogJob", "classification_udf", "classify_objects", "get_classifier", "object_ranges",
+           "spark_classify_command"]
+
+_INSTALL_HINT = "pip install 'convention-rt[spark]' (Spark also needs Java 17 or later)"
+# Errors raised on executors reach the driver inside Spark's error text, as "module.Class: message".
+_EXECUTOR_ERROR = re.compile(r"convention_rt\.errors\.(\w+): (.+)")
+_EXECUTOR_ERROR_TYPES: dict[str, type[ConventionError]] = {
+    "CatalogError": BadInputError, "BadInputError": BadInputError, "UsageError": UsageError,
+    "ModelError": ModelError}
+
+
+# -- the per-process session ---------------------------------------------------------------------
+@functools.lru_cache(maxsize=8)
+def get_classifier(model: str) -> Classifier:
+    """The classifier of ``model`` in this process, built on first use.
+
+    Spark runs one task per core, each in its own Python worker, so each
+    session gets one thread.  ``get_classifier.cache_info().misses`` counts
+    the sessions built by this process.
+
+    Parameters
+    ----------
+    model : str
+        As resolved on the driver: a shipped ``NAME/VERSION`` or the absolute
+        path of a ``.onnx`` file.
+
+    Returns
+    -------
+    Classifier
+    """
+    return Classifier(model, device="auto", threads=1)
+
+
+def _model_reference(model: str | Path | None = None) -> tuple[str, ModelCard]:
+    """How executors find ``model``, and its card, resolved once on the driver.
+
+    A shipped model is pinned to its version (every executor must have the
+    same convention-rt installed); a model file is given by its absolute path
+    (on a filesystem every executor sees).
+
+    Parameters
+    ----------
+    model : str or Path, optional
+        As for :class:`~convention_rt.classifier.Classifier`; default: the package's default model.
+
+    Returns
+    -------
+    reference : str
+    card : ModelCard
+
+    Raises
+    ------
+    ModelError
+        No such model, or a card that cannot be read.
+    """
+    entry = resolve_model(model)
+    if not entry.card_path.is_file():  # a .onnx with its card embedded: the session reads it
+        card = Classifier(entry.model_path, device="cpu", threads=1).card
+    else:
+        card = entry.card()
+    reference = str(entry.model_path.resolve()) if not entry.version else f"{entry.name}/{entry.version}"
+    return reference, card
+
+
+# -- the output table ------------------------------------------------------------------------------
+def _columns(classes: tuple[str, ...], *, string_ids: bool | None) -> list[tuple[str, str]]:
+    """(name, Arrow type) of the output columns, those of ``PredictionWriter``'s Parquet files.
+
+    ``string_ids`` None leaves out the ``object_id`` column.
+    """
+    columns = [] if string_ids is None else [("object_id", "string" if string_ids else "int64")]
+    return [*columns, ("predicted_class", "string"), *[(f"p_{c}", "float32") for c in classes],
+            ("spread", "float32"), ("n_frames", "int32"), ("bands_used", "string"), ("status", "string"),
+            ("model", "string"), ("model_version", "string")]
+
+
+def _arrow_schema(columns: list[tuple[str, str]]) -> pa.Schema:
+    import pyarrow as pa
+
+    return pa.schema([pa.field(name, getattr(pa, kind)()) for name, kind in columns])
+
+
+def _spark_schema(columns: list[tuple[str, str]]) -> StructType:
+    from pyspark.sql import types
+
+    kinds = {"string": types.StringType(), "int64": types.LongType(), "int32": types.IntegerType(),
+             "float32": types.FloatType()}
+    return types.StructType([types.StructField(name, kinds[kind]) for name, kind in columns])
+
+
+def _to_arrow(predictions: Predictions, schema: pa.Schema) -> pa.RecordBatch:
+    """One batch of results as Arrow; NaN probabilities stay NaN (never null)."""
+    import pyarrow as pa
+
+    n = len(predictions)
+    name, _, version = predictions.model.partition("/")
+    values: dict[str, Any] = {
+        "predicted_class": predictions.predicted,
+        **{f"p_{c}": predictions.probabilities[:, k] for k, c in enumerate(predictions.classes)},
+        "spread": predictions.spread, "n_frames": predictions.n_frames.astype(np.int32),
+        "bands_used": predictions.bands_used, "status": predictions.status,
+        "model": [name] * n, "model_version": [version] * n}
+    if "object_id" in schema.names:
+        ids = predictions.object_ids
+        values["object_id"] = ids.astype(str) if schema.field("object_id").type == pa.string() else ids
+    return pa.RecordBatch.from_arrays([pa.array(values[f.name], type=f.type) for f in schema], schema=schema)
+
+
+# -- DataFrames of objects: the pandas UDF -------------------------------------------------------
+def _stamp_cube(object_id: Any, stamps: Any, size: int) -> NDArray[np.float32]:
+    """One object's stamps from an array column: T stamps of ``size * size`` values or ``size`` rows.
+
+    Returns
+    -------
+    ndarray, shape (T, size, size), float32
+    """
+    frames = []
+    for stamp in stamps:
+        stamp = np.asarray(stamp)
+        if stamp.dtype == object:  # nested rows
+            stamp = np.vstack(stamp)
+        elif stamp.size != size * size:
+            raise BadInputError(f"object {object_id}: a stamp of {stamp.size} values; the model needs "
+                                f"{size}x{size} = {size * size} (flattened) or {size} rows of {size}")
+        frames.append(stamp.reshape(size, size) if stamp.ndim == 1 else stamp)
+    return np.stack(frames).astype(np.float32) if frames else np.zeros((0, size, size), np.float32)
+
+
+def classify_objects(object_id: pd.Series, stamps: pd.Series, bands: pd.Series, mjd: pd.Series, *,
+                     model: str) -> pd.DataFrame:
+    """Classify a batch of objects held in pandas Series: the body of :func:`classification_udf`.
+
+    Parameters
+    ----------
+    object_id : pandas.Series
+        Object ids, used in error messages.
+    stamps : pandas.Series
+        Per object, its T stamps: each ``size * size`` values (flattened) or ``size`` rows of ``size``.
+    bands : pandas.Series
+        Per object, T band names.
+    mjd : pandas.Series
+        Per object, T times (MJD).
+    model : str
+        A shipped ``NAME/VERSION`` or the absolute path of a ``.onnx`` file.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per object, in order: the columns of ``PredictionWriter``'s Parquet output
+        but ``object_id``.  Arrow-backed, so that Spark keeps NaN probabilities as NaN.
+
+    Raises
+    ------
+    BadInputError
+        Stamps, bands and times of an object that disagree in length or shape.
+    """
+    import pandas as pd
+
+    classifier = get_classifier(model)
+    size = classifier.card.stamp_size
+    objects = [(_stamp_cube(i, s, size), [str(b) for b in names], np.asarray(times, dtype=np.float64))
+               for i, s, names, times in zip(object_id, stamps, bands, mjd)]
+    predictions = classifier.predict_batch(objects, object_ids=object_id.to_numpy())
+    schema = _arrow_schema(_columns(classifier.classes, string_ids=None))
+    return _to_arrow(predictions, schema).to_pandas(types_mapper=pd.ArrowDtype)
+
+
+def classification_udf(model: str | Path | None = None) -> UserDefinedFunction:
+    """A pandas UDF classifying objects: ``udf(object_id, stamps, bands, mjd)`` -> struct.
+
+    Input columns: ``object_id`` (any type), ``stamps`` (``array<array<float>>``, each
+    stamp flattened, or ``array<array<array<float>>>``), ``bands`` (``array<string>``),
+    ``mjd`` (``array<double>``), one row per object with its history.  The
+    result is a struct of the columns of ``PredictionWriter``'s Parquet output
+    but ``object_id``; flagged objects get NaN probabilities and say why in ``status``.
+
+    Parameters
+    ----------
+    model : str or Path, optional
+        Shipped model or model file (on every executor); default: the package's default model.
+
+    Returns
+    -------
+    pyspark.sql.udf.UserDefinedFunction
+
+    Examples
+    --------
+    >>> classify = classification_udf()                                   # doctest: +SKIP
+    >>> df = df.withColumn("convention", classify("objectId", "stamps", "bands", "mjd"))  # doctest: +SKIP
+    >>> df.select("objectId", "convention.predicted_class", "convention.status")  # doctest: +SKIP
+    """
+    try:
+        import pandas as pd
+        from pyspark.sql.functions import pandas_udf
+    except ImportError as exc:
+        raise UsageError(f"Spark inference needs pyspark and pandas: {_INSTALL_HINT}") from exc
+    reference, card = _model_reference(model)
+
+    def classify(object_id, stamps, bands, mjd):  # noqa: ANN001, ANN202 (annotated below, as Spark reads them)
+        return classify_objects(object_id, stamps, bands, mjd, model=reference)
+
+    classify.__annotations__ = {"object_id": pd.Series, "stamps": pd.Series, "bands": pd.Series,
+                                "mjd": pd.Series, "return": pd.DataFrame}
+    return pandas_udf(classify, returnType=_spark_schema(_columns(card.classes, string_ids=None)))
+
+
+# -- catalogs: the distributed job -----------------------------------------------------------------
+def object_ranges(n_objects: int, partitions: int) -> list[tuple[int, int]]:
+    """Split objects ``0..n_objects-1`` into at most ``partitions`` contiguous, balanced ranges.
+
+    Returns
+    -------
+    list of (start, stop)
+        Half-open ranges of OBJECTS rows, in order, none empty.
+    """
+    if partitions < 1:
+        raise UsageError(f"partitions must be at least 1, got {partitions}")
+    parts = min(partitions, n_objects)
+    bounds = [n_objects * k // parts for k in range(parts + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+@dataclass(frozen=True)
+class CatalogJob:
+    """A catalog to classify on Spark, validated on the driver.
+
+    Build it with :meth:`plan`, run it with :meth:`run`.
+
+    Attributes
+    ----------
+    catalog : Path
+        Absolute path of the catalog, the same on every executor.
+    model : str
+        The model as executors find it: a shipped ``NAME/VERSION`` or the absolute path of a ``.onnx`` file.
+    classes : tuple of str
+        The model's classes.
+    stamp_size : int
+        The model's stamp side.
+    n_objects : int
+        Objects in the catalog.
+    string_ids : bool
+        Whether object ids are strings (else int64).
+    chunk_size : int
+        Objects per chunk read and classified by a task (memory per task).
+    """
+
+    catalog: Path
+    model: str
+    classes: tuple[str, ...]
+    stamp_size: int
+    n_objects: int
+    string_ids: bool
+    chunk_size: int = 256
+
+    @classmethod
+    def plan(cls, catalog: str | Path, *, model: str | Path | None = None, chunk_size: int = 256) -> CatalogJob:
+        """Check the model and the catalog, on the driver, before any Spark work.
+
+        Raises
+        ------
+        CatalogError
+            A catalog that breaks the format (the message names the file and field).
+        ModelError
+            No such model.
+        """
+        if chunk_size < 1:
+            raise UsageError(f"chunk_size must be at least 1, got {chunk_size}")
+        reference, card = _model_reference(model)
+        path = Path(catalog).resolve()
+        with Catalog(path, stamp_size=card.stamp_size) as opened:
+            n_objects, string_ids = opened.n_objects, opened.id_width is not None
+        return cls(catalog=path, model=reference, classes=card.classes, stamp_size=card.stamp_size,
+                   n_objects=n_objects, string_ids=string_ids, chunk_size=chunk_size)
+
+    @property
+    def columns(self) -> list[tuple[str, str]]:
+        """(name, Arrow type) of the output columns."""
+        return _columns(self.classes, string_ids=self.string_ids)
+
+    def run(self, spark: SparkSession, output: str | Path, *, partitions: int | None = None,
+            overwrite: bool = False) -> Path:
+        """Classify the catalog on ``spark`` and write a Parquet dataset (a folder) at ``output``.
+
+        The dataset is written under a temporary name beside ``output`` and
+        renamed into place when complete; on failure nothing is left behind.
+
+        Parameters
+        ----------
+        spark : pyspark.sql.SparkSession
+        output : str or Path
+            ``*.parquet``; its folder must be on a filesystem every executor and the driver see.
+        partitions : int, optional
+            Tasks, each a contiguous range of objects; default: the cluster's
+            cores (``defaultParallelism``).
+        overwrite : bool
+            Replace an existing output.
+
+        Returns
+        -------
+        Path
+            The output folder: part files in object order, readable by
+            ``pandas.read_parquet`` or ``pyarrow.parquet.read_table``.
+
+        Raises
+        ------
+        BadInputError, ModelError
+            An error on an executor, as one line.
+        """
+        from py4j.protocol import Py4JError
+        from pyspark.errors import PySparkException
+
+        output = _check_output(output, overwrite=overwrite)
+        ranges = object_ranges(self.n_objects, partitions or spark.sparkContext.defaultParallelism)
+        tasks = spark.range(0, len(ranges), 1, numPartitions=len(ranges))
+        results = tasks.mapInArrow(functools.partial(_classify_ranges, job=self, ranges=tuple(ranges)),
+                                   _spark_schema(self.columns))
+        temporary = output.with_name(f".{output.name}.{os.getpid()}.{secrets.token_hex(4)}.part")
+        try:
+            try:
+                results.write.parquet(f"file://{temporary}")  # executors write to the shared folder
+            except (PySparkException, Py4JError) as exc:  # how executor errors reach the driver
+                raise _job_error(exc) from exc
+            _move_into_place(temporary, output)
+        finally:
+            shutil.rmtree(temporary, ignore_errors=True)
+        return output
+
+
+def _classify_ranges(tasks: Iterator[pa.RecordBatch], *, job: CatalogJob,
+                     ranges: tuple[tuple[int, int], ...]) -> Iterator[pa.RecordBatch]:
+    """On an executor: classify the object ranges named by the task indices in ``tasks``."""
+    classifier = get_classifier(job.model)
+    schema = _arrow_schema(job.columns)
+    for batch in tasks:
+        for index in batch.column(0).to_pylist():
+            start, stop = ranges[index]
+            with Catalog(job.catalog, stamp_size=job.stamp_size) as catalog:
+                if catalog.n_objects != job.n_objects:
+                    raise CatalogError(str(job.catalog), f"has {catalog.n_objects} objects on this executor and "
+                                       f"{job.n_objects} on the driver: the executors must see the driver's file "
+                                       "(a shared filesystem)", hdu="OBJECTS")
+                for chunk in catalog.iter_chunks(max_objects=job.chunk_size, start=start, stop=stop):
+                    yield _to_arrow(classifier.predict_chunk(chunk), schema)
+
+
+def _check_output(output: str | Path, *, overwrite: bool) -> Path:
+    """The absolute output path, after the checks that need no work: suffix and existence.
+
+    Raises
+    ------
+    UsageError
+        Not ``*.parquet``, or existing without ``overwrite``.
+    """
+    output = Path(output).resolve()
+    if output.suffix.lower() != ".parquet":
+        raise UsageError(f"{output}: output must end in .parquet (a Parquet dataset folder)")
+    if output.exists() and not overwrite:
+        raise UsageError(f"{output}: exists already (add --overwrite to replace it)")
+    return output
+
+
+def _move_into_place(source: Path, output: Path) -> None:
+    """Rename ``source`` to ``output``, replacing a file or folder there."""
+    if not output.exists():
+        os.replace(source, output)
+        return
+    previous = output.with_name(f".{output.name}.{secrets.token_hex(4)}.old")
+    os.replace(output, previous)
+    try:
+        os.replace(source, output)
+    except BaseException:
+        os.replace(previous, output)
+        raise
+    if previous.is_dir():
+        shutil.rmtree(previous)
+    else:
+        previous.unlink()
+
+
+def _job_error(exc: Exception) -> ConventionError:
+    """A failed Spark job as one line: the executor's own error when it was ours."""
+    text = str(exc)
+    ours = _EXECUTOR_ERROR.findall(text)
+    if ours:
+        kind, message = ours[-1]
+        return _EXECUTOR_ERROR_TYPES.get(kind, ModelError)(message.strip())
+    first = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
+    return ModelError(f"the Spark job failed: {first}")
+
+
+# -- the command -----------------------------------------------------------------------------------
+def _start_spark(master: str) -> SparkSession:
+    """A Spark session on ``master``; local workers run this interpreter unless PYSPARK_PYTHON says otherwise."""
+    try:
+        from pyspark.errors import PySparkException
+        from pyspark.sql import SparkSession
+    except ImportError as exc:
+        raise UsageError(f"spark-classify needs pyspark: {_INSTALL_HINT}") from exc
+    if master.startswith("local"):
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    try:
+        return SparkSession.builder.master(master).appName("convention-rt spark-classify").getOrCreate()
+    except PySparkException as exc:
+        raise ModelError(f"cannot start Spark on {master}: {' '.join(str(exc).split())} ({_INSTALL_HINT})") from exc
+
+
+def spark_classify_command(
+    catalog: Annotated[Path, typer.Argument(
+        help="Catalog FITS file, at a path every executor can open.", show_default=False)],
+    output: Annotated[Path, typer.Option(
+        "--output", "-o", help="Result: a Parquet dataset (a folder) named *.parquet, where the executors "
+        "and the driver can write.", show_default=False)],
+    master: Annotated[str, typer.Option(
+        help="Spark master URL: local\\[N], spark://HOST:7077, yarn, k8s://HOST:PORT.", show_default=False)],
+    model: Annotated[Optional[str], typer.Option(
+        help=f"Shipped model NAME or NAME/VERSION, or path to a .onnx file \\[default: {DEFAULT_MODEL}]",
+        show_default=False)] = None,
+    partitions: Annotated[Optional[int], typer.Option(
+        help="Tasks, each a range of objects \\[default: the cluster's cores]", min=1, show_default=False)] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
+) -> None:
+    """Classify a catalog on a Spark cluster: the rows of `classify -o OUT.parquet`, as a dataset folder."""
+    _check_output(output, overwrite=overwrite)  # usage errors, then the catalog, before starting Spark
+    job = CatalogJob.plan(catalog, model=model)
+    started = time.perf_counter()
+    running = _running_session()
+    spark = running or _start_spark(master)
+    submitted = time.perf_counter()
+    try:
+        written = job.run(spark, output, partitions=partitions, overwrite=overwrite)
+    finally:
+        if running is None:
+            spark.stop()
+    elapsed = time.perf_counter() - submitted
+    classes = _class_counts(written)
+    n_rows = sum(classes.values())
+    typer.echo(f"wrote {written}: {n_rows} objects in {elapsed:.1f} s ({n_rows / elapsed:,.0f} objects/s) with "
+               f"{job.model} on Spark {spark.sparkContext.master} (started in {submitted - started:.1f} s)")
+    typer.echo("classes: " + ", ".join(f"{c}: {classes[c]}" for c in job.classes) + f"; flagged: {classes['']}")
+
+
+def _running_session() -> SparkSession | None:
+    """The Spark session already active in this process (embedding, tests), if any."""
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError:
+        return None
+    return SparkSession.getActiveSession()
+
+
+def _class_counts(dataset: Path) -> Counter:
+    """Objects per predicted class in a written dataset ("" counts the flagged ones)."""
+    import pyarrow.parquet as pq
+
+    column = pq.read_table(dataset, columns=["predicted_class"]).column(0)
+    return Counter(column.to_pylist())
