@@ -416,32 +416,44 @@ class Catalog:
         self.close()
 
     # -- reading ------------------------------------------------------------------
-    def iter_chunks(self, max_objects: int = 1024, max_epochs: int = 65536) -> Iterator[ObjectChunk]:
+    def iter_chunks(self, max_objects: int = 1024, max_epochs: int = 65536, *, start: int = 0,
+                    stop: int | None = None) -> Iterator[ObjectChunk]:
         """Yield the catalog in chunks of at most ``max_objects`` objects.
 
         A chunk also stops before exceeding ``max_epochs`` epoch rows (an
         object with more rows than that comes alone), so memory stays bounded
         whatever the catalog's size.
 
+        Parameters
+        ----------
+        max_objects, max_epochs : int
+            Bounds of a chunk.
+        start, stop : int, optional
+            Read only the objects of OBJECTS rows ``start:stop`` (default: all),
+            e.g. one worker's share of the catalog.
+
         Yields
         ------
         ObjectChunk
         """
+        stop = self.n_objects if stop is None else stop
         if max_objects < 1 or max_epochs < 1:
             raise UsageError("max_objects and max_epochs must be at least 1")
+        if not 0 <= start <= stop <= self.n_objects:
+            raise UsageError(f"objects {start}:{stop} are not within the catalog's 0:{self.n_objects}")
         counts = np.asarray(self._count, dtype=np.int64)
-        start = 0
-        while start < self.n_objects:
-            stop = start + 1
-            rows = max(int(counts[start]), 0)
-            while stop < self.n_objects and stop - start < max_objects:
-                extra = max(int(counts[stop]), 0)
+        first = start
+        while first < stop:
+            end = first + 1
+            rows = max(int(counts[first]), 0)
+            while end < stop and end - first < max_objects:
+                extra = max(int(counts[end]), 0)
                 if rows + extra > max_epochs:
                     break
                 rows += extra
-                stop += 1
-            yield self._read_chunk(start, stop)
-            start = stop
+                end += 1
+            yield self._read_chunk(first, end)
+            first = end
 
     def _read_chunk(self, start: int, stop: int) -> ObjectChunk:
         n = stop - start

@@ -20,15 +20,16 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from convention_rt import spark
 from convention_rt._version import __version__
 from convention_rt.catalog import Catalog, CatalogSummary, summarise
 from convention_rt.classifier import Classifier
-from convention_rt.predictions import FORMATS, PredictionWriter
-from convention_rt.registry import DEFAULT_MODEL, list_models, resolve_model
-from convention_rt.session import load_card
 from convention_rt.data import sample_catalog_path
 from convention_rt.errors import ConventionError, UsageError
 from convention_rt.ingest.cli import app as ingest_app
+from convention_rt.predictions import FORMATS, PredictionWriter
+from convention_rt.registry import DEFAULT_MODEL, list_models, resolve_model
+from convention_rt.session import load_card
 
 __all__ = ["app", "main"]
 
@@ -40,6 +41,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(ingest_app, name="ingest")
+app.command("spark-classify")(spark.spark_classify_command)
 _state = {"debug": False}
 _out = Console(highlight=False)
 
@@ -132,14 +134,14 @@ def validate(
 def classify(
     catalog: Annotated[Path, typer.Argument(help="Catalog FITS file.", show_default=False)],
     output: Annotated[Optional[Path], typer.Option(
-        "--output", "-o", help="Result file: .fits, .csv or .parquet [default: CATALOG.predictions.fits]",
+        "--output", "-o", help="Result file: .fits, .csv or .parquet (default: CATALOG.predictions.fits)",
         show_default=False)] = None,
     model: Annotated[Optional[str], typer.Option(
-        help=f"Shipped model NAME[/VERSION] or path to a .onnx file [default: {DEFAULT_MODEL}]",
+        help=f"Shipped model NAME or NAME/VERSION, or path to a .onnx file (default: {DEFAULT_MODEL})",
         show_default=False)] = None,
     device: Annotated[DeviceChoice, typer.Option(help="auto: CUDA when usable, else CPU.")] = DeviceChoice.auto,
     batch_size: Annotated[int, typer.Option(help="Objects per inference call.", min=1)] = 64,
-    threads: Annotated[Optional[int], typer.Option(help="ONNX Runtime threads [default: all cores].", min=1,
+    threads: Annotated[Optional[int], typer.Option(help="ONNX Runtime threads (default: all cores).", min=1,
                                                    show_default=False)] = None,
     chunk_size: Annotated[int, typer.Option(help="Objects read per chunk (bounds memory).", min=1)] = 256,
     stamp_policy: StampPolicyOption = StampPolicy.error,
@@ -184,7 +186,7 @@ def classify(
 @app.command()
 def info(
     model: Annotated[Optional[str], typer.Argument(
-        help=f"Shipped model NAME[/VERSION] or path to a .onnx file [default: {DEFAULT_MODEL}]",
+        help=f"Shipped model NAME or NAME/VERSION, or path to a .onnx file (default: {DEFAULT_MODEL})",
         show_default=False)] = None,
 ) -> None:
     """Print a model's card: classes, bands, inputs, metrics and provenance."""

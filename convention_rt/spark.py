@@ -42,6 +42,7 @@ from convention_rt.errors import BadInputError, CatalogError, ConventionError, M
 from convention_rt.model_card import ModelCard
 from convention_rt.predictions import Predictions
 from convention_rt.registry import DEFAULT_MODEL, resolve_model
+from convention_rt.session import load_card
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -106,10 +107,7 @@ def _model_reference(model: str | Path | None = None) -> tuple[str, ModelCard]:
         No such model, or a card that cannot be read.
     """
     entry = resolve_model(model)
-    if not entry.card_path.is_file():  # a .onnx with its card embedded: the session reads it
-        card = Classifier(entry.model_path, device="cpu", threads=1).card
-    else:
-        card = entry.card()
+    card = load_card(entry.model_path)
     reference = str(entry.model_path.resolve()) if not entry.version else f"{entry.name}/{entry.version}"
     return reference, card
 
@@ -318,11 +316,10 @@ class CatalogJob:
         if chunk_size < 1:
             raise UsageError(f"chunk_size must be at least 1, got {chunk_size}")
         reference, card = _model_reference(model)
-        path = Path(catalog).resolve()
-        with Catalog(path, stamp_size=card.stamp_size) as opened:
+        with Catalog(catalog, stamp_size=card.stamp_size) as opened:
             n_objects, string_ids = opened.n_objects, opened.id_width is not None
-        return cls(catalog=path, model=reference, classes=card.classes, stamp_size=card.stamp_size,
-                   n_objects=n_objects, string_ids=string_ids, chunk_size=chunk_size)
+        return cls(catalog=Path(catalog).resolve(), model=reference, classes=card.classes,
+                   stamp_size=card.stamp_size, n_objects=n_objects, string_ids=string_ids, chunk_size=chunk_size)
 
     @property
     def columns(self) -> list[tuple[str, str]]:
@@ -436,8 +433,10 @@ def _job_error(exc: Exception) -> ConventionError:
     if ours:
         kind, message = ours[-1]
         return _EXECUTOR_ERROR_TYPES.get(kind, ModelError)(message.strip())
-    first = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
-    return ModelError(f"the Spark job failed: {first}")
+    lines = [line.strip() for line in text.splitlines() if line.strip()] or [type(exc).__name__]
+    # A Python worker's traceback ends with its exception; the JVM's messages start with theirs.
+    cause = lines[-1] if "Traceback (most recent call last):" in lines else lines[0]
+    return ModelError(f"the Spark job failed: {cause}")
 
 
 # -- the command -----------------------------------------------------------------------------------
@@ -453,7 +452,8 @@ def _start_spark(master: str) -> SparkSession:
     try:
         return SparkSession.builder.master(master).appName("convention-rt spark-classify").getOrCreate()
     except PySparkException as exc:
-        raise ModelError(f"cannot start Spark on {master}: {' '.join(str(exc).split())} ({_INSTALL_HINT})") from exc
+        raise ModelError(f"cannot start Spark with master {master}: {' '.join(str(exc).split())} "
+                         "(check the master URL, and that Java 17 or later is installed)") from exc
 
 
 def spark_classify_command(

@@ -311,3 +311,14 @@ def test_written_file_gets_ordinary_permissions(tmp_path):
     finally:
         os.umask(previous)
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_reading_object_ranges_gives_the_same_as_reading_everything(tmp_path):
+    path = write_small_catalog(tmp_path / "c.fits", n_objects=9, epochs=3)
+    with Catalog(path) as catalog:
+        whole = np.concatenate([c.frames for c in catalog.iter_chunks(max_objects=4)])
+        parts = [c for a, b in ((0, 2), (2, 7), (7, 9)) for c in catalog.iter_chunks(max_objects=4, start=a, stop=b)]
+        with pytest.raises(UsageError, match="not within the catalog's 0:9"):
+            next(catalog.iter_chunks(start=5, stop=10))
+    assert np.concatenate([c.object_ids for c in parts]).tolist() == list(range(100, 109))
+    np.testing.assert_array_equal(np.concatenate([c.frames for c in parts]), whole)

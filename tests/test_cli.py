@@ -96,3 +96,11 @@ def test_console_script_entry_point_runs():
     result = subprocess.run([sys.executable, "-m", "convention_rt", "--version"], capture_output=True,
                             text=True, check=False)
     assert result.returncode == 0 and __version__ in result.stdout
+
+
+@pytest.mark.parametrize("command", [[], ["validate"], ["classify"], ["info"], ["models"], ["sample"],
+                                     ["ingest"], ["ingest", "ztf"], ["ingest", "rubin"], ["spark-classify"]])
+def test_every_help_page_renders(capsys, command):
+    code, out, err = run(capsys, *command, "--help")
+    assert code == 0, err
+    assert "Usage" in out
