@@ -14,7 +14,11 @@ Consequence of that linearity: inside the softmax over m, ``conv(Q_n)`` is a
 constant and cancels, so the attention weights, and the attention output, are
 the same for every query n.  The paper's attention therefore acts as a learnt,
 key-weighted pooling over positions whose result is added to every position.
-This module computes the formula as published; see docs/model.md.
+By default this module computes the formula as published (all N x N pairs);
+with ``once_per_sequence`` set it computes ``softmax_m(conv(K_m))``, the
+weighted sum and the merge once per sequence and broadcasts the result to the
+N positions: the same output with N times less work in the pair stage (set by
+:func:`train.model.convention.to_conv2d_stem` for export; see docs/performance.md).
 """
 
 from __future__ import annotations
@@ -37,6 +41,12 @@ class ConvAttention(nn.Module):
         Heads T; V is split into T groups of D / T channels.
     logit_kernel : int
         Odd kernel size of the logit convolution (5 in the paper).
+
+    Attributes
+    ----------
+    once_per_sequence : bool
+        False (default): every (query, key) pair, as published.  True: the
+        query-independent form, computed once per sequence; equal up to rounding.
     """
 
     def __init__(self, *, channels: int, heads: int, logit_kernel: int = 5) -> None:
@@ -47,6 +57,7 @@ class ConvAttention(nn.Module):
         self.qkv = nn.Conv2d(channels, 3 * channels, kernel_size=1)
         self.logits = nn.Conv2d(channels, heads, kernel_size=logit_kernel, padding=logit_kernel // 2)
         self.merge = nn.Conv2d(channels, channels, kernel_size=3, padding=1)
+        self.once_per_sequence = False
 
     def forward(self, x: Tensor, valid: Tensor) -> Tensor:
         """Attend from every position to every valid position.
@@ -62,8 +73,11 @@ class ConvAttention(nn.Module):
         Returns
         -------
         Tensor
-            ``(B, N, D, h, w)`` float32.
+            ``(B, N, D, h, w)`` float32 (an expanded view of one map per
+            sequence when ``once_per_sequence`` is set).
         """
+        if self.once_per_sequence:
+            return self._attend_once(x, valid)
         n = x.shape[1]
         q, k, v = self.qkv(x.flatten(0, 1)).chunk(3, dim=1)  # each (B*N, D, h, w)
         # Pairs are laid out (B, T, h, w, N_query, N_key): the softmax runs over the
@@ -79,11 +93,26 @@ class ConvAttention(nn.Module):
         mixed = mixed.permute(0, 4, 1, 5, 2, 3)  # (B, N, T, D/T, h, w)
         return self.merge(mixed.flatten(0, 1).flatten(1, 2)).unflatten(0, (-1, n))
 
+    def _attend_once(self, x: Tensor, valid: Tensor) -> Tensor:
+        """The attention output without the query term, which cancels in the softmax over keys."""
+        n, d = x.shape[1], x.shape[2]
+        keys_values = F.conv2d(x.flatten(0, 1), self.qkv.weight[d:], self.qkv.bias[d:])  # (B*N, 2D, h, w)
+        k, v = keys_values.chunk(2, dim=1)
+        logits = F.conv2d(k, self.logits.weight, None, padding=self.logits.padding)
+        logits = logits.unflatten(0, (-1, n))  # (B, N, T, h, w)
+        key_padding = ~valid[:, :, None, None, None]
+        weights = logits.masked_fill(key_padding, torch.finfo(logits.dtype).min).softmax(dim=1)
+        values = v.unflatten(1, (self.heads, -1)).unflatten(0, (-1, n))  # (B, N, T, D/T, h, w)
+        mixed = (weights.unsqueeze(3) * values).sum(dim=1)  # (B, T, D/T, h, w)
+        return self.merge(mixed.flatten(1, 2)).unsqueeze(1).expand(-1, n, -1, -1, -1)
+
     def functional_macs(self, x: Tensor) -> int:
         """Multiply-accumulates per sequence outside the child modules' calls.
 
-        The key logits (the logit convolution without bias on the N key maps)
-        and the weighted sum of values over all N x N pairs.
+        All pairs: the key logits (the logit convolution without bias on the N
+        key maps) and the weighted sum of values over all N x N pairs.  Once per
+        sequence: the K and V projections (the ``qkv`` weights are sliced, so
+        its hook does not see them), the key logits and one weighted sum over N.
 
         Parameters
         ----------
@@ -97,5 +126,6 @@ class ConvAttention(nn.Module):
         _, n, d, h, w = x.shape
         kernel = self.logits.kernel_size[0] * self.logits.kernel_size[1]
         key_logits = n * self.heads * h * w * d * kernel
-        mixing = n * n * d * h * w
-        return int(key_logits + mixing)
+        if self.once_per_sequence:
+            return int(n * 2 * d * h * w * d + key_logits + n * d * h * w)
+        return int(key_logits + n * n * d * h * w)

@@ -399,10 +399,13 @@ class ConvEntion(nn.Module):
 
 
 def to_conv2d_stem(model: ConvEntion) -> ConvEntion:
-    """A copy of ``model`` whose stem uses Conv2d over time-stacked channels.
+    """The copy of ``model`` that is exported: its exact fast form for inference.
 
-    Equal to ``model`` in eval mode (see :class:`train.model.stem.Conv2dStem`);
-    meant for export to runtimes with a slow Conv3d.
+    Its stem uses Conv2d over time-stacked channels without the time-padding
+    taps (see :class:`train.model.stem.Conv2dStem`; for runtimes with a slow
+    Conv3d), and its attention computes its output once per sequence (see
+    :class:`train.model.attention.ConvAttention`).  Equal to ``model`` in eval
+    mode up to rounding.
 
     Parameters
     ----------
@@ -417,4 +420,6 @@ def to_conv2d_stem(model: ConvEntion) -> ConvEntion:
     converted = copy.deepcopy(model)
     if isinstance(converted.stem, Conv3dStem):
         converted.stem = converted.stem.to_conv2d()
+    for block in converted.blocks:
+        block.attention.once_per_sequence = True
     return converted.eval()
