@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from conftest import write_small_catalog
 from convention_rt import Classifier, HistoryCache
 from convention_rt.catalog import Catalog
 from convention_rt.errors import BadInputError, ModelError, UsageError

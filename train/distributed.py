@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 from numpy.typing import NDArray
 
-__all__ = ["Group", "setup"]
+__all__ = ["SINGLE_PROCESS", "Group", "setup"]
 
 
 @dataclass(frozen=True)
@@ -59,11 +59,15 @@ class Group:
             dist.destroy_process_group()
 
 
+SINGLE_PROCESS = Group()
+"""The group of a run without torchrun: rank 0 of 1."""
+
+
 def setup() -> Group:
     """Join the process group ``torchrun`` describes in the environment, if any."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return Group()
+        return SINGLE_PROCESS
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
     return Group(rank=dist.get_rank(), world=dist.get_world_size())

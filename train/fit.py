@@ -48,7 +48,7 @@ from convention_rt.model_card import ModelCard
 from convention_rt.model_inputs import chunk_to_inputs
 from train.checkpoint import Checkpoint
 from train.data.dataset import TASKS, LabelledObjects, band_statistics, load_labelled
-from train.distributed import Group, setup
+from train.distributed import SINGLE_PROCESS, Group, setup
 from train.model import MODEL_NAMES, BaselineConfig, ModelConfig, build_model, get_baseline, get_preset
 
 __all__ = ["FitConfig", "fit", "main"]
@@ -207,7 +207,7 @@ def model_inputs(data: LabelledObjects, indices: np.ndarray, card: ModelCard, *,
 
 
 def predict(model: nn.Module, data: LabelledObjects, idx: np.ndarray, card: ModelCard,
-            batch_size: int = 256, group: Group = Group()) -> np.ndarray:
+            batch_size: int = 256, group: Group = SINGLE_PROCESS) -> np.ndarray:
     """Class probabilities (n, classes) of the objects ``idx`` (inference windows).
 
     In a process group each rank scores its shard; the shards are summed so that
@@ -259,7 +259,7 @@ class MemberState:
 
 
 def _save_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: MemberState,
-                group: Group = Group()) -> None:
+                group: Group = SINGLE_PROCESS) -> None:
     if group.is_main:
         temporary = path.with_name(path.name + ".part")
         torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -271,7 +271,7 @@ def _save_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, 
 def train_member(data: LabelledObjects, train_idx: np.ndarray, card: ModelCard,
                  model_config: ModelConfig | BaselineConfig, config: FitConfig, *, fold: int, member: int,
                  state_path: Path, progress: Progress | None = None,
-                 group: Group = Group()) -> tuple[dict[str, torch.Tensor], MemberState]:
+                 group: Group = SINGLE_PROCESS) -> tuple[dict[str, torch.Tensor], MemberState]:
     """Train one member (resuming from ``state_path``); returns its best weights and record."""
     seed = [config.seed, fold, member]
     torch.manual_seed(int(np.random.default_rng(seed).integers(2**31)))
@@ -411,7 +411,7 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def fit(config: FitConfig, command: str = "", group: Group = Group()) -> dict[str, Any]:
+def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS) -> dict[str, Any]:
     """Run the protocol; returns the metrics written to ``run_dir/metrics.json``.
 
     With a process ``group`` (``torchrun``), every rank runs this function; rank 0
