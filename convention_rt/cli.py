@@ -26,6 +26,7 @@ from convention_rt.catalog import Catalog, CatalogSummary, summarise
 from convention_rt.classifier import Classifier
 from convention_rt.data import sample_catalog_path
 from convention_rt.errors import ConventionError, UsageError
+from convention_rt.ingest.cli import InvalidPolicy
 from convention_rt.ingest.cli import app as ingest_app
 from convention_rt.predictions import FORMATS, PredictionWriter
 from convention_rt.registry import DEFAULT_MODEL, list_models, resolve_model
@@ -56,12 +57,6 @@ class DeviceChoice(str, Enum):
     auto = "auto"
     cpu = "cpu"
     cuda = "cuda"
-
-
-class InvalidPolicy(str, Enum):
-    flag = "flag"
-    warn = "warn"
-    raise_ = "raise"
 
 
 StampPolicyOption = Annotated[

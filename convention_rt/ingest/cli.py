@@ -34,8 +34,8 @@ class Stamp(str, Enum):
     template = "template"
 
 
-class OnInvalid(str, Enum):
-    """Policy for invalid alerts."""
+class InvalidPolicy(str, Enum):
+    """What to do with invalid input (alerts here; objects in the main commands)."""
 
     flag = "flag"
     warn = "warn"
@@ -47,7 +47,7 @@ Inputs = Annotated[list[Path], typer.Argument(
     help="Alert packet files: Avro container files (one or many alerts) or Parquet tables.")]
 Out = Annotated[Path, typer.Option("--out", "-o", show_default=False, help="The catalog FITS file to write.")]
 StampOption = Annotated[Stamp, typer.Option("--stamp", help="Which cut-out becomes the stamp.")]
-OnInvalidOption = Annotated[OnInvalid, typer.Option(
+OnInvalidOption = Annotated[InvalidPolicy, typer.Option(
     "--on-invalid",
     help="Invalid alert (corrupt or missing cut-out, unknown band, missing field) or unreadable file: "
          "skip and count it (flag), skip it with a warning line (warn), or stop with exit code 1 (raise).")]
@@ -56,20 +56,20 @@ Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existin
 
 @app.command("ztf")
 def ztf(inputs: Inputs, out: Out, stamp: StampOption = Stamp.science,
-        on_invalid: OnInvalidOption = OnInvalid.flag, overwrite: Overwrite = False) -> None:
+        on_invalid: OnInvalidOption = InvalidPolicy.flag, overwrite: Overwrite = False) -> None:
     """ZTF alert packets (Avro or Fink-style Parquet) to a catalog with bands g,r,i."""
     _run(ingest_ztf, inputs, out, stamp, on_invalid, overwrite)
 
 
 @app.command("rubin")
 def rubin(inputs: Inputs, out: Out, stamp: StampOption = Stamp.science,
-          on_invalid: OnInvalidOption = OnInvalid.flag, overwrite: Overwrite = False) -> None:
+          on_invalid: OnInvalidOption = InvalidPolicy.flag, overwrite: Overwrite = False) -> None:
     """Rubin alert packets (Avro) to a catalog with bands u,g,r,i,z,y."""
     _run(ingest_rubin, inputs, out, stamp, on_invalid, overwrite)
 
 
 def _run(ingest: Callable[..., IngestReport], inputs: list[Path], out: Path, stamp: Stamp,
-         on_invalid: OnInvalid, overwrite: bool) -> None:
+         on_invalid: InvalidPolicy, overwrite: bool) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("always", IngestWarning)
         warnings.showwarning = _echo_warning
