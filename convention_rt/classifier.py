@@ -196,11 +196,21 @@ class Classifier:
         Predictions
             One per chunk of at most ``chunk_objects`` objects.
         """
-        buffers: Sequences | None = None
         with Catalog(path, stamp_size=self.card.stamp_size, stamp_policy=stamp_policy,
                      on_invalid=on_invalid) as catalog:
-            for chunk in catalog.iter_chunks(max_objects=chunk_objects):
-                n = len(chunk)
-                if buffers is None or buffers.stamps.shape[0] != n:
-                    buffers = allocate_sequences(n, self.card.seq_len, self.card.stamp_size, self.card.stamp_size)
-                yield self.predict_chunk(chunk, out=buffers)
+            yield from self.predict_opened(catalog, chunk_objects=chunk_objects)
+
+    def predict_opened(self, catalog: Catalog, *, chunk_objects: int = 256) -> Iterator[Predictions]:
+        """:meth:`predict_catalog` for a catalog the caller has opened (and closes).
+
+        Yields
+        ------
+        Predictions
+            One per chunk of at most ``chunk_objects`` objects.
+        """
+        buffers: Sequences | None = None
+        for chunk in catalog.iter_chunks(max_objects=chunk_objects):
+            n = len(chunk)
+            if buffers is None or buffers.stamps.shape[0] != n:
+                buffers = allocate_sequences(n, self.card.seq_len, self.card.stamp_size, self.card.stamp_size)
+            yield self.predict_chunk(chunk, out=buffers)

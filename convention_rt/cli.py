@@ -152,8 +152,8 @@ def classify(
     started = time.perf_counter()
     classifier = Classifier(model, device=device.value, threads=threads, batch_size=batch_size)
     card = classifier.card
-    with Catalog(catalog, stamp_size=card.stamp_size, stamp_policy=stamp_policy.value) as opened:
-        total, id_width = opened.n_objects, opened.id_width
+    opened = Catalog(catalog, stamp_size=card.stamp_size, stamp_policy=stamp_policy.value,
+                     on_invalid=on_invalid.value)
     header = {"CATALOG": catalog.name[:68], "MODEL": card.name, "MODELVER": card.version,
               "MODELSHA": card.sha256[:16], "DEVICE": classifier.session.device, "CRTVERS": __version__}
     counts: Counter = Counter()
@@ -161,11 +161,10 @@ def classify(
     progress = Progress(TextColumn("classifying"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[rate]} objects/s"), TimeElapsedColumn(),
                         console=Console(stderr=True), transient=True)
-    with PredictionWriter(output, card.classes, id_width=id_width, overwrite=overwrite, header=header) as writer, \
-            progress:
-        task = progress.add_task("classify", total=total, rate="-")
-        for predictions in classifier.predict_catalog(catalog, stamp_policy=stamp_policy.value,
-                                                      on_invalid=on_invalid.value, chunk_objects=chunk_size):
+    with opened, PredictionWriter(output, card.classes, id_width=opened.id_width, overwrite=overwrite,
+                                  header=header) as writer, progress:
+        task = progress.add_task("classify", total=opened.n_objects, rate="-")
+        for predictions in classifier.predict_opened(opened, chunk_objects=chunk_size):
             writer.write(predictions)
             counts.update(c for c in predictions.predicted if c)
             flagged += int((~predictions.ok).sum())
