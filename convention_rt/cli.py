@@ -200,12 +200,18 @@ def info(
     cv = card.metrics.get("cross_validation", {})
     if cv:
         table.add_row("metrics", f"accuracy {cv['accuracy']['mean']:.4f} ± {cv['accuracy']['std']:.4f}, macro-F1 "
-                      f"{cv['macro_f1']['mean']:.4f} ± {cv['macro_f1']['std']:.4f} ({cv.get('folds', '?')}-fold, "
+                      f"{cv['macro_f1']['mean']:.4f} ± {cv['macro_f1']['std']:.4f} ({_folds_text(card.metrics)}, "
                       f"{card.metrics.get('evaluated_on', 'held-out data')})")
     for key in ("training_catalog", "command"):
         if key in card.provenance:
             table.add_row(key.replace("_", " "), str(card.provenance[key]))
     _out.print(table)
+
+
+def _folds_text(metrics: dict) -> str:
+    """``5-fold``, or ``2 of 5 folds`` while a cross-validation is incomplete."""
+    done, planned = metrics["cross_validation"].get("folds", "?"), metrics.get("folds_planned")
+    return f"{done}-fold" if planned in (None, done) else f"{done} of {planned} folds"
 
 
 @app.command()

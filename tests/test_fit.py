@@ -59,11 +59,25 @@ def test_run_dir_with_another_configuration_is_refused(tmp_path):
         fit(config(tmp_path / "run", epochs=3))
 
 
-def test_fit_exports_a_model_the_runtime_loads(tmp_path):
-    metrics = fit(config(tmp_path / "run", epochs=1, task="3class", export_out=str(tmp_path / "export")))
+def test_fit_exports_a_model_the_runtime_loads(tmp_path, monkeypatch):
+    exports = []
+    original = fit_module._export
+
+    def recording_export(*args, **kwargs):
+        exports.append(len(args[7]))  # folds evaluated when exporting
+        original(*args, **kwargs)
+
+    monkeypatch.setattr(fit_module, "_export", recording_export)
+    run = config(tmp_path / "run", epochs=1, task="3class", export_out=str(tmp_path / "export"))
+    metrics = fit(run)
+    # the fold-0 ensemble is exported as soon as fold 0 is done, then again with each fold's metrics
+    assert exports == [1, 2]
     session = ModelSession(tmp_path / "export" / "model.onnx", device="cpu")
     assert session.card.classes == ("AGN", "SN", "Variable")
     assert session.card.metrics["cross_validation"]["macro_f1"] == metrics["cross_validation"]["macro_f1"]
+    assert session.card.metrics["cross_validation"]["folds"] == session.card.metrics["folds_planned"] == 2
+    fit(run)  # a finished run is not exported again
+    assert exports == [1, 2]
     assert session.card.provenance["command"] == ""
     assert session.card.provenance["config"]["task"] == "3class"
 

@@ -490,41 +490,70 @@ def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS) -> 
             per_fold.append(fold_scores)
             if config.export_members == "all" or fold == 0:
                 members_out.extend(member_states)
+            ensemble_ready = config.export_members == "fold0" or fold == len(folds) - 1
+            if config.export_out and ensemble_ready and group.is_main \
+                    and _exported_folds(Path(config.export_out)) < len(per_fold):
+                _export(config, command, run_dir, model_config, members_out, bands, stats, per_fold,
+                        _evaluated_on(data))
+            group.barrier()
 
     summary = _summary(per_fold, data.classes)
     metrics = {
         "task": config.task, "model": config.model, "cross_validation": summary, "per_fold": per_fold,
         "seconds_per_epoch_per_member": float(np.mean(timings)), "exported_members": config.export_members,
-        "evaluated_on": "held-out spec objects" if (data.typing == "phot").any() else "held-out objects",
+        "evaluated_on": _evaluated_on(data),
     }
-    if not group.is_main:
-        group.barrier()  # rank 0 writes the metrics and the export
-        return metrics
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    plot_confusion(summary, data.classes, f"{config.model} {config.task}: {config.folds}-fold mean ± std",
-                   run_dir / "confusion.png")
-    log.info("cross-validation: accuracy %.4f ± %.4f, macro-F1 %.4f ± %.4f", summary["accuracy"]["mean"],
-             summary["accuracy"]["std"], summary["macro_f1"]["mean"], summary["macro_f1"]["std"])
-
-    if config.export_out:
-        from train.export import export_checkpoint
-
-        provenance = {
-            "training_catalog": Path(config.catalog).name, "catalog_sha256": _file_sha256(Path(config.catalog)),
-            "folds_sha256": _file_sha256(run_dir / "folds.json"), "command": command,
-            "config": as_dict, "python": platform.python_version(), "torch": torch.__version__,
-        }
-        checkpoint = Checkpoint(
-            name=config.name, version=config.version, preset=config.model, config=model_config,
-            members=members_out, bands=bands, normalisation={b: (s.mean, s.std) for b, s in stats.items()},
-            metrics={"cross_validation": summary, "evaluated_on": metrics["evaluated_on"]},
-            provenance=provenance,
-        )
-        checkpoint.save(run_dir / "ensemble.ckpt")
-        result = export_checkpoint(checkpoint, config.export_out, threads=config.threads, overwrite=True)
-        log.info("exported %d member(s) to %s (%s)", len(members_out), result.model_path, result.graph)
+    if group.is_main:
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        plot_confusion(summary, data.classes, f"{config.model} {config.task}: {config.folds}-fold mean ± std",
+                       run_dir / "confusion.png")
+        log.info("cross-validation: accuracy %.4f ± %.4f, macro-F1 %.4f ± %.4f", summary["accuracy"]["mean"],
+                 summary["accuracy"]["std"], summary["macro_f1"]["mean"], summary["macro_f1"]["std"])
     group.barrier()
     return metrics
+
+
+def _evaluated_on(data: LabelledObjects) -> str:
+    return "held-out spec objects" if (data.typing == "phot").any() else "held-out objects"
+
+
+def _exported_folds(out_dir: Path) -> int:
+    """Folds behind the metrics of the card in ``out_dir`` (0 when there is no export)."""
+    try:
+        card = json.loads((out_dir / "card.json").read_text())
+    except (OSError, ValueError):
+        return 0
+    return int(card.get("metrics", {}).get("cross_validation", {}).get("folds", 0))
+
+
+def _export(config: FitConfig, command: str, run_dir: Path, model_config: ModelConfig | BaselineConfig,
+            members: list[dict[str, torch.Tensor]], bands: tuple[str, ...], stats: dict[str, Any],
+            per_fold: list[dict[str, Any]], evaluated_on: str) -> None:
+    """Export the ensemble with the metrics of the folds evaluated so far.
+
+    The exported members are complete once their folds are trained (fold 0 for
+    ``export_members="fold0"``), so the model is exported then and re-exported
+    after every further fold with the metrics of more folds; the weights, and
+    so the predictions, stay the same.
+    """
+    from train.export import export_checkpoint
+
+    summary = _summary(per_fold, tuple(model_config.classes))
+    provenance = {
+        "training_catalog": Path(config.catalog).name, "catalog_sha256": _file_sha256(Path(config.catalog)),
+        "folds_sha256": _file_sha256(run_dir / "folds.json"), "command": command,
+        "config": dataclasses.asdict(config), "python": platform.python_version(), "torch": torch.__version__,
+    }
+    checkpoint = Checkpoint(
+        name=config.name, version=config.version, preset=config.model, config=model_config,
+        members=members, bands=bands, normalisation={b: (s.mean, s.std) for b, s in stats.items()},
+        metrics={"cross_validation": summary, "folds_planned": config.folds, "evaluated_on": evaluated_on},
+        provenance=provenance,
+    )
+    checkpoint.save(run_dir / "ensemble.ckpt")
+    result = export_checkpoint(checkpoint, config.export_out, threads=config.threads, overwrite=True)
+    log.info("exported %d member(s) to %s (%s), metrics of %d of %d folds", len(members), result.model_path,
+             result.graph, len(per_fold), config.folds)
 
 
 def _parse(argv: list[str] | None) -> tuple[FitConfig, str]:
