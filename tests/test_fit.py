@@ -98,3 +98,39 @@ def test_bf16_training_runs_and_evaluates_in_fp32(tmp_path):
     assert metrics["cross_validation"]["folds"] == 2
     with pytest.raises(ValueError, match="precision must be"):
         config(tmp_path / "x", precision="fp8")
+
+
+def test_ablations_train_through_the_same_protocol(tmp_path):
+    stacked = fit(config(tmp_path / "stacked", epochs=1, band_input="stacked"))
+    assert stacked["cross_validation"]["folds"] == 2
+    with pytest.raises(ValueError, match="apply to ConvEntion models"):
+        config(tmp_path / "x", model="cnn_gru", positional_encoding="none").model_config(("a", "b"), 3)
+    with pytest.raises(ValueError, match="band_input must be"):
+        config(tmp_path / "x", band_input="mixed")
+
+
+def test_run_saved_before_a_field_existed_resumes(tmp_path):
+    run = config(tmp_path / "run", epochs=1)
+    fit(run)
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    del saved["band_input"]  # as written by an older version
+    (tmp_path / "run" / "config.json").write_text(json.dumps(saved))
+    assert fit(run)["cross_validation"]["folds"] == 2
+
+
+def test_fold_limit_trains_the_leading_folds_of_the_same_split(tmp_path):
+    full = fit(config(tmp_path / "full", folds=3, epochs=1))
+    limited = fit(config(tmp_path / "limited", folds=3, fold_limit=1, epochs=1))
+    assert limited["cross_validation"]["folds"] == 1
+    assert limited["per_fold"][0] == full["per_fold"][0]
+    assert (tmp_path / "limited" / "folds.json").read_text() == (tmp_path / "full" / "folds.json").read_text()
+    predictions = json.loads((tmp_path / "limited" / "fold0.predictions.json").read_text())
+    assert len(predictions["object_id"]) == len(predictions["label"]) == limited["per_fold"][0]["n"]
+    assert all(abs(sum(row) - 1.0) < 1e-4 for row in predictions["probabilities"])
+    assert not (tmp_path / "limited" / "fold1.json").exists()
+    with pytest.raises(ValueError, match="fold_limit must be"):
+        config(tmp_path / "x", folds=3, fold_limit=4)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "folds.json").write_text((tmp_path / "full" / "folds.json").read_text())
+    with pytest.raises(ValueError, match="holds 3 folds"):
+        fit(config(tmp_path / "other", folds=2, epochs=1))

@@ -108,6 +108,8 @@ def test_presets_are_registered_and_unknown_names_list_them() -> None:
         ({"d_model": 8, "heads": 2}, "must have d_model=8"),
         ({"logit_kernel": 4}, "odd"),
         ({"stamp_channels": 5}, "set band_embedding=False"),
+        ({"band_input": "stacked"}, "set band_embedding=False"),
+        ({"band_input": "grouped", "band_embedding": False}, "band_input"),
         ({"positional_encoding": "learned"}, "positional_encoding"),
         ({"classes": ("a", "a")}, "distinct"),
         ({"dropout": 1.0}, "dropout"),
@@ -555,3 +557,62 @@ def test_summary_counts_what_the_exported_copy_executes(make) -> None:
     # K and V projections, key logits, weighted sum over the keys, one merge per sequence.
     once = n * 2 * d * maps * d + n * config.heads * maps * d * kernel + n * d * maps + d * maps * d * 9
     assert {stage.name: stage.macs for stage in cost.stages}["layer1.attention"] == once
+
+
+# --- the band-separation ablation: zero-filled multi-band frames per night ----------------
+
+def loop_stack_by_night(stamps: np.ndarray, band_ids: np.ndarray, times: np.ndarray, n_bands: int):
+    """Per-object loop reference of :func:`stack_bands_by_night`."""
+    batch, length = band_ids.shape
+    out = np.zeros((batch, length, n_bands, *stamps.shape[2:]))
+    present = np.zeros((batch, length), dtype=np.int64)
+    first = np.zeros((batch, length))
+    for b in range(batch):
+        nights: list[list[int]] = []
+        for m in range(length):
+            if band_ids[b, m] == 0:
+                continue
+            if not nights or times[b, m] - times[b, nights[-1][-1]] > 0.5:
+                nights.append([])
+            nights[-1].append(m)
+        for step, frames in enumerate(nights):
+            present[b, step] = 1
+            first[b, step] = min(times[b, m] for m in frames)
+            for band in range(1, n_bands + 1):
+                chosen = [m for m in frames if band_ids[b, m] == band]
+                if chosen:
+                    out[b, step, band - 1] = np.mean(stamps[b, chosen], axis=0)
+    return out, present, first
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), batch=st.integers(1, 3), length=st.integers(1, 12))
+def test_stacking_by_night_matches_a_loop(seed: int, batch: int, length: int) -> None:
+    from train.model.convention import stack_bands_by_night
+
+    rng = np.random.default_rng(seed)
+    n_real = rng.integers(0, length + 1, size=batch)
+    band_ids = np.zeros((batch, length), dtype=np.int64)
+    times = np.zeros((batch, length), dtype=np.float32)
+    for b in range(batch):
+        band_ids[b, :n_real[b]] = rng.integers(1, 4, size=n_real[b])
+        # same-night gaps (< 0.5 d) and new nights (> 0.5 d), in time order
+        gaps = np.where(rng.random(n_real[b]) < 0.5, rng.uniform(0.0, 0.3, n_real[b]), rng.uniform(0.7, 5, n_real[b]))
+        times[b, :n_real[b]] = np.cumsum(gaps) - gaps[0] if n_real[b] else []
+    stamps = rng.normal(size=(batch, length, 2, 2)).astype(np.float32)
+    got = stack_bands_by_night(torch.from_numpy(stamps), torch.from_numpy(band_ids), torch.from_numpy(times), 3)
+    expected = loop_stack_by_night(stamps, band_ids, times, 3)
+    np.testing.assert_allclose(got[0].numpy(), expected[0], atol=1e-6)
+    np.testing.assert_array_equal(got[1].numpy(), expected[1])
+    np.testing.assert_allclose(got[2].numpy(), expected[2], atol=1e-6)
+
+
+def test_stacked_band_input_model_trains_on_band_separated_inputs() -> None:
+    config = tiny_config(band_input="stacked", band_embedding=False)
+    model = ConvEntion(config)
+    assert model.band_embedding is None and config.frame_channels == config.n_band_ids - 1
+    stamps, band_ids, times = example_inputs(config, 3, seed=2)
+    logits = model(stamps, band_ids, times)
+    assert logits.shape == (3, len(config.classes))
+    logits.sum().backward()
+    assert next(model.stem.parameters()).grad.abs().sum() > 0

@@ -71,6 +71,9 @@ class FitConfig:
     task : {"4class", "3class"}
     folds, members : int
         Cross-validation folds and ensemble members per fold.
+    fold_limit : int or None
+        Train and evaluate only the first ``fold_limit`` folds of the ``folds``-fold
+        split (the split itself does not change); ``None``: all of them.
     epochs : int
         Maximum epochs per stage.
     patience : int
@@ -92,6 +95,9 @@ class FitConfig:
         Use only the first objects of the catalog (quick runs).
     positional_encoding : str or None
         Override of the preset's encoding (ablation "none").
+    band_input : str or None
+        Override of the preset's band input: ``"stacked"`` is the ablation without
+        band separation and band embedding (zero-filled multi-band frames per night).
     export_out : str or None
         Folder to export the ensemble to at the end.
     export_members : {"fold0", "all"}
@@ -106,6 +112,7 @@ class FitConfig:
     task: str = "4class"
     folds: int = 5
     members: int = 3
+    fold_limit: int | None = None
     epochs: int = 100
     patience: int = 10
     batch_size: int = 128
@@ -118,6 +125,7 @@ class FitConfig:
     precision: str = "fp32"
     max_objects: int | None = None
     positional_encoding: str | None = None
+    band_input: str | None = None
     export_out: str | None = None
     export_members: str = "fold0"
     name: str = "convention-compact"
@@ -131,10 +139,14 @@ class FitConfig:
             raise ValueError(f"task must be one of {sorted(TASKS)}, got {self.task!r}")
         if self.folds < 2 or self.members < 1 or self.epochs < 1 or self.batch_size < 1:
             raise ValueError("folds >= 2, members >= 1, epochs >= 1 and batch_size >= 1 are required")
+        if self.fold_limit is not None and not 1 <= self.fold_limit <= self.folds:
+            raise ValueError(f"fold_limit must be in [1, folds={self.folds}], got {self.fold_limit}")
         if not 0.0 < self.validation_fraction < 0.5 or not 0.0 <= self.frame_drop < 1.0:
             raise ValueError("validation_fraction must be in (0, 0.5) and frame_drop in [0, 1)")
         if self.export_members not in ("fold0", "all"):
             raise ValueError("export_members must be 'fold0' or 'all'")
+        if self.band_input not in (None, "separated", "stacked"):
+            raise ValueError(f"band_input must be 'separated' or 'stacked', got {self.band_input!r}")
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
 
@@ -143,8 +155,13 @@ class FitConfig:
         base = get_preset(self.model) if self.model in ("paper", "compact") else get_baseline(self.model)
         changes: dict[str, Any] = {"classes": classes, "dropout": self.dropout,
                                    "n_band_ids": max(base.n_band_ids, n_band_ids)}
-        if self.positional_encoding is not None and isinstance(base, ModelConfig):
-            changes["positional_encoding"] = self.positional_encoding
+        if isinstance(base, ModelConfig):
+            if self.positional_encoding is not None:
+                changes["positional_encoding"] = self.positional_encoding
+            if self.band_input == "stacked":  # one channel per band of this catalog
+                changes.update(band_input="stacked", band_embedding=False, n_band_ids=n_band_ids)
+        elif self.positional_encoding is not None or self.band_input is not None:
+            raise ValueError(f"positional_encoding and band_input apply to ConvEntion models, not {self.model}")
         return dataclasses.replace(base, **changes)
 
 
@@ -156,6 +173,8 @@ def make_folds(data: LabelledObjects, config: FitConfig, path: Path) -> list[lis
         folds = json.loads(path.read_text())["held_out"]
         if sorted(sum(folds, [])) != sorted(ids):
             raise ValueError(f"{path}: saved folds do not cover this catalog's objects; use another --run-dir")
+        if len(folds) != config.folds:
+            raise ValueError(f"{path}: holds {len(folds)} folds, the run asks for {config.folds}")
         return folds
     splitter = StratifiedKFold(n_splits=config.folds, shuffle=True, random_state=config.seed)
     folds = [[ids[k] for k in test] for _, test in splitter.split(np.zeros(len(ids)), data.labels)]
@@ -241,6 +260,15 @@ def scores(labels: np.ndarray, probabilities: np.ndarray, classes: tuple[str, ..
         "confusion": np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0).tolist(),
         "n": int(labels.size),
     }
+
+
+def write_predictions(path: Path, data: LabelledObjects, idx: np.ndarray, probabilities: np.ndarray) -> None:
+    """Held-out predictions of a fold as JSON: object ids, true classes, class probabilities (n, classes)."""
+    path.write_text(json.dumps({
+        "classes": list(data.classes), "object_id": [str(i) for i in data.object_ids[idx]],
+        "label": [data.classes[k] for k in data.labels[idx]],
+        "probabilities": np.round(probabilities, 6).tolist(),
+    }) + "\n")
 
 
 # -- one ensemble member ---------------------------------------------------------------
@@ -423,7 +451,8 @@ def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS) -> 
     if saved_config.exists():
         previous = json.loads(saved_config.read_text())
         significant = {k: v for k, v in as_dict.items() if k not in ("threads", "export_out")}
-        if {k: previous.get(k) for k in significant} != significant:
+        defaults = dataclasses.asdict(FitConfig(catalog="", run_dir=""))  # fields newer than the saved run
+        if {k: previous.get(k, defaults[k]) for k in significant} != significant:
             raise ValueError(f"{run_dir}: holds a run with another configuration; use another --run-dir")
     group.barrier()  # every rank has compared with the saved configuration before rank 0 rewrites it
     if group.is_main:
@@ -454,7 +483,7 @@ def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS) -> 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=console, transient=True,
                   disable=not (console.is_terminal and group.is_main)) as progress:
-        for fold, held_out_ids in enumerate(folds):
+        for fold, held_out_ids in enumerate(folds[:config.fold_limit]):
             held_out = np.array(sorted(index_of[i] for i in held_out_ids))
             train_idx = np.setdiff1d(np.arange(len(data)), held_out)
             fold_file = run_dir / f"fold{fold}.json"
@@ -482,15 +511,17 @@ def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS) -> 
                 model = build_model(model_config)
                 model.load_state_dict(best)
                 probabilities.append(predict(model, data, scored, card, group=group))
-            fold_scores = scores(data.labels[scored], np.mean(probabilities, axis=0), data.classes)
+            ensemble = np.mean(probabilities, axis=0)
+            fold_scores = scores(data.labels[scored], ensemble, data.classes)
             if group.is_main:
                 fold_file.write_text(json.dumps(fold_scores, indent=2) + "\n")
+                write_predictions(run_dir / f"fold{fold}.predictions.json", data, scored, ensemble)
             log.info("fold %d: held-out accuracy %.4f, macro-F1 %.4f (%d objects)", fold,
                      fold_scores["accuracy"], fold_scores["macro_f1"], fold_scores["n"])
             per_fold.append(fold_scores)
             if config.export_members == "all" or fold == 0:
                 members_out.extend(member_states)
-            ensemble_ready = config.export_members == "fold0" or fold == len(folds) - 1
+            ensemble_ready = config.export_members == "fold0" or fold == len(folds[:config.fold_limit]) - 1
             if config.export_out and ensemble_ready and group.is_main \
                     and _exported_folds(Path(config.export_out)) < len(per_fold):
                 _export(config, command, run_dir, model_config, members_out, bands, stats, per_fold,
@@ -505,7 +536,7 @@ def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS) -> 
     }
     if group.is_main:
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        plot_confusion(summary, data.classes, f"{config.model} {config.task}: {config.folds}-fold mean ± std",
+        plot_confusion(summary, data.classes, f"{config.model} {config.task}: {len(per_fold)} of {config.folds} folds, mean ± std",
                        run_dir / "confusion.png")
         log.info("cross-validation: accuracy %.4f ± %.4f, macro-F1 %.4f ± %.4f", summary["accuracy"]["mean"],
                  summary["accuracy"]["std"], summary["macro_f1"]["mean"], summary["macro_f1"]["std"])
@@ -547,13 +578,13 @@ def _export(config: FitConfig, command: str, run_dir: Path, model_config: ModelC
     checkpoint = Checkpoint(
         name=config.name, version=config.version, preset=config.model, config=model_config,
         members=members, bands=bands, normalisation={b: (s.mean, s.std) for b, s in stats.items()},
-        metrics={"cross_validation": summary, "folds_planned": config.folds, "evaluated_on": evaluated_on},
+        metrics={"cross_validation": summary, "folds_planned": config.fold_limit or config.folds, "evaluated_on": evaluated_on},
         provenance=provenance,
     )
     checkpoint.save(run_dir / "ensemble.ckpt")
     result = export_checkpoint(checkpoint, config.export_out, threads=config.threads, overwrite=True)
     log.info("exported %d member(s) to %s (%s), metrics of %d of %d folds", len(members), result.model_path,
-             result.graph, len(per_fold), config.folds)
+             result.graph, len(per_fold), config.fold_limit or config.folds)
 
 
 def _parse(argv: list[str] | None) -> tuple[FitConfig, str]:

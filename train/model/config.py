@@ -16,6 +16,7 @@ __all__ = ["PRESETS", "SDSS_CLASSES", "ModelConfig", "StemLayer", "get_preset"]
 
 PositionalEncodingKind = Literal["sinusoidal", "time", "none"]
 NormAffine = Literal["element", "channel"]
+BandInput = Literal["separated", "stacked"]
 
 #: The paper's 4-class task, in logit order.
 SDSS_CLASSES: tuple[str, ...] = ("AGN", "SNIa", "SNOther", "Variable")
@@ -108,6 +109,14 @@ class ModelConfig:
     norm_affine : {"element", "channel"}
         LayerNorm affine parameters per element of (N, D, h, w), as the authors'
         released code, or per channel D.
+    band_input : {"separated", "stacked"}
+        ``"separated"``: each frame is one band's stamp (the paper's band
+        separation).  ``"stacked"``: the model takes the same band-separated
+        inputs but regroups them into multi-band frames, one per night (frames
+        less than half a day apart), with a channel per band and the bands not
+        observed that night zero-filled: the paper's ablation of band separation.
+        Needs ``band_embedding=False`` and ``stamp_channels=1``; the stem then
+        sees ``n_band_ids - 1`` channels.
     """
 
     stamp_size: int = 32
@@ -127,6 +136,7 @@ class ModelConfig:
     band_embedding: bool = True
     stamp_channels: int = 1
     norm_affine: NormAffine = "element"
+    band_input: BandInput = "separated"
 
     def __post_init__(self) -> None:
         def fail(message: str) -> None:
@@ -157,6 +167,11 @@ class ModelConfig:
             fail(f"norm_affine must be 'element' or 'channel', got {self.norm_affine!r}")
         if self.stamp_channels > 1 and self.band_embedding:
             fail("multi-band frames (stamp_channels > 1) carry no band id: set band_embedding=False")
+        if self.band_input not in ("separated", "stacked"):
+            fail(f"band_input must be 'separated' or 'stacked', got {self.band_input!r}")
+        if self.band_input == "stacked" and (self.band_embedding or self.stamp_channels != 1):
+            fail("band_input='stacked' takes band-separated stamps (stamp_channels=1) and puts each band "
+                 "in its own channel: set band_embedding=False")
         if not self.stem:
             fail("stem needs at least one layer")
         if self.stem[-1].channels != self.d_model:
@@ -185,6 +200,8 @@ class ModelConfig:
     @property
     def frame_channels(self) -> int:
         """Channels of one frame entering the stem (stamp channels plus the band plane)."""
+        if self.band_input == "stacked":
+            return self.n_band_ids - 1
         return self.stamp_channels + int(self.band_embedding)
 
     def stem_shapes(self) -> tuple[tuple[int, int, int], ...]:

@@ -245,6 +245,52 @@ def check_inputs(config: Any, stamps: Tensor, band_ids: Tensor, times: Tensor) -
         raise TypeError(f"stamps and times must be floating point, got {stamps.dtype} and {times.dtype}")
 
 
+def stack_bands_by_night(stamps: Tensor, band_ids: Tensor, times: Tensor,
+                         n_bands: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Regroup band-separated frames into zero-filled multi-band frames, one per night.
+
+    Consecutive real frames less than half a day apart form a night; each night
+    becomes one step with a channel per band (the mean when a band was observed
+    twice that night, zero when not at all).  Nights fill the leading steps.
+
+    Parameters
+    ----------
+    stamps : Tensor
+        ``(B, M, H, W)`` float32, band-separated.
+    band_ids : Tensor
+        ``(B, M)`` int64, 0 = padding, ``1 .. n_bands``; real frames first, in time order.
+    times : Tensor
+        ``(B, M)`` float32 days.
+    n_bands : int
+        Channels C of the stacked frames.
+
+    Returns
+    -------
+    stamps : Tensor
+        ``(B, M, C, H, W)`` float32.
+    band_ids : Tensor
+        ``(B, M)`` int64: 1 on the steps holding a night, 0 on padding.
+    times : Tensor
+        ``(B, M)`` float32: the time of each night's first frame, 0 on padding.
+    """
+    batch, length = band_ids.shape
+    real = band_ids != 0
+    new_night = torch.diff(times, dim=1, prepend=times[:, :1]) > 0.5
+    night = torch.cumsum((new_night & real).long(), dim=1)
+    rows = torch.arange(batch, device=stamps.device)[:, None].expand(batch, length)
+    index = (rows[real], night[real], band_ids[real] - 1)
+    stacked = stamps.new_zeros(batch, length, n_bands, *stamps.shape[2:])
+    stacked.index_put_(index, stamps[real], accumulate=True)
+    counts = stamps.new_zeros(batch, length, n_bands)
+    counts.index_put_(index, stamps.new_ones(index[0].shape), accumulate=True)
+    stacked = stacked / counts.clamp(min=1)[..., None, None]
+    present = counts.sum(dim=2) > 0
+    first_time = torch.full((batch, length), float("inf"), dtype=times.dtype, device=times.device)
+    first_time = first_time.scatter_reduce(1, night.masked_fill(~real, 0), times.masked_fill(~real, float("inf")),
+                                           reduce="amin")
+    return stacked, present.long(), torch.where(present, first_time, torch.zeros_like(first_time))
+
+
 def masked_max(x: Tensor, valid: Tensor) -> Tensor:
     """Maximum over valid positions.
 
@@ -344,6 +390,8 @@ class ConvEntion(nn.Module):
         """
         if not torch.jit.is_tracing():  # traced shapes are values, not ints
             check_inputs(self.config, stamps, band_ids, times)
+        if self.config.band_input == "stacked":
+            stamps, band_ids, times = stack_bands_by_night(stamps, band_ids, times, self.config.n_band_ids - 1)
         real = band_ids != 0
         valid = self.window_valid(band_ids)
         x = self.stem(self.frames(stamps, band_ids))
@@ -371,7 +419,7 @@ class ConvEntion(nn.Module):
         Tensor
             ``(B, M, config.frame_channels, H, W)`` float32.
         """
-        if self.config.stamp_channels == 1:
+        if stamps.ndim == 4:
             stamps = stamps.unsqueeze(2)
         frames = stamps * (band_ids != 0).to(stamps.dtype)[:, :, None, None, None]
         if self.band_embedding is None:
