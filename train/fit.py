@@ -610,20 +610,25 @@ def _parse(argv: list[str] | None) -> tuple[FitConfig, str]:
     return FitConfig(**values), command
 
 
+def configure_logging(run_dir: Path, is_main: bool = True) -> None:
+    """Log to the console and to ``run_dir/fit.log`` (in the main process; other ranks stay quiet)."""
+    handlers: list[logging.Handler] = []
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        console = RichHandler(console=Console(stderr=True), show_path=False)
+        console.setFormatter(logging.Formatter("%(message)s"))
+        logfile = logging.FileHandler(run_dir / "fit.log")
+        logfile.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        handlers = [console, logfile]
+    logging.basicConfig(level=logging.WARNING, handlers=handlers or [logging.NullHandler()], force=True)
+    log.setLevel(logging.INFO if is_main else logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point."""
     config, command = _parse(argv)
     group = setup()
-    handlers: list[logging.Handler] = []
-    if group.is_main:
-        Path(config.run_dir).mkdir(parents=True, exist_ok=True)
-        console = RichHandler(console=Console(stderr=True), show_path=False)
-        console.setFormatter(logging.Formatter("%(message)s"))
-        logfile = logging.FileHandler(Path(config.run_dir) / "fit.log")
-        logfile.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        handlers = [console, logfile]
-    logging.basicConfig(level=logging.WARNING, handlers=handlers or [logging.NullHandler()], force=True)
-    log.setLevel(logging.INFO if group.is_main else logging.WARNING)
+    configure_logging(Path(config.run_dir), group.is_main)
     if group.distributed:
         log.info("data-parallel training over %d processes", group.world)
     try:

@@ -1,0 +1,72 @@
+"""The results-table runner: same folds as the reference run, reuse of its member 0, the table."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("sklearn")
+
+from train import results  # noqa: E402
+from train.fit import FitConfig, fit  # noqa: E402
+
+from convention_rt.data import sample_catalog_path  # noqa: E402
+
+pytestmark = [pytest.mark.torch, pytest.mark.slow]
+
+TINY = {"folds": 2, "fold_limit": 2, "members": 1, "epochs": 1, "patience": 6, "batch_size": 8,
+        "learning_rate": 1e-3, "dropout": 0.3, "precision": "fp32", "seed": 0}
+
+
+def test_entries_train_on_the_reference_folds_and_fill_the_table(tmp_path, monkeypatch):
+    catalog = str(sample_catalog_path())
+    reference = tmp_path / "reference"
+    fit(FitConfig(catalog=catalog, run_dir=str(reference), model="compact", folds=2, members=2, epochs=1,
+                  batch_size=8, threads=1))
+    monkeypatch.setattr(results, "TABLE_PROTOCOL", TINY)
+    plan = (results.Entry("compact", "compact", {"model": "compact"}),
+            results.Entry("lc_lstm", "light curves", {"model": "lc_lstm"}),
+            results.Entry("compact-3class", "compact 3", {"model": "compact", "task": "3class"}))
+    monkeypatch.setattr(results, "PLAN", plan)
+    root = tmp_path / "table"
+    for entry in plan[:2]:
+        results.run_entry(entry, catalog, root, reference, threads=1)
+
+    # member 0 of the reference run is reused, not retrained: identical weights
+    for fold in range(2):
+        name = f"fold{fold}_member0.best.pt"
+        assert (root / "compact" / "state" / name).read_bytes() == (reference / "state" / name).read_bytes()
+    assert (root / "lc_lstm" / "folds.json").read_text() == (reference / "folds.json").read_text()
+
+    compact = results.collect(plan[0], root)
+    assert compact["folds"] == 2 and len(compact["macro_f13"]) == 2
+    assert all(0.0 <= v <= 1.0 for v in compact["accuracy"] + compact["accuracy3"])
+    # merging SNIa and SNOther cannot lower the accuracy
+    assert all(a3 >= a4 - 1e-12 for a3, a4 in zip(compact["accuracy3"], compact["accuracy"]))
+    assert results.collect(plan[2], root)["folds"] == 0  # not run: an empty row
+
+    document = tmp_path / "results.md"
+    document.write_text(f"# Results\n\n{results.BEGIN}\nstale table\n{results.END}\n\nafter\n")
+    table = results.write_table(document, root)
+    text = document.read_text()
+    assert "stale table" not in text and text.endswith("after\n") and table in text
+    assert "| compact | 2/2 |" in table and "| compact 3 | 0/2 | – | – | – | – |" in table
+    with pytest.raises(SystemExit, match="needs the markers"):
+        results.write_table(reference / "folds.json", root)
+
+
+def test_merging_to_three_classes_sums_the_supernova_columns():
+    predictions = {"classes": ["AGN", "SNIa", "SNOther", "Variable"], "label": ["SNOther", "AGN"],
+                   "probabilities": [[0.1, 0.3, 0.3, 0.3], [0.5, 0.2, 0.2, 0.1]]}
+    labels, merged, classes = results._merge_to_three(predictions)
+    assert classes == ("AGN", "SN", "Variable")
+    assert labels.tolist() == [1, 0]
+    assert merged.ravel().tolist() == pytest.approx([0.1, 0.6, 0.3, 0.5, 0.4, 0.1])
+
+
+def test_unknown_entry_is_named():
+    with pytest.raises(SystemExit, match="unknown entry 'resnet'"):
+        results.main(["run", "--catalog", "x.fits", "--only", "resnet"])
+    assert json.loads(json.dumps(results.TABLE_PROTOCOL))["fold_limit"] == 3

@@ -1,0 +1,254 @@
+"""``python -m train.results``: the results table of ``docs/results.md``.
+
+Every entry of :data:`PLAN` is one :func:`train.fit.fit` run under the same
+protocol (:data:`TABLE_PROTOCOL`) on the same folds: the split of the shipped
+model's run (its ``folds.json`` is copied into each entry's run directory before
+it starts), so all models are scored on the same held-out objects.
+
+* ``python -m train.results run --catalog CATALOG [--only NAME ...]`` trains the
+  entries one after the other; each resumes where it stopped, like ``train.fit``.
+* ``python -m train.results table`` writes the table between the markers of
+  ``docs/results.md`` from whatever folds are finished (partial rows say so).
+
+The 3-class scores of a 4-class run come from its held-out probabilities with
+SNIa and SNOther summed into SN; the ``compact-3class`` entry is a model trained
+on the 3-class task itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from train.data.dataset import TASKS
+
+__all__ = ["PLAN", "TABLE_PROTOCOL", "Entry", "collect", "main", "render_table", "run_entry"]
+
+log = logging.getLogger("train")
+
+#: What every entry shares: the shipped model's protocol with one member per fold, on
+#: the first three of its five folds.
+TABLE_PROTOCOL: dict[str, Any] = {
+    "folds": 5, "fold_limit": 3, "members": 1, "epochs": 30, "patience": 6, "batch_size": 128,
+    "learning_rate": 1e-3, "dropout": 0.3, "precision": "bf16", "seed": 0,
+}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One row of the table.
+
+    Attributes
+    ----------
+    name : str
+        Run directory name under the results root.
+    label : str
+        Row label in the table.
+    changes : dict
+        :class:`train.fit.FitConfig` fields that differ from :data:`TABLE_PROTOCOL`.
+    """
+
+    name: str
+    label: str
+    changes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def task(self) -> str:
+        return self.changes.get("task", "4class")
+
+
+#: The rows, in the order they are trained (cheapest and most telling first).
+PLAN: tuple[Entry, ...] = (
+    Entry("compact", "ConvEntion-compact", {"model": "compact"}),
+    Entry("lc_lstm", "LSTM on light curves", {"model": "lc_lstm"}),
+    Entry("compact-stacked-bands", "ConvEntion-compact, no band separation (zero-filled multi-band frames)",
+          {"model": "compact", "band_input": "stacked"}),
+    Entry("cnn_gru", "CNN + GRU", {"model": "cnn_gru"}),
+    Entry("cnn_lstm", "CNN + LSTM", {"model": "cnn_lstm"}),
+    Entry("compact-no-position", "ConvEntion-compact, no positional encoding",
+          {"model": "compact", "positional_encoding": "none"}),
+    Entry("compact-3class", "ConvEntion-compact trained on 3 classes", {"model": "compact", "task": "3class"}),
+)
+
+
+def _entry(name: str) -> Entry:
+    for entry in PLAN:
+        if entry.name == name:
+            return entry
+    raise SystemExit(f"unknown entry {name!r}; entries: {', '.join(e.name for e in PLAN)}")
+
+
+def run_entry(entry: Entry, catalog: str, root: Path, reference_run: Path, threads: int) -> None:
+    """Train one entry (resuming), on the folds of ``reference_run``.
+
+    Member 0 of a fold of the reference run is the same computation as member 0
+    of the ``compact`` entry (same configuration, seeds and folds; the member
+    count does not enter a member's training), so finished ones are copied
+    instead of trained again.
+    """
+    from train.fit import FitConfig, fit
+
+    run_dir = root / entry.name
+    (run_dir / "state").mkdir(parents=True, exist_ok=True)
+    folds_file = reference_run / "folds.json"
+    if not folds_file.exists():
+        raise SystemExit(f"{folds_file}: not found; the table reuses the folds of the shipped model's run")
+    if not (run_dir / "folds.json").exists():
+        shutil.copyfile(folds_file, run_dir / "folds.json")
+    config = FitConfig(catalog=catalog, run_dir=str(run_dir), threads=threads, name=f"results-{entry.name}",
+                       **{**TABLE_PROTOCOL, **entry.changes})
+    if entry.name == "compact":
+        reference = json.loads((reference_run / "config.json").read_text())
+        same = all(reference.get(k) == getattr(config, k) for k in
+                   ("catalog", "model", "task", "epochs", "patience", "batch_size", "learning_rate", "dropout",
+                    "frame_drop", "validation_fraction", "seed", "precision", "positional_encoding"))
+        for fold in range(config.fold_limit or config.folds):
+            source = reference_run / "state" / f"fold{fold}_member0.best.pt"
+            target = run_dir / "state" / source.name
+            if same and source.exists() and not target.exists():
+                shutil.copyfile(source.with_suffix(".json"), target.with_suffix(".json"))
+                shutil.copyfile(source, target)
+                log.info("%s: fold %d member 0 taken from %s", entry.name, fold, reference_run)
+    fit(config, command=f"python -m train.results run --only {entry.name}")
+
+
+# -- the table ------------------------------------------------------------------------
+def _merge_to_three(predictions: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """3-class labels and probabilities from a 4-class run's held-out predictions."""
+    mapping = TASKS["3class"]
+    classes = tuple(dict.fromkeys(mapping.values()))
+    probabilities = np.asarray(predictions["probabilities"], dtype=np.float64)
+    merged = np.zeros((probabilities.shape[0], len(classes)))
+    for column, name in enumerate(predictions["classes"]):
+        merged[:, classes.index(mapping[name])] += probabilities[:, column]
+    labels = np.array([classes.index(mapping[name]) for name in predictions["label"]])
+    return labels, merged, classes
+
+
+def collect(entry: Entry, root: Path) -> dict[str, Any]:
+    """Scores of one entry's finished folds: 4-class (or 3-class) and merged 3-class, and timings.
+
+    Returns
+    -------
+    dict
+        ``folds`` (finished), ``planned``, ``accuracy``/``macro_f1`` (lists per
+        fold), ``accuracy3``/``macro_f13`` (3-class), ``recall`` (class -> list),
+        ``seconds_per_epoch`` and ``epochs`` (lists per member).
+    """
+    from train.fit import scores
+
+    run_dir = root / entry.name
+    planned = TABLE_PROTOCOL["fold_limit"]
+    out: dict[str, Any] = {"folds": 0, "planned": planned, "accuracy": [], "macro_f1": [], "accuracy3": [],
+                           "macro_f13": [], "recall": {}, "seconds_per_epoch": [], "epochs": []}
+    for fold in range(planned):
+        scored = run_dir / f"fold{fold}.json"
+        predictions_file = run_dir / f"fold{fold}.predictions.json"
+        if not (scored.exists() and predictions_file.exists()):
+            continue
+        fold_scores = json.loads(scored.read_text())
+        out["folds"] += 1
+        out["accuracy"].append(fold_scores["accuracy"])
+        out["macro_f1"].append(fold_scores["macro_f1"])
+        for name, value in fold_scores["recall"].items():
+            out["recall"].setdefault(name, []).append(value)
+        predictions = json.loads(predictions_file.read_text())
+        if entry.task == "3class":
+            three = fold_scores
+        else:
+            labels, merged, classes = _merge_to_three(predictions)
+            three = scores(labels, merged, classes)
+        out["accuracy3"].append(three["accuracy"])
+        out["macro_f13"].append(three["macro_f1"])
+    for record_file in sorted((run_dir / "state").glob("fold*_member*.best.json")):
+        record = json.loads(record_file.read_text())
+        out["seconds_per_epoch"].append(record["seconds"] / max(record["epochs"], 1))
+        out["epochs"].append(record["epochs"])
+    return out
+
+
+def _mean_std(values: list[float]) -> str:
+    return "–" if not values else f"{np.mean(values):.3f} ± {np.std(values):.3f}"
+
+
+def render_table(results: dict[str, dict[str, Any]]) -> str:
+    """Markdown tables (4-class, 3-class, per-class recall, time) of the collected entries."""
+    lines = ["| model | folds | 4-class accuracy | 4-class macro-F1 | 3-class accuracy | 3-class macro-F1 |",
+             "|---|---|---|---|---|---|"]
+    for entry in PLAN:
+        got = results[entry.name]
+        folds = f"{got['folds']}/{got['planned']}"
+        if entry.task == "3class":
+            lines.append(f"| {entry.label} | {folds} | – | – | {_mean_std(got['accuracy'])} | "
+                         f"{_mean_std(got['macro_f1'])} |")
+        else:
+            lines.append(f"| {entry.label} | {folds} | {_mean_std(got['accuracy'])} | {_mean_std(got['macro_f1'])} | "
+                         f"{_mean_std(got['accuracy3'])} | {_mean_std(got['macro_f13'])} |")
+    classes = list(dict.fromkeys(TASKS["4class"].values()))
+    lines += ["", "Recall per class (4-class runs):", "",
+              "| model | " + " | ".join(classes) + " |", "|---|" + "---|" * len(classes)]
+    for entry in PLAN:
+        got = results[entry.name]
+        if entry.task == "4class":
+            lines.append(f"| {entry.label} | " + " | ".join(_mean_std(got["recall"].get(c, [])) for c in classes)
+                         + " |")
+    lines += ["", "Training time (1 CPU thread, bf16, batch 128, a machine shared with other runs):", "",
+              "| model | members finished | epochs per member | seconds per epoch |", "|---|---|---|---|"]
+    for entry in PLAN:
+        got = results[entry.name]
+        epochs = "–" if not got["epochs"] else f"{np.mean(got['epochs']):.0f}"
+        seconds = "–" if not got["seconds_per_epoch"] else f"{np.mean(got['seconds_per_epoch']):.0f}"
+        lines.append(f"| {entry.label} | {len(got['epochs'])} | {epochs} | {seconds} |")
+    return "\n".join(lines)
+
+
+BEGIN, END = "<!-- results-table:begin -->", "<!-- results-table:end -->"
+
+
+def write_table(document: Path, root: Path) -> str:
+    """Replace the text between the table markers of ``document``; returns the table."""
+    table = render_table({entry.name: collect(entry, root) for entry in PLAN})
+    text = document.read_text()
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"{document}: needs the markers {BEGIN} and {END}")
+    head, rest = text.split(BEGIN, 1)
+    document.write_text(f"{head}{BEGIN}\n{table}\n{END}{rest.split(END, 1)[1]}")
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry point."""
+    parser = argparse.ArgumentParser(prog="python -m train.results", description=__doc__.split("\n")[0])
+    parser.add_argument("--root", type=Path, default=Path("runs/results"), help="run directories of the entries")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="train the entries (resuming)")
+    run.add_argument("--catalog", required=True)
+    run.add_argument("--reference-run", type=Path, default=Path("runs/compact-4class"),
+                     help="the shipped model's run: its folds are used, its finished member-0 states reused")
+    run.add_argument("--only", nargs="+", metavar="NAME", help="entries to train (default: all, in order)")
+    run.add_argument("--threads", type=int, default=1)
+    table = commands.add_parser("table", help="write the table into docs/results.md")
+    table.add_argument("--document", type=Path, default=Path("docs/results.md"))
+    options = parser.parse_args(argv)
+    if options.command == "table":
+        print(write_table(options.document, options.root))
+        return 0
+    from train.fit import configure_logging
+
+    entries = [_entry(name) for name in options.only] if options.only else list(PLAN)
+    for entry in entries:
+        configure_logging(options.root / entry.name)
+        run_entry(entry, options.catalog, options.root, options.reference_run, options.threads)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
