@@ -536,7 +536,8 @@ def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS) -> 
     }
     if group.is_main:
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        plot_confusion(summary, data.classes, f"{config.model} {config.task}: {len(per_fold)} of {config.folds} folds, mean ± std",
+        title = f"{config.model} {config.task}: {len(per_fold)} of {config.folds} folds, mean ± std"
+        plot_confusion(summary, data.classes, title,
                        run_dir / "confusion.png")
         log.info("cross-validation: accuracy %.4f ± %.4f, macro-F1 %.4f ± %.4f", summary["accuracy"]["mean"],
                  summary["accuracy"]["std"], summary["macro_f1"]["mean"], summary["macro_f1"]["std"])
@@ -578,7 +579,8 @@ def _export(config: FitConfig, command: str, run_dir: Path, model_config: ModelC
     checkpoint = Checkpoint(
         name=config.name, version=config.version, preset=config.model, config=model_config,
         members=members, bands=bands, normalisation={b: (s.mean, s.std) for b, s in stats.items()},
-        metrics={"cross_validation": summary, "folds_planned": config.fold_limit or config.folds, "evaluated_on": evaluated_on},
+        metrics={"cross_validation": summary, "folds_planned": config.fold_limit or config.folds,
+                 "evaluated_on": evaluated_on},
         provenance=provenance,
     )
     checkpoint.save(run_dir / "ensemble.ckpt")
