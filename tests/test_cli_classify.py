@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from conftest import frame_columns, object_columns, write_raw_catalog, write_small_catalog
+from conftest import frame_columns, object_columns, write_raw_catalog, write_small_catalog, write_tiny_onnx
 from convention_rt.cli import main
 from test_catalog import BAD_FILES, problem_catalog
 
@@ -96,3 +96,25 @@ def test_info_reads_the_card_embedded_in_the_model_when_no_card_json(capsys, tmp
     code, out, err = run(capsys, "info", path)
     assert code == 0, err
     assert "tiny-test 0.0.1" in out
+
+
+@pytest.mark.parametrize(("folds", "planned", "shown"), [(5, 5, "5-fold"), (1, 5, "1 of 5 folds"),
+                                                         (3, None, "3-fold")])
+def test_info_says_how_many_folds_the_metrics_cover(capsys, monkeypatch, tmp_path, folds, planned, shown):
+    from dataclasses import replace
+
+    from conftest import tiny_card
+    from convention_rt.model_card import sha256_of
+
+    model = write_tiny_onnx(tmp_path / "model.onnx")
+    score = {"mean": 0.5, "std": 0.1}
+    metrics = {"cross_validation": {"accuracy": score, "macro_f1": score, "folds": folds},
+               "evaluated_on": "held-out spec objects"}
+    if planned is not None:
+        metrics["folds_planned"] = planned
+    card = replace(tiny_card(), sha256=sha256_of(model), metrics=metrics)
+    (tmp_path / "card.json").write_text(card.to_json())
+    monkeypatch.setenv("COLUMNS", "250")  # one line per row
+    code, out, err = run(capsys, "info", model)
+    assert code == 0, err
+    assert f"({shown}, held-out spec objects)" in out
