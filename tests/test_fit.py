@@ -78,6 +78,9 @@ def test_fit_exports_a_model_the_runtime_loads(tmp_path, monkeypatch):
     assert session.card.metrics["cross_validation"]["folds"] == session.card.metrics["folds_planned"] == 2
     fit(run)  # a finished run is not exported again
     assert exports == [1, 2]
+    (tmp_path / "run" / "export.json").unlink()  # what is in the folder is not known to be this run's
+    fit(run)
+    assert exports == [1, 2, 1, 2]
     assert session.card.provenance["command"] == ""
     assert session.card.provenance["config"]["task"] == "3class"
 
@@ -103,8 +106,11 @@ def test_bf16_training_runs_and_evaluates_in_fp32(tmp_path):
 def test_ablations_train_through_the_same_protocol(tmp_path):
     stacked = fit(config(tmp_path / "stacked", epochs=1, band_input="stacked"))
     assert stacked["cross_validation"]["folds"] == 2
+    weights = torch.load(tmp_path / "stacked" / "state" / "fold0_member0.best.pt", weights_only=True)
+    assert "band_embedding.weight" not in weights
+    assert weights["stem.layers.0.conv.weight"].shape[1] == 6  # one channel per band of the catalog (ugrizy)
     with pytest.raises(ValueError, match="apply to ConvEntion models"):
-        config(tmp_path / "x", model="cnn_gru", positional_encoding="none").model_config(("a", "b"), 3)
+        config(tmp_path / "x", model="cnn_gru", positional_encoding="none")
     with pytest.raises(ValueError, match="band_input must be"):
         config(tmp_path / "x", band_input="mixed")
 
@@ -116,6 +122,9 @@ def test_run_saved_before_a_field_existed_resumes(tmp_path):
     del saved["band_input"]  # as written by an older version
     (tmp_path / "run" / "config.json").write_text(json.dumps(saved))
     assert fit(run)["cross_validation"]["folds"] == 2
+    (tmp_path / "run" / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match="another configuration"):  # the missing field meant the default
+        fit(config(tmp_path / "run", epochs=1, band_input="stacked"))
 
 
 def test_fold_limit_trains_the_leading_folds_of_the_same_split(tmp_path):

@@ -616,3 +616,29 @@ def test_stacked_band_input_model_trains_on_band_separated_inputs() -> None:
     assert logits.shape == (3, len(config.classes))
     logits.sum().backward()
     assert next(model.stem.parameters()).grad.abs().sum() > 0
+
+
+def test_stacking_treats_half_a_day_as_the_same_night() -> None:
+    from train.model.convention import stack_bands_by_night
+
+    stamps = torch.arange(4, dtype=torch.float32).reshape(1, 4, 1, 1).expand(1, 4, 2, 2).contiguous()
+    band_ids = torch.tensor([[1, 2, 1, 0]])
+    times = torch.tensor([[0.0, 0.5, 1.0001, 0.0]])  # 0.5 d apart: same night; 0.5001 d: the next
+    stacked, present, first = stack_bands_by_night(stamps, band_ids, times, 2)
+    assert present.tolist() == [[1, 1, 0, 0]]
+    assert first[0].tolist() == pytest.approx([0.0, 1.0001, 0.0, 0.0])
+    assert stacked[0, :2, :, 0, 0].tolist() == [[0.0, 1.0], [2.0, 0.0]]
+
+
+@pytest.mark.parametrize("encoding", ["sinusoidal", "time", "none"])
+def test_stacked_model_costs_are_measured_and_padding_is_ignored(encoding: str) -> None:
+    config = tiny_config(band_input="stacked", band_embedding=False, positional_encoding=encoding)
+    assert measure(ConvEntion(config)).macs > 0  # shapes only (meta tensors): no data-dependent shapes
+    model = randomise_norms(ConvEntion(config)).eval()
+    stamps, band_ids, times = example_inputs(config, 2, seed=4)
+    band_ids[:, 12:] = 0
+    with torch.no_grad():
+        reference = model(stamps, band_ids, times)
+        stamps[:, 12:] = 1e3  # what padding holds must not matter
+        times[:, 12:] = 0.0
+        np.testing.assert_allclose(model(stamps, band_ids, times).numpy(), reference.numpy(), atol=1e-5)

@@ -32,6 +32,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -147,6 +148,8 @@ class FitConfig:
             raise ValueError("export_members must be 'fold0' or 'all'")
         if self.band_input not in (None, "separated", "stacked"):
             raise ValueError(f"band_input must be 'separated' or 'stacked', got {self.band_input!r}")
+        if self.model not in ("paper", "compact") and (self.positional_encoding or self.band_input):
+            raise ValueError(f"positional_encoding and band_input apply to ConvEntion models, not {self.model}")
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
 
@@ -160,8 +163,6 @@ class FitConfig:
                 changes["positional_encoding"] = self.positional_encoding
             if self.band_input == "stacked":  # one channel per band of this catalog
                 changes.update(band_input="stacked", band_embedding=False, n_band_ids=n_band_ids)
-        elif self.positional_encoding is not None or self.band_input is not None:
-            raise ValueError(f"positional_encoding and band_input apply to ConvEntion models, not {self.model}")
         return dataclasses.replace(base, **changes)
 
 
@@ -267,7 +268,7 @@ def write_predictions(path: Path, data: LabelledObjects, idx: np.ndarray, probab
     path.write_text(json.dumps({
         "classes": list(data.classes), "object_id": [str(i) for i in data.object_ids[idx]],
         "label": [data.classes[k] for k in data.labels[idx]],
-        "probabilities": np.round(probabilities, 6).tolist(),
+        "probabilities": np.round(probabilities.astype(np.float64), 6).tolist(),
     }) + "\n")
 
 
@@ -286,13 +287,19 @@ class MemberState:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
+def _write_atomically(path: Path, write: Callable[[Path], object]) -> None:
+    """``write`` to ``path.part``, then rename: readers see the old file or the whole new one."""
+    temporary = path.with_name(path.name + ".part")
+    write(temporary)
+    temporary.replace(path)
+
+
 def _save_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: MemberState,
                 group: Group = SINGLE_PROCESS) -> None:
     if group.is_main:
-        temporary = path.with_name(path.name + ".part")
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "state": dataclasses.asdict(state)}, temporary)
-        temporary.replace(path)
+        payload = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                   "state": dataclasses.asdict(state)}
+        _write_atomically(path, lambda target: torch.save(payload, target))
     group.barrier()
 
 
@@ -450,7 +457,7 @@ def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS) -> 
     as_dict = dataclasses.asdict(config)
     if saved_config.exists():
         previous = json.loads(saved_config.read_text())
-        significant = {k: v for k, v in as_dict.items() if k not in ("threads", "export_out")}
+        significant = {k: v for k, v in as_dict.items() if k not in ("threads", "export_out", "fold_limit")}
         defaults = dataclasses.asdict(FitConfig(catalog="", run_dir=""))  # fields newer than the saved run
         if {k: previous.get(k, defaults[k]) for k in significant} != significant:
             raise ValueError(f"{run_dir}: holds a run with another configuration; use another --run-dir")
@@ -490,7 +497,7 @@ def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS) -> 
             member_states = []
             for member in range(config.members):
                 member_file = run_dir / "state" / f"fold{fold}_member{member}.best.pt"
-                if member_file.exists():
+                if member_file.with_suffix(".json").exists():  # written last: the member is finished
                     best = torch.load(member_file, map_location="cpu", weights_only=True)
                     record = json.loads(member_file.with_suffix(".json").read_text())
                 else:
@@ -500,8 +507,9 @@ def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS) -> 
                         group=group)
                     record = {"seconds": state.seconds, "epochs": state.epochs_run, "history": state.history}
                     if group.is_main:
-                        torch.save(best, member_file)
-                        member_file.with_suffix(".json").write_text(json.dumps(record) + "\n")
+                        _write_atomically(member_file, lambda path: torch.save(best, path))
+                        _write_atomically(member_file.with_suffix(".json"),
+                                          lambda path: path.write_text(json.dumps(record) + "\n"))
                     group.barrier()
                 member_states.append(best)
                 timings.append(record["seconds"] / max(record["epochs"], 1))
@@ -523,7 +531,7 @@ def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS) -> 
                 members_out.extend(member_states)
             ensemble_ready = config.export_members == "fold0" or fold == len(folds[:config.fold_limit]) - 1
             if config.export_out and ensemble_ready and group.is_main \
-                    and _exported_folds(Path(config.export_out)) < len(per_fold):
+                    and _exported_folds(run_dir, Path(config.export_out)) < len(per_fold):
                 _export(config, command, run_dir, model_config, members_out, bands, stats, per_fold,
                         _evaluated_on(data))
             group.barrier()
@@ -549,13 +557,24 @@ def _evaluated_on(data: LabelledObjects) -> str:
     return "held-out spec objects" if (data.typing == "phot").any() else "held-out objects"
 
 
-def _exported_folds(out_dir: Path) -> int:
-    """Folds behind the metrics of the card in ``out_dir`` (0 when there is no export)."""
+EXPORT_RECORD = "export.json"
+
+
+def _exported_folds(run_dir: Path, out_dir: Path) -> int:
+    """Folds behind this run's export in ``out_dir``: 0 when this run has not exported there.
+
+    The run records its exports in ``run_dir/export.json``; an export left in
+    ``out_dir`` by another run does not count (and is replaced).
+    """
     try:
-        card = json.loads((out_dir / "card.json").read_text())
+        record = json.loads((run_dir / EXPORT_RECORD).read_text())
     except (OSError, ValueError):
         return 0
-    return int(card.get("metrics", {}).get("cross_validation", {}).get("folds", 0))
+    exported = out_dir / "model.onnx"
+    if record.get("export_out") != str(out_dir.resolve()) or not exported.exists() \
+            or record.get("model_sha256") != _file_sha256(exported):
+        return 0
+    return int(record.get("folds", 0))
 
 
 def _export(config: FitConfig, command: str, run_dir: Path, model_config: ModelConfig | BaselineConfig,
@@ -585,6 +604,9 @@ def _export(config: FitConfig, command: str, run_dir: Path, model_config: ModelC
     )
     checkpoint.save(run_dir / "ensemble.ckpt")
     result = export_checkpoint(checkpoint, config.export_out, threads=config.threads, overwrite=True)
+    (run_dir / EXPORT_RECORD).write_text(json.dumps({
+        "export_out": str(Path(config.export_out).resolve()), "folds": len(per_fold),
+        "model_sha256": _file_sha256(result.model_path)}) + "\n")
     log.info("exported %d member(s) to %s (%s), metrics of %d of %d folds", len(members), result.model_path,
              result.graph, len(per_fold), config.fold_limit or config.folds)
 

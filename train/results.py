@@ -111,15 +111,17 @@ def run_entry(entry: Entry, catalog: str, root: Path, reference_run: Path, threa
                        **{**TABLE_PROTOCOL, **entry.changes})
     if entry.name == "compact":
         reference = json.loads((reference_run / "config.json").read_text())
-        same = all(reference.get(k) == getattr(config, k) for k in
-                   ("catalog", "model", "task", "epochs", "patience", "batch_size", "learning_rate", "dropout",
-                    "frame_drop", "validation_fraction", "seed", "precision", "positional_encoding"))
+        same = Path(reference["catalog"]).resolve() == Path(catalog).resolve() and all(
+            reference.get(k) == getattr(config, k) for k in
+            ("model", "task", "epochs", "patience", "batch_size", "learning_rate", "dropout", "frame_drop",
+             "validation_fraction", "seed", "precision", "positional_encoding", "band_input"))
         for fold in range(config.fold_limit or config.folds):
             source = reference_run / "state" / f"fold{fold}_member0.best.pt"
             target = run_dir / "state" / source.name
-            if same and source.exists() and not target.exists():
-                shutil.copyfile(source.with_suffix(".json"), target.with_suffix(".json"))
+            # the record (.json) is written after the weights: its presence means the member is finished
+            if same and source.with_suffix(".json").exists() and not target.with_suffix(".json").exists():
                 shutil.copyfile(source, target)
+                shutil.copyfile(source.with_suffix(".json"), target.with_suffix(".json"))
                 log.info("%s: fold %d member 0 taken from %s", entry.name, fold, reference_run)
     fit(config, command=f"python -m train.results run --only {entry.name}")
 
@@ -204,7 +206,7 @@ def render_table(results: dict[str, dict[str, Any]]) -> str:
         if entry.task == "4class":
             lines.append(f"| {entry.label} | " + " | ".join(_mean_std(got["recall"].get(c, [])) for c in classes)
                          + " |")
-    lines += ["", "Training time (1 CPU thread, bf16, batch 128, a machine shared with other runs):", "",
+    lines += ["", "Training time of the runs (wall time on a machine shared with other runs):", "",
               "| model | members finished | epochs per member | seconds per epoch |", "|---|---|---|---|"]
     for entry in PLAN:
         got = results[entry.name]
@@ -221,8 +223,8 @@ def write_table(document: Path, root: Path) -> str:
     """Replace the text between the table markers of ``document``; returns the table."""
     table = render_table({entry.name: collect(entry, root) for entry in PLAN})
     text = document.read_text()
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{document}: needs the markers {BEGIN} and {END}")
+    if BEGIN not in text or END not in text.partition(BEGIN)[2]:
+        raise SystemExit(f"{document}: needs the markers {BEGIN} and {END}, in that order")
     head, rest = text.split(BEGIN, 1)
     document.write_text(f"{head}{BEGIN}\n{table}\n{END}{rest.split(END, 1)[1]}")
     return table

@@ -274,21 +274,22 @@ def stack_bands_by_night(stamps: Tensor, band_ids: Tensor, times: Tensor,
         ``(B, M)`` float32: the time of each night's first frame, 0 on padding.
     """
     batch, length = band_ids.shape
+    side = stamps.shape[2:]
     real = band_ids != 0
     new_night = torch.diff(times, dim=1, prepend=times[:, :1]) > 0.5
-    night = torch.cumsum((new_night & real).long(), dim=1)
-    rows = torch.arange(batch, device=stamps.device)[:, None].expand(batch, length)
-    index = (rows[real], night[real], band_ids[real] - 1)
-    stacked = stamps.new_zeros(batch, length, n_bands, *stamps.shape[2:])
-    stacked.index_put_(index, stamps[real], accumulate=True)
-    counts = stamps.new_zeros(batch, length, n_bands)
-    counts.index_put_(index, stamps.new_ones(index[0].shape), accumulate=True)
-    stacked = stacked / counts.clamp(min=1)[..., None, None]
-    present = counts.sum(dim=2) > 0
-    first_time = torch.full((batch, length), float("inf"), dtype=times.dtype, device=times.device)
-    first_time = first_time.scatter_reduce(1, night.masked_fill(~real, 0), times.masked_fill(~real, float("inf")),
-                                           reduce="amin")
-    return stacked, present.long(), torch.where(present, first_time, torch.zeros_like(first_time))
+    # night of each frame; padding goes to a spare slot (index `length`) dropped at the end
+    night = torch.cumsum((new_night & real).long(), dim=1).masked_fill(~real, length)
+    slot = night * n_bands + (band_ids - 1).clamp(min=0)  # (B, M) in [0, (M + 1) * C)
+    pixels = stamps.flatten(2)
+    sums = pixels.new_zeros(batch, (length + 1) * n_bands, pixels.shape[2])
+    sums = sums.scatter_add(1, slot[..., None].expand_as(pixels), pixels)
+    counts = pixels.new_zeros(batch, (length + 1) * n_bands).scatter_add(1, slot, real.to(pixels.dtype))
+    stacked = (sums / counts.clamp(min=1)[..., None]).unflatten(1, (length + 1, n_bands))[:, :length]
+    present = counts.unflatten(1, (length + 1, n_bands))[:, :length].sum(dim=2) > 0
+    first_time = times.new_full((batch, length + 1), float("inf"))
+    first_time = first_time.scatter_reduce(1, night, times.masked_fill(~real, float("inf")), reduce="amin")
+    first_time = torch.where(present, first_time[:, :length], torch.zeros_like(first_time[:, :length]))
+    return stacked.unflatten(-1, side), present.long(), first_time
 
 
 def masked_max(x: Tensor, valid: Tensor) -> Tensor:
