@@ -83,6 +83,7 @@ def test_fit_exports_a_model_the_runtime_loads(tmp_path, monkeypatch):
     assert exports == [1, 2, 1, 2]
     assert session.card.provenance["command"] == ""
     assert session.card.provenance["config"]["task"] == "3class"
+    assert session.card.provenance["training_data"]["CRTFMT"] == "CONVENTION-RT CATALOG"  # the data's provenance
 
 
 def test_command_line_reads_yaml_and_flags(tmp_path):

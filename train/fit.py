@@ -577,6 +577,15 @@ def _exported_folds(run_dir: Path, out_dir: Path) -> int:
     return int(record.get("folds", 0))
 
 
+def catalog_provenance(path: str | Path) -> dict[str, Any]:
+    """The provenance keywords of a catalog's primary header (source, generator, seed, command, ...)."""
+    from astropy.io import fits
+
+    structural = {"SIMPLE", "BITPIX", "NAXIS", "EXTEND", "COMMENT", "HISTORY", ""}
+    header = fits.getheader(path, 0)
+    return {key: header[key] for key in header if key not in structural}
+
+
 def _export(config: FitConfig, command: str, run_dir: Path, model_config: ModelConfig | BaselineConfig,
             members: list[dict[str, torch.Tensor]], bands: tuple[str, ...], stats: dict[str, Any],
             per_fold: list[dict[str, Any]], evaluated_on: str) -> None:
@@ -592,6 +601,7 @@ def _export(config: FitConfig, command: str, run_dir: Path, model_config: ModelC
     summary = _summary(per_fold, tuple(model_config.classes))
     provenance = {
         "training_catalog": Path(config.catalog).name, "catalog_sha256": _file_sha256(Path(config.catalog)),
+        "training_data": catalog_provenance(config.catalog),
         "folds_sha256": _file_sha256(run_dir / "folds.json"), "command": command,
         "config": dataclasses.asdict(config), "python": platform.python_version(), "torch": torch.__version__,
     }
