@@ -1,9 +1,26 @@
 """The Python API: load a model once, classify objects, batches and catalogs.
 
 >>> from convention_rt import Classifier
->>> classifier = Classifier()                      # the shipped default model, CPU or CUDA
->>> result = classifier.predict_object(stamps, bands, mjd)   # doctest: +SKIP
->>> result.predicted, result.probabilities        # doctest: +SKIP
+>>> from convention_rt.catalog import Catalog
+>>> from convention_rt.data import sample_catalog_path
+>>> classifier = Classifier(device="cpu")           # the shipped default model; device="auto" tries CUDA
+>>> classifier.classes
+('AGN', 'SNIa', 'SNOther', 'Variable')
+
+A catalog, chunk by chunk (one chunk here: the sample has 24 objects):
+
+>>> table = next(classifier.predict_catalog(sample_catalog_path()))
+>>> len(table), table.predicted[:4]
+(24, ['SNIa', 'SNOther', 'SNIa', 'AGN'])
+
+One object from its stamps (T, 32, 32), band names (T,) and MJDs (T,):
+
+>>> with Catalog(sample_catalog_path()) as catalog:
+...     chunk = next(catalog.iter_chunks(max_objects=1))
+>>> bands = [chunk.bands[k] for k in chunk.band]
+>>> result = classifier.predict_object(chunk.frames, bands, chunk.mjd)
+>>> result.predicted == table.predicted[0], result.status
+(True, 'ok')
 
 A :class:`Classifier` holds one ONNX Runtime session and is safe to share
 between threads: build it once per process and reuse it for every call

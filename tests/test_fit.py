@@ -84,6 +84,9 @@ def test_fit_exports_a_model_the_runtime_loads(tmp_path, monkeypatch):
     assert session.card.provenance["command"] == ""
     assert session.card.provenance["config"]["task"] == "3class"
     assert session.card.provenance["training_data"]["CRTFMT"] == "CONVENTION-RT CATALOG"  # the data's provenance
+    from train.checkpoint import Checkpoint
+
+    assert Checkpoint.load(tmp_path / "run" / "ensemble.ckpt").card().classes == ("AGN", "SN", "Variable")
 
 
 def test_command_line_reads_yaml_and_flags(tmp_path):

@@ -210,7 +210,7 @@ def export_checkpoint(checkpoint: Checkpoint, out_dir: str | Path, *, threads: i
             "graph": chosen,
             "ort_cpu_objects_per_s_batch16_threads%d" % threads: {k: round(v, 1) for k, v in speeds.items()},
             "max_abs_difference_vs_pytorch": differences[chosen],
-            "torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": ort.__version__,
+            "torch": str(torch.__version__), "onnx": onnx.__version__, "onnxruntime": ort.__version__,
         }
         final = dataclasses.replace(card, provenance=provenance, sha256=sha256_of(model_file))
         (scratch / chosen / "card.json").write_text(final.to_json(), encoding="utf-8")

@@ -603,7 +603,7 @@ def _export(config: FitConfig, command: str, run_dir: Path, model_config: ModelC
         "training_catalog": Path(config.catalog).name, "catalog_sha256": _file_sha256(Path(config.catalog)),
         "training_data": catalog_provenance(config.catalog),
         "folds_sha256": _file_sha256(run_dir / "folds.json"), "command": command,
-        "config": dataclasses.asdict(config), "python": platform.python_version(), "torch": torch.__version__,
+        "config": dataclasses.asdict(config), "python": platform.python_version(), "torch": str(torch.__version__),
     }
     checkpoint = Checkpoint(
         name=config.name, version=config.version, preset=config.model, config=model_config,

@@ -11,7 +11,7 @@ __all__ = ["sample_catalog_path"]
 def sample_catalog_path() -> Path:
     """Path of the small sample catalog that ships with the package.
 
-    A few dozen synthetic objects of each class in the catalog format; see
+    24 synthetic objects of the four classes in the catalog format; see
     ``docs/data.md`` for the command that generates it.
     """
     return Path(str(resources.files(__name__) / "sample_catalog.fits"))

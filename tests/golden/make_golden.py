@@ -1,0 +1,77 @@
+"""Write the golden outputs of a shipped model on the sample catalog, computed with PyTorch.
+
+    python tests/golden/make_golden.py runs/compact-4class/ensemble.ckpt \
+        --out tests/golden/convention-compact-1.0.0.json
+
+The inputs are the sample catalog that ships with the package, preprocessed by the
+runtime (:func:`convention_rt.model_inputs.chunk_to_inputs` with the checkpoint's
+card); the outputs are those of the checkpoint's members in PyTorch (fp32,
+evaluation mode), so the runtime's ONNX predictions are checked against the model
+as trained, not against themselves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from convention_rt.catalog import Catalog
+from convention_rt.data import sample_catalog_path
+from convention_rt.model_inputs import chunk_to_inputs
+from train.checkpoint import Checkpoint
+
+
+def golden_outputs(checkpoint_path: Path, catalog_path: Path | None = None) -> dict[str, Any]:
+    """Per-object outputs of the checkpoint's ensemble on the sample catalog.
+
+    Returns
+    -------
+    dict
+        ``model`` (name/version), ``classes``, and per object: ``object_id``,
+        ``probabilities`` (ensemble mean, classes), ``spread`` (std over members
+        of the predicted class's probability), ``n_frames``, ``status``
+        (NaN probabilities and spread for flagged objects).
+    """
+    checkpoint = Checkpoint.load(checkpoint_path)
+    card = checkpoint.card()
+    members = checkpoint.build_members()
+    with Catalog(catalog_path or sample_catalog_path(), stamp_size=card.stamp_size) as catalog:
+        chunk = next(catalog.iter_chunks(max_objects=catalog.n_objects))
+    inputs = chunk_to_inputs(chunk, card)
+    seq = inputs.sequences
+    with torch.no_grad():
+        tensors = (torch.from_numpy(seq.stamps), torch.from_numpy(seq.band_ids), torch.from_numpy(inputs.times))
+        per_member = np.stack([torch.softmax(m(*tensors), dim=-1).numpy() for m in members], axis=1)
+    mean = per_member.mean(axis=1)
+    best = mean.argmax(axis=1)
+    spread = per_member[np.arange(len(chunk)), :, best].std(axis=1)
+    valid = inputs.valid
+    return {
+        "model": f"{card.name}/{card.version}", "classes": list(card.classes),
+        "object_id": [str(i) for i in chunk.object_ids],
+        "probabilities": np.where(valid[:, None], mean, np.nan).tolist(),
+        "spread": np.where(valid, spread, np.nan).tolist(),
+        "n_frames": np.where(valid, seq.n_frames, 0).tolist(),
+        "status": [inputs.status(i) for i in range(len(chunk))],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("--out", type=Path, required=True)
+    options = parser.parse_args(argv)
+    outputs = golden_outputs(options.checkpoint)
+    options.out.write_text(json.dumps(outputs, indent=1) + "\n")
+    print(f"{options.out}: {len(outputs['object_id'])} objects of {outputs['model']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""The shipped default model's predictions on the sample catalog, pinned.
+
+``tests/golden/<name>-<version>.json`` holds the outputs of the model's PyTorch
+members (``tests/golden/make_golden.py``).  Any change to the runtime's reading,
+preprocessing or inference, or to the exported graph, that moves a probability by
+more than 1e-4 fails here.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from convention_rt import Classifier
+from convention_rt.cli import app
+from convention_rt.data import sample_catalog_path
+from convention_rt.registry import DEFAULT_MODEL, resolve_model
+
+GOLDEN_DIR = Path(__file__).parent / "golden"
+TOLERANCE = 1e-4
+
+
+def golden_for(entry) -> dict:
+    return json.loads((GOLDEN_DIR / f"{entry.name}-{entry.version}.json").read_text())
+
+
+def test_every_shipped_model_has_golden_outputs():
+    entry = resolve_model(None)
+    assert entry.name == DEFAULT_MODEL
+    golden = golden_for(entry)
+    assert golden["model"] == f"{entry.name}/{entry.version}"
+    card = entry.card()
+    assert tuple(golden["classes"]) == card.classes
+    # the card carries the measured held-out metrics and how to reproduce the model
+    cv = card.metrics["cross_validation"]
+    assert 0.0 < cv["macro_f1"]["mean"] <= 1.0 and cv["folds"] >= 1
+    assert card.provenance["command"].startswith("python -m train.fit ")
+    assert len(card.provenance["catalog_sha256"]) == 64
+
+
+def test_classifier_reproduces_the_golden_outputs():
+    entry = resolve_model(None)
+    golden = golden_for(entry)
+    predictions = list(Classifier(device="cpu", threads=1).predict_catalog(sample_catalog_path()))
+    assert len(predictions) == 1
+    got = predictions[0]
+    assert [str(i) for i in got.object_ids] == golden["object_id"]
+    assert got.status == golden["status"]
+    assert got.n_frames.tolist() == golden["n_frames"]
+    expected = np.array(golden["probabilities"], dtype=np.float64)
+    np.testing.assert_allclose(got.probabilities, expected, atol=TOLERANCE, equal_nan=True)
+    np.testing.assert_allclose(got.spread, np.array(golden["spread"]), atol=TOLERANCE, equal_nan=True)
+    ok = ~np.isnan(expected).any(axis=1)
+    assert ok.sum() >= len(ok) - 2  # the sample is meant to be classifiable
+    margin = np.sort(expected[ok], axis=1)[:, -1] - np.sort(expected[ok], axis=1)[:, -2]
+    clear = margin > 10 * TOLERANCE
+    assert np.array(got.predicted)[ok][clear].tolist() == \
+        [golden["classes"][k] for k in expected[ok][clear].argmax(axis=1)]
+
+
+def test_classify_command_writes_the_golden_outputs(tmp_path):
+    out = tmp_path / "predictions.csv"
+    result = CliRunner().invoke(app, ["classify", str(sample_catalog_path()), "-o", str(out), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    golden = golden_for(resolve_model(None))
+    with open(out, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["object_id"] for r in rows] == golden["object_id"]
+    for row, expected in zip(rows, golden["probabilities"]):
+        got = [float(row[f"p_{name}"]) for name in golden["classes"]]
+        np.testing.assert_allclose(got, expected, atol=TOLERANCE, equal_nan=True)
+
+
+@pytest.mark.torch
+def test_golden_outputs_are_those_of_the_trained_checkpoint():
+    pytest.importorskip("torch")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_golden", GOLDEN_DIR / "make_golden.py")
+    make_golden = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_golden)
+    golden_outputs = make_golden.golden_outputs
+
+    entry = resolve_model(None)
+    config = entry.card().provenance["config"]
+    checkpoint = Path(__file__).parent.parent / config["run_dir"] / "ensemble.ckpt"
+    recomputed = golden_outputs(checkpoint)
+    golden = golden_for(entry)
+    assert recomputed["object_id"] == golden["object_id"] and recomputed["status"] == golden["status"]
+    np.testing.assert_allclose(np.array(recomputed["probabilities"]), np.array(golden["probabilities"]),
+                               atol=1e-6, equal_nan=True)
