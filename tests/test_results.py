@@ -72,3 +72,41 @@ def test_unknown_entry_is_named():
     with pytest.raises(SystemExit, match="unknown entry 'resnet'"):
         results.main(["run", "--catalog", "x.fits", "--only", "resnet"])
     assert json.loads(json.dumps(results.TABLE_PROTOCOL))["fold_limit"] == 3
+
+
+def test_claims_are_judged_on_the_folds_both_rows_finished():
+    def row(folds, scores):
+        return {"fold_ids": folds, "macro_f1": scores}
+
+    assert results.verdict(row([0, 1, 2], [0.8, 0.7, 0.9]), row([0, 1], [0.6, 0.5])).startswith(
+        "holds on 2 folds: 0.750 vs 0.550, difference +0.200")
+    assert results.verdict(row([0, 1], [0.5, 0.5]), row([0, 1], [0.6, 0.7])).startswith("does not hold on 2 folds")
+    assert results.verdict(row([0, 1], [0.7, 0.5]), row([0, 1], [0.6, 0.7])).startswith(
+        "inconclusive on 2 folds (higher on 1)")
+    assert results.verdict(row([0], [0.7]), row([1], [0.6])) == "not measured yet"
+    assert {better for _, better, _ in results.CLAIMS} | {worse for _, _, worse in results.CLAIMS} <= {
+        entry.name for entry in results.PLAN}
+
+
+def test_reuse_only_scores_the_folds_the_reference_run_has_finished(tmp_path, monkeypatch):
+    import shutil
+
+    catalog = str(sample_catalog_path())
+    reference = tmp_path / "reference"
+    fit(FitConfig(catalog=catalog, run_dir=str(reference), model="compact", folds=2, members=1, epochs=1,
+                  patience=6, batch_size=8, threads=1))
+    monkeypatch.setattr(results, "TABLE_PROTOCOL", TINY)
+    compact = results.Entry("compact", "compact", {"model": "compact"})
+    finished = reference / "state" / "fold1_member0.best.json"
+    shutil.move(finished, tmp_path / "later.json")  # as if the reference run were still training fold 1
+    root = tmp_path / "table"
+    results.run_entry(compact, catalog, root, reference, threads=1, reuse_only=True)
+    assert (root / "compact" / "fold0.json").exists() and not (root / "compact" / "fold1.json").exists()
+    assert not list((root / "compact" / "state").glob("*member0.pt"))  # nothing was trained
+    shutil.move(tmp_path / "later.json", finished)
+    results.run_entry(compact, catalog, root, reference, threads=1, reuse_only=True)
+    assert results.collect(compact, root)["folds"] == 2
+    assert not list((root / "compact" / "state").glob("*member0.pt"))
+    results.run_entry(results.Entry("lc_lstm", "lc", {"model": "lc_lstm"}), catalog, root, reference, threads=1,
+                      reuse_only=True)
+    assert not (root / "lc_lstm").exists()  # other rows are left alone by reuse_only

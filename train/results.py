@@ -18,6 +18,7 @@ on the 3-class task itself.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import shutil
@@ -90,16 +91,21 @@ def _entry(name: str) -> Entry:
     raise SystemExit(f"unknown entry {name!r}; entries: {', '.join(e.name for e in PLAN)}")
 
 
-def run_entry(entry: Entry, catalog: str, root: Path, reference_run: Path, threads: int) -> None:
+def run_entry(entry: Entry, catalog: str, root: Path, reference_run: Path, threads: int, *,
+              reuse_only: bool = False) -> None:
     """Train one entry (resuming), on the folds of ``reference_run``.
 
     Member 0 of a fold of the reference run is the same computation as member 0
     of the ``compact`` entry (same configuration, seeds and folds; the member
     count does not enter a member's training), so finished ones are copied
-    instead of trained again.
+    instead of trained again.  With ``reuse_only``, the ``compact`` entry scores
+    the leading folds whose member 0 the reference run has finished and trains
+    nothing (other entries are skipped); run again as the reference run proceeds.
     """
     from train.fit import FitConfig, fit
 
+    if reuse_only and entry.name != "compact":
+        return
     run_dir = root / entry.name
     (run_dir / "state").mkdir(parents=True, exist_ok=True)
     folds_file = reference_run / "folds.json"
@@ -123,6 +129,14 @@ def run_entry(entry: Entry, catalog: str, root: Path, reference_run: Path, threa
                 shutil.copyfile(source, target)
                 shutil.copyfile(source.with_suffix(".json"), target.with_suffix(".json"))
                 log.info("%s: fold %d member 0 taken from %s", entry.name, fold, reference_run)
+        if reuse_only:
+            limit = config.fold_limit or config.folds
+            ready = next((f for f in range(limit)
+                          if not (run_dir / "state" / f"fold{f}_member0.best.json").exists()), limit)
+            if ready == 0:
+                log.info("%s: no finished member 0 in %s yet", entry.name, reference_run)
+                return
+            config = dataclasses.replace(config, fold_limit=ready)
     fit(config, command=f"python -m train.results run --only {entry.name}")
 
 
@@ -145,16 +159,16 @@ def collect(entry: Entry, root: Path) -> dict[str, Any]:
     Returns
     -------
     dict
-        ``folds`` (finished), ``planned``, ``accuracy``/``macro_f1`` (lists per
-        fold), ``accuracy3``/``macro_f13`` (3-class), ``recall`` (class -> list),
+        ``folds`` (finished), ``planned``, ``fold_ids`` (the finished folds),
+        ``accuracy``/``macro_f1`` (lists per finished fold), ``accuracy3``/``macro_f13`` (3-class), ``recall`` (class -> list),
         ``seconds_per_epoch`` and ``epochs`` (lists per member).
     """
     from train.fit import scores
 
     run_dir = root / entry.name
     planned = {**TABLE_PROTOCOL, **entry.changes}["fold_limit"]
-    out: dict[str, Any] = {"folds": 0, "planned": planned, "accuracy": [], "macro_f1": [], "accuracy3": [],
-                           "macro_f13": [], "recall": {}, "seconds_per_epoch": [], "epochs": []}
+    out: dict[str, Any] = {"folds": 0, "planned": planned, "fold_ids": [], "accuracy": [], "macro_f1": [],
+                           "accuracy3": [], "macro_f13": [], "recall": {}, "seconds_per_epoch": [], "epochs": []}
     for fold in range(planned):
         scored = run_dir / f"fold{fold}.json"
         predictions_file = run_dir / f"fold{fold}.predictions.json"
@@ -162,6 +176,7 @@ def collect(entry: Entry, root: Path) -> dict[str, Any]:
             continue
         fold_scores = json.loads(scored.read_text())
         out["folds"] += 1
+        out["fold_ids"].append(fold)
         out["accuracy"].append(fold_scores["accuracy"])
         out["macro_f1"].append(fold_scores["macro_f1"])
         for name, value in fold_scores["recall"].items():
@@ -216,12 +231,55 @@ def render_table(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+#: The paper's claims checked on this benchmark: (claim, better entry, worse entry), 4-class macro-F1.
+CLAIMS: tuple[tuple[str, str, str], ...] = (
+    ("ConvEntion above CNN + GRU", "compact", "cnn_gru"),
+    ("ConvEntion above CNN + LSTM", "compact", "cnn_lstm"),
+    ("images above light curves (ConvEntion vs LSTM on light curves)", "compact", "lc_lstm"),
+    ("images above light curves (CNN + GRU vs LSTM on light curves)", "cnn_gru", "lc_lstm"),
+    ("band separation above zero-filled multi-band frames", "compact", "compact-stacked-bands"),
+    ("positional encoding helps", "compact", "compact-no-position"),
+)
+
+
+def verdict(better: dict[str, Any], worse: dict[str, Any], metric: str = "macro_f1") -> str:
+    """Paired comparison over the folds both entries finished.
+
+    ``holds`` when the first entry scores higher on every shared fold, ``does not
+    hold`` when lower on every shared fold, ``inconclusive`` otherwise.
+    """
+    first = dict(zip(better["fold_ids"], better[metric]))
+    second = dict(zip(worse["fold_ids"], worse[metric]))
+    shared = sorted(set(first) & set(second))
+    if not shared:
+        return "not measured yet"
+    differences = np.array([first[f] - second[f] for f in shared])
+    summary = (f"{np.mean([first[f] for f in shared]):.3f} vs {np.mean([second[f] for f in shared]):.3f}, "
+               f"difference {differences.mean():+.3f} (per fold {', '.join(f'{d:+.3f}' for d in differences)})")
+    folds = f"{len(shared)} fold{'s' if len(shared) > 1 else ''}"
+    if (differences > 0).all():
+        return f"holds on {folds}: {summary}"
+    if (differences < 0).all():
+        return f"does not hold on {folds}: {summary}"
+    return f"inconclusive on {folds} (higher on {int((differences > 0).sum())}): {summary}"
+
+
+def render_claims(results: dict[str, dict[str, Any]]) -> str:
+    """One line per claim of :data:`CLAIMS` with its paired verdict."""
+    lines = ["Claims (4-class macro-F1, paired over the folds both rows finished):", ""]
+    for claim, better, worse in CLAIMS:
+        if better in results and worse in results:
+            lines.append(f"- {claim}: {verdict(results[better], results[worse])}")
+    return "\n".join(lines)
+
+
 BEGIN, END = "<!-- results-table:begin -->", "<!-- results-table:end -->"
 
 
 def write_table(document: Path, root: Path) -> str:
     """Replace the text between the table markers of ``document``; returns the table."""
-    table = render_table({entry.name: collect(entry, root) for entry in PLAN})
+    results = {entry.name: collect(entry, root) for entry in PLAN}
+    table = render_table(results) + "\n\n" + render_claims(results)
     text = document.read_text()
     if BEGIN not in text or END not in text.partition(BEGIN)[2]:
         raise SystemExit(f"{document}: needs the markers {BEGIN} and {END}, in that order")
@@ -241,6 +299,8 @@ def main(argv: list[str] | None = None) -> int:
                      help="the shipped model's run: its folds are used, its finished member-0 states reused")
     run.add_argument("--only", nargs="+", metavar="NAME", help="entries to train (default: all, in order)")
     run.add_argument("--threads", type=int, default=1)
+    run.add_argument("--reuse-only", action="store_true",
+                     help="score the compact row's folds the reference run has finished; train nothing")
     table = commands.add_parser("table", help="write the table into docs/results.md")
     table.add_argument("--document", type=Path, default=Path("docs/results.md"))
     options = parser.parse_args(argv)
@@ -250,9 +310,11 @@ def main(argv: list[str] | None = None) -> int:
     from train.fit import configure_logging
 
     entries = [_entry(name) for name in options.only] if options.only else list(PLAN)
+    entries = [e for e in entries if not options.reuse_only or e.name == "compact"]
     for entry in entries:
         configure_logging(options.root / entry.name)
-        run_entry(entry, options.catalog, options.root, options.reference_run, options.threads)
+        run_entry(entry, options.catalog, options.root, options.reference_run, options.threads,
+                  reuse_only=options.reuse_only)
     return 0
 
 
