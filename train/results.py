@@ -160,7 +160,8 @@ def collect(entry: Entry, root: Path) -> dict[str, Any]:
     -------
     dict
         ``folds`` (finished), ``planned``, ``fold_ids`` (the finished folds),
-        ``accuracy``/``macro_f1`` (lists per finished fold), ``accuracy3``/``macro_f13`` (3-class), ``recall`` (class -> list),
+        ``accuracy``/``macro_f1`` (lists per finished fold), ``accuracy3``/``macro_f13``
+        (3-class), ``recall`` (class -> list),
         ``seconds_per_epoch`` and ``epochs`` (lists per member).
     """
     from train.fit import scores
