@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import mmap
+import re
 import warnings
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -191,6 +192,8 @@ class Catalog:
     # -- opening and structure ------------------------------------------------
     def _open(self) -> fits.HDUList:
         path = self.path
+        if path.is_dir():
+            raise _fail(path, "is a folder, not a catalog file")
         if not path.is_file():
             raise _fail(path, "no such file")
         try:
@@ -198,7 +201,9 @@ class Catalog:
                 warnings.simplefilter("always")
                 hdul = fits.open(path, memmap=True, mode="readonly", lazy_load_hdus=False)
         except (OSError, ValueError, TypeError, IndexError) as exc:
-            raise _fail(path, f"not a readable FITS file ({exc})") from exc
+            # astropy's hints name arguments of its API, not options of ours
+            reason = re.split(r"[.;]?\s*(?:If this is really a FITS file|try with)", str(exc))[0]
+            raise _fail(path, f"not a readable FITS file ({reason})") from exc
         try:
             if caught:  # astropy warns (and goes on) about damaged HDUs: refuse instead
                 raise _fail(path, f"not a readable FITS file ({caught[0].message})")

@@ -18,7 +18,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.table import Column, Table
 
 from convention_rt import spark
 from convention_rt._version import __version__
@@ -110,7 +110,7 @@ def _print_summary(summary: CatalogSummary) -> None:
 
 @app.command()
 def validate(
-    catalog: Annotated[Path, typer.Argument(help="Catalog FITS file.", show_default=False)],
+    catalog: Annotated[Path, typer.Argument(help="Catalog FITS file.", show_default=False, metavar="CATALOG")],
     stamp_size: Annotated[int, typer.Option(help="Stamp side the model needs.", min=1)] = 32,
     stamp_policy: StampPolicyOption = StampPolicy.error,
     on_invalid: InvalidPolicyOption = InvalidPolicy.flag,
@@ -125,9 +125,22 @@ def validate(
         raise typer.Exit(1)
 
 
+def _check_output(output: Path, catalog: Path, overwrite: bool) -> None:
+    """Usage errors about the output file, before any work."""
+    if output.suffix.lower() not in FORMATS:
+        raise UsageError(f"{output}: output must end in .fits, .csv or .parquet")
+    if not output.parent.is_dir():
+        raise UsageError(f"{output}: folder {output.parent} does not exist")
+    if output.exists():
+        if catalog.exists() and output.samefile(catalog):
+            raise UsageError(f"{output}: is the input catalog; choose another output")
+        if not overwrite:
+            raise UsageError(f"{output}: exists already (add --overwrite to replace it)")
+
+
 @app.command()
 def classify(
-    catalog: Annotated[Path, typer.Argument(help="Catalog FITS file.", show_default=False)],
+    catalog: Annotated[Path, typer.Argument(help="Catalog FITS file.", show_default=False, metavar="CATALOG")],
     output: Annotated[Optional[Path], typer.Option(
         "--output", "-o", help="Result file: .fits, .csv or .parquet (default: CATALOG.predictions.fits)",
         show_default=False)] = None,
@@ -145,15 +158,18 @@ def classify(
 ) -> None:
     """Classify every object of a catalog; one output row per object."""
     output = output or catalog.with_name(f"{catalog.stem}.predictions.fits")
-    if output.suffix.lower() not in FORMATS:  # before any work: usage errors first
-        raise UsageError(f"{output}: output must end in .fits, .csv or .parquet")
-    if output.exists() and not overwrite:
-        raise UsageError(f"{output}: exists already (add --overwrite to replace it)")
+    _check_output(output, catalog, overwrite)
     started = time.perf_counter()
-    classifier = Classifier(model, device=device.value, threads=threads, batch_size=batch_size)
-    card = classifier.card
+    entry = resolve_model(model)
+    card = load_card(entry.model_path)
     opened = Catalog(catalog, stamp_size=card.stamp_size, stamp_policy=stamp_policy.value,
                      on_invalid=on_invalid.value)
+    try:
+        classifier = Classifier(entry.model_path, device=device.value, threads=threads, batch_size=batch_size)
+    except BaseException:
+        opened.close()
+        raise
+    card = classifier.card
     header = {"CATALOG": catalog.name[:68], "MODEL": card.name, "MODELVER": card.version,
               "MODELSHA": card.sha256[:16], "DEVICE": classifier.session.device, "CRTVERS": __version__}
     counts: Counter = Counter()
@@ -187,8 +203,8 @@ def info(
     entry = resolve_model(model)
     card = load_card(entry.model_path)
     table = Table(show_header=False)
-    table.add_column(style="bold")
-    table.add_column()
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")  # checksums and paths wrap instead of being cut
     table.add_row("model", f"{card.name} {card.version} (preset {card.preset}, {card.members} member(s))")
     table.add_row("file", str(entry.model_path))
     table.add_row("sha256", card.sha256)
@@ -199,13 +215,22 @@ def info(
     table.add_row("normalisation", ", ".join(f"{b}: {s.mean:.4g}±{s.std:.4g}" for b, s in card.normalisation.items()))
     cv = card.metrics.get("cross_validation", {})
     if cv:
-        table.add_row("metrics", f"accuracy {cv['accuracy']['mean']:.4f} ± {cv['accuracy']['std']:.4f}, macro-F1 "
-                      f"{cv['macro_f1']['mean']:.4f} ± {cv['macro_f1']['std']:.4f} ({_folds_text(card.metrics)}, "
-                      f"{card.metrics.get('evaluated_on', 'held-out data')})")
-    for key in ("training_catalog", "command"):
-        if key in card.provenance:
-            table.add_row(key.replace("_", " "), str(card.provenance[key]))
+        table.add_row("metrics", f"accuracy {_score(cv['accuracy'])}, macro-F1 {_score(cv['macro_f1'])} "
+                      f"({_folds_text(card.metrics)}, {card.metrics.get('evaluated_on', 'held-out data')})")
+    provenance = card.provenance
+    if "training_catalog" in provenance:
+        data = provenance.get("training_data", {})
+        made_by = ", ".join(str(data[k]) for k in ("SOURCE", "ORIGIN", "GENERATR") if k in data)
+        table.add_row("training data", provenance["training_catalog"] + (f" ({made_by})" if made_by else ""))
+    for key, label in (("catalog_sha256", "data sha256"), ("command", "command")):
+        if key in provenance:
+            table.add_row(label, str(provenance[key]))
     _out.print(table)
+
+
+def _score(value: dict) -> str:
+    """``mean ± std`` over folds; the mean alone when the std is over a single fold."""
+    return f"{value['mean']:.4f}" if value.get("std", 0.0) == 0.0 else f"{value['mean']:.4f} ± {value['std']:.4f}"
 
 
 def _folds_text(metrics: dict) -> str:
@@ -221,12 +246,12 @@ def models() -> None:
     if not entries:
         _out.print("no models are shipped with this installation")
         return
-    table = Table("name", "version", "preset", "classes", "macro-F1 (CV)")
+    table = Table(Column("name", no_wrap=True), "version", "preset", "classes", "held-out macro-F1")
     for entry in entries:
         card = entry.card()
-        f1 = card.metrics.get("cross_validation", {}).get("macro_f1", {}).get("mean")
+        f1 = card.metrics.get("cross_validation", {}).get("macro_f1")
         table.add_row(entry.name, entry.version, card.preset, ", ".join(card.classes),
-                      "-" if f1 is None else f"{f1:.4f}")
+                      "-" if f1 is None else f"{_score(f1)} ({_folds_text(card.metrics)})")
     _out.print(table)
 
 
@@ -261,6 +286,23 @@ class _InfoLines(logging.Handler):
         typer.echo(f"{record.levelname.lower()}: {record.getMessage()}", err=True)
 
 
+def _parser_error(exc: Exception) -> int:
+    """Show an error of the command-line parser in one line; returns its exit code (re-raises others)."""
+    kind = type(exc).__name__
+    if kind == "Abort":
+        typer.echo("error: aborted", err=True)
+        return 1
+    if not (callable(getattr(exc, "format_message", None)) and isinstance(getattr(exc, "exit_code", None), int)):
+        raise exc
+    if kind == "NoArgsIsHelpError":  # no arguments: the help text
+        exc.show()
+        return exc.exit_code
+    context = getattr(exc, "ctx", None)
+    hint = f" (see '{context.command_path} --help')" if context is not None else ""
+    typer.echo("error: " + " ".join(exc.format_message().split()) + hint, err=True)
+    return exc.exit_code
+
+
 def main(args: list[str] | None = None) -> int:
     """Run the command line; returns (and, as a script, exits with) the exit code."""
     shown_warning = warnings.showwarning
@@ -272,8 +314,8 @@ def main(args: list[str] | None = None) -> int:
     library_log.setLevel(logging.INFO)
     library_log.propagate = False
     try:
-        app(args=args, prog_name="convention-rt")  # standalone: always ends in SystemExit
-        code = 0
+        returned = app(args=args, prog_name="convention-rt", standalone_mode=False)
+        code = returned if isinstance(returned, int) else 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except (ConventionError, OSError) as exc:
@@ -281,6 +323,8 @@ def main(args: list[str] | None = None) -> int:
             traceback.print_exc()
         typer.echo("error: " + " ".join(str(exc).split()), err=True)
         code = getattr(exc, "exit_code", 1)
+    except Exception as exc:  # the command-line parser's own errors: bad options and values
+        code = _parser_error(exc)
     finally:
         warnings.showwarning = shown_warning
         library_log.removeHandler(handler)

@@ -69,6 +69,8 @@ def resolve_model(spec: str | Path | None = None, root: Path | None = None) -> M
     """
     text = DEFAULT_MODEL if spec is None else str(spec)
     path = Path(text)
+    if path.is_file() and path.suffix != ".onnx":
+        raise ModelError(f"{path}: not an ONNX model (a .onnx file, or a folder holding model.onnx)")
     if path.suffix == ".onnx" or path.is_dir():
         model_path = path if path.suffix == ".onnx" else path / "model.onnx"
         if not model_path.is_file():

@@ -9,7 +9,7 @@ The exported graph (see ``train/export.py``) has three inputs and one output:
 * ``probabilities``: (n, members, classes) float32, softmax of each ensemble
   member; the runtime averages members and reports their spread.
 
-Device choice: ``cpu``; ``cuda`` (an error naming the available providers when
+Device choice: ``cpu``; ``cuda`` (an error naming the providers built into ONNX Runtime when
 CUDA cannot be used); ``auto`` (CUDA when its libraries actually load, else the
 CPU, announced in one info line, without ONNX Runtime's burst of errors).
 """
@@ -168,8 +168,9 @@ class ModelSession:
         if reason is None:
             return "cuda"
         if device == "cuda":
-            raise ModelError(f"device cuda is not available: {reason}; "
-                             f"available providers: {', '.join(ort.get_available_providers())}")
+            raise ModelError(f"device cuda is not available: {reason} (providers built into this onnxruntime: "
+                             f"{', '.join(ort.get_available_providers())}); use --device cpu, or install "
+                             f"convention-rt[cuda] on a host with an NVIDIA driver")
         log.info("no usable CUDA device (%s): running on the CPU", reason)
         return "cpu"
 

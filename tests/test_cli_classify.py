@@ -63,15 +63,19 @@ def test_every_bad_catalog_fails_cleanly_without_output(capsys, tmp_path, tiny_m
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.fits", "card.json", "model.onnx"]
 
 
-def test_model_and_catalog_mismatch_is_refused(capsys, tmp_path, tiny_model):
+def test_model_and_catalog_mismatch_is_refused(capsys, monkeypatch, tmp_path, tiny_model):
+    from convention_rt import session
+
+    monkeypatch.setattr(session, "cuda_unavailable_reason", lambda: "no GPU in this test")
     big = write_raw_catalog(tmp_path / "big.fits", object_columns([1], [0], [1]),
                             frame_columns([1], [0.0], ["g"], np.zeros((1, 40, 40), np.float32)))
     code, _, err = run(capsys, "classify", big, "--model", tiny_model[0], "--device", "cpu")
     assert code == 1 and "stamps are 40x40, the model needs 32x32" in err
     code, _, err = run(capsys, "classify", big, "--model", tmp_path / "none.onnx")
     assert code == 3 and "none.onnx: model file not found" in err
-    code, _, err = run(capsys, "classify", big, "--model", tiny_model[0], "--device", "cuda")
-    assert code == 3 and "available providers" in err
+    good = write_small_catalog(tmp_path / "good.fits")
+    code, _, err = run(capsys, "classify", good, "--model", tiny_model[0], "--device", "cuda")
+    assert code == 3 and "use --device cpu" in err
     code, _, err = run(capsys, "classify", big, "--model", tiny_model[0], "-o", tmp_path / "x.txt")
     assert code == 2 and "must end in .fits, .csv or .parquet" in err
 
@@ -118,3 +122,44 @@ def test_info_says_how_many_folds_the_metrics_cover(capsys, monkeypatch, tmp_pat
     code, out, err = run(capsys, "info", model)
     assert code == 0, err
     assert f"({shown}, held-out spec objects)" in out
+
+
+def test_output_problems_are_refused_before_any_work(capsys, tmp_path, tiny_model):
+    catalog = write_small_catalog(tmp_path / "survey.fits")
+    before = catalog.read_bytes()
+    code, _, err = run(capsys, "classify", catalog, "--model", tiny_model[0], "-o", catalog, "--overwrite")
+    assert code == 2 and err.strip() == f"error: {catalog}: is the input catalog; choose another output"
+    assert catalog.read_bytes() == before
+    code, _, err = run(capsys, "classify", catalog, "--model", tiny_model[0], "-o", tmp_path / "nodir" / "p.csv")
+    missing = tmp_path / "nodir"
+    assert code == 2 and err.strip() == f"error: {missing / 'p.csv'}: folder {missing} does not exist"
+
+
+@pytest.mark.parametrize(("option", "value"), [("--batch-size", "0"), ("--threads", "-1"), ("--bogus", None)])
+def test_bad_options_are_one_line(capsys, tmp_path, option, value):
+    args = ["classify", tmp_path / "x.fits", option] + ([value] if value is not None else [])
+    code, out, err = run(capsys, *args)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and option in lines[0]
+    assert "see 'convention-rt classify --help'" in lines[0] and not out
+
+
+def test_the_catalog_is_checked_before_the_model_is_loaded(capsys, tmp_path):
+    code, _, err = run(capsys, "classify", tmp_path / "missing.fits")  # default device auto: no info line
+    assert code == 1 and err.strip().splitlines() == [f"error: {tmp_path / 'missing.fits'}: no such file"]
+    (tmp_path / "folder.fits").mkdir()
+    code, _, err = run(capsys, "classify", tmp_path / "folder.fits")
+    assert code == 1 and "is a folder, not a catalog file" in err
+    fake = tmp_path / "fake.fits"
+    fake.write_text("not a FITS file\n")
+    code, _, err = run(capsys, "classify", fake)
+    assert code == 1 and "not a readable FITS file" in err and "ignore_missing_simple" not in err
+
+
+def test_a_file_that_is_not_a_model_is_named(capsys, tmp_path):
+    catalog = write_small_catalog(tmp_path / "survey.fits")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello\n")
+    code, _, err = run(capsys, "classify", catalog, "--model", notes)
+    assert code == 3
+    assert err.strip() == f"error: {notes}: not an ONNX model (a .onnx file, or a folder holding model.onnx)"

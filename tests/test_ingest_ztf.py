@@ -361,7 +361,8 @@ def test_no_usable_alert_writes_nothing(tmp_path: Path, base: tuple[dict, dict],
     schema, packet = base
     broken = missing_cutout(make_packet(packet, "ZTF99x", 1, 2460001.5))
     path = write_avro(fastavro, tmp_path / "bad.avro", schema, [broken])
-    with pytest.raises(BadInputError, match=r"no usable alert in 1 files \(1 packets; skipped: missing_cutout=1\)"):
+    with pytest.raises(BadInputError, match=r"bad.avro: no usable alert \(1 packet\(s\); skipped: "
+                                            r"missing_cutout=1\); nothing written to"):
         ingest_ztf([path], tmp_path / "catalog.fits")
     assert only_file(tmp_path) == ["bad.avro"]
 

@@ -214,7 +214,7 @@ def build_catalog(
         raise UsageError("no input files given")
     out = Path(out)
     if out.exists() and not overwrite:
-        raise UsageError(f"{out}: exists already (pass overwrite=True / --overwrite to replace it)")
+        raise UsageError(f"{out}: exists already (add --overwrite, or overwrite=True in Python, to replace it)")
     if not out.parent.is_dir():
         raise UsageError(f"{out}: folder {out.parent} does not exist")
     for path in files:
@@ -238,8 +238,9 @@ def build_catalog(
                     report.padded.append(PaddedCutout(alert.object_id, alert.alert_id, alert.cutout_shape))
         if not len(store):
             reasons = ", ".join(f"{k}={v}" for k, v in sorted(report.skipped.items())) or "none"
-            raise BadInputError(f"{out}: no usable alert in {len(files)} files ({report.n_packets} packets; "
-                                f"skipped: {reasons}); nothing written")
+            inputs = files[0] if len(files) == 1 else f"{len(files)} input files ({files[0]}, ...)"
+            raise BadInputError(f"{inputs}: no usable alert ({report.n_packets} packet(s); skipped: {reasons}); "
+                                f"nothing written to {out}")
         _write(store, report, survey, overwrite)
     finally:
         store.close()
