@@ -198,7 +198,10 @@ def collect(entry: Entry, root: Path) -> dict[str, Any]:
 
 
 def _mean_std(values: list[float]) -> str:
-    return "–" if not values else f"{np.mean(values):.3f} ± {np.std(values):.3f}"
+    """``mean ± std`` over folds, the value alone for one fold, ``–`` for none."""
+    if len(values) < 2:
+        return f"{values[0]:.3f}" if values else "–"
+    return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
 
 
 def render_table(results: dict[str, dict[str, Any]]) -> str:
