@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -101,3 +102,13 @@ def test_baseline_checkpoint_exports_too(tmp_path):
     assert result.graph == "as_traced"  # no stem to convert
     assert ModelSession(result.model_path, device="cpu").card.preset == "tiny"
     assert isinstance(build_model(tiny_config()), ConvEntion)
+
+
+def test_checkpoint_metadata_is_stored_as_plain_types(tmp_path):
+    """A version object in the provenance must not make the file unreadable with weights_only=True."""
+    checkpoint = make_checkpoint(tiny_config())
+    checkpoint = dataclasses.replace(checkpoint, provenance={"torch": torch.__version__, "path": tmp_path})
+    checkpoint.save(tmp_path / "run.ckpt")
+    loaded = Checkpoint.load(tmp_path / "run.ckpt")
+    assert loaded.provenance == {"torch": str(torch.__version__), "path": str(tmp_path)}
+    assert type(loaded.provenance["torch"]) is str

@@ -9,12 +9,14 @@ on the training data, and the metrics and provenance of the run.
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+from torch.torch_version import TorchVersion
 
 from convention_rt.model_card import BandStats, ModelCard
 from train.model import BaselineConfig, ModelConfig, StemLayer, build_model
@@ -42,6 +44,11 @@ def config_from_dict(data: dict[str, Any]) -> ModelConfig | BaselineConfig:
     if data.get("type") == "baseline":
         return BaselineConfig(**values)
     raise ValueError(f"unknown model configuration type {data.get('type')!r}")
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with every non-JSON object (e.g. ``torch.__version__``) turned into its string."""
+    return json.loads(json.dumps(value, default=str))
 
 
 @dataclass
@@ -104,7 +111,8 @@ class Checkpoint:
             "format": CHECKPOINT_FORMAT, "name": self.name, "version": self.version,
             "preset": self.preset, "config": config_to_dict(self.config), "members": self.members,
             "bands": list(self.bands), "normalisation": {b: list(v) for b, v in self.normalisation.items()},
-            "metrics": self.metrics, "provenance": self.provenance,
+            # metadata as plain JSON types, so that loading with weights_only=True never meets a class
+            "metrics": _plain(self.metrics), "provenance": _plain(self.provenance),
         }
         temporary = path.with_name(f".{path.name}.part")
         try:
@@ -116,7 +124,9 @@ class Checkpoint:
     @classmethod
     def load(cls, path: str | Path) -> Checkpoint:
         """Read a checkpoint written by :meth:`save`."""
-        payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+        # TorchVersion: the version string as written in the provenance by earlier releases
+        with torch.serialization.safe_globals([TorchVersion]):
+            payload = torch.load(Path(path), map_location="cpu", weights_only=True)
         if payload.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{path}: not a checkpoint of format {CHECKPOINT_FORMAT}")
         return cls(
