@@ -215,7 +215,8 @@ def info(
     table.add_row("normalisation", ", ".join(f"{b}: {s.mean:.4g}±{s.std:.4g}" for b, s in card.normalisation.items()))
     cv = card.metrics.get("cross_validation", {})
     if cv:
-        table.add_row("metrics", f"accuracy {_score(cv['accuracy'])}, macro-F1 {_score(cv['macro_f1'])} "
+        table.add_row("metrics", f"accuracy {_score(cv['accuracy'], card.metrics)}, macro-F1 "
+                      f"{_score(cv['macro_f1'], card.metrics)} "
                       f"({_folds_text(card.metrics)}, {card.metrics.get('evaluated_on', 'held-out data')})")
     provenance = card.provenance
     if "training_catalog" in provenance:
@@ -228,9 +229,10 @@ def info(
     _out.print(table)
 
 
-def _score(value: dict) -> str:
-    """``mean ± std`` over folds; the mean alone when the std is over a single fold."""
-    return f"{value['mean']:.4f}" if value.get("std", 0.0) == 0.0 else f"{value['mean']:.4f} ± {value['std']:.4f}"
+def _score(value: dict, metrics: dict) -> str:
+    """``mean ± std`` over folds; the value alone when there is one fold."""
+    one_fold = metrics["cross_validation"].get("folds") == 1
+    return f"{value['mean']:.4f}" if one_fold else f"{value['mean']:.4f} ± {value['std']:.4f}"
 
 
 def _folds_text(metrics: dict) -> str:
@@ -251,7 +253,7 @@ def models() -> None:
         card = entry.card()
         f1 = card.metrics.get("cross_validation", {}).get("macro_f1")
         table.add_row(entry.name, entry.version, card.preset, ", ".join(card.classes),
-                      "-" if f1 is None else f"{_score(f1)} ({_folds_text(card.metrics)})")
+                      "-" if f1 is None else f"{_score(f1, card.metrics)} ({_folds_text(card.metrics)})")
     _out.print(table)
 
 
