@@ -169,7 +169,6 @@ def classify(
     except BaseException:
         opened.close()
         raise
-    card = classifier.card
     header = {"CATALOG": catalog.name[:68], "MODEL": card.name, "MODELVER": card.version,
               "MODELSHA": card.sha256[:16], "DEVICE": classifier.session.device, "CRTVERS": __version__}
     counts: Counter = Counter()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -20,12 +21,18 @@ TINY = {"folds": 2, "fold_limit": 2, "members": 1, "epochs": 1, "patience": 6, "
         "learning_rate": 1e-3, "dropout": 0.3, "precision": "fp32", "seed": 0}
 
 
-def test_entries_train_on_the_reference_folds_and_fill_the_table(tmp_path, monkeypatch):
+def train_reference(tmp_path, monkeypatch, members: int) -> tuple[str, Path]:
+    """A finished 2-fold reference run on the sample catalog, with the table's protocol made tiny."""
     catalog = str(sample_catalog_path())
     reference = tmp_path / "reference"
-    fit(FitConfig(catalog=catalog, run_dir=str(reference), model="compact", folds=2, members=2, epochs=1,
+    fit(FitConfig(catalog=catalog, run_dir=str(reference), model="compact", folds=2, members=members, epochs=1,
                   patience=6, batch_size=8, threads=1))
     monkeypatch.setattr(results, "TABLE_PROTOCOL", TINY)
+    return catalog, reference
+
+
+def test_entries_train_on_the_reference_folds_and_fill_the_table(tmp_path, monkeypatch):
+    catalog, reference = train_reference(tmp_path, monkeypatch, members=2)
     plan = (results.Entry("compact", "compact", {"model": "compact"}),
             results.Entry("lc_lstm", "light curves", {"model": "lc_lstm"}),
             results.Entry("compact-3class", "compact 3", {"model": "compact", "task": "3class"}))
@@ -91,11 +98,7 @@ def test_claims_are_judged_on_the_folds_both_rows_finished():
 def test_reuse_only_scores_the_folds_the_reference_run_has_finished(tmp_path, monkeypatch):
     import shutil
 
-    catalog = str(sample_catalog_path())
-    reference = tmp_path / "reference"
-    fit(FitConfig(catalog=catalog, run_dir=str(reference), model="compact", folds=2, members=1, epochs=1,
-                  patience=6, batch_size=8, threads=1))
-    monkeypatch.setattr(results, "TABLE_PROTOCOL", TINY)
+    catalog, reference = train_reference(tmp_path, monkeypatch, members=1)
     compact = results.Entry("compact", "compact", {"model": "compact"})
     finished = reference / "state" / "fold1_member0.best.json"
     shutil.move(finished, tmp_path / "later.json")  # as if the reference run were still training fold 1

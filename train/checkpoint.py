@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,20 @@ def config_from_dict(data: dict[str, Any]) -> ModelConfig | BaselineConfig:
     if data.get("type") == "baseline":
         return BaselineConfig(**values)
     raise ValueError(f"unknown model configuration type {data.get('type')!r}")
+
+
+def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
+    """``write`` to a hidden temporary file beside ``path``, then rename it to ``path``.
+
+    Readers see the old file or the whole new one; a failed write leaves neither
+    a partial file nor the temporary behind.
+    """
+    temporary = path.with_name(f".{path.name}.part")
+    try:
+        write(temporary)
+        temporary.replace(path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def _plain(value: Any) -> Any:
@@ -114,12 +129,7 @@ class Checkpoint:
             # metadata as plain JSON types, so that loading with weights_only=True never meets a class
             "metrics": _plain(self.metrics), "provenance": _plain(self.provenance),
         }
-        temporary = path.with_name(f".{path.name}.part")
-        try:
-            torch.save(payload, temporary)
-            temporary.replace(path)
-        finally:
-            temporary.unlink(missing_ok=True)
+        write_atomically(path, lambda target: torch.save(payload, target))
 
     @classmethod
     def load(cls, path: str | Path) -> Checkpoint:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import logging
 import platform
@@ -32,7 +31,6 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -45,9 +43,9 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from convention_rt.model_card import ModelCard
+from convention_rt.model_card import ModelCard, sha256_of
 from convention_rt.model_inputs import chunk_to_inputs
-from train.checkpoint import Checkpoint
+from train.checkpoint import Checkpoint, write_atomically
 from train.data.dataset import TASKS, LabelledObjects, band_statistics, load_labelled
 from train.distributed import SINGLE_PROCESS, Group, setup
 from train.model import MODEL_NAMES, BaselineConfig, ModelConfig, build_model, get_baseline, get_preset
@@ -287,19 +285,12 @@ class MemberState:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _write_atomically(path: Path, write: Callable[[Path], object]) -> None:
-    """``write`` to ``path.part``, then rename: readers see the old file or the whole new one."""
-    temporary = path.with_name(path.name + ".part")
-    write(temporary)
-    temporary.replace(path)
-
-
 def _save_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: MemberState,
                 group: Group = SINGLE_PROCESS) -> None:
     if group.is_main:
         payload = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                    "state": dataclasses.asdict(state)}
-        _write_atomically(path, lambda target: torch.save(payload, target))
+        write_atomically(path, lambda target: torch.save(payload, target))
     group.barrier()
 
 
@@ -438,14 +429,6 @@ def plot_confusion(summary: dict[str, Any], classes: tuple[str, ...], title: str
     plt.close(figure)
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS) -> dict[str, Any]:
     """Run the protocol; returns the metrics written to ``run_dir/metrics.json``.
 
@@ -507,8 +490,8 @@ def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS) -> 
                         group=group)
                     record = {"seconds": state.seconds, "epochs": state.epochs_run, "history": state.history}
                     if group.is_main:
-                        _write_atomically(member_file, lambda path: torch.save(best, path))
-                        _write_atomically(member_file.with_suffix(".json"),
+                        write_atomically(member_file, lambda path: torch.save(best, path))
+                        write_atomically(member_file.with_suffix(".json"),
                                           lambda path: path.write_text(json.dumps(record) + "\n"))
                     group.barrier()
                 member_states.append(best)
@@ -572,7 +555,7 @@ def _exported_folds(run_dir: Path, out_dir: Path) -> int:
         return 0
     exported = out_dir / "model.onnx"
     if record.get("export_out") != str(out_dir.resolve()) or not exported.exists() \
-            or record.get("model_sha256") != _file_sha256(exported):
+            or record.get("model_sha256") != sha256_of(exported):
         return 0
     return int(record.get("folds", 0))
 
@@ -600,9 +583,9 @@ def _export(config: FitConfig, command: str, run_dir: Path, model_config: ModelC
 
     summary = _summary(per_fold, tuple(model_config.classes))
     provenance = {
-        "training_catalog": Path(config.catalog).name, "catalog_sha256": _file_sha256(Path(config.catalog)),
+        "training_catalog": Path(config.catalog).name, "catalog_sha256": sha256_of(Path(config.catalog)),
         "training_data": catalog_provenance(config.catalog),
-        "folds_sha256": _file_sha256(run_dir / "folds.json"), "command": command,
+        "folds_sha256": sha256_of(run_dir / "folds.json"), "command": command,
         "config": dataclasses.asdict(config), "python": platform.python_version(), "torch": str(torch.__version__),
     }
     checkpoint = Checkpoint(
@@ -616,7 +599,7 @@ def _export(config: FitConfig, command: str, run_dir: Path, model_config: ModelC
     result = export_checkpoint(checkpoint, config.export_out, threads=config.threads, overwrite=True)
     (run_dir / EXPORT_RECORD).write_text(json.dumps({
         "export_out": str(Path(config.export_out).resolve()), "folds": len(per_fold),
-        "model_sha256": _file_sha256(result.model_path)}) + "\n")
+        "model_sha256": sha256_of(result.model_path)}) + "\n")
     log.info("exported %d member(s) to %s (%s), metrics of %d of %d folds", len(members), result.model_path,
              result.graph, len(per_fold), config.fold_limit or config.folds)
 
