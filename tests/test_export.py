@@ -79,6 +79,28 @@ def test_existing_export_is_not_overwritten_without_asking(exported):
         export_module.export_checkpoint(checkpoint, result.model_path.parent)
 
 
+def test_destination_holding_other_files_is_refused_and_left_alone(tmp_path, capsys):
+    checkpoint = make_checkpoint(tiny_config(), members=1)
+    shipped = tmp_path / "exports" / "shipped" / "1.0.0"
+    shipped.mkdir(parents=True)
+    (shipped / "model.onnx").write_bytes(b"not ours")
+    for out in (tmp_path / "exports", tmp_path / "exports" / "shipped"):
+        with pytest.raises(ModelError, match="holds shipped|holds 1.0.0"):
+            export_module.export_checkpoint(checkpoint, out, overwrite=True)
+    (tmp_path / "notes.txt").write_text("keep me")
+    with pytest.raises(ModelError, match="is a file"):
+        export_module.export_checkpoint(checkpoint, tmp_path / "notes.txt", overwrite=True)
+    assert (shipped / "model.onnx").read_bytes() == b"not ours"
+    assert (tmp_path / "notes.txt").read_text() == "keep me"
+    checkpoint.save(tmp_path / "m.ckpt")
+    assert export_module.main([str(tmp_path / "m.ckpt"), "--out", str(tmp_path / "exports"), "--overwrite"]) == 3
+    assert capsys.readouterr().err.count("\n") == 1
+    export_module.export_checkpoint(checkpoint, shipped, overwrite=True)  # an export only: replaced
+    assert sorted(p.name for p in shipped.iterdir()) == ["card.json", "model.onnx"]
+    assert ModelSession(shipped / "model.onnx", device="cpu").card.name == "tiny"
+    assert sorted(p.name for p in shipped.parent.iterdir()) == ["1.0.0"]  # no scratch folder left
+
+
 def test_checkpoint_round_trip_and_cli(tmp_path, capsys):
     checkpoint = make_checkpoint(tiny_config(), members=1)
     path = tmp_path / "model.ckpt"

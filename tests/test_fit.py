@@ -81,12 +81,25 @@ def test_fit_exports_a_model_the_runtime_loads(tmp_path, monkeypatch):
     (tmp_path / "run" / "export.json").unlink()  # what is in the folder is not known to be this run's
     fit(run)
     assert exports == [1, 2, 1, 2]
+    record_file = tmp_path / "run" / "export.json"
+    record = json.loads(record_file.read_text())
+    record["fold_digests"][1] = "0" * 64  # the card shows other fold-1 scores (fold 1 was trained again)
+    record_file.write_text(json.dumps(record))
+    fit(run)
+    assert exports == [1, 2, 1, 2, 2]  # its scores changed: the card is rewritten
     assert session.card.provenance["command"] == ""
     assert session.card.provenance["config"]["task"] == "3class"
     assert session.card.provenance["training_data"]["CRTFMT"] == "CONVENTION-RT CATALOG"  # the data's provenance
     from train.checkpoint import Checkpoint
 
     assert Checkpoint.load(tmp_path / "run" / "ensemble.ckpt").card().classes == ("AGN", "SN", "Variable")
+
+
+def test_export_destination_is_checked_before_training(tmp_path):
+    (tmp_path / "exports" / "other").mkdir(parents=True)
+    with pytest.raises(Exception, match="holds other"):
+        fit(config(tmp_path / "run", epochs=1, export_out=str(tmp_path / "exports")))
+    assert not (tmp_path / "run" / "state").exists()
 
 
 def test_command_line_reads_yaml_and_flags(tmp_path):
@@ -147,3 +160,93 @@ def test_fold_limit_trains_the_leading_folds_of_the_same_split(tmp_path):
     (tmp_path / "other" / "folds.json").write_text((tmp_path / "full" / "folds.json").read_text())
     with pytest.raises(ValueError, match="holds 3 folds"):
         fit(config(tmp_path / "other", folds=2, epochs=1))
+
+
+def test_head_units_active_counts_the_hidden_units_that_fire(tmp_path):
+    from train.data.dataset import load_labelled
+    from train.model import build_model
+
+    run = config(tmp_path / "run")
+    data = load_labelled(run.catalog, run.task)
+    model_config = run.model_config(data.classes, len(data.bands) + 1)
+    card = fit_module.ModelCard(name="t", version="0", preset="compact", classes=data.classes,
+                                bands=data.bands, stamp_size=32, seq_len=model_config.seq_len,
+                                stem_window=model_config.stem_window,
+                                normalisation=fit_module.band_statistics(data))
+    idx = fit_module.np.arange(len(data))
+    torch.manual_seed(0)
+    model = build_model(model_config)
+    active, width = fit_module.head_units_active(model, data, idx, card)
+    assert width == model_config.head_width and active > fit_module.DEAD_HEAD_SHARE * width
+    assert not fit_module.head_is_dead((active, width))
+    hidden = model.head.layers[2]
+    with torch.no_grad():
+        hidden.bias[:] = -1e6  # every unit negative for every object: no gradient reaches the body
+        hidden.bias[0] = 1e6
+    assert fit_module.head_units_active(model, data, idx, card) == (1, width)
+    assert fit_module.head_is_dead((1, width)) and fit_module.head_is_dead((3, 32))
+    assert not fit_module.head_is_dead((4, 32)) and not fit_module.head_is_dead(None)
+    baseline = build_model(config(tmp_path / "b", model="cnn_gru").model_config(data.classes, len(data.bands) + 1))
+    assert fit_module.head_units_active(baseline, data, idx, card) is None
+
+
+def test_member_seed_of_the_first_attempt_is_unchanged():
+    run = config("unused")
+    assert fit_module.member_seed(run, 1, 2) == [0, 1, 2]  # members trained before restarts existed
+    seeds = {tuple(fit_module.member_seed(run, 1, 2, k)) for k in range(fit_module.MAX_RESTARTS + 1)}
+    assert len(seeds) == fit_module.MAX_RESTARTS + 1
+
+
+def _declare_dead_once(monkeypatch):
+    """The first head check of every member reports a dead head; later ones measure."""
+    original = fit_module.head_units_active
+    checked: set = set()
+
+    def dead_once(model, data, idx, card, batch_size=256):
+        key = tuple(idx.tolist())
+        if key not in checked:
+            checked.add(key)
+            return (0, 32)
+        return original(model, data, idx, card, batch_size)
+
+    monkeypatch.setattr(fit_module, "head_units_active", dead_once)
+
+
+def test_member_with_a_dead_head_starts_again_from_a_fresh_seed(tmp_path, monkeypatch):
+    straight = fit(config(tmp_path / "straight", fold_limit=1))
+    _declare_dead_once(monkeypatch)
+    restarted = fit(config(tmp_path / "restarted", fold_limit=1))
+    record = json.loads((tmp_path / "restarted" / "state" / "fold0_member0.best.json").read_text())
+    assert record["restarts"] == 1
+    attempts = [entry["attempt"] for entry in record["history"]]
+    assert attempts[0] == 0 and attempts[-1] == 1 and record["epochs"] == len(attempts)
+    assert record["head_units_active"][1] == 32
+    straight_record = json.loads((tmp_path / "straight" / "state" / "fold0_member0.best.json").read_text())
+    assert straight_record["restarts"] == 0 and len(straight_record["history"]) < len(attempts)
+    first = json.loads((tmp_path / "straight" / "fold0.predictions.json").read_text())["probabilities"]
+    second = json.loads((tmp_path / "restarted" / "fold0.predictions.json").read_text())["probabilities"]
+    assert first != second  # the second attempt is another draw, not the first one again
+    assert restarted["per_fold"][0]["n"] == straight["per_fold"][0]["n"]
+
+
+def test_run_stopped_after_a_restart_resumes_to_the_same_result(tmp_path, monkeypatch):
+    _declare_dead_once(monkeypatch)
+    reference = fit(config(tmp_path / "straight", fold_limit=1))
+    _declare_dead_once(monkeypatch)
+    calls = {"n": 0}
+    original = fit_module._save_state
+
+    def stop_after_the_restart(path, model, optimizer, state, group=fit_module.SINGLE_PROCESS):
+        original(path, model, optimizer, state, group)
+        calls["n"] += 1
+        if state.restarts == 1 and state.epochs_run == 2 and state.epoch == 0:  # just restarted
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(fit_module, "_save_state", stop_after_the_restart)
+    with pytest.raises(KeyboardInterrupt):
+        fit(config(tmp_path / "resumed", fold_limit=1))
+    monkeypatch.setattr(fit_module, "_save_state", original)
+    resumed = fit(config(tmp_path / "resumed", fold_limit=1))
+    assert resumed["per_fold"] == reference["per_fold"]
+    for run in ("straight", "resumed"):
+        assert json.loads((tmp_path / run / "state" / "fold0_member0.best.json").read_text())["restarts"] == 1

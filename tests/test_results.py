@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("sklearn")
@@ -81,18 +84,56 @@ def test_unknown_entry_is_named():
     assert json.loads(json.dumps(results.TABLE_PROTOCOL))["fold_limit"] == 3
 
 
-def test_claims_are_judged_on_the_folds_both_rows_finished():
-    def row(folds, scores):
-        return {"fold_ids": folds, "macro_f1": scores}
+def _row(folds: dict[int, tuple[np.ndarray, np.ndarray]]) -> dict:
+    """A collected row from (labels, predicted) per fold, scored as the runs score."""
+    from sklearn.metrics import f1_score
 
-    assert results.verdict(row([0, 1, 2], [0.8, 0.7, 0.9]), row([0, 1], [0.6, 0.5])).startswith(
-        "holds on 2 folds: 0.750 vs 0.550, difference +0.200")
-    assert results.verdict(row([0, 1], [0.5, 0.5]), row([0, 1], [0.6, 0.7])).startswith("does not hold on 2 folds")
-    assert results.verdict(row([0, 1], [0.7, 0.5]), row([0, 1], [0.6, 0.7])).startswith(
-        "inconclusive on 2 folds (higher on 1)")
-    assert results.verdict(row([0], [0.7]), row([1], [0.6])) == "not measured yet"
+    held_out = {k: (np.arange(labels.size), labels, predicted) for k, (labels, predicted) in folds.items()}
+    return {"fold_ids": sorted(folds), "held_out": held_out,
+            "macro_f1": [f1_score(folds[k][0], folds[k][1], labels=range(4), average="macro", zero_division=0)
+                         for k in sorted(folds)]}
+
+
+def test_claims_follow_the_paired_bootstrap_interval():
+    rng = np.random.default_rng(1)
+    labels = {k: rng.integers(0, 4, 400) for k in range(3)}
+
+    def guesses(k: int, right: float) -> np.ndarray:
+        keep = np.random.default_rng(10 + k).random(400) < right
+        return np.where(keep, labels[k], (labels[k] + 1) % 4)
+
+    good = _row({k: (labels[k], guesses(k, 0.9)) for k in range(3)})
+    poor = _row({k: (labels[k], guesses(k, 0.6)) for k in range(2)})
+    same = _row({k: (labels[k], guesses(k, 0.9)) for k in range(3)})
+    text = results.verdict(good, poor)
+    assert text.startswith("holds on 2 folds: ")  # fold 2 of the first row has no partner
+    difference = np.mean([good["macro_f1"][k] - poor["macro_f1"][k] for k in range(2)])
+    assert f"difference {difference:+.3f}" in text
+    low, high = (float(v) for v in text.split("interval [")[1].split("]")[0].split(", "))
+    assert 0 < low < difference < high
+    assert results.verdict(poor, good).startswith("reversed on 2 folds")
+    tie = results.verdict(good, same)
+    assert tie.startswith("not shown on 3 folds: ") and "difference +0.000" in tie
+    assert results.verdict(_row({0: (labels[0], labels[0])}), _row({1: (labels[1], labels[1])})) == "not measured yet"
+    other = _row({0: (labels[1], labels[1])})
+    with pytest.raises(ValueError, match="different held-out objects"):
+        results.verdict(good, other)
     assert {better for _, better, _ in results.CLAIMS} | {worse for _, _, worse in results.CLAIMS} <= {
         entry.name for entry in results.PLAN}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 60).flatmap(lambda n: st.tuples(
+    st.lists(st.integers(0, 3), min_size=n, max_size=n), st.lists(st.integers(0, 3), min_size=n, max_size=n))))
+def test_macro_f1_matches_scikit_learn(pair):
+    from sklearn.metrics import f1_score
+
+    labels, predicted = (np.array(v) for v in pair)
+    expected = f1_score(labels, predicted, labels=range(4), average="macro", zero_division=0)
+    assert results.macro_f1(labels, predicted, 4) == pytest.approx(expected, abs=1e-12)
+    stacked = results.macro_f1(np.stack([labels, labels[::-1]]), np.stack([predicted, predicted[::-1]]), 4)
+    assert stacked.shape == (2,) and stacked[1] == pytest.approx(
+        f1_score(labels[::-1], predicted[::-1], labels=range(4), average="macro", zero_division=0), abs=1e-12)
 
 
 def test_reuse_only_scores_the_folds_the_reference_run_has_finished(tmp_path, monkeypatch):

@@ -24,7 +24,6 @@ import contextlib
 import dataclasses
 import io
 import json
-import shutil
 import sys
 import tempfile
 import time
@@ -148,6 +147,28 @@ def _objects_per_s(session: ort.InferenceSession, card: ModelCard, repeats: int 
     return TIMING_BATCH / best
 
 
+EXPORT_FILES = frozenset({"model.onnx", "card.json"})
+
+
+def check_destination(out_dir: Path, *, overwrite: bool) -> None:
+    """Refuse a destination that is a file, holds anything but an export, or holds one without ``overwrite``.
+
+    Raises
+    ------
+    ModelError
+    """
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ModelError(f"{out_dir}: is a file, not a folder for model.onnx and card.json")
+    if not out_dir.is_dir():
+        return
+    others = sorted(p.name for p in out_dir.iterdir() if p.name not in EXPORT_FILES)
+    if others:
+        raise ModelError(f"{out_dir}: holds {', '.join(others[:3])}{' ...' if len(others) > 3 else ''}; "
+                         "an export goes to a folder of its own (e.g. exports/NAME/VERSION)")
+    if (out_dir / "model.onnx").exists() and not overwrite:
+        raise ModelError(f"{out_dir}: holds an export already (pass --overwrite to replace it)")
+
+
 def export_checkpoint(checkpoint: Checkpoint, out_dir: str | Path, *, threads: int = 1,
                       overwrite: bool = False) -> ExportResult:
     """Export ``checkpoint`` to ``out_dir/model.onnx`` and ``out_dir/card.json``.
@@ -156,7 +177,8 @@ def export_checkpoint(checkpoint: Checkpoint, out_dir: str | Path, *, threads: i
     ----------
     checkpoint : Checkpoint
     out_dir : str or Path
-        Destination folder (created); must not hold a model unless ``overwrite``.
+        Destination folder (created): empty, or holding only an earlier export
+        (``model.onnx``, ``card.json``) when ``overwrite``; nothing else in it is touched.
     threads : int
         ONNX Runtime threads for the agreement check and the timing.
     overwrite : bool
@@ -170,11 +192,10 @@ def export_checkpoint(checkpoint: Checkpoint, out_dir: str | Path, *, threads: i
     ------
     ModelError
         When ONNX Runtime and PyTorch disagree by more than 1e-4, the graph fails
-        the checker, or the destination holds an export already.
+        the checker, or the destination is refused by :func:`check_destination`.
     """
     out_dir = Path(out_dir)
-    if (out_dir / "model.onnx").exists() and not overwrite:
-        raise ModelError(f"{out_dir}: holds an export already (pass --overwrite to replace it)")
+    check_destination(out_dir, overwrite=overwrite)
     card = checkpoint.card()
     members = checkpoint.build_members()
     reference = EnsembleProbabilities(members).eval()
@@ -214,9 +235,9 @@ def export_checkpoint(checkpoint: Checkpoint, out_dir: str | Path, *, threads: i
         }
         final = dataclasses.replace(card, provenance=provenance, sha256=sha256_of(model_file))
         (scratch / chosen / "card.json").write_text(final.to_json(), encoding="utf-8")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        shutil.move(str(scratch / chosen), out_dir)
+        if out_dir.exists():  # holds only a previous export (checked above): it goes with the scratch folder
+            out_dir.rename(scratch / "previous")
+        (scratch / chosen).rename(out_dir)
     return ExportResult(model_path=out_dir / "model.onnx", card_path=out_dir / "card.json", card=final,
                         graph=chosen, max_abs_difference=differences[chosen], objects_per_s=speeds)
 

@@ -15,6 +15,9 @@
   objects); a single stage otherwise.
 * Adam, cross-entropy, early stopping; checkpoints after every epoch, so a
   stopped run resumes where it was (run it again with the same ``--run-dir``).
+* A ConvEntion member whose first stage ends with a dead classifier head (at most
+  10 % of its hidden units fire on the validation objects) starts again from a
+  fresh seed, at most :data:`MAX_RESTARTS` times.
 * Metrics from scikit-learn (accuracy, macro-F1, per-class precision/recall,
   confusion matrices as mean +/- std over folds), JSON and PNG; at the end the
   ensemble is exported with its card (``--export-out``).
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import logging
 import platform
@@ -49,6 +53,7 @@ from train.checkpoint import Checkpoint, write_atomically
 from train.data.dataset import TASKS, LabelledObjects, band_statistics, load_labelled
 from train.distributed import SINGLE_PROCESS, Group, setup
 from train.model import MODEL_NAMES, BaselineConfig, ModelConfig, build_model, get_baseline, get_preset
+from train.model.convention import ClassifierHead
 
 __all__ = ["FitConfig", "fit", "main"]
 
@@ -271,10 +276,58 @@ def write_predictions(path: Path, data: LabelledObjects, idx: np.ndarray, probab
 
 
 # -- one ensemble member ---------------------------------------------------------------
+#: A head with at most this share of its hidden units firing on the validation objects is dead.
+DEAD_HEAD_SHARE = 0.1
+#: Fresh starts a member may take when its first stage ends with a dead head.
+MAX_RESTARTS = 3
+#: Marks a restart's seed, so that it cannot equal another draw's seed.
+_RESTART_TAG = 7_919_001
+
+
+def member_seed(config: FitConfig, fold: int, member: int, restarts: int = 0) -> list[int]:
+    """Seed material of a member's attempt: the first attempt's is ``[seed, fold, member]``."""
+    return [config.seed, fold, member] + ([_RESTART_TAG, restarts] if restarts else [])
+
+
+def head_units_active(model: nn.Module, data: LabelledObjects, idx: np.ndarray, card: ModelCard,
+                      batch_size: int = 256) -> tuple[int, int] | None:
+    """Hidden units of a ConvEntion head that fire (are > 0) on at least one of the objects ``idx``.
+
+    Returns
+    -------
+    (active, width) or None
+        ``None`` for models without a hidden head layer (the baselines).
+    """
+    head = getattr(model, "head", None)
+    if not isinstance(head, ClassifierHead):
+        return None
+    hidden = next(layer for layer in head.layers if isinstance(layer, nn.Linear))
+    fired = torch.zeros(hidden.out_features, dtype=torch.bool)
+
+    def record(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+        fired.logical_or_((output > 0).any(dim=0))
+
+    model.eval()
+    handle = hidden.register_forward_hook(record)
+    try:
+        with torch.no_grad():
+            for start in range(0, idx.size, batch_size):
+                model(*model_inputs(data, idx[start:start + batch_size], card))
+    finally:
+        handle.remove()
+    return int(fired.sum()), hidden.out_features
+
+
+def head_is_dead(active: tuple[int, int] | None) -> bool:
+    """Whether a :func:`head_units_active` count is at most :data:`DEAD_HEAD_SHARE` of the width."""
+    return active is not None and active[0] <= DEAD_HEAD_SHARE * active[1]
+
+
 @dataclass
 class MemberState:
     """What a member's training has reached; saved after every epoch."""
 
+    restarts: int = 0
     stage: int = 0
     epoch: int = 0
     best_f1: float = -1.0
@@ -283,6 +336,8 @@ class MemberState:
     seconds: float = 0.0
     epochs_run: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
+    #: (active, width) of the final weights' head on the validation objects (ConvEntion models)
+    head_units_active: tuple[int, int] | None = None
 
 
 def _save_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: MemberState,
@@ -298,19 +353,29 @@ def train_member(data: LabelledObjects, train_idx: np.ndarray, card: ModelCard,
                  model_config: ModelConfig | BaselineConfig, config: FitConfig, *, fold: int, member: int,
                  state_path: Path, progress: Progress | None = None,
                  group: Group = SINGLE_PROCESS) -> tuple[dict[str, torch.Tensor], MemberState]:
-    """Train one member (resuming from ``state_path``); returns its best weights and record."""
-    seed = [config.seed, fold, member]
-    torch.manual_seed(int(np.random.default_rng(seed).integers(2**31)))
-    model = build_model(model_config)
-    trained = DistributedDataParallel(model) if group.distributed else model
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    """Train one member (resuming from ``state_path``); returns its best weights and record.
+
+    A ConvEntion member whose first stage ends with a dead head (:func:`head_is_dead`
+    on the validation objects) starts again from the seed of its next attempt
+    (:func:`member_seed`), at most :data:`MAX_RESTARTS` times.
+    """
+    def attempt(restarts: int) -> tuple[list[int], nn.Module, nn.Module, torch.optim.Optimizer]:
+        seed = member_seed(config, fold, member, restarts)
+        torch.manual_seed(int(np.random.default_rng(seed).integers(2**31)))
+        model = build_model(model_config)
+        trained = DistributedDataParallel(model) if group.distributed else model
+        return seed, model, trained, torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+
     state = MemberState()
-    if state_path.exists():
-        saved = torch.load(state_path, map_location="cpu", weights_only=True)
+    saved = torch.load(state_path, map_location="cpu", weights_only=True) if state_path.exists() else None
+    if saved is not None:
+        state = MemberState(**saved["state"])
+    seed, model, trained, optimizer = attempt(state.restarts)
+    if saved is not None:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
-        state = MemberState(**saved["state"])
-        log.info("fold %d member %d: resuming at stage %d epoch %d", fold, member, state.stage, state.epoch)
+        log.info("fold %d member %d: resuming at stage %d epoch %d%s", fold, member, state.stage, state.epoch,
+                 f" (attempt {state.restarts + 1})" if state.restarts else "")
 
     n_classes = len(data.classes)
     n_val = max(round(config.validation_fraction * train_idx.size), n_classes)
@@ -369,7 +434,8 @@ def train_member(data: LabelledObjects, train_idx: np.ndarray, card: ModelCard,
                 state.waited = 0
             else:
                 state.waited += 1
-            state.history.append({"stage": stage_name, "epoch": state.epoch, "loss": total_loss / n_drawn,
+            state.history.append({"attempt": state.restarts, "stage": stage_name, "epoch": state.epoch,
+                                  "loss": total_loss / n_drawn,
                                   "val_macro_f1": validation["macro_f1"], "val_accuracy": validation["accuracy"],
                                   "seconds": elapsed})
             log.info("fold %d member %d %s epoch %d: loss %.4f, val macro-F1 %.4f acc %.4f%s (%.1f s)",
@@ -379,12 +445,27 @@ def train_member(data: LabelledObjects, train_idx: np.ndarray, card: ModelCard,
             _save_state(state_path, model, optimizer, state, group)
         # next stage starts from the best weights of this one
         model.load_state_dict(state.best_state)
+        if state.stage == 0 and state.restarts < MAX_RESTARTS:
+            active = head_units_active(model, data, val_idx, card)
+            if head_is_dead(active):
+                log.warning("fold %d member %d: only %d of %d classifier-head units fire on the validation "
+                            "objects after %s; starting again from a fresh seed (restart %d of %d)", fold,
+                            member, active[0], active[1], stage_name, state.restarts + 1, MAX_RESTARTS)
+                state = MemberState(restarts=state.restarts + 1, seconds=state.seconds,
+                                    epochs_run=state.epochs_run, history=state.history)
+                seed, model, trained, optimizer = attempt(state.restarts)
+                _save_state(state_path, model, optimizer, state, group)
+                continue
         state.stage += 1
         state.epoch = 0
         state.waited = 0
         if state.stage < len(stages):
             state.best_f1 = -1.0
         _save_state(state_path, model, optimizer, state, group)
+    state.head_units_active = head_units_active(model, data, val_idx, card)
+    if head_is_dead(state.head_units_active):
+        log.warning("fold %d member %d: its head is still dead after %d restarts (%d of %d units fire)",
+                    fold, member, state.restarts, *state.head_units_active)
     return state.best_state, state
 
 
@@ -444,6 +525,10 @@ def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS) -> 
         defaults = dataclasses.asdict(FitConfig(catalog="", run_dir=""))  # fields newer than the saved run
         if {k: previous.get(k, defaults[k]) for k in significant} != significant:
             raise ValueError(f"{run_dir}: holds a run with another configuration; use another --run-dir")
+    if config.export_out:  # refused now, not after hours of training
+        from train.export import check_destination
+
+        check_destination(Path(config.export_out), overwrite=True)
     group.barrier()  # every rank has compared with the saved configuration before rank 0 rewrites it
     if group.is_main:
         (run_dir / "state").mkdir(parents=True, exist_ok=True)
@@ -488,7 +573,8 @@ def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS) -> 
                         data, train_idx, card, model_config, config, fold=fold, member=member,
                         state_path=run_dir / "state" / f"fold{fold}_member{member}.pt", progress=progress,
                         group=group)
-                    record = {"seconds": state.seconds, "epochs": state.epochs_run, "history": state.history}
+                    record = {"seconds": state.seconds, "epochs": state.epochs_run, "restarts": state.restarts,
+                              "head_units_active": state.head_units_active, "history": state.history}
                     if group.is_main:
                         write_atomically(member_file, lambda path: torch.save(best, path))
                         write_atomically(member_file.with_suffix(".json"),
@@ -514,7 +600,7 @@ def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS) -> 
                 members_out.extend(member_states)
             ensemble_ready = config.export_members == "fold0" or fold == len(folds[:config.fold_limit]) - 1
             if config.export_out and ensemble_ready and group.is_main \
-                    and _exported_folds(run_dir, Path(config.export_out)) < len(per_fold):
+                    and not _export_is_current(run_dir, Path(config.export_out), per_fold):
                 _export(config, command, run_dir, model_config, members_out, bands, stats, per_fold,
                         _evaluated_on(data))
             group.barrier()
@@ -543,21 +629,26 @@ def _evaluated_on(data: LabelledObjects) -> str:
 EXPORT_RECORD = "export.json"
 
 
-def _exported_folds(run_dir: Path, out_dir: Path) -> int:
-    """Folds behind this run's export in ``out_dir``: 0 when this run has not exported there.
+def _fold_digests(per_fold: list[dict[str, Any]]) -> list[str]:
+    return [hashlib.sha256(json.dumps(f, sort_keys=True).encode()).hexdigest() for f in per_fold]
 
-    The run records its exports in ``run_dir/export.json``; an export left in
-    ``out_dir`` by another run does not count (and is replaced).
+
+def _export_is_current(run_dir: Path, out_dir: Path, per_fold: list[dict[str, Any]]) -> bool:
+    """Whether ``out_dir`` holds this run's export, with a card showing these fold scores (and maybe more).
+
+    The run records its exports in ``run_dir/export.json``: the model's sha256 and a
+    digest of each fold's scores on its card.  An export left in ``out_dir`` by
+    another run, or one whose card shows other scores for one of these folds (a
+    fold scored again), is not current.
     """
     try:
         record = json.loads((run_dir / EXPORT_RECORD).read_text())
     except (OSError, ValueError):
-        return 0
+        return False
     exported = out_dir / "model.onnx"
-    if record.get("export_out") != str(out_dir.resolve()) or not exported.exists() \
-            or record.get("model_sha256") != sha256_of(exported):
-        return 0
-    return int(record.get("folds", 0))
+    return (record.get("export_out") == str(out_dir.resolve()) and exported.exists()
+            and record.get("model_sha256") == sha256_of(exported)
+            and record.get("fold_digests", [])[:len(per_fold)] == _fold_digests(per_fold))
 
 
 def catalog_provenance(path: str | Path) -> dict[str, Any]:
@@ -599,7 +690,7 @@ def _export(config: FitConfig, command: str, run_dir: Path, model_config: ModelC
     result = export_checkpoint(checkpoint, config.export_out, threads=config.threads, overwrite=True)
     (run_dir / EXPORT_RECORD).write_text(json.dumps({
         "export_out": str(Path(config.export_out).resolve()), "folds": len(per_fold),
-        "model_sha256": sha256_of(result.model_path)}) + "\n")
+        "model_sha256": sha256_of(result.model_path), "fold_digests": _fold_digests(per_fold)}) + "\n")
     log.info("exported %d member(s) to %s (%s), metrics of %d of %d folds", len(members), result.model_path,
              result.graph, len(per_fold), config.fold_limit or config.folds)
 

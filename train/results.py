@@ -162,14 +162,16 @@ def collect(entry: Entry, root: Path) -> dict[str, Any]:
         ``folds`` (finished), ``planned``, ``fold_ids`` (the finished folds),
         ``accuracy``/``macro_f1`` (lists per finished fold), ``accuracy3``/``macro_f13``
         (3-class), ``recall`` (class -> list),
-        ``seconds_per_epoch`` and ``epochs`` (lists per member).
+        ``seconds_per_epoch`` and ``epochs`` (lists per member), ``held_out``
+        (fold -> object ids, true and predicted class indices, for :func:`verdict`).
     """
     from train.fit import scores
 
     run_dir = root / entry.name
     planned = {**TABLE_PROTOCOL, **entry.changes}["fold_limit"]
     out: dict[str, Any] = {"folds": 0, "planned": planned, "fold_ids": [], "accuracy": [], "macro_f1": [],
-                           "accuracy3": [], "macro_f13": [], "recall": {}, "seconds_per_epoch": [], "epochs": []}
+                           "accuracy3": [], "macro_f13": [], "recall": {}, "seconds_per_epoch": [], "epochs": [],
+                           "held_out": {}}
     for fold in range(planned):
         scored = run_dir / f"fold{fold}.json"
         predictions_file = run_dir / f"fold{fold}.predictions.json"
@@ -183,6 +185,7 @@ def collect(entry: Entry, root: Path) -> dict[str, Any]:
         for name, value in fold_scores["recall"].items():
             out["recall"].setdefault(name, []).append(value)
         predictions = json.loads(predictions_file.read_text())
+        out["held_out"][fold] = _held_out(predictions)
         if entry.task == "3class":
             three = fold_scores
         else:
@@ -246,31 +249,78 @@ CLAIMS: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def verdict(better: dict[str, Any], worse: dict[str, Any], metric: str = "macro_f1") -> str:
-    """Paired comparison over the folds both entries finished.
+def _held_out(predictions: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Object ids (sorted), true and predicted class indices of a fold's held-out predictions."""
+    classes = predictions["classes"]
+    ids = np.asarray(predictions["object_id"])
+    order = np.argsort(ids, kind="stable")
+    labels = np.array([classes.index(name) for name in predictions["label"]])
+    predicted = np.asarray(predictions["probabilities"]).argmax(axis=1)
+    return ids[order], labels[order], predicted[order]
 
-    ``holds`` when the first entry scores higher on every shared fold, ``does not
-    hold`` when lower on every shared fold, ``inconclusive`` otherwise.
+
+def macro_f1(labels: np.ndarray, predicted: np.ndarray, n_classes: int) -> np.ndarray:
+    """Macro-F1 of each row: ``(..., n)`` int class indices -> ``(...)`` float64.
+
+    Every class counts, a class neither present nor predicted scoring 0, as
+    ``sklearn.metrics.f1_score(labels=range(n_classes), average="macro", zero_division=0)``.
     """
-    first = dict(zip(better["fold_ids"], better[metric]))
-    second = dict(zip(worse["fold_ids"], worse[metric]))
-    shared = sorted(set(first) & set(second))
+    labels, predicted = np.broadcast_arrays(np.asarray(labels), np.asarray(predicted))
+    rows = labels.reshape(-1, labels.shape[-1])
+    guesses = predicted.reshape(rows.shape)
+    offset = np.arange(rows.shape[0])[:, None] * n_classes
+    size = rows.shape[0] * n_classes
+
+    def counts(values: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+        return np.bincount((offset + values).ravel(), weights=weights, minlength=size).reshape(-1, n_classes)
+
+    true_positives = counts(rows, (rows == guesses).ravel().astype(float))
+    denominator = counts(rows) + counts(guesses)
+    f1 = np.divide(2.0 * true_positives, denominator, out=np.zeros(denominator.shape), where=denominator > 0)
+    return f1.mean(axis=1).reshape(labels.shape[:-1])
+
+
+#: Bootstrap resamples and confidence of the paired interval of :func:`verdict`.
+RESAMPLES, CONFIDENCE = 2000, 0.95
+
+
+def verdict(better: dict[str, Any], worse: dict[str, Any], n_classes: int = 4, seed: int = 0) -> str:
+    """Paired comparison of two rows' macro-F1 on the held-out objects of the folds both finished.
+
+    The difference is the mean over the shared folds of the per-fold macro-F1
+    difference; its 95 % interval is a paired bootstrap that resamples each fold's
+    held-out objects with replacement (the same draws for both rows).  The claim
+    ``holds`` when the interval is above 0, is ``reversed`` when below, and is
+    ``not shown`` when it holds 0.
+    """
+    shared = sorted(set(better["held_out"]) & set(worse["held_out"]))
     if not shared:
         return "not measured yet"
-    differences = np.array([first[f] - second[f] for f in shared])
-    summary = (f"{np.mean([first[f] for f in shared]):.3f} vs {np.mean([second[f] for f in shared]):.3f}, "
-               f"difference {differences.mean():+.3f} (per fold {', '.join(f'{d:+.3f}' for d in differences)})")
+    rng = np.random.default_rng(seed)
+    point, resampled = [], []
+    for fold in shared:
+        ids, labels, first = better["held_out"][fold]
+        other_ids, other_labels, second = worse["held_out"][fold]
+        if not (np.array_equal(ids, other_ids) and np.array_equal(labels, other_labels)):
+            raise ValueError(f"fold {fold}: the two rows were scored on different held-out objects")
+        point.append(macro_f1(labels, first, n_classes) - macro_f1(labels, second, n_classes))
+        draws = rng.integers(0, ids.size, size=(RESAMPLES, ids.size))
+        resampled.append(macro_f1(labels[draws], first[draws], n_classes)
+                         - macro_f1(labels[draws], second[draws], n_classes))
+    difference = float(np.mean(point))
+    low, high = np.quantile(np.mean(resampled, axis=0), [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2])
+    first_mean = np.mean([f for f, k in zip(better["macro_f1"], better["fold_ids"]) if k in shared])
+    second_mean = np.mean([f for f, k in zip(worse["macro_f1"], worse["fold_ids"]) if k in shared])
+    word = "holds" if low > 0 else "reversed" if high < 0 else "not shown"
     folds = f"{len(shared)} fold{'s' if len(shared) > 1 else ''}"
-    if (differences > 0).all():
-        return f"holds on {folds}: {summary}"
-    if (differences < 0).all():
-        return f"does not hold on {folds}: {summary}"
-    return f"inconclusive on {folds} (higher on {int((differences > 0).sum())}): {summary}"
+    return (f"{word} on {folds}: {first_mean:.3f} vs {second_mean:.3f}, difference {difference:+.3f}, "
+            f"95 % interval [{low:+.3f}, {high:+.3f}] (per fold {', '.join(f'{d:+.3f}' for d in point)})")
 
 
 def render_claims(results: dict[str, dict[str, Any]]) -> str:
     """One line per claim of :data:`CLAIMS` with its paired verdict."""
-    lines = ["Claims (4-class macro-F1, paired over the folds both rows finished):", ""]
+    lines = ["Claims (4-class macro-F1 on the held-out objects of the folds both rows finished; the interval "
+             f"is a paired bootstrap over those objects, {RESAMPLES} resamples within each fold):", ""]
     for claim, better, worse in CLAIMS:
         if better in results and worse in results:
             lines.append(f"- {claim}: {verdict(results[better], results[worse])}")
