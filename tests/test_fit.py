@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -116,6 +118,8 @@ def test_command_line_reads_yaml_and_flags(tmp_path):
 def test_bf16_training_runs_and_evaluates_in_fp32(tmp_path):
     metrics = fit(config(tmp_path / "bf16", epochs=1, precision="bf16"))
     assert metrics["cross_validation"]["folds"] == 2
+    weights = torch.load(tmp_path / "bf16" / "state" / "fold0_member0.best.pt", weights_only=True)
+    assert {v.dtype for v in weights.values() if v.is_floating_point()} == {torch.float32}  # autocast only
     with pytest.raises(ValueError, match="precision must be"):
         config(tmp_path / "x", precision="fp8")
 
@@ -173,7 +177,7 @@ def test_head_units_active_counts_the_hidden_units_that_fire(tmp_path):
                                 bands=data.bands, stamp_size=32, seq_len=model_config.seq_len,
                                 stem_window=model_config.stem_window,
                                 normalisation=fit_module.band_statistics(data))
-    idx = fit_module.np.arange(len(data))
+    idx = np.arange(len(data))
     torch.manual_seed(0)
     model = build_model(model_config)
     active, width = fit_module.head_units_active(model, data, idx, card)
@@ -250,3 +254,87 @@ def test_run_stopped_after_a_restart_resumes_to_the_same_result(tmp_path, monkey
     assert resumed["per_fold"] == reference["per_fold"]
     for run in ("straight", "resumed"):
         assert json.loads((tmp_path / run / "state" / "fold0_member0.best.json").read_text())["restarts"] == 1
+
+
+@pytest.mark.parametrize("yaml_text, message", [
+    ("catalog: {catalog}\nepochs: lots\n", "field 'epochs' must be an integer, got 'lots'"),
+    ("catalog: {catalog}\nepoch: 3\n", "unknown field(s) epoch"),
+    ("catalog: {catalog}\nlearning_rate: fast\n", "field 'learning_rate' must be a number"),
+    ("- {catalog}\n- 2\n", "must be a mapping of FitConfig fields"),
+    ("catalog: {catalog}\nfolds: [1\n", "not valid YAML"),
+    ("catalog: {catalog}\nfold_limit: 9\n", "fold_limit must be in [1, folds=5]"),
+    ("catalog: {catalog}\nmodel: resnet\n", "model must be one of"),
+    ("catalog: null\n", "field 'catalog' must be a string, got None"),
+    ("epochs: 3\n", "missing --catalog"),
+])
+def test_bad_configuration_is_one_line_and_writes_nothing(tmp_path, capsys, yaml_text, message):
+    yaml_path = tmp_path / "run.yaml"
+    yaml_path.write_text(yaml_text.format(catalog=sample_catalog_path()))
+    with pytest.raises(SystemExit) if "missing" in message else contextlib.nullcontext():
+        code = fit_module.main(["--config", str(yaml_path), "--run-dir", str(tmp_path / "run")])
+        assert code == 2
+    err = capsys.readouterr().err
+    assert message in err and err.startswith("error: ") and err.count("\n") == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_yaml_numbers_and_nulls_are_read_as_their_fields(tmp_path):
+    yaml_path = tmp_path / "run.yaml"
+    yaml_path.write_text("catalog: c.fits\nrun_dir: r\nlearning_rate: 1e-3\ndropout: 0\nfold_limit: null\n")
+    parsed, _ = fit_module._parse(["--config", str(yaml_path)])
+    assert parsed.learning_rate == 0.001 and parsed.dropout == 0.0 and parsed.fold_limit is None
+
+
+def test_bad_input_is_refused_before_the_run_directory_is_touched(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    not_fits = tmp_path / "notes.fits"
+    not_fits.write_text("not a catalog")
+    assert fit_module.main(["--catalog", str(tmp_path / "missing.fits"), "--run-dir", str(run_dir)]) == 1
+    assert fit_module.main(["--catalog", str(not_fits), "--run-dir", str(run_dir)]) == 1
+    # 6 objects of the sample's 24 in 2 folds: too few of some class
+    assert fit_module.main(["--catalog", str(sample_catalog_path()), "--run-dir", str(run_dir),
+                            "--max-objects", "6", "--folds", "2"]) == 1
+    (tmp_path / "exports" / "x").mkdir(parents=True)
+    assert fit_module.main(["--catalog", str(sample_catalog_path()), "--run-dir", str(run_dir),
+                            "--export-out", str(tmp_path / "exports")]) == 3
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 4 and all(line.startswith("error: ") for line in lines)
+    assert "missing.fits: no such file" in lines[0] and "notes.fits" in lines[1]
+    assert "cannot be split into 2 folds" in lines[2] or "too few" in lines[2]
+    assert "holds x" in lines[3]
+    assert not run_dir.exists()
+    run_dir.mkdir()
+    (run_dir / "folds.json").write_text("{broken")
+    assert fit_module.main(["--catalog", str(sample_catalog_path()), "--run-dir", str(run_dir)]) == 1
+    assert "folds.json: not a folds file" in capsys.readouterr().err
+    assert sorted(p.name for p in run_dir.iterdir()) == ["folds.json"]
+
+
+def _symmetries(frames: torch.Tensor) -> list[torch.Tensor]:
+    """The 8 images of ``(M, H, W)`` frames under the rotations and flips of the square."""
+    turned = [torch.rot90(frames, k, dims=(-2, -1)) for k in range(4)]
+    return turned + [t.flip(-1) for t in turned]
+
+
+def test_augment_applies_one_symmetry_of_the_square_per_object():
+    stamps = torch.randn(64, 3, 5, 5)
+    out = fit_module.augment(stamps, torch.Generator().manual_seed(0))
+    used = []
+    for original, augmented in zip(stamps, out):
+        matches = [k for k, image in enumerate(_symmetries(original)) if torch.equal(image, augmented)]
+        assert len(matches) == 1  # the same transform for every frame of the object
+        used.append(matches[0])
+    assert len(set(used)) == 8  # every symmetry is drawn
+    again = fit_module.augment(stamps, torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)  # the generator alone decides
+
+
+def test_balanced_draws_give_every_class_an_equal_share():
+    labels = np.repeat([0, 1, 2, 3], [5, 200, 60, 1000])
+    weights = fit_module.balanced_weights(labels)
+    assert weights.shape == labels.shape and weights.sum() == pytest.approx(1.0)
+    draws = np.random.default_rng(0).choice(labels.size, size=200_000, replace=True, p=weights)
+    shares = np.bincount(labels[draws], minlength=4) / draws.size
+    assert np.abs(shares - 0.25).max() < 0.01
+    # the unweighted shares would be 0.4 % to 79 %: the weights are what balances them
+    assert np.bincount(labels)[0] / labels.size < 0.01

@@ -17,6 +17,7 @@ from train import results  # noqa: E402
 from train.fit import FitConfig, fit  # noqa: E402
 
 from convention_rt.data import sample_catalog_path  # noqa: E402
+from convention_rt.errors import UsageError  # noqa: E402
 
 pytestmark = [pytest.mark.torch, pytest.mark.slow]
 
@@ -62,10 +63,10 @@ def test_entries_train_on_the_reference_folds_and_fill_the_table(tmp_path, monke
     text = document.read_text()
     assert "stale table" not in text and text.endswith("after\n") and table in text
     assert "| compact | 2/2 |" in table and "| compact 3 | 0/2 | – | – | – | – |" in table
-    with pytest.raises(SystemExit, match="needs the markers"):
+    with pytest.raises(UsageError, match="needs the markers"):
         results.write_table(reference / "folds.json", root)
     document.write_text(f"{results.END}\n{results.BEGIN}\n")
-    with pytest.raises(SystemExit, match="in that order"):
+    with pytest.raises(UsageError, match="in that order"):
         results.write_table(document, root)
 
 
@@ -79,8 +80,8 @@ def test_merging_to_three_classes_sums_the_supernova_columns():
 
 
 def test_unknown_entry_is_named():
-    with pytest.raises(SystemExit, match="unknown entry 'resnet'"):
-        results.main(["run", "--catalog", "x.fits", "--only", "resnet"])
+    with pytest.raises(UsageError, match="unknown entry 'resnet'"):
+        results._entry("resnet")
     assert json.loads(json.dumps(results.TABLE_PROTOCOL))["fold_limit"] == 3
 
 
@@ -154,3 +155,20 @@ def test_reuse_only_scores_the_folds_the_reference_run_has_finished(tmp_path, mo
     results.run_entry(results.Entry("lc_lstm", "lc", {"model": "lc_lstm"}), catalog, root, reference, threads=1,
                       reuse_only=True)
     assert not (root / "lc_lstm").exists()  # other rows are left alone by reuse_only
+
+
+def test_bad_runs_are_refused_in_one_line_and_leave_nothing(tmp_path, capsys):
+    reference = tmp_path / "reference"
+    assert results.main(["--root", str(tmp_path / "none"), "table"]) == 2
+    assert results.main(["--root", str(tmp_path / "table"), "run", "--catalog", str(sample_catalog_path()),
+                         "--reference-run", str(reference), "--only", "lc_lstm"]) == 2
+    reference.mkdir()
+    (reference / "folds.json").write_text('{"held_out": [["1"], ["2"]]}')
+    assert results.main(["--root", str(tmp_path / "table"), "run", "--catalog", str(tmp_path / "missing.fits"),
+                         "--reference-run", str(reference), "--only", "lc_lstm"]) == 1
+    assert results.main(["--root", str(tmp_path / "table"), "run", "--catalog", "x", "--only", "resnet"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert [line.split(":")[0] for line in lines] == ["error"] * 4
+    assert "no such folder" in lines[0] and "folds.json: not found" in lines[1]
+    assert "missing.fits: no such file" in lines[2] and "unknown entry 'resnet'" in lines[3]
+    assert not (tmp_path / "table" / "lc_lstm").exists()

@@ -19,7 +19,6 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import io
@@ -41,6 +40,7 @@ from convention_rt.errors import ConventionError, ModelError
 from convention_rt.model_card import ModelCard, sha256_of
 from convention_rt.session import CARD_METADATA_KEY, INPUT_NAMES, OUTPUT_NAME
 from train.checkpoint import Checkpoint
+from train.command_line import OneLineParser, report_failure
 from train.model import ConvEntion, to_conv2d_stem
 
 __all__ = ["EnsembleProbabilities", "ExportResult", "export_checkpoint", "main"]
@@ -244,7 +244,7 @@ def export_checkpoint(checkpoint: Checkpoint, out_dir: str | Path, *, threads: i
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: ``python -m train.export CHECKPOINT --out DIR``."""
-    parser = argparse.ArgumentParser(prog="python -m train.export", description=__doc__.split("\n")[0])
+    parser = OneLineParser(prog="python -m train.export", description=__doc__.split("\n")[0])
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("--out", type=Path, required=True, help="destination folder, e.g. exports/NAME/VERSION")
     parser.add_argument("--threads", type=int, default=1)
@@ -254,8 +254,8 @@ def main(argv: list[str] | None = None) -> int:
         result = export_checkpoint(Checkpoint.load(options.checkpoint), options.out,
                                    threads=options.threads, overwrite=options.overwrite)
     except (ConventionError, OSError, ValueError) as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return getattr(exc, "exit_code", 3)
+        report_failure(exc)
+        return getattr(exc, "exit_code", 3)  # an unreadable checkpoint is a model error
     print(json.dumps({"model": str(result.model_path), "card": str(result.card_path), "graph": result.graph,
                       "max_abs_difference": result.max_abs_difference,
                       "ort_objects_per_s": result.objects_per_s}, indent=2))

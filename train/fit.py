@@ -25,7 +25,6 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
@@ -41,18 +40,38 @@ import numpy as np
 import torch
 from rich.console import Console
 from rich.logging import RichHandler
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+)
 from sklearn.model_selection import StratifiedKFold, train_test_split
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from convention_rt.errors import ConventionError, UsageError
 from convention_rt.model_card import ModelCard, sha256_of
 from convention_rt.model_inputs import chunk_to_inputs
 from train.checkpoint import Checkpoint, write_atomically
+from train.command_line import OneLineParser, report_failure
 from train.data.dataset import TASKS, LabelledObjects, band_statistics, load_labelled
 from train.distributed import SINGLE_PROCESS, Group, setup
-from train.model import MODEL_NAMES, BaselineConfig, ModelConfig, build_model, get_baseline, get_preset
+from train.model import (
+    MODEL_NAMES,
+    BaselineConfig,
+    ModelConfig,
+    build_model,
+    get_baseline,
+    get_preset,
+)
 from train.model.convention import ClassifierHead
 
 __all__ = ["FitConfig", "fit", "main"]
@@ -71,10 +90,13 @@ class FitConfig:
     run_dir : str
         Folder for folds, checkpoints, logs and metrics; reused to resume.
     model : str
-        A name of :data:`train.model.MODEL_NAMES`.
+        Architecture: paper, compact (ConvEntion presets), cnn_gru, cnn_lstm, lc_lstm (baselines).
     task : {"4class", "3class"}
-    folds, members : int
-        Cross-validation folds and ensemble members per fold.
+        Classes: AGN, SNIa, SNOther, Variable; or AGN, SN, Variable.
+    folds : int
+        Cross-validation folds.
+    members : int
+        Ensemble members per fold.
     fold_limit : int or None
         Train and evaluate only the first ``fold_limit`` folds of the ``folds``-fold
         split (the split itself does not change); ``None``: all of them.
@@ -83,17 +105,21 @@ class FitConfig:
     patience : int
         Early stopping: epochs without a better validation macro-F1.
     batch_size : int
+        Objects per optimiser step.
     learning_rate : float
+        Adam's learning rate.
     dropout : float
+        Dropout probability of the model.
     frame_drop : float
         Probability of dropping each frame (augmentation).
     validation_fraction : float
         Share of the training folds held out for early stopping.
     seed : int
+        Seed of the folds, the validation splits, the weights and every draw.
     threads : int
         PyTorch CPU threads.
     precision : {"fp32", "bf16"}
-        Training arithmetic: bf16 autocast (weights stay fp32; evaluation and
+        Training arithmetic; bf16 autocast (weights stay fp32; evaluation and
         export in fp32) is about 1.5x faster on CPUs with bf16 units.
     max_objects : int or None
         Use only the first objects of the catalog (quick runs).
@@ -106,8 +132,10 @@ class FitConfig:
         Folder to export the ensemble to at the end.
     export_members : {"fold0", "all"}
         Which members the exported ensemble holds (all = folds x members).
-    name, version : str
-        Registry name and version of the exported model.
+    name : str
+        Registry name of the exported model.
+    version : str
+        Version of the exported model.
     """
 
     catalog: str
@@ -170,19 +198,28 @@ class FitConfig:
 
 
 # -- data splits ---------------------------------------------------------------------
-def make_folds(data: LabelledObjects, config: FitConfig, path: Path) -> list[list[str]]:
-    """Held-out object ids of each fold: loaded from ``path`` or made from the seed and saved."""
+def make_folds(data: LabelledObjects, config: FitConfig, path: Path, *, write: bool = True) -> list[list[str]]:
+    """Held-out object ids of each fold: loaded from ``path`` or made from the seed (and saved, if ``write``)."""
     ids = [str(i) for i in data.object_ids]
     if path.exists():
-        folds = json.loads(path.read_text())["held_out"]
+        try:
+            folds = json.loads(path.read_text())["held_out"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{path}: not a folds file of train.fit ({exc})") from exc
         if sorted(sum(folds, [])) != sorted(ids):
             raise ValueError(f"{path}: saved folds do not cover this catalog's objects; use another --run-dir")
         if len(folds) != config.folds:
             raise ValueError(f"{path}: holds {len(folds)} folds, the run asks for {config.folds}")
         return folds
+    counts = data.class_counts()
+    if counts.min() < config.folds:
+        fewest = data.classes[int(counts.argmin())]
+        raise ValueError(f"{config.catalog}: {counts.min()} {fewest} objects cannot be split into "
+                         f"{config.folds} folds")
     splitter = StratifiedKFold(n_splits=config.folds, shuffle=True, random_state=config.seed)
     folds = [[ids[k] for k in test] for _, test in splitter.split(np.zeros(len(ids)), data.labels)]
-    path.write_text(json.dumps({"seed": config.seed, "catalog": config.catalog, "held_out": folds}) + "\n")
+    if write:
+        path.write_text(json.dumps({"seed": config.seed, "catalog": config.catalog, "held_out": folds}) + "\n")
     return folds
 
 
@@ -195,6 +232,21 @@ def stages_of(data: LabelledObjects, train_idx: np.ndarray) -> list[tuple[str, n
     return [("train", train_idx)]
 
 
+def inner_split(data: LabelledObjects, train_idx: np.ndarray, config: FitConfig,
+                fold: int) -> tuple[np.ndarray, np.ndarray]:
+    """A fold's training objects and its early-stopping validation objects (stratified, seeded)."""
+    n_classes = len(data.classes)
+    n_val = max(round(config.validation_fraction * train_idx.size), n_classes)
+    counts = np.bincount(data.labels[train_idx], minlength=n_classes)
+    if train_idx.size - n_val < n_classes or counts.min() < 2:
+        raise ValueError(f"{config.catalog}: fold {fold} has {train_idx.size} training objects "
+                         f"(fewest in one class: {counts.min()}), too few to split off a validation set "
+                         f"covering the {n_classes} classes")
+    train_idx, val_idx = train_test_split(train_idx, test_size=n_val, stratify=data.labels[train_idx],
+                                          random_state=config.seed + fold)
+    return train_idx, evaluation_subset(data, val_idx)
+
+
 def evaluation_subset(data: LabelledObjects, idx: np.ndarray) -> np.ndarray:
     """Held-out objects scored: the spectroscopic ones when the catalog has both kinds."""
     spec = idx[data.typing[idx] == "spec"]
@@ -202,6 +254,16 @@ def evaluation_subset(data: LabelledObjects, idx: np.ndarray) -> np.ndarray:
 
 
 # -- batches -------------------------------------------------------------------------
+def balanced_weights(labels: np.ndarray) -> np.ndarray:
+    """Draw probabilities ``(n,)`` float64 of objects with class indices ``labels``: 1 / class frequency, normalised.
+
+    Drawn with replacement, every class present comes up equally often.
+    """
+    counts = np.bincount(labels).astype(float)
+    weights = 1.0 / counts[labels]
+    return weights / weights.sum()
+
+
 def augment(stamps: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Random rotation by k x 90 degrees and flips, one draw per object: (B, M, H, W)."""
     turns = torch.randint(0, 4, (stamps.shape[0],), generator=generator)
@@ -377,21 +439,12 @@ def train_member(data: LabelledObjects, train_idx: np.ndarray, card: ModelCard,
         log.info("fold %d member %d: resuming at stage %d epoch %d%s", fold, member, state.stage, state.epoch,
                  f" (attempt {state.restarts + 1})" if state.restarts else "")
 
-    n_classes = len(data.classes)
-    n_val = max(round(config.validation_fraction * train_idx.size), n_classes)
-    if train_idx.size - n_val < n_classes:
-        raise ValueError(f"fold {fold}: {train_idx.size} training objects are too few to split off "
-                         f"a validation set covering {n_classes} classes")
-    train_idx, val_idx = train_test_split(train_idx, test_size=n_val, stratify=data.labels[train_idx],
-                                          random_state=config.seed + fold)
-    val_idx = evaluation_subset(data, val_idx)
+    train_idx, val_idx = inner_split(data, train_idx, config, fold)
     stages = stages_of(data, train_idx)
     loss_function = nn.CrossEntropyLoss()
     while state.stage < len(stages):
         stage_name, stage_idx = stages[state.stage]
-        counts = data.class_counts(stage_idx).astype(float)
-        weights = 1.0 / counts[data.labels[stage_idx]]
-        weights /= weights.sum()
+        weights = balanced_weights(data.labels[stage_idx])
         while state.epoch < config.epochs and state.waited < config.patience:
             start = time.perf_counter()
             rng = np.random.default_rng(seed + [state.stage, state.epoch])
@@ -510,17 +563,39 @@ def plot_confusion(summary: dict[str, Any], classes: tuple[str, ...], title: str
     plt.close(figure)
 
 
-def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS) -> dict[str, Any]:
-    """Run the protocol; returns the metrics written to ``run_dir/metrics.json``.
+@dataclass(frozen=True)
+class Prepared:
+    """What a run needs before it writes anything: checked data, statistics, architecture, card, folds."""
 
-    With a process ``group`` (``torchrun``), every rank runs this function; rank 0
-    alone writes files.
+    data: LabelledObjects
+    stats: dict[str, Any]
+    bands: tuple[str, ...]
+    model_config: ModelConfig | BaselineConfig
+    card: ModelCard
+    folds: list[list[str]]
+
+
+def prepare(config: FitConfig) -> Prepared:
+    """Read and check everything a run depends on, writing nothing.
+
+    Raises
+    ------
+    ValueError
+        Another configuration saved in ``run_dir``, too few objects for the folds
+        or a fold's validation split, an unusable folds file or architecture
+        (:class:`convention_rt.errors.CatalogError` for an unreadable catalog,
+        :class:`convention_rt.errors.ModelError` for a refused export destination).
     """
     run_dir = Path(config.run_dir)
     saved_config = run_dir / "config.json"
-    as_dict = dataclasses.asdict(config)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ValueError(f"{run_dir}: is a file, not a run directory")
     if saved_config.exists():
-        previous = json.loads(saved_config.read_text())
+        try:
+            previous = json.loads(saved_config.read_text())
+        except ValueError as exc:
+            raise ValueError(f"{saved_config}: not a run configuration ({exc})") from exc
+        as_dict = dataclasses.asdict(config)
         significant = {k: v for k, v in as_dict.items() if k not in ("threads", "export_out", "fold_limit")}
         defaults = dataclasses.asdict(FitConfig(catalog="", run_dir=""))  # fields newer than the saved run
         if {k: previous.get(k, defaults[k]) for k in significant} != significant:
@@ -529,15 +604,7 @@ def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS) -> 
         from train.export import check_destination
 
         check_destination(Path(config.export_out), overwrite=True)
-    group.barrier()  # every rank has compared with the saved configuration before rank 0 rewrites it
-    if group.is_main:
-        (run_dir / "state").mkdir(parents=True, exist_ok=True)
-        saved_config.write_text(json.dumps(as_dict, indent=2) + "\n")
-    torch.set_num_threads(config.threads)
-
     data = load_labelled(config.catalog, config.task, max_objects=config.max_objects)
-    log.info("%s: %d labelled objects, %d frames; classes %s", config.catalog, len(data), data.frames.shape[0],
-             dict(zip(data.classes, data.class_counts().tolist())))
     stats = band_statistics(data)
     bands = tuple(b for b in data.bands if b in stats)
     model_config = config.model_config(data.classes, len(bands) + 1)
@@ -547,10 +614,36 @@ def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS) -> 
         stem_window=getattr(model_config, "stem_window", 1), normalisation=stats,
         time_encoding=getattr(model_config, "positional_encoding", "") == "time",
     )
+    folds = make_folds(data, config, run_dir / "folds.json", write=False)
+    index_of = {str(i): k for k, i in enumerate(data.object_ids)}
+    for fold, held_out_ids in enumerate(folds[:config.fold_limit]):
+        held_out = np.array(sorted(index_of[i] for i in held_out_ids))
+        inner_split(data, np.setdiff1d(np.arange(len(data)), held_out), config, fold)
+    return Prepared(data, stats, bands, model_config, card, folds)
+
+
+def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS,
+        prepared: Prepared | None = None) -> dict[str, Any]:
+    """Run the protocol; returns the metrics written to ``run_dir/metrics.json``.
+
+    Everything is checked (:func:`prepare`, unless given) before anything is
+    written.  With a process ``group`` (``torchrun``), every rank runs this
+    function; rank 0 alone writes files.
+    """
+    prepared = prepared or prepare(config)
+    data, stats, bands, model_config, card = (prepared.data, prepared.stats, prepared.bands,
+                                              prepared.model_config, prepared.card)
+    run_dir = Path(config.run_dir)
+    group.barrier()  # every rank has compared with the saved configuration before rank 0 rewrites it
     if group.is_main:
+        (run_dir / "state").mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
         make_folds(data, config, run_dir / "folds.json")
     group.barrier()
-    folds = make_folds(data, config, run_dir / "folds.json")
+    torch.set_num_threads(config.threads)
+    log.info("%s: %d labelled objects, %d frames; classes %s", config.catalog, len(data), data.frames.shape[0],
+             dict(zip(data.classes, data.class_counts().tolist())))
+    folds = prepared.folds
     index_of = {str(i): k for k, i in enumerate(data.object_ids)}
 
     per_fold, members_out, timings = [], [], []
@@ -695,27 +788,93 @@ def _export(config: FitConfig, command: str, run_dir: Path, model_config: ModelC
              result.graph, len(per_fold), config.fold_limit or config.folds)
 
 
+_FIELD_TYPES: dict[str, type] = {"int": int, "float": float, "int | None": int, "str | None": str, "str": str}
+
+
+def _typed(name: str, value: Any, source: str) -> Any:
+    """A YAML value as its FitConfig field's type, or a UsageError naming ``source`` and the field."""
+    annotation = str(next(f.type for f in dataclasses.fields(FitConfig) if f.name == name))
+    if value is None and "None" in annotation:
+        return None
+    if annotation.startswith("dict"):
+        if isinstance(value, dict):
+            return value
+        raise UsageError(f"{source}: field {name!r} must be a mapping, got {value!r}")
+    kind = _FIELD_TYPES[annotation]
+    if kind is float and isinstance(value, str):  # YAML reads 1e-3 as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, kind) and not isinstance(value, bool):
+        return value
+    raise UsageError(f"{source}: field {name!r} must be {'a number' if kind is float else 'an integer' if kind is int else 'a string'}"
+                     f"{' or null' if 'None' in annotation else ''}, got {value!r}")
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    """FitConfig fields from a YAML file, each checked against its field's type."""
+    import yaml
+
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read the configuration ({exc.strerror or exc})") from exc
+    except yaml.YAMLError as exc:
+        raise UsageError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from exc
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise UsageError(f"{path}: must be a mapping of FitConfig fields, got {type(loaded).__name__}")
+    known = {f.name for f in dataclasses.fields(FitConfig)}
+    unknown = sorted(str(k) for k in loaded if k not in known)
+    if unknown:
+        raise UsageError(f"{path}: unknown field(s) {', '.join(unknown)}; fields: {', '.join(sorted(known))}")
+    return {name: _typed(name, value, str(path)) for name, value in loaded.items()}
+
+
+def _field_help() -> dict[str, str]:
+    """Each field's description, from the FitConfig docstring."""
+    helps: dict[str, str] = {}
+    lines = (FitConfig.__doc__ or "").split("Attributes\n    ----------\n", 1)[-1].splitlines()
+    names: list[str] = []
+    for line in lines:
+        if line.startswith("    ") and not line.startswith("        ") and line.strip():
+            names = [n.strip() for n in line.split(":")[0].split(",")]
+        elif line.startswith("        ") and names:
+            for name in names:
+                helps[name] = (helps.get(name, "") + " " + line.strip()).strip()
+    return helps
+
+
 def _parse(argv: list[str] | None) -> tuple[FitConfig, str]:
-    parser = argparse.ArgumentParser(prog="python -m train.fit", description=__doc__.split("\n")[0])
+    """The run's configuration from ``--config`` YAML and flags (flags win), and the command as typed."""
+    parser = OneLineParser(prog="python -m train.fit", description=__doc__.split("\n")[0])
     parser.add_argument("--config", type=Path, help="YAML file of FitConfig fields (flags override it)")
+    helps = _field_help()
     for item in dataclasses.fields(FitConfig):
         if item.name == "extra":
             continue
-        kind = {"int": int, "float": float, "int | None": int, "str | None": str}.get(str(item.type), str)
-        parser.add_argument(f"--{item.name.replace('_', '-')}", dest=item.name, type=kind, default=None)
+        kind = _FIELD_TYPES.get(str(item.type), str)
+        default = "" if item.default is dataclasses.MISSING else f" (default: {item.default})"
+        parser.add_argument(f"--{item.name.replace('_', '-')}", dest=item.name, type=kind, default=None,
+                            help=helps.get(item.name, "").replace("%", "%%") + default)
     options = vars(parser.parse_args(argv))
     values: dict[str, Any] = {}
     config_path = options.pop("config")
     if config_path is not None:
-        import yaml
-
-        values.update(yaml.safe_load(config_path.read_text()) or {})
+        values.update(_read_yaml(config_path))
     values.update({k: v for k, v in options.items() if v is not None})
-    missing = [k for k in ("catalog", "run_dir") if k not in values]
+    missing = [k for k in ("catalog", "run_dir") if not values.get(k)]
     if missing:
         parser.error(f"missing {', '.join('--' + m.replace('_', '-') for m in missing)}")
     command = "python -m train.fit " + " ".join(sys.argv[1:] if argv is None else argv)
-    return FitConfig(**values), command
+    try:
+        return FitConfig(**values), command
+    except ValueError as exc:
+        raise UsageError(f"{config_path or 'command line'}: {exc}") from exc
 
 
 def configure_logging(run_dir: Path, is_main: bool = True) -> None:
@@ -733,14 +892,23 @@ def configure_logging(run_dir: Path, is_main: bool = True) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line entry point."""
-    config, command = _parse(argv)
+    """Command line entry point: 0 done, 1 bad input, 2 usage, 3 model or export refused, 130 interrupted."""
+    try:
+        config, command = _parse(argv)
+        prepared = prepare(config)  # every check before the run directory is touched
+    except (ConventionError, ValueError, OSError) as exc:
+        return report_failure(exc)
     group = setup()
     configure_logging(Path(config.run_dir), group.is_main)
     if group.distributed:
         log.info("data-parallel training over %d processes", group.world)
     try:
-        fit(config, command, group)
+        fit(config, command, group, prepared)
+    except (ConventionError, ValueError, OSError) as exc:
+        return report_failure(exc)
+    except KeyboardInterrupt:
+        print("interrupted: run the same command to resume", file=sys.stderr)
+        return 130
     finally:
         group.close()
     return 0

@@ -17,18 +17,21 @@ on the 3-class task itself.
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import dataclasses
 import json
 import logging
 import shutil
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from convention_rt.errors import ConventionError, UsageError
+from train.command_line import OneLineParser, report_failure
 from train.data.dataset import TASKS
 
 __all__ = ["PLAN", "TABLE_PROTOCOL", "Entry", "collect", "main", "render_table", "run_entry"]
@@ -88,7 +91,7 @@ def _entry(name: str) -> Entry:
     for entry in PLAN:
         if entry.name == name:
             return entry
-    raise SystemExit(f"unknown entry {name!r}; entries: {', '.join(e.name for e in PLAN)}")
+    raise UsageError(f"unknown entry {name!r}; entries: {', '.join(e.name for e in PLAN)}")
 
 
 def run_entry(entry: Entry, catalog: str, root: Path, reference_run: Path, threads: int, *,
@@ -102,15 +105,15 @@ def run_entry(entry: Entry, catalog: str, root: Path, reference_run: Path, threa
     the leading folds whose member 0 the reference run has finished and trains
     nothing (other entries are skipped); run again as the reference run proceeds.
     """
-    from train.fit import FitConfig, fit
-
     if reuse_only and entry.name != "compact":
         return
     run_dir = root / entry.name
-    (run_dir / "state").mkdir(parents=True, exist_ok=True)
     folds_file = reference_run / "folds.json"
     if not folds_file.exists():
-        raise SystemExit(f"{folds_file}: not found; the table reuses the folds of the shipped model's run")
+        raise UsageError(f"{folds_file}: not found; the table reuses the folds of the shipped model's run")
+    from train.fit import FitConfig, fit
+
+    (run_dir / "state").mkdir(parents=True, exist_ok=True)
     if not (run_dir / "folds.json").exists():
         shutil.copyfile(folds_file, run_dir / "folds.json")
     config = FitConfig(catalog=catalog, run_dir=str(run_dir), threads=threads, name=f"results-{entry.name}",
@@ -319,8 +322,9 @@ def verdict(better: dict[str, Any], worse: dict[str, Any], n_classes: int = 4, s
 
 def render_claims(results: dict[str, dict[str, Any]]) -> str:
     """One line per claim of :data:`CLAIMS` with its paired verdict."""
-    lines = ["Claims (4-class macro-F1 on the held-out objects of the folds both rows finished; the interval "
-             f"is a paired bootstrap over those objects, {RESAMPLES} resamples within each fold):", ""]
+    heading = ("Claims (4-class macro-F1 on the held-out objects of the folds both rows finished; the interval "
+               f"is a paired bootstrap over those objects, {RESAMPLES} resamples within each fold):")
+    lines = [heading, ""]
     for claim, better, worse in CLAIMS:
         if better in results and worse in results:
             lines.append(f"- {claim}: {verdict(results[better], results[worse])}")
@@ -336,15 +340,28 @@ def write_table(document: Path, root: Path) -> str:
     table = render_table(results) + "\n\n" + render_claims(results)
     text = document.read_text()
     if BEGIN not in text or END not in text.partition(BEGIN)[2]:
-        raise SystemExit(f"{document}: needs the markers {BEGIN} and {END}, in that order")
+        raise UsageError(f"{document}: needs the markers {BEGIN} and {END}, in that order")
     head, rest = text.split(BEGIN, 1)
     document.write_text(f"{head}{BEGIN}\n{table}\n{END}{rest.split(END, 1)[1]}")
     return table
 
 
+@contextlib.contextmanager
+def _removed_unless_trained(run_dir: Path) -> Iterator[None]:
+    """Remove ``run_dir`` again if it is new and the run stops before any member state is saved."""
+    existed = run_dir.exists()
+    try:
+        yield
+    except BaseException:
+        if not existed and run_dir.is_dir() and not any((run_dir / "state").glob("*")):
+            logging.shutdown()
+            shutil.rmtree(run_dir)
+        raise
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point."""
-    parser = argparse.ArgumentParser(prog="python -m train.results", description=__doc__.split("\n")[0])
+    parser = OneLineParser(prog="python -m train.results", description=__doc__.split("\n")[0])
     parser.add_argument("--root", type=Path, default=Path("runs/results"), help="run directories of the entries")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="train the entries (resuming)")
@@ -358,17 +375,23 @@ def main(argv: list[str] | None = None) -> int:
     table = commands.add_parser("table", help="write the table into docs/results.md")
     table.add_argument("--document", type=Path, default=Path("docs/results.md"))
     options = parser.parse_args(argv)
-    if options.command == "table":
-        print(write_table(options.document, options.root))
-        return 0
-    from train.fit import configure_logging
+    try:
+        if options.command == "table":
+            if not options.root.is_dir():
+                raise UsageError(f"{options.root}: no such folder of results runs (see --root)")
+            print(write_table(options.document, options.root))
+            return 0
+        from train.fit import configure_logging
 
-    entries = [_entry(name) for name in options.only] if options.only else list(PLAN)
-    entries = [e for e in entries if not options.reuse_only or e.name == "compact"]
-    for entry in entries:
-        configure_logging(options.root / entry.name)
-        run_entry(entry, options.catalog, options.root, options.reference_run, options.threads,
-                  reuse_only=options.reuse_only)
+        entries = [_entry(name) for name in options.only] if options.only else list(PLAN)
+        entries = [e for e in entries if not options.reuse_only or e.name == "compact"]
+        for entry in entries:
+            with _removed_unless_trained(options.root / entry.name):
+                configure_logging(options.root / entry.name)
+                run_entry(entry, options.catalog, options.root, options.reference_run, options.threads,
+                          reuse_only=options.reuse_only)
+    except (ConventionError, ValueError, OSError) as exc:
+        return report_failure(exc)
     return 0
 
 
