@@ -172,3 +172,8 @@ def test_bad_runs_are_refused_in_one_line_and_leave_nothing(tmp_path, capsys):
     assert "no such folder" in lines[0] and "folds.json: not found" in lines[1]
     assert "missing.fits: no such file" in lines[2] and "unknown entry 'resnet'" in lines[3]
     assert not (tmp_path / "table" / "lc_lstm").exists()
+    (tmp_path / "table" / "lc_lstm").mkdir(parents=True)
+    (tmp_path / "table" / "lc_lstm" / "folds.json").write_text('{"held_out": [["2"], ["1"]]}')
+    assert results.main(["--root", str(tmp_path / "table"), "run", "--catalog", str(sample_catalog_path()),
+                         "--reference-run", str(reference), "--only", "lc_lstm"]) == 2
+    assert "other folds than" in capsys.readouterr().err

@@ -113,6 +113,10 @@ def run_entry(entry: Entry, catalog: str, root: Path, reference_run: Path, threa
         raise UsageError(f"{folds_file}: not found; the table reuses the folds of the shipped model's run")
     from train.fit import FitConfig, fit
 
+    if (run_dir / "folds.json").exists() and \
+            json.loads((run_dir / "folds.json").read_text())["held_out"] != json.loads(folds_file.read_text())["held_out"]:
+        raise UsageError(f"{run_dir / 'folds.json'}: other folds than {folds_file}; the rows of the table must share "
+                         "them (remove the row's run directory to start it again)")
     (run_dir / "state").mkdir(parents=True, exist_ok=True)
     if not (run_dir / "folds.json").exists():
         shutil.copyfile(folds_file, run_dir / "folds.json")
