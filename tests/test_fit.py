@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 
 import numpy as np
@@ -61,6 +60,13 @@ def test_run_dir_with_another_configuration_is_refused(tmp_path):
         fit(config(tmp_path / "run", epochs=3))
 
 
+_original_train_member = fit_module.train_member
+
+
+def _interrupted(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
 def test_fit_exports_a_model_the_runtime_loads(tmp_path, monkeypatch):
     exports = []
     original = fit_module._export
@@ -83,12 +89,23 @@ def test_fit_exports_a_model_the_runtime_loads(tmp_path, monkeypatch):
     (tmp_path / "run" / "export.json").unlink()  # what is in the folder is not known to be this run's
     fit(run)
     assert exports == [1, 2, 1, 2]
+    for name in ("fold1_member0.best.json", "fold1_member0.best.pt", "fold1_member0.pt"):
+        (tmp_path / "run" / "state" / name).unlink()  # fold 1 to be trained again: its scores leave the card
+    monkeypatch.setattr(fit_module, "train_member", _interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        fit(run)
+    monkeypatch.setattr(fit_module, "train_member", _original_train_member)
+    assert exports == [1, 2, 1, 2, 1]
+    assert ModelSession(tmp_path / "export" / "model.onnx", device="cpu").card.metrics["cross_validation"][
+        "folds"] == 1
+    fit(run)
+    assert exports == [1, 2, 1, 2, 1, 2]
     record_file = tmp_path / "run" / "export.json"
     record = json.loads(record_file.read_text())
     record["fold_digests"][1] = "0" * 64  # the card shows other fold-1 scores (fold 1 was trained again)
     record_file.write_text(json.dumps(record))
     fit(run)
-    assert exports == [1, 2, 1, 2, 2]  # its scores changed: the card is rewritten
+    assert exports == [1, 2, 1, 2, 1, 2, 1, 2]  # its scores changed: the card is rewritten
     assert session.card.provenance["command"] == ""
     assert session.card.provenance["config"]["task"] == "3class"
     assert session.card.provenance["training_data"]["CRTFMT"] == "CONVENTION-RT CATALOG"  # the data's provenance
@@ -98,10 +115,12 @@ def test_fit_exports_a_model_the_runtime_loads(tmp_path, monkeypatch):
 
 
 def test_export_destination_is_checked_before_training(tmp_path):
+    from convention_rt.errors import ModelError
+
     (tmp_path / "exports" / "other").mkdir(parents=True)
-    with pytest.raises(Exception, match="holds other"):
+    with pytest.raises(ModelError, match="holds other"):
         fit(config(tmp_path / "run", epochs=1, export_out=str(tmp_path / "exports")))
-    assert not (tmp_path / "run" / "state").exists()
+    assert not (tmp_path / "run").exists()
 
 
 def test_command_line_reads_yaml_and_flags(tmp_path):
@@ -196,13 +215,13 @@ def test_head_units_active_counts_the_hidden_units_that_fire(tmp_path):
 
 def test_member_seed_of_the_first_attempt_is_unchanged():
     run = config("unused")
-    assert fit_module.member_seed(run, 1, 2) == [0, 1, 2]  # members trained before restarts existed
+    assert fit_module.member_seed(run, 1, 2) == fit_module.member_seed(run, 1, 2, 0) == [0, 1, 2]  # as before
     seeds = {tuple(fit_module.member_seed(run, 1, 2, k)) for k in range(fit_module.MAX_RESTARTS + 1)}
     assert len(seeds) == fit_module.MAX_RESTARTS + 1
 
 
 def _declare_dead_once(monkeypatch):
-    """The first head check of every member reports a dead head; later ones measure."""
+    """The first head check on each validation set (one per fold) reports a dead head; later ones measure."""
     original = fit_module.head_units_active
     checked: set = set()
 
@@ -270,9 +289,12 @@ def test_run_stopped_after_a_restart_resumes_to_the_same_result(tmp_path, monkey
 def test_bad_configuration_is_one_line_and_writes_nothing(tmp_path, capsys, yaml_text, message):
     yaml_path = tmp_path / "run.yaml"
     yaml_path.write_text(yaml_text.format(catalog=sample_catalog_path()))
-    with pytest.raises(SystemExit) if "missing" in message else contextlib.nullcontext():
-        code = fit_module.main(["--config", str(yaml_path), "--run-dir", str(tmp_path / "run")])
-        assert code == 2
+    if "missing" in message:
+        with pytest.raises(SystemExit) as stopped:
+            fit_module.main(["--config", str(yaml_path), "--run-dir", str(tmp_path / "run")])
+        assert stopped.value.code == 2
+    else:
+        assert fit_module.main(["--config", str(yaml_path), "--run-dir", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert message in err and err.startswith("error: ") and err.count("\n") == 1
     assert not (tmp_path / "run").exists()

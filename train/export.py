@@ -235,9 +235,16 @@ def export_checkpoint(checkpoint: Checkpoint, out_dir: str | Path, *, threads: i
         }
         final = dataclasses.replace(card, provenance=provenance, sha256=sha256_of(model_file))
         (scratch / chosen / "card.json").write_text(final.to_json(), encoding="utf-8")
-        if out_dir.exists():  # holds only a previous export (checked above): it goes with the scratch folder
-            out_dir.rename(scratch / "previous")
-        (scratch / chosen).rename(out_dir)
+        check_destination(out_dir, overwrite=overwrite)  # again: the folder may have changed meanwhile
+        previous = scratch / "previous"
+        if out_dir.exists():  # holds only a previous export: it goes with the scratch folder
+            out_dir.rename(previous)
+        try:
+            (scratch / chosen).rename(out_dir)
+        except OSError:
+            if previous.exists():
+                previous.rename(out_dir)
+            raise
     return ExportResult(model_path=out_dir / "model.onnx", card_path=out_dir / "card.json", card=final,
                         graph=chosen, max_abs_difference=differences[chosen], objects_per_s=speeds)
 

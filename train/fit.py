@@ -219,7 +219,8 @@ def make_folds(data: LabelledObjects, config: FitConfig, path: Path, *, write: b
     splitter = StratifiedKFold(n_splits=config.folds, shuffle=True, random_state=config.seed)
     folds = [[ids[k] for k in test] for _, test in splitter.split(np.zeros(len(ids)), data.labels)]
     if write:
-        path.write_text(json.dumps({"seed": config.seed, "catalog": config.catalog, "held_out": folds}) + "\n")
+        text = json.dumps({"seed": config.seed, "catalog": config.catalog, "held_out": folds}) + "\n"
+        write_atomically(path, lambda target: target.write_text(text))
     return folds
 
 
@@ -500,7 +501,8 @@ def train_member(data: LabelledObjects, train_idx: np.ndarray, card: ModelCard,
         model.load_state_dict(state.best_state)
         if state.stage == 0 and state.restarts < MAX_RESTARTS:
             active = head_units_active(model, data, val_idx, card)
-            if head_is_dead(active):
+            # rank 0 decides for all: the ranks' batch-norm statistics may differ slightly
+            if group.sum(np.array([float(group.is_main and head_is_dead(active))]))[0] > 0:
                 log.warning("fold %d member %d: only %d of %d classifier-head units fire on the validation "
                             "objects after %s; starting again from a fresh seed (restart %d of %d)", fold,
                             member, active[0], active[1], stage_name, state.restarts + 1, MAX_RESTARTS)
@@ -637,7 +639,8 @@ def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS,
     group.barrier()  # every rank has compared with the saved configuration before rank 0 rewrites it
     if group.is_main:
         (run_dir / "state").mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+        write_atomically(run_dir / "config.json",
+                         lambda path: path.write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n"))
         make_folds(data, config, run_dir / "folds.json")
     group.barrier()
     torch.set_num_threads(config.threads)
@@ -693,7 +696,7 @@ def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS,
                 members_out.extend(member_states)
             ensemble_ready = config.export_members == "fold0" or fold == len(folds[:config.fold_limit]) - 1
             if config.export_out and ensemble_ready and group.is_main \
-                    and not _export_is_current(run_dir, Path(config.export_out), per_fold):
+                    and not _export_is_current(run_dir, Path(config.export_out), per_fold, config.members):
                 _export(config, command, run_dir, model_config, members_out, bands, stats, per_fold,
                         _evaluated_on(data))
             group.barrier()
@@ -726,22 +729,34 @@ def _fold_digests(per_fold: list[dict[str, Any]]) -> list[str]:
     return [hashlib.sha256(json.dumps(f, sort_keys=True).encode()).hexdigest() for f in per_fold]
 
 
-def _export_is_current(run_dir: Path, out_dir: Path, per_fold: list[dict[str, Any]]) -> bool:
+def _export_is_current(run_dir: Path, out_dir: Path, per_fold: list[dict[str, Any]], members: int) -> bool:
     """Whether ``out_dir`` holds this run's export, with a card showing these fold scores (and maybe more).
 
     The run records its exports in ``run_dir/export.json``: the model's sha256 and a
     digest of each fold's scores on its card.  An export left in ``out_dir`` by
-    another run, or one whose card shows other scores for one of these folds (a
-    fold scored again), is not current.
+    another run, one whose card shows other scores for one of these folds (a fold
+    scored again), or one showing a later fold that is no longer complete (a member
+    deleted to be trained again) or was scored since, is not current.
     """
     try:
         record = json.loads((run_dir / EXPORT_RECORD).read_text())
     except (OSError, ValueError):
         return False
     exported = out_dir / "model.onnx"
-    return (record.get("export_out") == str(out_dir.resolve()) and exported.exists()
+    digests = record.get("fold_digests", [])
+    if not (record.get("export_out") == str(out_dir.resolve()) and exported.exists()
             and record.get("model_sha256") == sha256_of(exported)
-            and record.get("fold_digests", [])[:len(per_fold)] == _fold_digests(per_fold))
+            and digests[:len(per_fold)] == _fold_digests(per_fold)):
+        return False
+    for fold in range(len(per_fold), len(digests)):
+        finished = all((run_dir / "state" / f"fold{fold}_member{m}.best.json").exists() for m in range(members))
+        try:
+            scored = _fold_digests([json.loads((run_dir / f"fold{fold}.json").read_text())])
+        except (OSError, ValueError):
+            return False
+        if not finished or scored != digests[fold:fold + 1]:
+            return False
+    return True
 
 
 def catalog_provenance(path: str | Path) -> dict[str, Any]:
@@ -781,9 +796,9 @@ def _export(config: FitConfig, command: str, run_dir: Path, model_config: ModelC
     )
     checkpoint.save(run_dir / "ensemble.ckpt")
     result = export_checkpoint(checkpoint, config.export_out, threads=config.threads, overwrite=True)
-    (run_dir / EXPORT_RECORD).write_text(json.dumps({
-        "export_out": str(Path(config.export_out).resolve()), "folds": len(per_fold),
-        "model_sha256": sha256_of(result.model_path), "fold_digests": _fold_digests(per_fold)}) + "\n")
+    record = json.dumps({"export_out": str(Path(config.export_out).resolve()), "folds": len(per_fold),
+                         "model_sha256": sha256_of(result.model_path), "fold_digests": _fold_digests(per_fold)})
+    write_atomically(run_dir / EXPORT_RECORD, lambda path: path.write_text(record + "\n"))
     log.info("exported %d member(s) to %s (%s), metrics of %d of %d folds", len(members), result.model_path,
              result.graph, len(per_fold), config.fold_limit or config.folds)
 

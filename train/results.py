@@ -94,6 +94,13 @@ def _entry(name: str) -> Entry:
     raise UsageError(f"unknown entry {name!r}; entries: {', '.join(e.name for e in PLAN)}")
 
 
+def _held_out_ids(path: Path) -> list[list[str]]:
+    try:
+        return json.loads(path.read_text())["held_out"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"{path}: not a folds file of train.fit ({exc})") from exc
+
+
 def run_entry(entry: Entry, catalog: str, root: Path, reference_run: Path, threads: int, *,
               reuse_only: bool = False) -> None:
     """Train one entry (resuming), on the folds of ``reference_run``.
@@ -113,8 +120,7 @@ def run_entry(entry: Entry, catalog: str, root: Path, reference_run: Path, threa
         raise UsageError(f"{folds_file}: not found; the table reuses the folds of the shipped model's run")
     from train.fit import FitConfig, fit
 
-    if (run_dir / "folds.json").exists() and \
-            json.loads((run_dir / "folds.json").read_text())["held_out"] != json.loads(folds_file.read_text())["held_out"]:
+    if (run_dir / "folds.json").exists() and _held_out_ids(run_dir / "folds.json") != _held_out_ids(folds_file):
         raise UsageError(f"{run_dir / 'folds.json'}: other folds than {folds_file}; the rows of the table must share "
                          "them (remove the row's run directory to start it again)")
     (run_dir / "state").mkdir(parents=True, exist_ok=True)
@@ -235,7 +241,8 @@ def render_table(results: dict[str, dict[str, Any]]) -> str:
         if entry.task == "4class":
             lines.append(f"| {entry.label} | " + " | ".join(_mean_std(got["recall"].get(c, [])) for c in classes)
                          + " |")
-    lines += ["", "Training time of the runs (wall time on a machine shared with other runs):", "",
+    lines += ["", "Training time of the runs (wall time on a machine shared with other runs; the epochs of a "
+              "member include those of any attempt discarded for a dead head):", "",
               "| model | members finished | epochs per member | seconds per epoch |", "|---|---|---|---|"]
     for entry in PLAN:
         got = results[entry.name]
@@ -298,7 +305,9 @@ def verdict(better: dict[str, Any], worse: dict[str, Any], n_classes: int = 4, s
     difference; its 95 % interval is a paired bootstrap that resamples each fold's
     held-out objects with replacement (the same draws for both rows).  The claim
     ``holds`` when the interval is above 0, is ``reversed`` when below, and is
-    ``not shown`` when it holds 0.
+    ``not shown`` when it holds 0.  The interval covers the choice of held-out
+    objects, not the spread of training (seeds, members): with one member per fold
+    it is narrower than a retraining would show.
     """
     shared = sorted(set(better["held_out"]) & set(worse["held_out"]))
     if not shared:
@@ -316,8 +325,8 @@ def verdict(better: dict[str, Any], worse: dict[str, Any], n_classes: int = 4, s
                          - macro_f1(labels[draws], second[draws], n_classes))
     difference = float(np.mean(point))
     low, high = np.quantile(np.mean(resampled, axis=0), [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2])
-    first_mean = np.mean([f for f, k in zip(better["macro_f1"], better["fold_ids"]) if k in shared])
-    second_mean = np.mean([f for f, k in zip(worse["macro_f1"], worse["fold_ids"]) if k in shared])
+    first_mean = np.mean([macro_f1(*better["held_out"][k][1:], n_classes) for k in shared])
+    second_mean = np.mean([macro_f1(*worse["held_out"][k][1:], n_classes) for k in shared])
     word = "holds" if low > 0 else "reversed" if high < 0 else "not shown"
     folds = f"{len(shared)} fold{'s' if len(shared) > 1 else ''}"
     return (f"{word} on {folds}: {first_mean:.3f} vs {second_mean:.3f}, difference {difference:+.3f}, "
@@ -352,12 +361,17 @@ def write_table(document: Path, root: Path) -> str:
 
 @contextlib.contextmanager
 def _removed_unless_trained(run_dir: Path) -> Iterator[None]:
-    """Remove ``run_dir`` again if it is new and the run stops before any member state is saved."""
+    """Remove ``run_dir`` again if it is new and the run stops before it has trained anything.
+
+    Training leaves a member's resume state (``state/fold<k>_member<m>.pt``);
+    members copied from the reference run are only ``.best`` files.
+    """
     existed = run_dir.exists()
     try:
         yield
     except BaseException:
-        if not existed and run_dir.is_dir() and not any((run_dir / "state").glob("*")):
+        trained = [p for p in (run_dir / "state").glob("fold*_member*.pt") if not p.name.endswith(".best.pt")]
+        if not existed and run_dir.is_dir() and not trained:
             logging.shutdown()
             shutil.rmtree(run_dir)
         raise
