@@ -59,7 +59,12 @@ def test_entries_train_on_the_reference_folds_and_fill_the_table(tmp_path, monke
 
     document = tmp_path / "results.md"
     document.write_text(f"# Results\n\n{results.BEGIN}\nstale table\n{results.END}\n\nafter\n")
+    assert "after a dead classifier head (restarts): none." in results.write_table(document, root)
+    record_file = root / "lc_lstm" / "state" / "fold1_member0.best.json"
+    record = json.loads(record_file.read_text())
+    record_file.write_text(json.dumps({**record, "restarts": 2}))
     table = results.write_table(document, root)
+    assert "(restarts): light curves (fold 1 member 0: 2)." in table
     text = document.read_text()
     assert "stale table" not in text and text.endswith("after\n") and table in text
     assert "| compact | 2/2 |" in table and "| compact 3 | 0/2 | – | – | – | – |" in table

@@ -21,6 +21,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import re
 import shutil
 import sys
 from collections.abc import Iterator
@@ -176,7 +177,8 @@ def collect(entry: Entry, root: Path) -> dict[str, Any]:
         ``accuracy``/``macro_f1`` (lists per finished fold), ``accuracy3``/``macro_f13``
         (3-class), ``recall`` (class -> list),
         ``seconds_per_epoch`` and ``epochs`` (lists per member), ``held_out``
-        (fold -> object ids, true and predicted class indices, for :func:`verdict`).
+        (fold -> object ids, true and predicted class indices, for :func:`verdict`),
+        ``restarted`` ("fold k member m: restarts" of members trained again for a dead head).
     """
     from train.fit import scores
 
@@ -184,7 +186,7 @@ def collect(entry: Entry, root: Path) -> dict[str, Any]:
     planned = {**TABLE_PROTOCOL, **entry.changes}["fold_limit"]
     out: dict[str, Any] = {"folds": 0, "planned": planned, "fold_ids": [], "accuracy": [], "macro_f1": [],
                            "accuracy3": [], "macro_f13": [], "recall": {}, "seconds_per_epoch": [], "epochs": [],
-                           "held_out": {}}
+                           "held_out": {}, "restarted": []}
     for fold in range(planned):
         scored = run_dir / f"fold{fold}.json"
         predictions_file = run_dir / f"fold{fold}.predictions.json"
@@ -210,6 +212,9 @@ def collect(entry: Entry, root: Path) -> dict[str, Any]:
         record = json.loads(record_file.read_text())
         out["seconds_per_epoch"].append(record["seconds"] / max(record["epochs"], 1))
         out["epochs"].append(record["epochs"])
+        if record.get("restarts"):
+            fold, member = re.findall(r"\d+", record_file.name)[:2]
+            out["restarted"].append(f"fold {fold} member {member}: {record['restarts']}")
     return out
 
 
@@ -249,6 +254,10 @@ def render_table(results: dict[str, dict[str, Any]]) -> str:
         epochs = "–" if not got["epochs"] else f"{np.mean(got['epochs']):.0f}"
         seconds = "–" if not got["seconds_per_epoch"] else f"{np.mean(got['seconds_per_epoch']):.0f}"
         lines.append(f"| {entry.label} | {len(got['epochs'])} | {epochs} | {seconds} |")
+    restarted = [f"{entry.label} ({'; '.join(results[entry.name]['restarted'])})" for entry in PLAN
+                 if results[entry.name]["restarted"]]
+    lines += ["", "Members trained again from a fresh seed after a dead classifier head (restarts): "
+              + (", ".join(restarted) if restarted else "none") + "."]
     return "\n".join(lines)
 
 
