@@ -89,7 +89,8 @@ def test_fit_exports_a_model_the_runtime_loads(tmp_path, monkeypatch):
     (tmp_path / "run" / "export.json").unlink()  # what is in the folder is not known to be this run's
     fit(run)
     assert exports == [1, 2, 1, 2]
-    for name in ("fold1_member0.best.json", "fold1_member0.best.pt", "fold1_member0.pt"):
+    assert not list((tmp_path / "run" / "state").glob("*member0.pt"))  # finished members keep no resume state
+    for name in ("fold1_member0.best.json", "fold1_member0.best.pt"):
         (tmp_path / "run" / "state" / name).unlink()  # fold 1 to be trained again: its scores leave the card
     monkeypatch.setattr(fit_module, "train_member", _interrupted)
     with pytest.raises(KeyboardInterrupt):

@@ -49,7 +49,8 @@ def test_entries_train_on_the_reference_folds_and_fill_the_table(tmp_path, monke
     for fold in range(2):
         for name in (f"fold{fold}_member0.best.pt", f"fold{fold}_member0.best.json"):
             assert (root / "compact" / "state" / name).read_bytes() == (reference / "state" / name).read_bytes()
-    assert not (root / "compact" / "state" / "fold0_member0.pt").exists()  # no training state: never trained
+    assert sorted(p.name for p in (root / "lc_lstm" / "state").iterdir()) == [  # finished: no resume state
+        "fold0_member0.best.json", "fold0_member0.best.pt", "fold1_member0.best.json", "fold1_member0.best.pt"]
     assert (root / "lc_lstm" / "folds.json").read_text() == (reference / "folds.json").read_text()
 
     compact = results.collect(plan[0], root)
@@ -169,11 +170,12 @@ def test_reuse_only_scores_the_folds_the_reference_run_has_finished(tmp_path, mo
     root = tmp_path / "table"
     results.run_entry(compact, catalog, root, reference, threads=1, reuse_only=True)
     assert (root / "compact" / "fold0.json").exists() and not (root / "compact" / "fold1.json").exists()
-    assert not list((root / "compact" / "state").glob("*member0.pt"))  # nothing was trained
+    assert not results._trained_here(root / "compact", reference)  # nothing was trained, only copied
     shutil.move(tmp_path / "later.json", finished)
     results.run_entry(compact, catalog, root, reference, threads=1, reuse_only=True)
     assert results.collect(compact, root)["folds"] == 2
-    assert not list((root / "compact" / "state").glob("*member0.pt"))
+    assert not results._trained_here(root / "compact", reference)
+    assert results._trained_here(root / "compact", tmp_path / "elsewhere")
     results.run_entry(results.Entry("lc_lstm", "lc", {"model": "lc_lstm"}), catalog, root, reference, threads=1,
                       reuse_only=True)
     assert not (root / "lc_lstm").exists()  # other rows are left alone by reuse_only

@@ -675,6 +675,8 @@ def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS,
                         write_atomically(member_file, lambda path: torch.save(best, path))
                         write_atomically(member_file.with_suffix(".json"),
                                           lambda path: path.write_text(json.dumps(record) + "\n"))
+                        # finished: its resume state (weights, optimiser, best weights) is not read again
+                        (run_dir / "state" / f"fold{fold}_member{member}.pt").unlink(missing_ok=True)
                     group.barrier()
                 member_states.append(best)
                 timings.append(record["seconds"] / max(record["epochs"], 1))

@@ -368,19 +368,23 @@ def write_table(document: Path, root: Path) -> str:
     return table
 
 
-@contextlib.contextmanager
-def _removed_unless_trained(run_dir: Path) -> Iterator[None]:
-    """Remove ``run_dir`` again if it is new and the run stops before it has trained anything.
+def _trained_here(run_dir: Path, reference_run: Path) -> bool:
+    """Whether ``run_dir/state`` holds anything but copies of the reference run's finished members."""
+    for path in (run_dir / "state").glob("*"):
+        source = reference_run / "state" / path.name
+        if not (source.is_file() and source.read_bytes() == path.read_bytes()):
+            return True
+    return False
 
-    Training leaves a member's resume state (``state/fold<k>_member<m>.pt``);
-    members copied from the reference run are only ``.best`` files.
-    """
+
+@contextlib.contextmanager
+def _removed_unless_trained(run_dir: Path, reference_run: Path) -> Iterator[None]:
+    """Remove ``run_dir`` again if it is new and the run stops before it has trained anything."""
     existed = run_dir.exists()
     try:
         yield
     except BaseException:
-        trained = [p for p in (run_dir / "state").glob("fold*_member*.pt") if not p.name.endswith(".best.pt")]
-        if not existed and run_dir.is_dir() and not trained:
+        if not existed and run_dir.is_dir() and not _trained_here(run_dir, reference_run):
             logging.shutdown()
             shutil.rmtree(run_dir)
         raise
@@ -413,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
         entries = [_entry(name) for name in options.only] if options.only else list(PLAN)
         entries = [e for e in entries if not options.reuse_only or e.name == "compact"]
         for entry in entries:
-            with _removed_unless_trained(options.root / entry.name):
+            with _removed_unless_trained(options.root / entry.name, options.reference_run):
                 configure_logging(options.root / entry.name)
                 run_entry(entry, options.catalog, options.root, options.reference_run, options.threads,
                           reuse_only=options.reuse_only)
