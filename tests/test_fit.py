@@ -361,3 +361,14 @@ def test_balanced_draws_give_every_class_an_equal_share():
     assert np.abs(shares - 0.25).max() < 0.01
     # the unweighted shares would be 0.4 % to 79 %: the weights are what balances them
     assert np.bincount(labels)[0] / labels.size < 0.01
+
+
+@pytest.mark.parametrize("text", ["{broken", "[]", '{"folds": []}', '{"held_out": 5}', '{"held_out": []}',
+                                  '{"held_out": [["1"], 2]}', '{"held_out": [["1"], [2]]}', "\udcff"])
+def test_read_folds_refuses_what_make_folds_did_not_write(tmp_path, text):
+    path = tmp_path / "folds.json"
+    path.write_bytes(text.encode("utf-8", "surrogateescape"))
+    with pytest.raises(ValueError, match=r"folds\.json: not a folds file of train\.fit"):
+        fit_module.read_folds(path)
+    path.write_text('{"seed": 0, "held_out": [["a", "b"], ["c"]]}')
+    assert fit_module.read_folds(path) == [["a", "b"], ["c"]]

@@ -198,14 +198,29 @@ class FitConfig:
 
 
 # -- data splits ---------------------------------------------------------------------
+def read_folds(path: Path) -> list[list[str]]:
+    """Held-out object ids of each fold, read from a ``folds.json`` that :func:`make_folds` wrote.
+
+    Raises
+    ------
+    ValueError
+        One line naming ``path`` when it is not such a file.
+    """
+    try:
+        folds = json.loads(path.read_text())["held_out"]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: not a folds file of train.fit ({exc})") from exc
+    if not (isinstance(folds, list) and folds
+            and all(isinstance(fold, list) and all(isinstance(i, str) for i in fold) for fold in folds)):
+        raise ValueError(f"{path}: not a folds file of train.fit (held_out is not a list of lists of object ids)")
+    return folds
+
+
 def make_folds(data: LabelledObjects, config: FitConfig, path: Path, *, write: bool = True) -> list[list[str]]:
     """Held-out object ids of each fold: loaded from ``path`` or made from the seed (and saved, if ``write``)."""
     ids = [str(i) for i in data.object_ids]
     if path.exists():
-        try:
-            folds = json.loads(path.read_text())["held_out"]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"{path}: not a folds file of train.fit ({exc})") from exc
+        folds = read_folds(path)
         if sorted(sum(folds, [])) != sorted(ids):
             raise ValueError(f"{path}: saved folds do not cover this catalog's objects; use another --run-dir")
         if len(folds) != config.folds:

@@ -96,10 +96,12 @@ def _entry(name: str) -> Entry:
 
 
 def _held_out_ids(path: Path) -> list[list[str]]:
+    from train.fit import read_folds
+
     try:
-        return json.loads(path.read_text())["held_out"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise UsageError(f"{path}: not a folds file of train.fit ({exc})") from exc
+        return read_folds(path)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
 
 
 def run_entry(entry: Entry, catalog: str, root: Path, reference_run: Path, threads: int, *,
