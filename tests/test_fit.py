@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -110,9 +111,14 @@ def test_fit_exports_a_model_the_runtime_loads(tmp_path, monkeypatch):
     assert session.card.provenance["command"] == ""
     assert session.card.provenance["config"]["task"] == "3class"
     assert session.card.provenance["training_data"]["CRTFMT"] == "CONVENTION-RT CATALOG"  # the data's provenance
-    from train.checkpoint import Checkpoint
+    from train.checkpoint import Checkpoint, config_from_dict
 
     assert Checkpoint.load(tmp_path / "run" / "ensemble.ckpt").card().classes == ("AGN", "SN", "Variable")
+    # the architecture itself, not only the preset's name (presets may change between versions)
+    assert config_from_dict(session.card.provenance["architecture"]) == Checkpoint.load(
+        tmp_path / "run" / "ensemble.ckpt").config
+    revision = session.card.provenance["source_revision"]
+    assert revision is None or len(revision.removesuffix("+modified")) == 40
 
 
 def test_export_destination_is_checked_before_training(tmp_path):
@@ -372,3 +378,17 @@ def test_read_folds_refuses_what_make_folds_did_not_write(tmp_path, text):
         fit_module.read_folds(path)
     path.write_text('{"seed": 0, "held_out": [["a", "b"], ["c"]]}')
     assert fit_module.read_folds(path) == [["a", "b"], ["c"]]
+
+
+def test_weights_of_another_architecture_are_refused_in_one_line(tmp_path):
+    from train.model import build_model, get_preset
+
+    config = dataclasses.replace(get_preset("compact"), head_norm=False)
+    before = build_model(config).state_dict()
+    changed = build_model(dataclasses.replace(config, head_norm=True))
+    path = tmp_path / "state" / "fold0_member0.pt"
+    with pytest.raises(ValueError) as caught:
+        fit_module.load_weights(changed, before, path)
+    message = str(caught.value)
+    assert "\n" not in message and str(path) in message and "another architecture" in message
+    fit_module.load_weights(changed, changed.state_dict(), path)  # matching weights load

@@ -27,7 +27,7 @@ from train.model import (
 )
 from train.model.__main__ import main
 from train.model.attention import ConvAttention
-from train.model.convention import MaskedLayerNorm
+from train.model.convention import FeatureNorm, MaskedLayerNorm
 from train.model.reference import loop_attention, loop_forward
 
 pytestmark = pytest.mark.torch
@@ -294,6 +294,37 @@ def test_masked_layer_norm_uses_valid_positions_only() -> None:
     torch.testing.assert_close(out[:, :2], reference)
     assert (out[:, 2:] == 0).all()
     assert torch.isfinite(norm(x, torch.zeros(1, 4, dtype=torch.bool))).all()
+
+
+@pytest.mark.parametrize("affine", ["element", "channel"])
+def test_feature_norm_is_layer_norm_of_each_object(affine: str) -> None:
+    torch.manual_seed(0)
+    norm = FeatureNorm((4, 3, 3), affine)
+    assert norm.weight.shape == ((4, 3, 3) if affine == "element" else (4, 1, 1))
+    with torch.no_grad():
+        norm.weight.normal_()
+        norm.bias.normal_()
+    x = torch.randn(5, 4, 3, 3) * 7 + 3
+    reference = torch.nn.functional.layer_norm(
+        x, (4, 3, 3), norm.weight.expand(4, 3, 3), norm.bias.expand(4, 3, 3), eps=norm.eps
+    )
+    torch.testing.assert_close(norm(x), reference)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert norm(x.bfloat16()).dtype == torch.float32
+
+
+def test_head_norm_is_the_compact_preset_s_only_addition_to_the_head() -> None:
+    plain = ConvEntion(tiny_config())
+    normed = ConvEntion(tiny_config(head_norm=True))
+    assert isinstance(plain.head.norm, torch.nn.Identity) and isinstance(normed.head.norm, FeatureNorm)
+    extra = {k for k in normed.state_dict()} - {k for k in plain.state_dict()}
+    assert extra == {"head.norm.weight", "head.norm.bias"}
+    assert get_preset("compact").head_norm and not get_preset("paper").head_norm
+    # the head sees features of mean 0 and variance 1 per object, whatever their scale
+    features = torch.rand(3, normed.config.d_model, normed.config.map_size, normed.config.map_size) * 50
+    seen = normed.head.norm(features)
+    torch.testing.assert_close(seen.mean(dim=(1, 2, 3)), torch.zeros(3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(seen.var(dim=(1, 2, 3), unbiased=False), torch.ones(3), atol=1e-3, rtol=0)
 
 
 def test_sinusoidal_encoding_follows_the_paper() -> None:

@@ -30,6 +30,7 @@ import hashlib
 import json
 import logging
 import platform
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -60,7 +61,7 @@ from torch.nn.parallel import DistributedDataParallel
 from convention_rt.errors import ConventionError, UsageError
 from convention_rt.model_card import ModelCard, sha256_of
 from convention_rt.model_inputs import chunk_to_inputs
-from train.checkpoint import Checkpoint, write_atomically
+from train.checkpoint import Checkpoint, config_to_dict, write_atomically
 from train.command_line import OneLineParser, report_failure
 from train.data.dataset import TASKS, LabelledObjects, band_statistics, load_labelled
 from train.distributed import SINGLE_PROCESS, Group, setup
@@ -401,6 +402,20 @@ def head_is_dead(active: tuple[int, int] | None) -> bool:
     return active is not None and active[0] <= DEAD_HEAD_SHARE * active[1]
 
 
+def load_weights(model: nn.Module, weights: dict[str, torch.Tensor], path: Path) -> None:
+    """Load saved ``weights`` into ``model``; one-line ValueError naming ``path`` if they do not fit.
+
+    Weights of another architecture (e.g. saved before a preset changed) are refused
+    instead of half-loaded.
+    """
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())
+        raise ValueError(f"{path}: saved weights of another architecture than this run's model builds "
+                         f"({detail[:200]}); train it in another --run-dir") from exc
+
+
 @dataclass
 class MemberState:
     """What a member's training has reached; saved after every epoch."""
@@ -450,7 +465,7 @@ def train_member(data: LabelledObjects, train_idx: np.ndarray, card: ModelCard,
         state = MemberState(**saved["state"])
     seed, model, trained, optimizer = attempt(state.restarts)
     if saved is not None:
-        model.load_state_dict(saved["model"])
+        load_weights(model, saved["model"], state_path)
         optimizer.load_state_dict(saved["optimizer"])
         log.info("fold %d member %d: resuming at stage %d epoch %d%s", fold, member, state.stage, state.epoch,
                  f" (attempt {state.restarts + 1})" if state.restarts else "")
@@ -648,6 +663,7 @@ def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS,
     function; rank 0 alone writes files.
     """
     prepared = prepared or prepare(config)
+    revision = source_revision()  # of the code this process runs, read before any later edit
     data, stats, bands, model_config, card = (prepared.data, prepared.stats, prepared.bands,
                                               prepared.model_config, prepared.card)
     run_dir = Path(config.run_dir)
@@ -699,7 +715,7 @@ def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS,
             probabilities = []
             for best in member_states:
                 model = build_model(model_config)
-                model.load_state_dict(best)
+                load_weights(model, best, run_dir / "state" / f"fold{fold}_member{len(probabilities)}.best.pt")
                 probabilities.append(predict(model, data, scored, card, group=group))
             ensemble = np.mean(probabilities, axis=0)
             fold_scores = scores(data.labels[scored], ensemble, data.classes)
@@ -715,7 +731,7 @@ def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS,
             if config.export_out and ensemble_ready and group.is_main \
                     and not _export_is_current(run_dir, Path(config.export_out), per_fold, config.members):
                 _export(config, command, run_dir, model_config, members_out, bands, stats, per_fold,
-                        _evaluated_on(data))
+                        _evaluated_on(data), revision)
             group.barrier()
 
     summary = _summary(per_fold, data.classes)
@@ -785,9 +801,23 @@ def catalog_provenance(path: str | Path) -> dict[str, Any]:
     return {key: header[key] for key in header if key not in structural}
 
 
+def source_revision() -> str | None:
+    """Git commit of the training code (``+modified`` when the working tree differs from it), or None."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=30, check=True).stdout.strip()
+        changed = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no",
+                                  "--", "train", "convention_rt", "csrc"],
+                                 capture_output=True, text=True, timeout=30, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("+modified" if changed else "")
+
+
 def _export(config: FitConfig, command: str, run_dir: Path, model_config: ModelConfig | BaselineConfig,
             members: list[dict[str, torch.Tensor]], bands: tuple[str, ...], stats: dict[str, Any],
-            per_fold: list[dict[str, Any]], evaluated_on: str) -> None:
+            per_fold: list[dict[str, Any]], evaluated_on: str, revision: str | None) -> None:
     """Export the ensemble with the metrics of the folds evaluated so far.
 
     The exported members are complete once their folds are trained (fold 0 for
@@ -802,7 +832,8 @@ def _export(config: FitConfig, command: str, run_dir: Path, model_config: ModelC
         "training_catalog": Path(config.catalog).name, "catalog_sha256": sha256_of(Path(config.catalog)),
         "training_data": catalog_provenance(config.catalog),
         "folds_sha256": sha256_of(run_dir / "folds.json"), "command": command,
-        "config": dataclasses.asdict(config), "python": platform.python_version(), "torch": str(torch.__version__),
+        "config": dataclasses.asdict(config), "architecture": config_to_dict(model_config),
+        "source_revision": revision, "python": platform.python_version(), "torch": str(torch.__version__),
     }
     checkpoint = Checkpoint(
         name=config.name, version=config.version, preset=config.model, config=model_config,

@@ -399,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="train the entries (resuming)")
     run.add_argument("--catalog", required=True)
-    run.add_argument("--reference-run", type=Path, default=Path("runs/compact-4class"),
+    run.add_argument("--reference-run", type=Path, default=Path("runs/compact-4class-1.1.0"),
                      help="the shipped model's run: its folds are used, its finished member-0 states reused")
     run.add_argument("--only", nargs="+", metavar="NAME", help="entries to train (default: all, in order)")
     run.add_argument("--threads", type=int, default=1)

@@ -312,18 +312,51 @@ def masked_max(x: Tensor, valid: Tensor) -> Tensor:
     return pooled * valid.any(dim=1).to(x.dtype)[:, None, None, None]
 
 
+class FeatureNorm(nn.Module):
+    """LayerNorm of each object's pooled features ``(D, h, w)`` jointly.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        ``(D, h, w)``.
+    affine : {"element", "channel"}
+        Scale and shift per element of ``shape`` or per channel D.
+    eps : float
+        Added to the variance.
+    """
+
+    def __init__(self, shape: tuple[int, int, int], affine: str = "element", eps: float = 1e-5) -> None:
+        super().__init__()
+        d = shape[0]
+        param_shape = shape if affine == "element" else (d, 1, 1)
+        self.weight = nn.Parameter(torch.ones(param_shape))
+        self.bias = nn.Parameter(torch.zeros(param_shape))
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(B, D, h, w)`` float32 -> ``(B, D, h, w)`` float32."""
+        x = x.float()  # statistics in float32 under bf16 autocast
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        centred = x - mean
+        variance = centred.square().mean(dim=(1, 2, 3), keepdim=True)
+        return centred * torch.rsqrt(variance + self.eps) * self.weight + self.bias
+
+
 class ClassifierHead(nn.Module):
-    """Flatten, Dropout, Linear -> width, ReLU, Dropout, Linear -> classes.
+    """[FeatureNorm,] Flatten, Dropout, Linear -> width, ReLU, Dropout, Linear -> classes.
 
     Parameters
     ----------
     config : ModelConfig
-        Supplies D, the map size, the width, the dropout and the classes.
+        Supplies D, the map size, the width, the dropout, the classes and
+        whether the features are normalised first (``head_norm``).
     """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         features = config.d_model * config.map_size**2
+        shape = (config.d_model, config.map_size, config.map_size)
+        self.norm = FeatureNorm(shape, config.norm_affine) if config.head_norm else nn.Identity()
         self.layers = nn.Sequential(
             nn.Flatten(),
             nn.Dropout(config.dropout),
@@ -335,7 +368,7 @@ class ClassifierHead(nn.Module):
 
     def forward(self, features: Tensor) -> Tensor:
         """``(B, D, h, w)`` float32 -> ``(B, classes)`` float32 logits."""
-        return self.layers(features)
+        return self.layers(self.norm(features))
 
 
 class ConvEntion(nn.Module):
