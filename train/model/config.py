@@ -274,7 +274,7 @@ def _compact() -> ModelConfig:
     - The pooled features are normalised before the head (``head_norm``), as
       pre-norm transformers end with a norm.  Without it, Adam at 1e-3 drives the
       head's pre-activations negative in the first epoch: the features (D x 8 x 8 =
-      1,024 of them, all of one sign after the max over windows) move every
+      1,024 of them, nearly all positive after the max over windows) move every
       pre-activation by up to 1e-3 x their summed magnitude per step.  On the
       PLAsTiCC benchmark, at most 2 of the 32 hidden units fired after the first
       epoch for every seed tried, and 6 of the 8 first stages of fold 1 ended with
