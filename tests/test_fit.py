@@ -117,8 +117,9 @@ def test_fit_exports_a_model_the_runtime_loads(tmp_path, monkeypatch):
     # the architecture itself, not only the preset's name (presets may change between versions)
     assert config_from_dict(session.card.provenance["architecture"]) == Checkpoint.load(
         tmp_path / "run" / "ensemble.ckpt").config
-    revision = session.card.provenance["source_revision"]
-    assert revision is None or len(revision.removesuffix("+modified")) == 40
+    assert json.loads((tmp_path / "run" / "architecture.json").read_text()) == \
+        session.card.provenance["architecture"]
+    assert session.card.provenance["source_revision"] == fit_module.SOURCE_REVISION
 
 
 def test_export_destination_is_checked_before_training(tmp_path):
@@ -392,3 +393,62 @@ def test_weights_of_another_architecture_are_refused_in_one_line(tmp_path):
     message = str(caught.value)
     assert "\n" not in message and str(path) in message and "another architecture" in message
     fit_module.load_weights(changed, changed.state_dict(), path)  # matching weights load
+
+
+def _files(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_run_of_another_architecture_is_refused_before_anything_is_written(tmp_path, capsys):
+    from train.checkpoint import config_to_dict
+    from train.model import build_model
+
+    run_dir = tmp_path / "run"
+    args = ["--catalog", str(sample_catalog_path()), "--run-dir", str(run_dir)]
+    prepared = fit_module.prepare(fit_module._parse(args)[0])
+    earlier = dataclasses.replace(prepared.model_config, head_norm=not prepared.model_config.head_norm)
+    # a run directory older than architecture.json: judged by a saved member state
+    (run_dir / "state").mkdir(parents=True)
+    torch.save({"model": build_model(earlier).state_dict(), "optimizer": {}, "state": {}},
+               run_dir / "state" / "fold0_member0.pt")
+    before = _files(run_dir)
+    assert fit_module.main(args) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "fold0_member0.pt: saved weights of another architecture" in lines[0]
+    assert _files(run_dir) == before
+    (run_dir / "state" / "fold0_member0.pt").write_bytes(b"damaged")
+    assert fit_module.main(args) == 1
+    assert "fold0_member0.pt: not a saved state of train.fit" in capsys.readouterr().err
+    # with the record a run writes, the differing fields are named
+    (run_dir / "state" / "fold0_member0.pt").unlink()
+    (run_dir / "architecture.json").write_text(json.dumps(config_to_dict(earlier)))
+    before = _files(run_dir)
+    assert fit_module.main(args) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "architecture.json: the run was trained with another architecture (head_norm" in lines[0]
+    assert _files(run_dir) == before
+    (run_dir / "architecture.json").write_text(json.dumps(config_to_dict(prepared.model_config)))
+    fit_module.check_architecture(run_dir, prepared.model_config)  # the same architecture passes
+
+
+def test_source_revision_names_the_commit_and_local_changes(monkeypatch):
+    import subprocess
+
+    answers = {"rev-parse": "0123456789abcdef0123456789abcdef01234567\n", "status": ""}
+
+    def fake_git(command, **kwargs):
+        assert "--no-optional-locks" in command  # never takes the index lock of a user's git
+        if "rev-parse" in command:
+            return subprocess.CompletedProcess(command, 0, answers["rev-parse"], "")
+        return subprocess.CompletedProcess(command, 0, answers["status"], "")
+
+    monkeypatch.setattr(fit_module.subprocess, "run", fake_git)
+    assert fit_module.source_revision() == "0123456789abcdef0123456789abcdef01234567"
+    answers["status"] = " M train/fit.py\n"
+    assert fit_module.source_revision() == "0123456789abcdef0123456789abcdef01234567+modified"
+
+    def no_git(command, **kwargs):
+        raise FileNotFoundError("git")
+
+    monkeypatch.setattr(fit_module.subprocess, "run", no_git)
+    assert fit_module.source_revision() is None

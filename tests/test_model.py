@@ -68,7 +68,7 @@ def randomise_norms(model: torch.nn.Module, seed: int = 1) -> torch.nn.Module:
                 module.running_var.copy_(torch.rand(shape, generator=generator) + 0.5)
                 module.weight.copy_(torch.randn(shape, generator=generator))
                 module.bias.copy_(torch.randn(shape, generator=generator))
-            if isinstance(module, MaskedLayerNorm):
+            if isinstance(module, (MaskedLayerNorm, FeatureNorm)):
                 module.weight.copy_(torch.randn(module.weight.shape, generator=generator))
                 module.bias.copy_(torch.randn(module.bias.shape, generator=generator))
     return model.eval()
@@ -309,8 +309,13 @@ def test_feature_norm_is_layer_norm_of_each_object(affine: str) -> None:
         x, (4, 3, 3), norm.weight.expand(4, 3, 3), norm.bias.expand(4, 3, 3), eps=norm.eps
     )
     torch.testing.assert_close(norm(x), reference)
+    # under bf16 autocast the statistics are still taken in float32
+    low = x.bfloat16()
+    reference = torch.nn.functional.layer_norm(
+        low.float(), (4, 3, 3), norm.weight.expand(4, 3, 3), norm.bias.expand(4, 3, 3), eps=norm.eps
+    )
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert norm(x.bfloat16()).dtype == torch.float32
+        torch.testing.assert_close(norm(low), reference, atol=1e-5, rtol=1e-5)
 
 
 def test_head_norm_is_the_compact_preset_s_only_addition_to_the_head() -> None:
@@ -320,6 +325,11 @@ def test_head_norm_is_the_compact_preset_s_only_addition_to_the_head() -> None:
     extra = {k for k in normed.state_dict()} - {k for k in plain.state_dict()}
     assert extra == {"head.norm.weight", "head.norm.bias"}
     assert get_preset("compact").head_norm and not get_preset("paper").head_norm
+    # a configuration saved before the field existed (convention-compact 1.0.0) has no head norm
+    from train.checkpoint import config_from_dict, config_to_dict
+    saved = config_to_dict(get_preset("compact"))
+    del saved["head_norm"]
+    assert not config_from_dict(saved).head_norm
     # the head sees features of mean 0 and variance 1 per object, whatever their scale
     features = torch.rand(3, normed.config.d_model, normed.config.map_size, normed.config.map_size) * 50
     seen = normed.head.norm(features)
@@ -466,12 +476,14 @@ def test_conv2d_stem_equals_conv3d_stem(make) -> None:
 # --- ONNX export ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("conv2d_stem", "encoding"), [(False, "time"), (True, "sinusoidal")])
-def test_onnx_export_with_dynamic_batch_matches_torch(tmp_path, conv2d_stem: bool, encoding: str) -> None:
+@pytest.mark.parametrize(("conv2d_stem", "encoding", "head_norm"),
+                         [(False, "time", False), (True, "sinusoidal", True)])
+def test_onnx_export_with_dynamic_batch_matches_torch(tmp_path, conv2d_stem: bool, encoding: str,
+                                                      head_norm: bool) -> None:
     onnx = pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
     torch.manual_seed(0)
-    model = randomise_norms(ConvEntion(tiny_config(positional_encoding=encoding)))
+    model = randomise_norms(ConvEntion(tiny_config(positional_encoding=encoding, head_norm=head_norm)))
     if conv2d_stem:
         model = to_conv2d_stem(model)
     path = tmp_path / "model.onnx"

@@ -168,6 +168,13 @@ def test_reuse_only_scores_the_folds_the_reference_run_has_finished(tmp_path, mo
     finished = reference / "state" / "fold1_member0.best.json"
     shutil.move(finished, tmp_path / "later.json")  # as if the reference run were still training fold 1
     root = tmp_path / "table"
+    record = reference / "architecture.json"
+    saved = record.read_text()
+    record.write_text(json.dumps({**json.loads(saved), "head_norm": not json.loads(saved)["head_norm"]}))
+    with pytest.raises(UsageError, match=r"architecture\.json: the run was trained with another architecture"):
+        results.run_entry(compact, catalog, root, reference, threads=1, reuse_only=True)
+    assert not list((root / "compact" / "state").glob("*.pt"))  # members of another architecture: not copied
+    record.write_text(saved)
     results.run_entry(compact, catalog, root, reference, threads=1, reuse_only=True)
     assert (root / "compact" / "fold0.json").exists() and not (root / "compact" / "fold1.json").exists()
     assert not results._trained_here(root / "compact", reference)  # nothing was trained, only copied

@@ -75,7 +75,7 @@ from train.model import (
 )
 from train.model.convention import ClassifierHead
 
-__all__ = ["FitConfig", "fit", "main"]
+__all__ = ["FitConfig", "check_architecture", "fit", "load_weights", "main", "read_folds", "source_revision"]
 
 log = logging.getLogger("train")
 
@@ -202,14 +202,30 @@ class FitConfig:
 def read_folds(path: Path) -> list[list[str]]:
     """Held-out object ids of each fold, read from a ``folds.json`` that :func:`make_folds` wrote.
 
+    Parameters
+    ----------
+    path : Path
+        The folds file.
+
+    Returns
+    -------
+    list of list of str
+        Per fold, the object ids it holds out.
+
     Raises
     ------
     ValueError
-        One line naming ``path`` when it is not such a file.
+        One line naming ``path`` when it cannot be read or is not such a file.
     """
     try:
-        folds = json.loads(path.read_text())["held_out"]
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        text = path.read_text()
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not a folds file of train.fit ({exc})") from exc
+    try:
+        folds = json.loads(text)["held_out"]
+    except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"{path}: not a folds file of train.fit ({exc})") from exc
     if not (isinstance(folds, list) and folds
             and all(isinstance(fold, list) and all(isinstance(i, str) for i in fold) for fold in folds)):
@@ -403,10 +419,22 @@ def head_is_dead(active: tuple[int, int] | None) -> bool:
 
 
 def load_weights(model: nn.Module, weights: dict[str, torch.Tensor], path: Path) -> None:
-    """Load saved ``weights`` into ``model``; one-line ValueError naming ``path`` if they do not fit.
+    """Load saved ``weights`` into ``model``, refusing weights of another architecture.
 
-    Weights of another architecture (e.g. saved before a preset changed) are refused
-    instead of half-loaded.
+    Parameters
+    ----------
+    model : nn.Module
+        The model this run builds.
+    weights : dict of str to Tensor
+        A state dict read from ``path``.
+    path : Path
+        Where ``weights`` were read, for the message.
+
+    Raises
+    ------
+    ValueError
+        One line naming ``path`` when the names or shapes differ (e.g. weights saved
+        before a preset changed), instead of a half-loaded model.
     """
     try:
         model.load_state_dict(weights)
@@ -595,6 +623,58 @@ def plot_confusion(summary: dict[str, Any], classes: tuple[str, ...], title: str
     plt.close(figure)
 
 
+#: The run's model architecture (:func:`train.checkpoint.config_to_dict`), beside ``config.json``.
+ARCHITECTURE_FILE = "architecture.json"
+
+
+def check_architecture(run_dir: Path, model_config: ModelConfig | BaselineConfig) -> None:
+    """Refuse a run directory that holds a run of another architecture than ``model_config``.
+
+    Presets can change between versions while ``config.json`` names only the preset,
+    so the architecture is compared as well: with ``architecture.json``, or, in a run
+    directory older than that record, with the parameter names and shapes of a saved
+    member state.
+
+    Parameters
+    ----------
+    run_dir : Path
+        The run directory (it may not exist yet).
+    model_config : ModelConfig or BaselineConfig
+        The architecture this run builds.
+
+    Raises
+    ------
+    ValueError
+        One line naming the file that shows another architecture, or an unreadable one.
+    """
+    wanted = json.loads(json.dumps(config_to_dict(model_config)))
+    record = run_dir / ARCHITECTURE_FILE
+    if record.exists():
+        try:
+            saved = json.loads(record.read_text())
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{record}: not an architecture record of train.fit ({exc})") from exc
+        if saved != wanted:
+            differing = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k)) \
+                if isinstance(saved, dict) else ["all"]
+            raise ValueError(f"{record}: the run was trained with another architecture "
+                             f"({', '.join(differing)} differ); use another --run-dir")
+        return
+    states = sorted((run_dir / "state").glob("*.pt")) if (run_dir / "state").is_dir() else []
+    if not states:
+        return
+    try:
+        saved_state = torch.load(states[0], map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many kinds on a damaged file
+        detail = " ".join(str(exc).split())[:200]
+        raise ValueError(f"{states[0]}: not a saved state of train.fit ({detail})") from exc
+    weights = saved_state.get("model", saved_state) if isinstance(saved_state, dict) else {}
+    shapes = {k: tuple(v.shape) for k, v in weights.items() if isinstance(v, torch.Tensor)}
+    if shapes != {k: tuple(v.shape) for k, v in build_model(model_config).state_dict().items()}:
+        raise ValueError(f"{states[0]}: saved weights of another architecture than this run's model builds; "
+                         "train it in another --run-dir")
+
+
 @dataclass(frozen=True)
 class Prepared:
     """What a run needs before it writes anything: checked data, statistics, architecture, card, folds."""
@@ -646,6 +726,7 @@ def prepare(config: FitConfig) -> Prepared:
         stem_window=getattr(model_config, "stem_window", 1), normalisation=stats,
         time_encoding=getattr(model_config, "positional_encoding", "") == "time",
     )
+    check_architecture(run_dir, model_config)
     folds = make_folds(data, config, run_dir / "folds.json", write=False)
     index_of = {str(i): k for k, i in enumerate(data.object_ids)}
     for fold, held_out_ids in enumerate(folds[:config.fold_limit]):
@@ -663,7 +744,7 @@ def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS,
     function; rank 0 alone writes files.
     """
     prepared = prepared or prepare(config)
-    revision = source_revision()  # of the code this process runs, read before any later edit
+    revision = SOURCE_REVISION
     data, stats, bands, model_config, card = (prepared.data, prepared.stats, prepared.bands,
                                               prepared.model_config, prepared.card)
     run_dir = Path(config.run_dir)
@@ -673,6 +754,8 @@ def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS,
         write_atomically(run_dir / "config.json",
                          lambda path: path.write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n"))
         make_folds(data, config, run_dir / "folds.json")
+        architecture = json.dumps(config_to_dict(model_config), indent=2) + "\n"
+        write_atomically(run_dir / ARCHITECTURE_FILE, lambda path: path.write_text(architecture))
     group.barrier()
     torch.set_num_threads(config.threads)
     log.info("%s: %d labelled objects, %d frames; classes %s", config.catalog, len(data), data.frames.shape[0],
@@ -701,7 +784,8 @@ def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS,
                         state_path=run_dir / "state" / f"fold{fold}_member{member}.pt", progress=progress,
                         group=group)
                     record = {"seconds": state.seconds, "epochs": state.epochs_run, "restarts": state.restarts,
-                              "head_units_active": state.head_units_active, "history": state.history}
+                              "head_units_active": state.head_units_active, "source_revision": SOURCE_REVISION,
+                              "history": state.history}
                     if group.is_main:
                         write_atomically(member_file, lambda path: torch.save(best, path))
                         write_atomically(member_file.with_suffix(".json"),
@@ -713,9 +797,9 @@ def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS,
                 timings.append(record["seconds"] / max(record["epochs"], 1))
             scored = evaluation_subset(data, held_out)
             probabilities = []
-            for best in member_states:
+            for member, best in enumerate(member_states):
                 model = build_model(model_config)
-                load_weights(model, best, run_dir / "state" / f"fold{fold}_member{len(probabilities)}.best.pt")
+                load_weights(model, best, run_dir / "state" / f"fold{fold}_member{member}.best.pt")
                 probabilities.append(predict(model, data, scored, card, group=group))
             ensemble = np.mean(probabilities, axis=0)
             fold_scores = scores(data.labels[scored], ensemble, data.classes)
@@ -802,17 +886,28 @@ def catalog_provenance(path: str | Path) -> dict[str, Any]:
 
 
 def source_revision() -> str | None:
-    """Git commit of the training code (``+modified`` when the working tree differs from it), or None."""
-    root = Path(__file__).resolve().parent.parent
+    """Git revision of the training code in this checkout.
+
+    Returns
+    -------
+    str or None
+        The commit, with ``+modified`` when ``train/``, ``convention_rt/`` or
+        ``csrc/`` differ from it; None outside a git checkout or without git.
+    """
+    git = ["git", "--no-optional-locks", "-C", str(Path(__file__).resolve().parent.parent)]
     try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+        commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True,
                                 timeout=30, check=True).stdout.strip()
-        changed = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no",
+        changed = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no",
                                   "--", "train", "convention_rt", "csrc"],
                                  capture_output=True, text=True, timeout=30, check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
-    return commit + ("+modified" if changed else "")
+    return commit + ("+modified" if changed else "") if commit else None
+
+
+#: The revision of the code this process imported (read once, before any later edit).
+SOURCE_REVISION = source_revision()
 
 
 def _export(config: FitConfig, command: str, run_dir: Path, model_config: ModelConfig | BaselineConfig,

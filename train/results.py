@@ -121,7 +121,7 @@ def run_entry(entry: Entry, catalog: str, root: Path, reference_run: Path, threa
     folds_file = reference_run / "folds.json"
     if not folds_file.exists():
         raise UsageError(f"{folds_file}: not found; the table reuses the folds of the shipped model's run")
-    from train.fit import FitConfig, fit
+    from train.fit import FitConfig, check_architecture, fit, prepare
 
     if (run_dir / "folds.json").exists() and _held_out_ids(run_dir / "folds.json") != _held_out_ids(folds_file):
         raise UsageError(f"{run_dir / 'folds.json'}: other folds than {folds_file}; the rows of the table must share "
@@ -131,7 +131,13 @@ def run_entry(entry: Entry, catalog: str, root: Path, reference_run: Path, threa
         shutil.copyfile(folds_file, run_dir / "folds.json")
     config = FitConfig(catalog=catalog, run_dir=str(run_dir), threads=threads, name=f"results-{entry.name}",
                        **{**TABLE_PROTOCOL, **entry.changes})
+    prepared = None
     if entry.name == "compact":
+        prepared = prepare(config)
+        try:  # the reference run's members are copied only if they are of this entry's architecture
+            check_architecture(reference_run, prepared.model_config)
+        except ValueError as exc:
+            raise UsageError(f"{exc} (the reference run's members cannot be reused)") from exc
         reference = json.loads((reference_run / "config.json").read_text())
         same = Path(reference["catalog"]).resolve() == Path(catalog).resolve() and all(
             reference.get(k) == getattr(config, k) for k in
@@ -153,7 +159,7 @@ def run_entry(entry: Entry, catalog: str, root: Path, reference_run: Path, threa
                 log.info("%s: no finished member 0 in %s yet", entry.name, reference_run)
                 return
             config = dataclasses.replace(config, fold_limit=ready)
-    fit(config, command=f"python -m train.results run --only {entry.name}")
+    fit(config, command=f"python -m train.results run --only {entry.name}", prepared=prepared)
 
 
 # -- the table ------------------------------------------------------------------------

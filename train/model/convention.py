@@ -27,12 +27,13 @@ import torch
 from torch import Tensor, nn
 
 from train.model.attention import ConvAttention
-from train.model.config import ModelConfig
+from train.model.config import ModelConfig, NormAffine
 from train.model.stem import Conv2dStem, Conv3dStem
 
 __all__ = [
     "ClassifierHead",
     "ConvEntion",
+    "FeatureNorm",
     "FeedForward",
     "MaskedLayerNorm",
     "PositionalEncoding",
@@ -325,7 +326,7 @@ class FeatureNorm(nn.Module):
         Added to the variance.
     """
 
-    def __init__(self, shape: tuple[int, int, int], affine: str = "element", eps: float = 1e-5) -> None:
+    def __init__(self, shape: tuple[int, int, int], affine: NormAffine = "element", eps: float = 1e-5) -> None:
         super().__init__()
         d = shape[0]
         param_shape = shape if affine == "element" else (d, 1, 1)
