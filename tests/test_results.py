@@ -208,3 +208,16 @@ def test_bad_runs_are_refused_in_one_line_and_leave_nothing(tmp_path, capsys):
     assert results.main(["--root", str(tmp_path / "table"), "run", "--catalog", str(sample_catalog_path()),
                          "--reference-run", str(reference), "--only", "lc_lstm"]) == 2
     assert "other folds than" in capsys.readouterr().err
+
+
+def test_an_interrupted_run_says_how_to_resume_in_one_line(tmp_path, monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    import train.fit
+
+    monkeypatch.setattr(results, "run_entry", interrupted)
+    monkeypatch.setattr(train.fit, "configure_logging", lambda *args: None)  # no log file left open
+    assert results.main(["--root", str(tmp_path / "table"), "run", "--catalog", str(sample_catalog_path()),
+                         "--only", "lc_lstm"]) == 130
+    assert capsys.readouterr().err.strip().splitlines() == ["interrupted: run the same command to resume"]

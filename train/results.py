@@ -399,7 +399,7 @@ def _removed_unless_trained(run_dir: Path, reference_run: Path) -> Iterator[None
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line entry point."""
+    """Command line entry point: 0 done, 1 bad input, 2 usage, 130 interrupted."""
     parser = OneLineParser(prog="python -m train.results", description=__doc__.split("\n")[0])
     parser.add_argument("--root", type=Path, default=Path("runs/results"), help="run directories of the entries")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -431,6 +431,9 @@ def main(argv: list[str] | None = None) -> int:
                           reuse_only=options.reuse_only)
     except (ConventionError, ValueError, OSError) as exc:
         return report_failure(exc)
+    except KeyboardInterrupt:
+        print("interrupted: run the same command to resume", file=sys.stderr)
+        return 130
     return 0
 
 
