@@ -744,7 +744,6 @@ def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS,
     function; rank 0 alone writes files.
     """
     prepared = prepared or prepare(config)
-    revision = SOURCE_REVISION
     data, stats, bands, model_config, card = (prepared.data, prepared.stats, prepared.bands,
                                               prepared.model_config, prepared.card)
     run_dir = Path(config.run_dir)
@@ -815,7 +814,7 @@ def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS,
             if config.export_out and ensemble_ready and group.is_main \
                     and not _export_is_current(run_dir, Path(config.export_out), per_fold, config.members):
                 _export(config, command, run_dir, model_config, members_out, bands, stats, per_fold,
-                        _evaluated_on(data), revision)
+                        _evaluated_on(data))
             group.barrier()
 
     summary = _summary(per_fold, data.classes)
@@ -912,7 +911,7 @@ SOURCE_REVISION = source_revision()
 
 def _export(config: FitConfig, command: str, run_dir: Path, model_config: ModelConfig | BaselineConfig,
             members: list[dict[str, torch.Tensor]], bands: tuple[str, ...], stats: dict[str, Any],
-            per_fold: list[dict[str, Any]], evaluated_on: str, revision: str | None) -> None:
+            per_fold: list[dict[str, Any]], evaluated_on: str) -> None:
     """Export the ensemble with the metrics of the folds evaluated so far.
 
     The exported members are complete once their folds are trained (fold 0 for
@@ -928,7 +927,7 @@ def _export(config: FitConfig, command: str, run_dir: Path, model_config: ModelC
         "training_data": catalog_provenance(config.catalog),
         "folds_sha256": sha256_of(run_dir / "folds.json"), "command": command,
         "config": dataclasses.asdict(config), "architecture": config_to_dict(model_config),
-        "source_revision": revision, "python": platform.python_version(), "torch": str(torch.__version__),
+        "source_revision": SOURCE_REVISION, "python": platform.python_version(), "torch": str(torch.__version__),
     }
     checkpoint = Checkpoint(
         name=config.name, version=config.version, preset=config.model, config=model_config,
