@@ -1,9 +1,10 @@
-"""The shipped default model's predictions on the sample catalog, pinned.
+"""Every shipped model's predictions on the sample catalog, pinned.
 
 ``tests/golden/<name>-<version>.json`` holds the outputs of the model's PyTorch
 members (``tests/golden/make_golden.py``).  Any change to the runtime's reading,
 preprocessing or inference, or to the exported graph, that moves a probability by
-more than 1e-4 fails here.
+more than 1e-4 fails here, for the default model and for every older version
+still shipped.
 """
 
 from __future__ import annotations
@@ -19,19 +20,26 @@ from typer.testing import CliRunner
 from convention_rt import Classifier
 from convention_rt.cli import app
 from convention_rt.data import sample_catalog_path
-from convention_rt.registry import DEFAULT_MODEL, resolve_model
+from convention_rt.registry import DEFAULT_MODEL, ModelEntry, list_models, resolve_model
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
 TOLERANCE = 1e-4
 
 
-def golden_for(entry) -> dict:
+SHIPPED = list_models()
+shipped = pytest.mark.parametrize("entry", SHIPPED, ids=[f"{e.name}/{e.version}" for e in SHIPPED])
+
+
+def golden_for(entry: ModelEntry) -> dict:
     return json.loads((GOLDEN_DIR / f"{entry.name}-{entry.version}.json").read_text())
 
 
-def test_every_shipped_model_has_golden_outputs():
-    entry = resolve_model(None)
-    assert entry.name == DEFAULT_MODEL
+def test_the_default_model_is_shipped():
+    assert resolve_model(None) in SHIPPED and resolve_model(None).name == DEFAULT_MODEL
+
+
+@shipped
+def test_every_shipped_model_has_golden_outputs(entry):
     golden = golden_for(entry)
     assert golden["model"] == f"{entry.name}/{entry.version}"
     card = entry.card()
@@ -43,10 +51,11 @@ def test_every_shipped_model_has_golden_outputs():
     assert len(card.provenance["catalog_sha256"]) == 64
 
 
-def test_classifier_reproduces_the_golden_outputs():
-    entry = resolve_model(None)
+@shipped
+def test_classifier_reproduces_the_golden_outputs(entry):
     golden = golden_for(entry)
-    predictions = list(Classifier(device="cpu", threads=1).predict_catalog(sample_catalog_path()))
+    classifier = Classifier(f"{entry.name}/{entry.version}", device="cpu", threads=1)
+    predictions = list(classifier.predict_catalog(sample_catalog_path()))
     assert len(predictions) == 1
     got = predictions[0]
     assert [str(i) for i in got.object_ids] == golden["object_id"]
@@ -64,6 +73,7 @@ def test_classifier_reproduces_the_golden_outputs():
 
 
 def test_classify_command_writes_the_golden_outputs(tmp_path):
+    """The command with no --model uses the default, newest version."""
     out = tmp_path / "predictions.csv"
     result = CliRunner().invoke(app, ["classify", str(sample_catalog_path()), "-o", str(out), "--device", "cpu"])
     assert result.exit_code == 0, result.output
@@ -77,7 +87,8 @@ def test_classify_command_writes_the_golden_outputs(tmp_path):
 
 
 @pytest.mark.torch
-def test_golden_outputs_are_those_of_the_trained_checkpoint():
+@shipped
+def test_golden_outputs_are_those_of_the_trained_checkpoint(entry):
     pytest.importorskip("torch")
     import importlib.util
 
@@ -86,7 +97,6 @@ def test_golden_outputs_are_those_of_the_trained_checkpoint():
     spec.loader.exec_module(make_golden)
     golden_outputs = make_golden.golden_outputs
 
-    entry = resolve_model(None)
     config = entry.card().provenance["config"]
     checkpoint = Path(__file__).parent.parent / config["run_dir"] / "ensemble.ckpt"
     recomputed = golden_outputs(checkpoint)
