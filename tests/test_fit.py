@@ -73,7 +73,7 @@ def test_fit_exports_a_model_the_runtime_loads(tmp_path, monkeypatch):
     original = fit_module._export
 
     def recording_export(*args, **kwargs):
-        exports.append(len(args[7]))  # folds evaluated when exporting
+        exports.append(len(args[8]))  # folds evaluated when exporting
         original(*args, **kwargs)
 
     monkeypatch.setattr(fit_module, "_export", recording_export)
@@ -149,6 +149,34 @@ def test_bf16_training_runs_and_evaluates_in_fp32(tmp_path):
     assert {v.dtype for v in weights.values() if v.is_floating_point()} == {torch.float32}  # autocast only
     with pytest.raises(ValueError, match="precision must be"):
         config(tmp_path / "x", precision="fp8")
+
+
+def test_precision_may_change_when_a_run_resumes_and_each_epoch_names_its_own(tmp_path, monkeypatch):
+    run = dict(epochs=2, fold_limit=1, export_out=str(tmp_path / "export"))
+    original = fit_module._save_state
+
+    def stop_after_the_first_epoch(*args, **kwargs):
+        original(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fit_module, "_save_state", stop_after_the_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        fit(config(tmp_path / "run", precision="bf16", **run))
+    monkeypatch.setattr(fit_module, "_save_state", original)
+    state_file = tmp_path / "run" / "state" / "fold0_member0.pt"
+    state = torch.load(state_file, weights_only=True)
+    assert [epoch["precision"] for epoch in state["state"]["history"]] == ["bf16"]
+    for epoch in state["state"]["history"]:  # as saved before epochs named their precision
+        del epoch["precision"]
+    torch.save(state, state_file)
+
+    fit(config(tmp_path / "run", precision="fp32", **run))  # resumed in another precision: not refused
+    record = json.loads((tmp_path / "run" / "state" / "fold0_member0.best.json").read_text())
+    precisions = [epoch["precision"] for epoch in record["history"]]
+    assert precisions[0] == "bf16" and set(precisions[1:]) == {"fp32"}  # the unnamed epoch: the saved run's
+    card = ModelSession(tmp_path / "export" / "model.onnx", device="cpu").card
+    assert card.provenance["member_precisions"] == [["bf16", "fp32"]]
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["precision"] == "fp32"
 
 
 def test_ablations_train_through_the_same_protocol(tmp_path):

@@ -121,7 +121,9 @@ class FitConfig:
         PyTorch CPU threads.
     precision : {"fp32", "bf16"}
         Training arithmetic; bf16 autocast (weights stay fp32; evaluation and
-        export in fp32) is about 1.5x faster on CPUs with bf16 units.
+        export in fp32) is about 1.5x faster on CPUs with bf16 matrix units and
+        far slower on CPUs without them. Like ``threads``, it may change when a
+        run resumes; each epoch's record names the precision it ran in.
     max_objects : int or None
         Use only the first objects of the catalog (quick runs).
     positional_encoding : str or None
@@ -472,9 +474,12 @@ def _save_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, 
 
 def train_member(data: LabelledObjects, train_idx: np.ndarray, card: ModelCard,
                  model_config: ModelConfig | BaselineConfig, config: FitConfig, *, fold: int, member: int,
-                 state_path: Path, progress: Progress | None = None,
-                 group: Group = SINGLE_PROCESS) -> tuple[dict[str, torch.Tensor], MemberState]:
+                 state_path: Path, progress: Progress | None = None, group: Group = SINGLE_PROCESS,
+                 earlier_precision: str | None = None) -> tuple[dict[str, torch.Tensor], MemberState]:
     """Train one member (resuming from ``state_path``); returns its best weights and record.
+
+    Epochs saved without their precision are recorded as run in ``earlier_precision``
+    (default: this run's).
 
     A ConvEntion member whose first stage ends with a dead head (:func:`head_is_dead`
     on the validation objects) starts again from the seed of its next attempt
@@ -491,6 +496,7 @@ def train_member(data: LabelledObjects, train_idx: np.ndarray, card: ModelCard,
     saved = torch.load(state_path, map_location="cpu", weights_only=True) if state_path.exists() else None
     if saved is not None:
         state = MemberState(**saved["state"])
+        state.history = with_precision(state.history, earlier_precision or config.precision)
     seed, model, trained, optimizer = attempt(state.restarts)
     if saved is not None:
         load_weights(model, saved["model"], state_path)
@@ -549,7 +555,7 @@ def train_member(data: LabelledObjects, train_idx: np.ndarray, card: ModelCard,
             state.history.append({"attempt": state.restarts, "stage": stage_name, "epoch": state.epoch,
                                   "loss": total_loss / n_drawn,
                                   "val_macro_f1": validation["macro_f1"], "val_accuracy": validation["accuracy"],
-                                  "seconds": elapsed})
+                                  "seconds": elapsed, "precision": config.precision})
             log.info("fold %d member %d %s epoch %d: loss %.4f, val macro-F1 %.4f acc %.4f%s (%.1f s)",
                      fold, member, stage_name, state.epoch, total_loss / n_drawn, validation["macro_f1"],
                      validation["accuracy"], " *" if improved else "", elapsed)
@@ -685,6 +691,17 @@ class Prepared:
     model_config: ModelConfig | BaselineConfig
     card: ModelCard
     folds: list[list[str]]
+    #: Precision of the epochs recorded before a run's records named theirs: the saved configuration's.
+    earlier_precision: str = "fp32"
+
+
+#: Fields that may change when a run resumes: how it runs, not what it computes.
+EXECUTION_FIELDS = ("threads", "precision", "export_out", "fold_limit")
+
+
+def with_precision(history: list[dict[str, Any]], earlier: str) -> list[dict[str, Any]]:
+    """A member's epoch history with every epoch's precision, ``earlier`` where unrecorded."""
+    return [{**epoch, "precision": epoch.get("precision", earlier)} for epoch in history]
 
 
 def prepare(config: FitConfig) -> Prepared:
@@ -700,6 +717,7 @@ def prepare(config: FitConfig) -> Prepared:
     """
     run_dir = Path(config.run_dir)
     saved_config = run_dir / "config.json"
+    earlier_precision = config.precision
     if run_dir.exists() and not run_dir.is_dir():
         raise ValueError(f"{run_dir}: is a file, not a run directory")
     if saved_config.exists():
@@ -708,10 +726,11 @@ def prepare(config: FitConfig) -> Prepared:
         except ValueError as exc:
             raise ValueError(f"{saved_config}: not a run configuration ({exc})") from exc
         as_dict = dataclasses.asdict(config)
-        significant = {k: v for k, v in as_dict.items() if k not in ("threads", "export_out", "fold_limit")}
+        significant = {k: v for k, v in as_dict.items() if k not in EXECUTION_FIELDS}
         defaults = dataclasses.asdict(FitConfig(catalog="", run_dir=""))  # fields newer than the saved run
         if {k: previous.get(k, defaults[k]) for k in significant} != significant:
             raise ValueError(f"{run_dir}: holds a run with another configuration; use another --run-dir")
+        earlier_precision = previous.get("precision", defaults["precision"])
     if config.export_out:  # refused now, not after hours of training
         from train.export import check_destination
 
@@ -732,7 +751,7 @@ def prepare(config: FitConfig) -> Prepared:
     for fold, held_out_ids in enumerate(folds[:config.fold_limit]):
         held_out = np.array(sorted(index_of[i] for i in held_out_ids))
         inner_split(data, np.setdiff1d(np.arange(len(data)), held_out), config, fold)
-    return Prepared(data, stats, bands, model_config, card, folds)
+    return Prepared(data, stats, bands, model_config, card, folds, earlier_precision)
 
 
 def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS,
@@ -762,7 +781,7 @@ def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS,
     folds = prepared.folds
     index_of = {str(i): k for k, i in enumerate(data.object_ids)}
 
-    per_fold, members_out, timings = [], [], []
+    per_fold, members_out, precisions_out, timings = [], [], [], []
     console = Console(stderr=True)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=console, transient=True,
@@ -771,7 +790,7 @@ def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS,
             held_out = np.array(sorted(index_of[i] for i in held_out_ids))
             train_idx = np.setdiff1d(np.arange(len(data)), held_out)
             fold_file = run_dir / f"fold{fold}.json"
-            member_states = []
+            member_states, member_precisions = [], []
             for member in range(config.members):
                 member_file = run_dir / "state" / f"fold{fold}_member{member}.best.pt"
                 if member_file.with_suffix(".json").exists():  # written last: the member is finished
@@ -781,7 +800,7 @@ def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS,
                     best, state = train_member(
                         data, train_idx, card, model_config, config, fold=fold, member=member,
                         state_path=run_dir / "state" / f"fold{fold}_member{member}.pt", progress=progress,
-                        group=group)
+                        group=group, earlier_precision=prepared.earlier_precision)
                     record = {"seconds": state.seconds, "epochs": state.epochs_run, "restarts": state.restarts,
                               "head_units_active": state.head_units_active, "source_revision": SOURCE_REVISION,
                               "history": state.history}
@@ -793,6 +812,9 @@ def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS,
                         (run_dir / "state" / f"fold{fold}_member{member}.pt").unlink(missing_ok=True)
                     group.barrier()
                 member_states.append(best)
+                member_precisions.append(
+                    sorted({epoch["precision"] for epoch in with_precision(record["history"],
+                                                                           prepared.earlier_precision)}))
                 timings.append(record["seconds"] / max(record["epochs"], 1))
             scored = evaluation_subset(data, held_out)
             probabilities = []
@@ -810,11 +832,12 @@ def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS,
             per_fold.append(fold_scores)
             if config.export_members == "all" or fold == 0:
                 members_out.extend(member_states)
+                precisions_out.extend(member_precisions)
             ensemble_ready = config.export_members == "fold0" or fold == len(folds[:config.fold_limit]) - 1
             if config.export_out and ensemble_ready and group.is_main \
                     and not _export_is_current(run_dir, Path(config.export_out), per_fold, config.members):
-                _export(config, command, run_dir, model_config, members_out, bands, stats, per_fold,
-                        _evaluated_on(data))
+                _export(config, command, run_dir, model_config, members_out, precisions_out, bands, stats,
+                        per_fold, _evaluated_on(data))
             group.barrier()
 
     summary = _summary(per_fold, data.classes)
@@ -910,9 +933,12 @@ SOURCE_REVISION = source_revision()
 
 
 def _export(config: FitConfig, command: str, run_dir: Path, model_config: ModelConfig | BaselineConfig,
-            members: list[dict[str, torch.Tensor]], bands: tuple[str, ...], stats: dict[str, Any],
-            per_fold: list[dict[str, Any]], evaluated_on: str) -> None:
+            members: list[dict[str, torch.Tensor]], member_precisions: list[list[str]], bands: tuple[str, ...],
+            stats: dict[str, Any], per_fold: list[dict[str, Any]], evaluated_on: str) -> None:
     """Export the ensemble with the metrics of the folds evaluated so far.
+
+    The provenance names the precisions each exported member was trained in
+    (``member_precisions``), which the command line of a resumed run may not.
 
     The exported members are complete once their folds are trained (fold 0 for
     ``export_members="fold0"``), so the model is exported then and re-exported
@@ -926,7 +952,7 @@ def _export(config: FitConfig, command: str, run_dir: Path, model_config: ModelC
         "training_catalog": Path(config.catalog).name, "catalog_sha256": sha256_of(Path(config.catalog)),
         "training_data": catalog_provenance(config.catalog),
         "folds_sha256": sha256_of(run_dir / "folds.json"), "command": command,
-        "config": dataclasses.asdict(config), "architecture": config_to_dict(model_config),
+        "member_precisions": member_precisions, "config": dataclasses.asdict(config), "architecture": config_to_dict(model_config),
         "source_revision": SOURCE_REVISION, "python": platform.python_version(), "torch": str(torch.__version__),
     }
     checkpoint = Checkpoint(

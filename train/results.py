@@ -105,7 +105,7 @@ def _held_out_ids(path: Path) -> list[list[str]]:
 
 
 def run_entry(entry: Entry, catalog: str, root: Path, reference_run: Path, threads: int, *,
-              reuse_only: bool = False) -> None:
+              reuse_only: bool = False, precision: str | None = None) -> None:
     """Train one entry (resuming), on the folds of ``reference_run``.
 
     Member 0 of a fold of the reference run is the same computation as member 0
@@ -114,6 +114,8 @@ def run_entry(entry: Entry, catalog: str, root: Path, reference_run: Path, threa
     instead of trained again.  With ``reuse_only``, the ``compact`` entry scores
     the leading folds whose member 0 the reference run has finished and trains
     nothing (other entries are skipped); run again as the reference run proceeds.
+    ``precision`` replaces the protocol's training precision (it may change between
+    resumes; each epoch's record names its own).
     """
     if reuse_only and entry.name != "compact":
         return
@@ -130,7 +132,7 @@ def run_entry(entry: Entry, catalog: str, root: Path, reference_run: Path, threa
     if not (run_dir / "folds.json").exists():
         shutil.copyfile(folds_file, run_dir / "folds.json")
     config = FitConfig(catalog=catalog, run_dir=str(run_dir), threads=threads, name=f"results-{entry.name}",
-                       **{**TABLE_PROTOCOL, **entry.changes})
+                       **{**TABLE_PROTOCOL, **entry.changes, **({"precision": precision} if precision else {})})
     prepared = None
     if entry.name == "compact":
         prepared = prepare(config)
@@ -142,7 +144,7 @@ def run_entry(entry: Entry, catalog: str, root: Path, reference_run: Path, threa
         same = Path(reference["catalog"]).resolve() == Path(catalog).resolve() and all(
             reference.get(k) == getattr(config, k) for k in
             ("model", "task", "epochs", "patience", "batch_size", "learning_rate", "dropout", "frame_drop",
-             "validation_fraction", "seed", "precision", "positional_encoding", "band_input"))
+             "validation_fraction", "seed", "positional_encoding", "band_input"))
         for fold in range(config.fold_limit or config.folds):
             source = reference_run / "state" / f"fold{fold}_member0.best.pt"
             target = run_dir / "state" / source.name
@@ -409,6 +411,9 @@ def main(argv: list[str] | None = None) -> int:
                      help="the shipped model's run: its folds are used, its finished member-0 states reused")
     run.add_argument("--only", nargs="+", metavar="NAME", help="entries to train (default: all, in order)")
     run.add_argument("--threads", type=int, default=1)
+    run.add_argument("--precision", choices=("bf16", "fp32"),
+                     help=f"training arithmetic (default: {TABLE_PROTOCOL['precision']}; fp32 on CPUs without "
+                          "bf16 matrix units)")
     run.add_argument("--reuse-only", action="store_true",
                      help="score the compact row's folds the reference run has finished; train nothing")
     table = commands.add_parser("table", help="write the table into docs/results.md")
@@ -428,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
             with _removed_unless_trained(options.root / entry.name, options.reference_run):
                 configure_logging(options.root / entry.name)
                 run_entry(entry, options.catalog, options.root, options.reference_run, options.threads,
-                          reuse_only=options.reuse_only)
+                          reuse_only=options.reuse_only, precision=options.precision)
     except (ConventionError, ValueError, OSError) as exc:
         return report_failure(exc)
     except KeyboardInterrupt:
