@@ -179,8 +179,10 @@ def test_reuse_only_scores_the_folds_the_reference_run_has_finished(tmp_path, mo
     assert (root / "compact" / "fold0.json").exists() and not (root / "compact" / "fold1.json").exists()
     assert not results._trained_here(root / "compact", reference)  # nothing was trained, only copied
     shutil.move(tmp_path / "later.json", finished)
-    results.run_entry(compact, catalog, root, reference, threads=1, reuse_only=True)
+    # another precision (a way of running, not of computing) neither stops the reuse nor the resume
+    results.run_entry(compact, catalog, root, reference, threads=1, reuse_only=True, precision="bf16")
     assert results.collect(compact, root)["folds"] == 2
+    assert json.loads((root / "compact" / "config.json").read_text())["precision"] == "bf16"
     assert not results._trained_here(root / "compact", reference)
     assert results._trained_here(root / "compact", tmp_path / "elsewhere")
     results.run_entry(results.Entry("lc_lstm", "lc", {"model": "lc_lstm"}), catalog, root, reference, threads=1,
