@@ -178,6 +178,12 @@ def test_precision_may_change_when_a_run_resumes_and_each_epoch_names_its_own(tm
     assert card.provenance["member_precisions"] == [["bf16", "fp32"]]
     assert json.loads((tmp_path / "run" / "config.json").read_text())["precision"] == "fp32"
 
+    record_file = tmp_path / "run" / "state" / "fold0_member0.best.json"
+    record_file.write_text(json.dumps({**record, "history": [
+        {k: v for k, v in epoch.items() if k != "precision"} for epoch in record["history"]]}))
+    fit(config(tmp_path / "run", precision="bf16", **run))  # finished: the record is named, nothing trained
+    assert {epoch["precision"] for epoch in json.loads(record_file.read_text())["history"]} == {"fp32"}
+
 
 def test_ablations_train_through_the_same_protocol(tmp_path):
     stacked = fit(config(tmp_path / "stacked", epochs=1, band_input="stacked"))

@@ -58,6 +58,19 @@ def test_entries_train_on_the_reference_folds_and_fill_the_table(tmp_path, monke
     assert all(0.0 <= v <= 1.0 for v in compact["accuracy"] + compact["accuracy3"])
     assert results.collect(plan[2], root)["folds"] == 0  # not run: an empty row
 
+    # seconds per epoch by precision; an epoch recorded without it ran in the run's (TINY: fp32)
+    assert set(compact["seconds_per_epoch"]) == {"fp32"}
+    record_file = root / "lc_lstm" / "state" / "fold0_member0.best.json"
+    record = json.loads(record_file.read_text())
+    epochs = sum(len(json.loads(f.read_text())["history"]) for f in (root / "lc_lstm" / "state").glob("*.json"))
+    record["history"] = [{**record["history"][0], "precision": "bf16"}] + [
+        {k: v for k, v in epoch.items() if k != "precision"} for epoch in record["history"][1:]]
+    record_file.write_text(json.dumps(record))
+    timing = results.collect(plan[1], root)["seconds_per_epoch"]
+    assert len(timing["bf16"]) == 1 and len(timing["fp32"]) == epochs - 1
+    table = results.render_table({entry.name: results.collect(entry, root) for entry in plan})
+    assert f"(bf16, 1 epoch), {np.mean(timing['fp32']):.0f} (fp32, {epochs - 1} epochs)" in table
+
     document = tmp_path / "results.md"
     document.write_text(f"# Results\n\n{results.BEGIN}\nstale table\n{results.END}\n\nafter\n")
     assert "after a dead classifier head (restarts): none." in results.write_table(document, root)

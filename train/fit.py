@@ -474,12 +474,9 @@ def _save_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, 
 
 def train_member(data: LabelledObjects, train_idx: np.ndarray, card: ModelCard,
                  model_config: ModelConfig | BaselineConfig, config: FitConfig, *, fold: int, member: int,
-                 state_path: Path, progress: Progress | None = None, group: Group = SINGLE_PROCESS,
-                 earlier_precision: str | None = None) -> tuple[dict[str, torch.Tensor], MemberState]:
+                 state_path: Path, progress: Progress | None = None,
+                 group: Group = SINGLE_PROCESS) -> tuple[dict[str, torch.Tensor], MemberState]:
     """Train one member (resuming from ``state_path``); returns its best weights and record.
-
-    Epochs saved without their precision are recorded as run in ``earlier_precision``
-    (default: this run's).
 
     A ConvEntion member whose first stage ends with a dead head (:func:`head_is_dead`
     on the validation objects) starts again from the seed of its next attempt
@@ -496,7 +493,6 @@ def train_member(data: LabelledObjects, train_idx: np.ndarray, card: ModelCard,
     saved = torch.load(state_path, map_location="cpu", weights_only=True) if state_path.exists() else None
     if saved is not None:
         state = MemberState(**saved["state"])
-        state.history = with_precision(state.history, earlier_precision or config.precision)
     seed, model, trained, optimizer = attempt(state.restarts)
     if saved is not None:
         load_weights(model, saved["model"], state_path)
@@ -699,9 +695,28 @@ class Prepared:
 EXECUTION_FIELDS = ("threads", "precision", "export_out", "fold_limit")
 
 
-def with_precision(history: list[dict[str, Any]], earlier: str) -> list[dict[str, Any]]:
-    """A member's epoch history with every epoch's precision, ``earlier`` where unrecorded."""
-    return [{**epoch, "precision": epoch.get("precision", earlier)} for epoch in history]
+def name_epoch_precisions(state_dir: Path, earlier: str) -> None:
+    """Name the precision of every saved epoch that does not: ``earlier``, the run's until now.
+
+    Records (``*.best.json``) and resume states (``*.pt``, not the best weights)
+    written before epochs named their precision are rewritten in place, before the
+    run's ``config.json`` (which says what that precision was) is replaced.
+    """
+    def named(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{**epoch, "precision": epoch.get("precision", earlier)} for epoch in history]
+
+    for record_file in sorted(state_dir.glob("fold*_member*.best.json")):
+        record = json.loads(record_file.read_text())
+        if any("precision" not in epoch for epoch in record["history"]):
+            text = json.dumps({**record, "history": named(record["history"])}) + "\n"
+            write_atomically(record_file, lambda path: path.write_text(text))
+    for state_file in sorted(state_dir.glob("fold*_member*.pt")):
+        if state_file.name.endswith(".best.pt"):
+            continue
+        saved = torch.load(state_file, map_location="cpu", weights_only=True)
+        if any("precision" not in epoch for epoch in saved["state"]["history"]):
+            saved["state"]["history"] = named(saved["state"]["history"])
+            write_atomically(state_file, lambda path: torch.save(saved, path))
 
 
 def prepare(config: FitConfig) -> Prepared:
@@ -769,6 +784,7 @@ def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS,
     group.barrier()  # every rank has compared with the saved configuration before rank 0 rewrites it
     if group.is_main:
         (run_dir / "state").mkdir(parents=True, exist_ok=True)
+        name_epoch_precisions(run_dir / "state", prepared.earlier_precision)
         write_atomically(run_dir / "config.json",
                          lambda path: path.write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n"))
         make_folds(data, config, run_dir / "folds.json")
@@ -800,7 +816,7 @@ def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS,
                     best, state = train_member(
                         data, train_idx, card, model_config, config, fold=fold, member=member,
                         state_path=run_dir / "state" / f"fold{fold}_member{member}.pt", progress=progress,
-                        group=group, earlier_precision=prepared.earlier_precision)
+                        group=group)
                     record = {"seconds": state.seconds, "epochs": state.epochs_run, "restarts": state.restarts,
                               "head_units_active": state.head_units_active, "source_revision": SOURCE_REVISION,
                               "history": state.history}
@@ -812,9 +828,7 @@ def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS,
                         (run_dir / "state" / f"fold{fold}_member{member}.pt").unlink(missing_ok=True)
                     group.barrier()
                 member_states.append(best)
-                member_precisions.append(
-                    sorted({epoch["precision"] for epoch in with_precision(record["history"],
-                                                                           prepared.earlier_precision)}))
+                member_precisions.append(sorted({epoch["precision"] for epoch in record["history"]}))
                 timings.append(record["seconds"] / max(record["epochs"], 1))
             scored = evaluation_subset(data, held_out)
             probabilities = []

@@ -186,7 +186,9 @@ def collect(entry: Entry, root: Path) -> dict[str, Any]:
         ``folds`` (finished), ``planned``, ``fold_ids`` (the finished folds),
         ``accuracy``/``macro_f1`` (lists per finished fold), ``accuracy3``/``macro_f13``
         (3-class), ``recall`` (class -> list),
-        ``seconds_per_epoch`` and ``epochs`` (lists per member), ``held_out``
+        ``epochs`` (list per member), ``seconds_per_epoch`` (precision -> list of the
+        seconds of every finished member's epochs in it; an epoch recorded without its
+        precision ran in the run's), ``held_out``
         (fold -> object ids, true and predicted class indices, for :func:`verdict`),
         ``restarted`` ("fold k member m: restarts" of members trained again for a dead head).
     """
@@ -195,7 +197,7 @@ def collect(entry: Entry, root: Path) -> dict[str, Any]:
     run_dir = root / entry.name
     planned = {**TABLE_PROTOCOL, **entry.changes}["fold_limit"]
     out: dict[str, Any] = {"folds": 0, "planned": planned, "fold_ids": [], "accuracy": [], "macro_f1": [],
-                           "accuracy3": [], "macro_f13": [], "recall": {}, "seconds_per_epoch": [], "epochs": [],
+                           "accuracy3": [], "macro_f13": [], "recall": {}, "seconds_per_epoch": {}, "epochs": [],
                            "held_out": {}, "restarted": []}
     for fold in range(planned):
         scored = run_dir / f"fold{fold}.json"
@@ -218,9 +220,12 @@ def collect(entry: Entry, root: Path) -> dict[str, Any]:
             three = scores(labels, merged, classes)
         out["accuracy3"].append(three["accuracy"])
         out["macro_f13"].append(three["macro_f1"])
-    for record_file in sorted((run_dir / "state").glob("fold*_member*.best.json")):
+    records = sorted((run_dir / "state").glob("fold*_member*.best.json"))
+    run_precision = json.loads((run_dir / "config.json").read_text())["precision"] if records else None
+    for record_file in records:
         record = json.loads(record_file.read_text())
-        out["seconds_per_epoch"].append(record["seconds"] / max(record["epochs"], 1))
+        for epoch in record["history"]:
+            out["seconds_per_epoch"].setdefault(epoch.get("precision", run_precision), []).append(epoch["seconds"])
         out["epochs"].append(record["epochs"])
         if record.get("restarts"):
             fold, member = re.findall(r"\d+", record_file.name)[:2]
@@ -257,12 +262,14 @@ def render_table(results: dict[str, dict[str, Any]]) -> str:
             lines.append(f"| {entry.label} | " + " | ".join(_mean_std(got["recall"].get(c, [])) for c in classes)
                          + " |")
     lines += ["", "Training time of the runs (wall time on a machine shared with other runs; the epochs of a "
-              "member include those of any attempt discarded for a dead head):", "",
+              "member include those of any attempt discarded for a dead head; seconds per epoch by training "
+              "precision: bf16 on CPUs with bf16 units (AMX, AVX512-BF16), fp32 on CPUs with AVX2 alone):", "",
               "| model | members finished | epochs per member | seconds per epoch |", "|---|---|---|---|"]
     for entry in PLAN:
         got = results[entry.name]
         epochs = "–" if not got["epochs"] else f"{np.mean(got['epochs']):.0f}"
-        seconds = "–" if not got["seconds_per_epoch"] else f"{np.mean(got['seconds_per_epoch']):.0f}"
+        seconds = ", ".join(f"{np.mean(values):.0f} ({precision}, {len(values)} epoch{'s' * (len(values) != 1)})"
+                            for precision, values in sorted(got["seconds_per_epoch"].items())) or "–"
         lines.append(f"| {entry.label} | {len(got['epochs'])} | {epochs} | {seconds} |")
     restarted = [f"{entry.label} ({'; '.join(results[entry.name]['restarted'])})" for entry in PLAN
                  if results[entry.name]["restarted"]]
