@@ -10,6 +10,10 @@ draws as many objects as the stage has: ``--epoch-objects``, default 2883 and
 2229, the ``phot`` and ``spec`` training objects of fold 0 of the benchmark).  The ``paper``
 preset is timed on smaller batches, objects/s being what carries over.
 
+Every model trains as ``train.fit`` trains it, with the attention computed once per
+sequence (``attend_once_per_sequence``); the row ``compact-pairwise`` is the compact
+model as built (all N x N pairs), for the ratio of the two forms measured in the same run.
+
 Usage: ``python bench/training.py [--json] [--models compact cnn_gru ...] [--threads 1]
 [--batch 128] [--paper-batch 8] [--repeats 3] [--precision bf16]``
 """
@@ -27,7 +31,13 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from train.model import build_model, example_inputs, get_baseline, get_preset  # noqa: E402
+from train.model import (  # noqa: E402
+    attend_once_per_sequence,
+    build_model,
+    example_inputs,
+    get_baseline,
+    get_preset,
+)
 
 CLASSES = ("AGN", "SNIa", "SNOther", "Variable")
 N_BAND_IDS = 7  # the benchmark's six LSST bands and padding
@@ -35,8 +45,8 @@ N_BAND_IDS = 7  # the benchmark's six LSST bands and padding
 
 def configuration(name: str) -> object:
     """The model of a results-table row, for the benchmark's classes and bands."""
-    if name in ("paper", "compact"):
-        return dataclasses.replace(get_preset(name), classes=CLASSES)
+    if name in ("paper", "compact", "compact-pairwise"):
+        return dataclasses.replace(get_preset(name.removesuffix("-pairwise")), classes=CLASSES)
     if name == "compact-stacked-bands":
         return dataclasses.replace(get_preset("compact"), classes=CLASSES, band_input="stacked",
                                    band_embedding=False, n_band_ids=N_BAND_IDS)
@@ -60,7 +70,8 @@ def step_seconds(model: nn.Module, optimiser: torch.optim.Optimizer, inputs: tup
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.add_argument("--models", nargs="+", default=["compact", "compact-stacked-bands", "compact-no-position",
+    parser.add_argument("--models", nargs="+", default=["compact", "compact-pairwise", "compact-stacked-bands",
+                                                        "compact-no-position",
                                                         "cnn_gru", "cnn_lstm", "lc_lstm", "paper"])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch", type=int, default=128)
@@ -77,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         batch = options.paper_batch if name == "paper" else options.batch
         torch.manual_seed(0)
         model = build_model(config).train()
+        if not name.endswith("-pairwise"):
+            attend_once_per_sequence(model)  # as train.fit trains it
         inputs = example_inputs(config, batch, seed=1)
         inputs = (inputs[0], inputs[1].clamp(max=N_BAND_IDS - 1), inputs[2] - inputs[2][:, :1])
         labels = torch.randint(0, len(CLASSES), (batch,))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import warnings
@@ -19,6 +20,7 @@ from train.model import (
     ConvEntion,
     ModelConfig,
     StemLayer,
+    attend_once_per_sequence,
     build_model,
     example_inputs,
     get_preset,
@@ -554,6 +556,36 @@ def test_exported_copy_equals_the_loop_reference(encoding: str) -> None:
     with torch.no_grad():
         expected = loop_forward(model, stamps, band_ids, times)
         torch.testing.assert_close(converted(stamps, band_ids, times), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_the_trained_form_has_the_gradients_of_the_model_as_built() -> None:
+    """Attention once per sequence (what train.fit trains): same loss, gradients and statistics."""
+    torch.manual_seed(0)
+    pairs = randomise_norms(ConvEntion(tiny_config())).train()
+    once = attend_once_per_sequence(copy.deepcopy(pairs))
+    assert all(block.attention.once_per_sequence for block in once.blocks)
+    stamps, band_ids, times = example_inputs(pairs.config, 4)
+    band_ids = with_padding(band_ids, [18, 7, 1, 0])
+    labels = torch.tensor([0, 1, 2, 1])
+    losses = []
+    for model in (pairs, once):
+        torch.manual_seed(3)  # the same dropout masks
+        losses.append(torch.nn.functional.cross_entropy(model(stamps, band_ids, times), labels))
+        losses[-1].backward()
+    torch.testing.assert_close(losses[1], losses[0], atol=1e-6, rtol=1e-6)
+    d = pairs.config.d_model
+    for (name, a), (_, b) in zip(pairs.named_parameters(), once.named_parameters(), strict=True):
+        expected, actual = a.grad, b.grad
+        assert actual is not None, name
+        if name.endswith("attention.logits.bias"):  # cancels in the softmax: zero up to rounding
+            expected = torch.zeros_like(actual)
+        if name.endswith(("attention.qkv.weight", "attention.qkv.bias")):  # the Q rows: exactly zero
+            assert not actual[:d].any()
+            torch.testing.assert_close(expected[:d], torch.zeros_like(expected[:d]), atol=1e-6, rtol=0)
+            expected, actual = expected[d:], actual[d:]
+        torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-4, msg=name)
+    for (name, a), (_, b) in zip(pairs.named_buffers(), once.named_buffers(), strict=True):
+        torch.testing.assert_close(b, a, atol=1e-6, rtol=1e-5, msg=name)
 
 
 def test_conv2d_stem_skips_the_time_padding_of_the_paper_stem(paper_model: ConvEntion) -> None:

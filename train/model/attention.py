@@ -18,7 +18,8 @@ By default this module computes the formula as published (all N x N pairs);
 with ``once_per_sequence`` set it computes ``softmax_m(conv(K_m))``, the
 weighted sum and the merge once per sequence and broadcasts the result to the
 N positions: the same output with N times less work in the pair stage (set by
-:func:`train.model.convention.to_conv2d_stem` for export; see docs/performance.md).
+:func:`train.model.convention.attend_once_per_sequence`, for training and for
+export; see docs/performance.md).
 """
 
 from __future__ import annotations
@@ -98,8 +99,9 @@ class ConvAttention(nn.Module):
         n, d = x.shape[1], x.shape[2]
         keys_values = F.conv2d(x.flatten(0, 1), self.qkv.weight[d:], self.qkv.bias[d:])  # (B*N, 2D, h, w)
         k, v = keys_values.chunk(2, dim=1)
-        logits = F.conv2d(k, self.logits.weight, None, padding=self.logits.padding)
-        logits = logits.unflatten(0, (-1, n))  # (B, N, T, h, w)
+        # The logit bias is constant over the keys and cancels like the query term; kept, it
+        # leaves every parameter in the graph (data-parallel training requires it).
+        logits = self.logits(k).unflatten(0, (-1, n))  # (B, N, T, h, w)
         key_padding = ~valid[:, :, None, None, None]
         weights = logits.masked_fill(key_padding, torch.finfo(logits.dtype).min).softmax(dim=1)
         values = v.unflatten(1, (self.heads, -1)).unflatten(0, (-1, n))  # (B, N, T, D/T, h, w)
@@ -112,7 +114,7 @@ class ConvAttention(nn.Module):
         All pairs: the key logits (the logit convolution without bias on the N
         key maps) and the weighted sum of values over all N x N pairs.  Once per
         sequence: the K and V projections (the ``qkv`` weights are sliced, so
-        its hook does not see them), the key logits and one weighted sum over N.
+        its hook does not see them) and one weighted sum over N.
 
         Parameters
         ----------
@@ -126,6 +128,6 @@ class ConvAttention(nn.Module):
         _, n, d, h, w = x.shape
         kernel = self.logits.kernel_size[0] * self.logits.kernel_size[1]
         key_logits = n * self.heads * h * w * d * kernel
-        if self.once_per_sequence:
-            return int(n * 2 * d * h * w * d + key_logits + n * d * h * w)
+        if self.once_per_sequence:  # the key logits run through the logits module: its hook counts them
+            return int(n * 2 * d * h * w * d + n * d * h * w)
         return int(key_logits + n * n * d * h * w)

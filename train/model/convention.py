@@ -38,6 +38,7 @@ __all__ = [
     "MaskedLayerNorm",
     "PositionalEncoding",
     "TransformerBlock",
+    "attend_once_per_sequence",
     "check_inputs",
     "masked_max",
     "to_conv2d_stem",
@@ -503,6 +504,29 @@ def to_conv2d_stem(model: ConvEntion) -> ConvEntion:
     converted = copy.deepcopy(model)
     if isinstance(converted.stem, Conv3dStem):
         converted.stem = converted.stem.to_conv2d()
-    for block in converted.blocks:
-        block.attention.once_per_sequence = True
-    return converted.eval()
+    return attend_once_per_sequence(converted).eval()
+
+
+def attend_once_per_sequence(model: nn.Module) -> nn.Module:
+    """Set every attention layer of ``model`` (in place) to compute its output once per sequence.
+
+    The same function (the query term cancels in the softmax over keys, see
+    :mod:`train.model.attention`), so the same outputs and the same gradients up to
+    rounding, for N times less work in the pair stage; the Q rows of the projection
+    get an exact zero gradient instead of a rounding-sized one.  ``train.fit``
+    trains this form; the model as built computes all N x N pairs.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Any model; modules other than :class:`ConvAttention` are left alone.
+
+    Returns
+    -------
+    nn.Module
+        ``model`` itself.
+    """
+    for module in model.modules():
+        if isinstance(module, ConvAttention):
+            module.once_per_sequence = True
+    return model
