@@ -10,9 +10,12 @@ draws as many objects as the stage has: ``--epoch-objects``, default 2883 and
 2229, the ``phot`` and ``spec`` training objects of fold 0 of the benchmark).  The ``paper``
 preset is timed on smaller batches, objects/s being what carries over.
 
-Every model trains as ``train.fit`` trains it, with the attention computed once per
-sequence (``attend_once_per_sequence``); the row ``compact-pairwise`` is the compact
-model as built (all N x N pairs), for the ratio of the two forms measured in the same run.
+Every model trains as ``train.fit`` trains it (``training_form``): the attention
+computed once per sequence, the stem's Conv3d blocks as Conv2d over time-stacked
+channels.  Two rows undo one form each, for the ratios measured in the same run:
+``compact-pairwise`` computes all N x N pairs of the attention, ``compact-conv3d``
+runs the stem's Conv3d layers as built; ``paper-stacked`` time-stacks the paper's
+stem, which ``train.fit`` leaves as built (``NARROW_STEM_CHANNELS``).
 
 Usage: ``python bench/training.py [--json] [--models compact cnn_gru ...] [--threads 1]
 [--batch 128] [--paper-batch 8] [--repeats 3] [--precision bf16]``
@@ -32,12 +35,13 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from train.model import (  # noqa: E402
-    attend_once_per_sequence,
     build_model,
     example_inputs,
     get_baseline,
     get_preset,
+    training_form,
 )
+from train.model.attention import ConvAttention
 
 CLASSES = ("AGN", "SNIa", "SNOther", "Variable")
 N_BAND_IDS = 7  # the benchmark's six LSST bands and padding
@@ -45,8 +49,8 @@ N_BAND_IDS = 7  # the benchmark's six LSST bands and padding
 
 def configuration(name: str) -> object:
     """The model of a results-table row, for the benchmark's classes and bands."""
-    if name in ("paper", "compact", "compact-pairwise"):
-        return dataclasses.replace(get_preset(name.removesuffix("-pairwise")), classes=CLASSES)
+    if name in ("paper", "compact", "compact-pairwise", "compact-conv3d", "paper-stacked"):
+        return dataclasses.replace(get_preset(name.split("-")[0]), classes=CLASSES)
     if name == "compact-stacked-bands":
         return dataclasses.replace(get_preset("compact"), classes=CLASSES, band_input="stacked",
                                    band_embedding=False, n_band_ids=N_BAND_IDS)
@@ -70,9 +74,10 @@ def step_seconds(model: nn.Module, optimiser: torch.optim.Optimizer, inputs: tup
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.add_argument("--models", nargs="+", default=["compact", "compact-pairwise", "compact-stacked-bands",
+    parser.add_argument("--models", nargs="+", default=["compact", "compact-pairwise", "compact-conv3d",
+                                                        "compact-stacked-bands",
                                                         "compact-no-position",
-                                                        "cnn_gru", "cnn_lstm", "lc_lstm", "paper"])
+                                                        "cnn_gru", "cnn_lstm", "lc_lstm", "paper", "paper-stacked"])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--paper-batch", type=int, default=8)
@@ -85,11 +90,16 @@ def main(argv: list[str] | None = None) -> int:
     cells = {}
     for name in options.models:
         config = configuration(name)
-        batch = options.paper_batch if name == "paper" else options.batch
+        batch = options.paper_batch if name.startswith("paper") else options.batch
         torch.manual_seed(0)
         model = build_model(config).train()
-        if not name.endswith("-pairwise"):
-            attend_once_per_sequence(model)  # as train.fit trains it
+        training_form(model)  # as train.fit trains it
+        if name.endswith("-pairwise"):
+            for module in model.modules():
+                if isinstance(module, ConvAttention):
+                    module.once_per_sequence = False
+        if name.endswith(("-conv3d", "-stacked")):
+            model.stem.time_stacked = name.endswith("-stacked")
         inputs = example_inputs(config, batch, seed=1)
         inputs = (inputs[0], inputs[1].clamp(max=N_BAND_IDS - 1), inputs[2] - inputs[2][:, :1])
         labels = torch.randint(0, len(CLASSES), (batch,))

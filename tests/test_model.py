@@ -20,17 +20,18 @@ from train.model import (
     ConvEntion,
     ModelConfig,
     StemLayer,
-    attend_once_per_sequence,
     build_model,
     example_inputs,
     get_preset,
     measure,
     to_conv2d_stem,
+    training_form,
 )
 from train.model.__main__ import main
 from train.model.attention import ConvAttention
 from train.model.convention import FeatureNorm, MaskedLayerNorm
 from train.model.reference import loop_attention, loop_forward
+from train.model.stem import StemBlock
 
 pytestmark = pytest.mark.torch
 
@@ -475,6 +476,65 @@ def test_conv2d_stem_equals_conv3d_stem(make) -> None:
         torch.testing.assert_close(model.stem.to_conv2d()(frames), model.stem(frames), atol=1e-5, rtol=1e-5)
 
 
+@settings(max_examples=30, deadline=None)
+@given(
+    time_in=st.integers(1, 5),
+    time_kernel=st.integers(1, 3),
+    time_stride=st.integers(1, 2),
+    time_padding=st.integers(0, 2),
+    channels_in=st.integers(1, 3),
+    training=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_time_stacked_stem_block_equals_the_conv3d_block(time_in: int, time_kernel: int, time_stride: int,
+                                                         time_padding: int, channels_in: int, training: bool,
+                                                         seed: int) -> None:
+    """Output, input and parameter gradients, running statistics: float64, any time geometry."""
+    if time_in + 2 * time_padding < time_kernel:
+        return
+    torch.manual_seed(seed)
+    layer = StemLayer(channels=3, kernel=3, stride=2, padding=1, time_kernel=time_kernel, time_stride=time_stride,
+                      time_padding=time_padding)
+    block = randomise_norms(StemBlock(channels_in, layer), seed).double().train(training)
+    stacked = copy.deepcopy(block)
+    x = torch.randn(4, channels_in, time_in, 7, 7, dtype=torch.float64, requires_grad=True)
+    x_stacked = x.detach().transpose(1, 2).flatten(1, 2).contiguous(memory_format=torch.channels_last)
+    x_stacked.requires_grad_(True)
+    expected = block(x)  # (W, C, T', H', W')
+    actual = stacked.forward_time_stacked(x_stacked, time_in)
+    time_out = stacked.time_out(time_in)
+    assert expected.shape[2] == time_out
+    assert actual.shape == (4, time_out * 3, *expected.shape[3:])
+    torch.testing.assert_close(actual.unflatten(1, (time_out, 3)).transpose(1, 2), expected)
+    weights = torch.randn(expected.shape, dtype=torch.float64)
+    (expected * weights).sum().backward()
+    (actual * weights.transpose(1, 2).flatten(1, 2)).sum().backward()
+    torch.testing.assert_close(x_stacked.grad, x.grad.transpose(1, 2).flatten(1, 2))
+    for (name, a), b in zip(block.named_parameters(), stacked.parameters(), strict=True):
+        torch.testing.assert_close(b.grad, a.grad, msg=name)
+    for (name, a), b in zip(block.named_buffers(), stacked.buffers(), strict=True):
+        torch.testing.assert_close(b, a, msg=name)
+
+
+def test_training_form_time_stacks_narrow_stems_only(paper_model: ConvEntion) -> None:
+    assert training_form(ConvEntion(get_preset("compact"))).stem.time_stacked
+    assert not training_form(copy.deepcopy(paper_model)).stem.time_stacked  # 64-128 channels: Conv3d is faster
+
+
+@pytest.mark.parametrize("make", [tiny_config, lambda: get_preset("compact")])
+@pytest.mark.parametrize("training", [True, False])
+def test_time_stacked_stem_equals_the_conv3d_stem(make, training: bool) -> None:
+    torch.manual_seed(0)
+    model = randomise_norms(ConvEntion(make())).train(training)
+    stacked = copy.deepcopy(model.stem)
+    stacked.time_stacked = True
+    frames = model.frames(*example_inputs(model.config, 2)[:2]).detach()
+    with torch.no_grad():
+        torch.testing.assert_close(stacked(frames), model.stem(frames), atol=1e-5, rtol=1e-5)
+    for (name, a), b in zip(model.stem.named_buffers(), stacked.buffers(), strict=True):
+        torch.testing.assert_close(b, a, atol=1e-6, rtol=1e-5, msg=name)
+
+
 # --- ONNX export ---------------------------------------------------------------------------
 
 
@@ -559,11 +619,13 @@ def test_exported_copy_equals_the_loop_reference(encoding: str) -> None:
 
 
 def test_the_trained_form_has_the_gradients_of_the_model_as_built() -> None:
-    """Attention once per sequence (what train.fit trains): same loss, gradients and statistics."""
+    """Attention once per sequence, time-stacked stem (what train.fit trains): same loss, gradients, statistics."""
     torch.manual_seed(0)
     pairs = randomise_norms(ConvEntion(tiny_config())).train()
-    once = attend_once_per_sequence(copy.deepcopy(pairs))
+    once = training_form(copy.deepcopy(pairs))
     assert all(block.attention.once_per_sequence for block in once.blocks)
+    assert once.stem.time_stacked and not pairs.stem.time_stacked
+    assert once.state_dict().keys() == pairs.state_dict().keys()
     stamps, band_ids, times = example_inputs(pairs.config, 4)
     band_ids = with_padding(band_ids, [18, 7, 1, 0])
     labels = torch.tensor([0, 1, 2, 1])

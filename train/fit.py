@@ -69,10 +69,10 @@ from train.model import (
     MODEL_NAMES,
     BaselineConfig,
     ModelConfig,
-    attend_once_per_sequence,
     build_model,
     get_baseline,
     get_preset,
+    training_form,
 )
 from train.model.convention import ClassifierHead
 
@@ -486,7 +486,7 @@ def train_member(data: LabelledObjects, train_idx: np.ndarray, card: ModelCard,
     def attempt(restarts: int) -> tuple[list[int], nn.Module, nn.Module, torch.optim.Optimizer]:
         seed = member_seed(config, fold, member, restarts)
         torch.manual_seed(int(np.random.default_rng(seed).integers(2**31)))
-        model = attend_once_per_sequence(build_model(model_config))
+        model = training_form(build_model(model_config))
         trained = DistributedDataParallel(model) if group.distributed else model
         return seed, model, trained, torch.optim.Adam(model.parameters(), lr=config.learning_rate)
 
@@ -834,7 +834,7 @@ def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS,
             scored = evaluation_subset(data, held_out)
             probabilities = []
             for member, best in enumerate(member_states):
-                model = attend_once_per_sequence(build_model(model_config))
+                model = training_form(build_model(model_config))
                 load_weights(model, best, run_dir / "state" / f"fold{fold}_member{member}.best.pt")
                 probabilities.append(predict(model, data, scored, card, group=group))
             ensemble = np.mean(probabilities, axis=0)

@@ -16,7 +16,7 @@ from torch import nn
 
 from train.model.baselines import BASELINES, BaselineConfig, build_baseline, get_baseline
 from train.model.config import PRESETS, ModelConfig, StemLayer, get_preset
-from train.model.convention import ConvEntion, attend_once_per_sequence, to_conv2d_stem
+from train.model.convention import ConvEntion, attend_once_per_sequence, to_conv2d_stem, training_form
 from train.model.summary import ModelCost, example_inputs, measure
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "get_preset",
     "measure",
     "to_conv2d_stem",
+    "training_form",
 ]
 
 #: Every name :func:`build_model` accepts: ConvEntion presets, then baselines.

@@ -44,6 +44,63 @@ class StemBlock(nn.Module):
         """``(W, C_in, T, H, W)`` float32 -> ``(W, C_out, T', H', W')`` float32."""
         return torch.relu(self.norm(self.conv(x)))
 
+    def time_out(self, time_in: int) -> int:
+        """Output time steps for ``time_in`` input steps."""
+        (k_t, *_), (s_t, *_), (p_t, *_) = self.conv.kernel_size, self.conv.stride, self.conv.padding
+        return (time_in + 2 * p_t - k_t) // s_t + 1
+
+    def time_stacked_weight(self, time_in: int) -> Tensor:
+        """The Conv3d weight as one Conv2d weight over time-stacked channels (differentiable).
+
+        Parameters
+        ----------
+        time_in : int
+            Input time steps T_in.
+
+        Returns
+        -------
+        Tensor
+            ``(T_out * C_out, T_in * C_in, kh, kw)``: block ``(t_out, t_in)`` holds the
+            tap ``t_in - (t_out * stride - padding)`` of the time kernel, zeros where
+            that tap falls outside it.
+        """
+        weight = self.conv.weight
+        k_t, s_t, p_t = weight.shape[2], self.conv.stride[0], self.conv.padding[0]
+        zeros = weight[:, :, 0] * 0  # tied to the weight: a zero gradient even if no tap is read, as in Conv3d
+        rows = []
+        for t_out in range(self.time_out(time_in)):
+            taps = (t_in - (t_out * s_t - p_t) for t_in in range(time_in))
+            rows.append(torch.cat([weight[:, :, tap] if 0 <= tap < k_t else zeros for tap in taps], dim=1))
+        return torch.cat(rows, dim=0)
+
+    def forward_time_stacked(self, x: Tensor, time_in: int) -> Tensor:
+        """This layer on time-stacked channels: the same function as :meth:`forward`, in training as in eval.
+
+        One Conv2d with the weight of :meth:`time_stacked_weight`, then this
+        block's own BatchNorm3d (running statistics and all) on a channels-last
+        view whose spatial axes are (H', W', T'): the statistics per channel run
+        over the same values as in :meth:`forward`.
+
+        Parameters
+        ----------
+        x : Tensor
+            ``(W, T_in * C_in, H, W)`` float32, channel ``t * C_in + c``, best in
+            channels-last memory format.
+        time_in : int
+            Input time steps T_in.
+
+        Returns
+        -------
+        Tensor
+            ``(W, T_out * C_out, H', W')``, channel ``t * C_out + c``, channels-last.
+        """
+        time_out, channels = self.time_out(time_in), self.conv.out_channels
+        y = nn.functional.conv2d(x, self.time_stacked_weight(time_in), self.conv.bias.repeat(time_out),
+                                 stride=self.conv.stride[1:], padding=self.conv.padding[1:])
+        rows = y.permute(0, 2, 3, 1).unflatten(3, (time_out, channels))  # (W, H', W', T', C)
+        y = torch.relu(self.norm(rows.permute(0, 4, 1, 2, 3)))  # (W, C, H', W', T')
+        return y.permute(0, 2, 3, 4, 1).flatten(3, 4).permute(0, 3, 1, 2)
+
 
 class Conv3dStem(nn.Module):
     """The paper's stem: Conv3d blocks applied to every window of K frames.
@@ -52,6 +109,15 @@ class Conv3dStem(nn.Module):
     ----------
     config : ModelConfig
         Supplies the window length, frame channels and stem layers.
+
+    Attributes
+    ----------
+    time_stacked : bool
+        Compute every block with :meth:`StemBlock.forward_time_stacked` (Conv2d over
+        time-stacked channels, channels-last; the same parameters and function, in
+        training as in eval): oneDNN's Conv3d with few channels is slow on CPU.
+        Set by :func:`train.model.convention.training_form` for ``train.fit``; off
+        as built.
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -61,6 +127,7 @@ class Conv3dStem(nn.Module):
         self.layers = nn.ModuleList(
             StemBlock(c_in, layer) for c_in, layer in zip(channels[:-1], config.stem)
         )
+        self.time_stacked = False
 
     def forward(self, frames: Tensor) -> Tensor:
         """Encode every window.
@@ -76,10 +143,17 @@ class Conv3dStem(nn.Module):
             ``(B, N, D, h, w)`` float32, one map per window, N = M / K.
         """
         windows = frames.unflatten(1, (-1, self.window))  # (B, N, K, C, H, W)
-        x = windows.flatten(0, 1).transpose(1, 2)  # (B*N, C, K, H, W)
-        for layer in self.layers:
-            x = layer(x)
-        return x.flatten(1, 2).unflatten(0, (-1, frames.shape[1] // self.window))
+        if self.time_stacked:
+            x, time = windows.flatten(0, 1).flatten(1, 2).contiguous(memory_format=torch.channels_last), self.window
+            for layer in self.layers:
+                x, time = layer.forward_time_stacked(x, time), layer.time_out(time)
+            x = x.contiguous()  # (B*N, T' * D, h, w) with T' = 1
+        else:
+            x = windows.flatten(0, 1).transpose(1, 2)  # (B*N, C, K, H, W)
+            for layer in self.layers:
+                x = layer(x)
+            x = x.flatten(1, 2)
+        return x.unflatten(0, (-1, frames.shape[1] // self.window))
 
     @torch.no_grad()
     def to_conv2d(self) -> Conv2dStem:
