@@ -217,7 +217,8 @@ class TimeStackedBlock(nn.Module):
         conv3d, norm3d = block.conv, block.norm
         c_out, c_in, k_t = conv3d.weight.shape[:3]
         s_t, p_t = conv3d.stride[0], conv3d.padding[0]
-        time_out = (time_in + 2 * p_t - k_t) // s_t + 1
+        time_out = block.time_out(time_in)
+        banded = block.time_stacked_weight(time_in)  # (T_out * C_out, T_in * C_in, kh, kw)
 
         def span(steps: list[int]) -> tuple[int, int]:
             # A group reaching no input (all taps on padding) keeps one input step and zero weights.
@@ -231,15 +232,9 @@ class TimeStackedBlock(nn.Module):
         spans, groups = [], nn.ModuleList()
         for steps in split if 3 * taps(split) <= 2 * taps(whole) else whole:
             lo, hi = span(steps)
-            weight = conv3d.weight.new_zeros(len(steps), c_out, hi - lo, c_in, *conv3d.kernel_size[1:])
-            for index, t_out in enumerate(steps):
-                for t_in in range(lo, hi):
-                    tap = t_in - (t_out * s_t - p_t)
-                    if 0 <= tap < k_t:
-                        weight[index, :, t_in - lo] = conv3d.weight[:, :, tap]
             conv = nn.Conv2d((hi - lo) * c_in, len(steps) * c_out, kernel_size=conv3d.kernel_size[1:],
                              stride=conv3d.stride[1:], padding=conv3d.padding[1:])
-            conv.weight.copy_(weight.flatten(2, 3).flatten(0, 1))
+            conv.weight.copy_(banded[steps[0] * c_out:(steps[-1] + 1) * c_out, lo * c_in:hi * c_in])
             conv.bias.copy_(conv3d.bias.repeat(len(steps)))
             norm = nn.BatchNorm2d(len(steps) * c_out, eps=norm3d.eps)
             for name in ("weight", "bias", "running_mean", "running_var"):
