@@ -138,8 +138,48 @@ def test_claims_follow_the_paired_bootstrap_interval():
     other = _row({0: (labels[1], labels[1])})
     with pytest.raises(ValueError, match="different held-out objects"):
         results.verdict(good, other)
-    assert {better for _, better, _ in results.CLAIMS} | {worse for _, _, worse in results.CLAIMS} <= {
+    assert {better for _, better, _, _ in results.CLAIMS} | {worse for _, _, worse, _ in results.CLAIMS} <= {
         entry.name for entry in results.PLAN}
+    assert {task for *_, task in results.CLAIMS} == {"4class", "3class"}
+
+
+def _write_fold(run_dir: Path, fold: int, classes: list[str], labels: list[str], probabilities: np.ndarray) -> None:
+    """A scored fold as train.fit writes it (only what collect reads)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    predicted = [classes[i] for i in probabilities.argmax(axis=1)]
+    scores = {"accuracy": float(np.mean([a == b for a, b in zip(labels, predicted)])), "macro_f1": 0.0,
+              "recall": {name: 0.0 for name in classes}}
+    (run_dir / f"fold{fold}.json").write_text(json.dumps(scores))
+    (run_dir / f"fold{fold}.predictions.json").write_text(json.dumps({
+        "classes": classes, "object_id": [str(i) for i in range(len(labels))], "label": labels,
+        "probabilities": probabilities.tolist()}))
+
+
+def test_the_three_class_claim_compares_merged_four_class_predictions(tmp_path, monkeypatch):
+    rng = np.random.default_rng(3)
+    four = ["AGN", "SNIa", "SNOther", "Variable"]
+    truth = rng.integers(0, 4, 300)
+    # the 4-class row swaps every SNIa and SNOther (4-class F1 poor) but is otherwise right:
+    # merged into SN it is perfect on 3 classes
+    swapped = np.select([truth == 1, truth == 2], [2, 1], truth)
+    three_truth = np.array([0, 1, 1, 2])[truth]
+    wrong = rng.random(300) < 0.2  # the 3-class row errs on a fifth of the objects
+    three_guess = np.where(wrong, (three_truth + 1) % 3, three_truth)
+    _write_fold(tmp_path / "compact", 0, four, [four[i] for i in truth], np.eye(4)[swapped] * 0.9 + 0.025)
+    _write_fold(tmp_path / "compact-3class", 0, ["AGN", "SN", "Variable"],
+                [["AGN", "SN", "Variable"][i] for i in three_truth], np.eye(3)[three_guess] * 0.9 + 0.05)
+    plan = (results.Entry("compact", "compact", {"model": "compact"}),
+            results.Entry("compact-3class", "compact 3", {"model": "compact", "task": "3class"}))
+    monkeypatch.setattr(results, "PLAN", plan)
+    monkeypatch.setattr(results, "TABLE_PROTOCOL", TINY)
+    collected = {entry.name: results.collect(entry, tmp_path) for entry in plan}
+    ids, labels, predicted = collected["compact"]["held_out3"][0]
+    assert np.array_equal(labels, predicted)  # the swaps vanish in the merge
+    assert collected["compact-3class"]["held_out3"][0][1].tolist() == three_truth[np.argsort(
+        [str(i) for i in range(300)], kind="stable")].tolist()
+    line = next(line for line in results.render_claims(collected).splitlines() if "training on 3 classes" in line)
+    expected_f1 = results.macro_f1(three_truth, three_guess, 3)
+    assert f": reversed on 1 fold: {expected_f1:.3f} vs 1.000, difference {expected_f1 - 1:+.3f}" in line
 
 
 def test_the_interval_pairs_the_two_rows_on_the_same_draws():
