@@ -170,10 +170,15 @@ def test_precision_may_change_when_a_run_resumes_and_each_epoch_names_its_own(tm
         del epoch["precision"]
     torch.save(state, state_file)
 
-    fit(config(tmp_path / "run", precision="fp32", **run))  # resumed in another precision: not refused
+    metrics = fit(config(tmp_path / "run", precision="fp32", **run))  # resumed in another precision: not refused
     record = json.loads((tmp_path / "run" / "state" / "fold0_member0.best.json").read_text())
     precisions = [epoch["precision"] for epoch in record["history"]]
     assert precisions[0] == "bf16" and set(precisions[1:]) == {"fp32"}  # the unnamed epoch: the saved run's
+    units = fit_module.CPU["matrix_units"]
+    assert [(e["cpu"], e["matrix_units"]) for e in record["history"]] == [
+        (fit_module.CPU["cpu"], units)] * len(precisions)
+    assert sorted(metrics["seconds_per_epoch"]) == [f"bf16 on {units}", f"fp32 on {units}"]
+    assert metrics["seconds_per_epoch"][f"bf16 on {units}"] == record["history"][0]["seconds"]
     card = ModelSession(tmp_path / "export" / "model.onnx", device="cpu").card
     assert card.provenance["member_precisions"] == [["bf16", "fp32"]]
     assert json.loads((tmp_path / "run" / "config.json").read_text())["precision"] == "fp32"

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 torch = pytest.importorskip("torch")
 pytest.importorskip("sklearn")
 
+import train.fit  # noqa: E402
 from train import results  # noqa: E402
 from train.fit import FitConfig, fit  # noqa: E402
 
@@ -58,18 +59,24 @@ def test_entries_train_on_the_reference_folds_and_fill_the_table(tmp_path, monke
     assert all(0.0 <= v <= 1.0 for v in compact["accuracy"] + compact["accuracy3"])
     assert results.collect(plan[2], root)["folds"] == 0  # not run: an empty row
 
-    # seconds per epoch by precision; an epoch recorded without it ran in the run's (TINY: fp32)
-    assert set(compact["seconds_per_epoch"]) == {"fp32"}
+    # seconds per epoch by precision and the CPU's matrix units; an epoch recorded without its
+    # precision ran in the run's (TINY: fp32), one recorded without its CPU is grouped by precision alone
+    assert set(compact["seconds_per_epoch"]) == {f"fp32 on {train.fit.CPU['matrix_units']}"}
     record_file = root / "lc_lstm" / "state" / "fold0_member0.best.json"
     record = json.loads(record_file.read_text())
     epochs = sum(len(json.loads(f.read_text())["history"]) for f in (root / "lc_lstm" / "state").glob("*.json"))
-    record["history"] = [{**record["history"][0], "precision": "bf16"}] + [
-        {k: v for k, v in epoch.items() if k != "precision"} for epoch in record["history"][1:]]
+    record["history"] = [{**record["history"][0], "precision": "bf16", "matrix_units": "amx"}] + [
+        {k: v for k, v in epoch.items() if k not in ("precision", "cpu", "matrix_units")}
+        for epoch in record["history"][1:]]
     record_file.write_text(json.dumps(record))
+    for other in (root / "lc_lstm" / "state").glob("fold1_*.json"):  # as saved before epochs named their CPU
+        saved = json.loads(other.read_text())
+        saved["history"] = [{k: v for k, v in e.items() if k not in ("cpu", "matrix_units")} for e in saved["history"]]
+        other.write_text(json.dumps(saved))
     timing = results.collect(plan[1], root)["seconds_per_epoch"]
-    assert len(timing["bf16"]) == 1 and len(timing["fp32"]) == epochs - 1
+    assert len(timing["bf16 on amx"]) == 1 and len(timing["fp32"]) == epochs - 1 and len(timing) == 2
     table = results.render_table({entry.name: results.collect(entry, root) for entry in plan})
-    assert f"(bf16, 1 epoch), {np.mean(timing['fp32']):.0f} (fp32, {epochs - 1} epochs)" in table
+    assert f"(bf16 on amx, 1 epoch), {np.mean(timing['fp32']):.0f} (fp32, {epochs - 1} epochs)" in table
 
     document = tmp_path / "results.md"
     document.write_text(f"# Results\n\n{results.BEGIN}\nstale table\n{results.END}\n\nafter\n")

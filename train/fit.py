@@ -65,6 +65,7 @@ from train.checkpoint import Checkpoint, config_to_dict, write_atomically
 from train.command_line import OneLineParser, report_failure
 from train.data.dataset import TASKS, LabelledObjects, band_statistics, load_labelled
 from train.distributed import SINGLE_PROCESS, Group, setup
+from train.machine import cpu_description, timing_key
 from train.model import (
     MODEL_NAMES,
     BaselineConfig,
@@ -552,7 +553,7 @@ def train_member(data: LabelledObjects, train_idx: np.ndarray, card: ModelCard,
             state.history.append({"attempt": state.restarts, "stage": stage_name, "epoch": state.epoch,
                                   "loss": total_loss / n_drawn,
                                   "val_macro_f1": validation["macro_f1"], "val_accuracy": validation["accuracy"],
-                                  "seconds": elapsed, "precision": config.precision})
+                                  "seconds": elapsed, "precision": config.precision, **CPU})
             log.info("fold %d member %d %s epoch %d: loss %.4f, val macro-F1 %.4f acc %.4f%s (%.1f s)",
                      fold, member, stage_name, state.epoch, total_loss / n_drawn, validation["macro_f1"],
                      validation["accuracy"], " *" if improved else "", elapsed)
@@ -798,7 +799,8 @@ def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS,
     folds = prepared.folds
     index_of = {str(i): k for k, i in enumerate(data.object_ids)}
 
-    per_fold, members_out, precisions_out, timings = [], [], [], []
+    per_fold, members_out, precisions_out = [], [], []
+    timings: dict[str, list[float]] = {}
     console = Console(stderr=True)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=console, transient=True,
@@ -830,7 +832,8 @@ def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS,
                     group.barrier()
                 member_states.append(best)
                 member_precisions.append(sorted({epoch["precision"] for epoch in record["history"]}))
-                timings.append(record["seconds"] / max(record["epochs"], 1))
+                for epoch in record["history"]:
+                    timings.setdefault(timing_key(epoch, prepared.earlier_precision), []).append(epoch["seconds"])
             scored = evaluation_subset(data, held_out)
             probabilities = []
             for member, best in enumerate(member_states):
@@ -858,7 +861,8 @@ def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS,
     summary = _summary(per_fold, data.classes)
     metrics = {
         "task": config.task, "model": config.model, "cross_validation": summary, "per_fold": per_fold,
-        "seconds_per_epoch_per_member": float(np.mean(timings)), "exported_members": config.export_members,
+        "seconds_per_epoch": {key: float(np.mean(values)) for key, values in sorted(timings.items())},
+        "exported_members": config.export_members,
         "evaluated_on": _evaluated_on(data),
     }
     if group.is_main:
@@ -945,6 +949,8 @@ def source_revision() -> str | None:
 
 #: The revision of the code this process imported (read once, before any later edit).
 SOURCE_REVISION = source_revision()
+#: The CPU this process trains on (model name, matrix units), named in every epoch's record.
+CPU = cpu_description()
 
 
 def _export(config: FitConfig, command: str, run_dir: Path, model_config: ModelConfig | BaselineConfig,

@@ -34,6 +34,7 @@ import numpy as np
 from convention_rt.errors import ConventionError, UsageError
 from train.command_line import OneLineParser, report_failure
 from train.data.dataset import TASKS
+from train.machine import timing_key
 
 __all__ = ["PLAN", "TABLE_PROTOCOL", "Entry", "collect", "main", "render_table", "run_entry"]
 
@@ -186,9 +187,10 @@ def collect(entry: Entry, root: Path) -> dict[str, Any]:
         ``folds`` (finished), ``planned``, ``fold_ids`` (the finished folds),
         ``accuracy``/``macro_f1`` (lists per finished fold), ``accuracy3``/``macro_f13``
         (3-class), ``recall`` (class -> list),
-        ``epochs`` (list per member), ``seconds_per_epoch`` (precision -> list of the
-        seconds of every finished member's epochs in it; an epoch recorded without its
-        precision ran in the run's), ``held_out``
+        ``epochs`` (list per member), ``seconds_per_epoch`` (how the epochs ran, as
+        :func:`train.machine.timing_key` names it -> list of the seconds of every
+        finished member's epochs that ran so; an epoch recorded without its precision
+        ran in the run's), ``held_out``
         (fold -> object ids, true and predicted class indices, for :func:`verdict`, in
         the entry's task), ``held_out3`` (the same in 3 classes: a 4-class run's
         predictions with the supernova probabilities summed),
@@ -230,7 +232,7 @@ def collect(entry: Entry, root: Path) -> dict[str, Any]:
     for record_file in records:
         record = json.loads(record_file.read_text())
         for epoch in record["history"]:
-            out["seconds_per_epoch"].setdefault(epoch.get("precision", run_precision), []).append(epoch["seconds"])
+            out["seconds_per_epoch"].setdefault(timing_key(epoch, run_precision), []).append(epoch["seconds"])
         out["epochs"].append(record["epochs"])
         if record.get("restarts"):
             fold, member = re.findall(r"\d+", record_file.name)[:2]
@@ -268,13 +270,14 @@ def render_table(results: dict[str, dict[str, Any]]) -> str:
                          + " |")
     lines += ["", "Training time of the runs (wall time on a machine shared with other runs; the epochs of a "
               "member include those of any attempt discarded for a dead head; seconds per epoch by training "
-              "precision: bf16 on CPUs with bf16 units (AMX, AVX512-BF16), fp32 on CPUs with AVX2 alone):", "",
+              "precision, bf16 on CPUs with bf16 units (AMX, AVX512-BF16), fp32 on CPUs with AVX2 alone, and by the "
+              "CPU's matrix units where the epoch records them: \"bf16 on amx\"):", "",
               "| model | members finished | epochs per member | seconds per epoch |", "|---|---|---|---|"]
     for entry in PLAN:
         got = results[entry.name]
         epochs = "–" if not got["epochs"] else f"{np.mean(got['epochs']):.0f}"
-        seconds = ", ".join(f"{np.mean(values):.0f} ({precision}, {len(values)} epoch{'s' * (len(values) != 1)})"
-                            for precision, values in sorted(got["seconds_per_epoch"].items())) or "–"
+        seconds = ", ".join(f"{np.mean(values):.0f} ({key}, {len(values)} epoch{'s' * (len(values) != 1)})"
+                            for key, values in sorted(got["seconds_per_epoch"].items())) or "–"
         lines.append(f"| {entry.label} | {len(got['epochs'])} | {epochs} | {seconds} |")
     restarted = [f"{entry.label} ({'; '.join(results[entry.name]['restarted'])})" for entry in PLAN
                  if results[entry.name]["restarted"]]
