@@ -59,6 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from convention_rt.session import INPUT_NAMES, ModelSession  # noqa: E402
 from train.checkpoint import Checkpoint  # noqa: E402
 from train.export import EnsembleProbabilities, example_batch, export_checkpoint  # noqa: E402
+from train.machine import cpu_description  # noqa: E402
 from train.model import ConvEntion, build_model, measure, to_conv2d_stem  # noqa: E402
 from train.model.convention import MaskedLayerNorm  # noqa: E402
 from train.model.reference import loop_forward  # noqa: E402
@@ -397,7 +398,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = {
         "command": " ".join(["python", "bench/inference.py", *map(shlex.quote, sys.argv[1:] if argv is None
                                                                    else argv)]),
-        "machine": {"cpu": _cpu_name(), "python": platform.python_version(), "torch": torch.__version__,
+        "machine": {**cpu_description(), "python": platform.python_version(), "torch": torch.__version__,
                     "onnxruntime": ort.__version__, "numpy": np.__version__},
         "matmul_gmac_per_s": {str(t): {k: v / 1e9 for k, v in r.items()} for t, r in rates.items()},
         "exports": exports,
@@ -433,16 +434,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"max|d log p| {r.max_log_difference:.1e}")
     print(f"{report['seconds']:.0f} s")
     return 0
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 if __name__ == "__main__":
