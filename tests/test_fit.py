@@ -43,9 +43,11 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         fit(config(tmp_path / "resumed"))
     monkeypatch.setattr(fit_module, "_save_state", original)
-    resumed = fit(config(tmp_path / "resumed"))
+    # resumed with its frames mapped from a cache (a way of running, like threads): the same result
+    resumed = fit(config(tmp_path / "resumed", frames_cache=str(tmp_path / "cache")))
 
     assert resumed["per_fold"] == reference["per_fold"]
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 1
     assert json.loads((tmp_path / "resumed" / "folds.json").read_text()) == \
         json.loads((tmp_path / "straight" / "folds.json").read_text())
     for name in ("metrics.json", "confusion.png", "fold0.json", "fold1.json", "config.json"):
@@ -230,6 +232,42 @@ def test_fold_limit_trains_the_leading_folds_of_the_same_split(tmp_path):
     (tmp_path / "other" / "folds.json").write_text((tmp_path / "full" / "folds.json").read_text())
     with pytest.raises(ValueError, match="holds 3 folds"):
         fit(config(tmp_path / "other", folds=2, epochs=1))
+
+
+def test_the_frames_cache_maps_what_the_catalog_reads(tmp_path, monkeypatch):
+    import os
+
+    from train.data import dataset
+
+    catalog = tmp_path / "catalog.fits"
+    catalog.write_bytes(sample_catalog_path().read_bytes())
+    in_memory = dataset.load_labelled(catalog, "3class")
+    cached = dataset.load_labelled(catalog, "3class", frames_cache=tmp_path / "cache")
+    files = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    assert len(files) == 2 and files[0].endswith(".npy") and files[1].endswith(".npz")  # no temporaries left
+    for name in ("object_ids", "labels", "typing", "frames", "band", "mjd", "offsets"):
+        expected, actual = getattr(in_memory, name), getattr(cached, name)
+        floats = actual.dtype.kind == "f"
+        assert actual.dtype == expected.dtype and np.array_equal(actual, expected, equal_nan=floats), name
+    assert (cached.classes, cached.bands) == (in_memory.classes, in_memory.bands)
+    assert isinstance(cached.frames, np.memmap) and not cached.frames.flags.writeable
+    assert np.array_equal(cached.chunk([3, 0, 3]).frames, in_memory.chunk([3, 0, 3]).frames, equal_nan=True)
+
+    def unread(*args):
+        raise AssertionError("the catalog was read again")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(dataset, "_read_labelled", unread)
+        again = dataset.load_labelled(catalog, "3class", frames_cache=tmp_path / "cache")
+    assert np.array_equal(again.frames, in_memory.frames, equal_nan=True)
+    limited = dataset.load_labelled(catalog, "3class", max_objects=5, frames_cache=tmp_path / "cache")
+    assert len(limited) <= 5 and limited.offsets[-1] == limited.frames.shape[0]
+    status = catalog.stat()
+    os.utime(catalog, ns=(status.st_atime_ns, status.st_mtime_ns + 10**9))  # the catalog changed: a new copy
+    dataset.load_labelled(catalog, "3class", frames_cache=tmp_path / "cache")
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 3
+    with pytest.raises(Exception, match="missing.fits"):  # the reader's own error, not the cache's
+        dataset.load_labelled(tmp_path / "missing.fits", frames_cache=tmp_path / "cache")
 
 
 def test_head_units_active_counts_the_hidden_units_that_fire(tmp_path):

@@ -128,6 +128,12 @@ class FitConfig:
         run resumes; each epoch's record names the precision it ran in.
     max_objects : int or None
         Use only the first objects of the catalog (quick runs).
+    frames_cache : str or None
+        Folder for a memory-mapped copy of the training frames, written on a
+        run's first start and shared by later runs on the same catalog (runs side
+        by side then hold one copy of the frames in the page cache instead of one
+        each in memory); None: each run holds the frames in its own memory. Like
+        ``threads``, it may change when a run resumes.
     positional_encoding : str or None
         Override of the preset's encoding (ablation "none").
     band_input : str or None
@@ -161,6 +167,7 @@ class FitConfig:
     threads: int = 2
     precision: str = "fp32"
     max_objects: int | None = None
+    frames_cache: str | None = None
     positional_encoding: str | None = None
     band_input: str | None = None
     export_out: str | None = None
@@ -694,7 +701,7 @@ class Prepared:
 
 
 #: Fields that may change when a run resumes: how it runs, not what it computes.
-EXECUTION_FIELDS = ("threads", "precision", "export_out", "fold_limit")
+EXECUTION_FIELDS = ("threads", "precision", "export_out", "fold_limit", "frames_cache")
 
 
 def name_epoch_precisions(state_dir: Path, earlier: str) -> None:
@@ -752,7 +759,8 @@ def prepare(config: FitConfig) -> Prepared:
         from train.export import check_destination
 
         check_destination(Path(config.export_out), overwrite=True)
-    data = load_labelled(config.catalog, config.task, max_objects=config.max_objects)
+    data = load_labelled(config.catalog, config.task, max_objects=config.max_objects,
+                         frames_cache=config.frames_cache)
     stats = band_statistics(data)
     bands = tuple(b for b in data.bands if b in stats)
     model_config = config.model_config(data.classes, len(bands) + 1)

@@ -106,7 +106,7 @@ def _held_out_ids(path: Path) -> list[list[str]]:
 
 
 def run_entry(entry: Entry, catalog: str, root: Path, reference_run: Path, threads: int, *,
-              reuse_only: bool = False, precision: str | None = None) -> None:
+              reuse_only: bool = False, precision: str | None = None, frames_cache: str | None = None) -> None:
     """Train one entry (resuming), on the folds of ``reference_run``.
 
     Member 0 of a fold of the reference run is the same computation as member 0
@@ -116,7 +116,8 @@ def run_entry(entry: Entry, catalog: str, root: Path, reference_run: Path, threa
     the leading folds whose member 0 the reference run has finished and trains
     nothing (other entries are skipped); run again as the reference run proceeds.
     ``precision`` replaces the protocol's training precision (it may change between
-    resumes; each epoch's record names its own).
+    resumes; each epoch's record names its own); ``frames_cache`` is
+    :class:`train.fit.FitConfig`'s (rows training side by side share their frames).
     """
     if reuse_only and entry.name != "compact":
         return
@@ -133,6 +134,7 @@ def run_entry(entry: Entry, catalog: str, root: Path, reference_run: Path, threa
     if not (run_dir / "folds.json").exists():
         shutil.copyfile(folds_file, run_dir / "folds.json")
     config = FitConfig(catalog=catalog, run_dir=str(run_dir), threads=threads, name=f"results-{entry.name}",
+                       frames_cache=frames_cache,
                        **{**TABLE_PROTOCOL, **entry.changes, **({"precision": precision} if precision else {})})
     prepared = None
     if entry.name == "compact":
@@ -437,6 +439,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--precision", choices=("bf16", "fp32"),
                      help=f"training arithmetic (default: {TABLE_PROTOCOL['precision']}; fp32 on CPUs without "
                           "bf16 matrix units)")
+    run.add_argument("--frames-cache", metavar="DIR",
+                     help="folder for a memory-mapped copy of the training frames that runs side by side share "
+                          "(default: each run holds its own in memory)")
     run.add_argument("--reuse-only", action="store_true",
                      help="score the compact row's folds the reference run has finished; train nothing")
     table = commands.add_parser("table", help="write the table into docs/results.md")
@@ -456,7 +461,8 @@ def main(argv: list[str] | None = None) -> int:
             with _removed_unless_trained(options.root / entry.name, options.reference_run):
                 configure_logging(options.root / entry.name)
                 run_entry(entry, options.catalog, options.root, options.reference_run, options.threads,
-                          reuse_only=options.reuse_only, precision=options.precision)
+                          reuse_only=options.reuse_only, precision=options.precision,
+                          frames_cache=options.frames_cache)
     except (ConventionError, ValueError, OSError) as exc:
         return report_failure(exc)
     except KeyboardInterrupt:

@@ -8,7 +8,10 @@ batches out of it.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -87,7 +90,7 @@ class LabelledObjects:
 
 
 def load_labelled(path: str | Path, task: str = "4class", *, max_objects: int | None = None,
-                  stamp_size: int = 32) -> LabelledObjects:
+                  stamp_size: int = 32, frames_cache: str | Path | None = None) -> LabelledObjects:
     """Read the labelled, usable objects of a catalog into memory.
 
     Objects whose label is not part of ``task`` and objects the reader flags
@@ -102,21 +105,80 @@ def load_labelled(path: str | Path, task: str = "4class", *, max_objects: int | 
         Keep only the first objects (quick runs and tests).
     stamp_size : int
         Stamp side the model needs.
+    frames_cache : str or Path, optional
+        Folder of memory-mapped copies of what this function returns: the first
+        call for a catalog (its path, size and modification time) and arguments
+        writes one there (``.npy`` frames, ``.npz`` the rest); later calls, in any
+        process, map it instead of reading the catalog, so that runs side by side
+        share one copy of the frames in the page cache instead of holding one each.
+        ``None``: the frames are held in this process's memory.
 
     Returns
     -------
     LabelledObjects
+        ``frames`` is a read-only memory map with ``frames_cache``.
     """
     if task not in TASKS:
         raise ValueError(f"task must be one of {sorted(TASKS)}, got {task!r}")
+    if frames_cache is None or not Path(path).is_file():  # the reader names what is wrong with the path
+        return _read_labelled(path, task, max_objects, stamp_size, None)
+    frames_file = Path(frames_cache) / f"{Path(path).stem}-{_cache_key(path, task, max_objects, stamp_size)}.npy"
+    rest_file = frames_file.with_suffix(".npz")
+    if not rest_file.exists():  # written last: its presence means the copy is complete
+        frames_file.parent.mkdir(parents=True, exist_ok=True)
+        # temporaries of this process's own: runs starting side by side may each write a copy
+        parts = [file.with_name(f".{file.name}.{os.getpid()}.part") for file in (frames_file, rest_file)]
+        try:
+            data = _read_labelled(path, task, max_objects, stamp_size, parts[0])
+            data.frames.flush()
+            _save_rest(parts[1], data)
+            os.replace(parts[0], frames_file)
+            os.replace(parts[1], rest_file)
+        finally:
+            for part in parts:
+                part.unlink(missing_ok=True)
+        log.info("frames of %s cached in %s", path, frames_file)
+    with np.load(rest_file) as rest:
+        used = int(rest["used"])
+        return LabelledObjects(
+            object_ids=rest["object_ids"], labels=rest["labels"], typing=rest["typing"],
+            frames=np.load(frames_file, mmap_mode="r")[:used], band=rest["band"], mjd=rest["mjd"],
+            offsets=rest["offsets"], classes=tuple(rest["classes"].tolist()), bands=tuple(rest["bands"].tolist()))
+
+
+def _cache_key(path: str | Path, task: str, max_objects: int | None, stamp_size: int) -> str:
+    """What a cached copy depends on: the catalog file as it is now and the arguments."""
+    status = Path(path).stat()
+    identity = [str(Path(path).resolve()), status.st_size, status.st_mtime_ns, task, max_objects, stamp_size,
+                _CACHE_FORMAT]
+    return hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:16]
+
+
+#: Version of the cached copy's layout (a change makes earlier copies unused).
+_CACHE_FORMAT = 1
+
+
+def _save_rest(target: Path, data: LabelledObjects) -> None:
+    """Everything of ``data`` but its frames, and how many frames it has."""
+    with open(target, "wb") as handle:  # np.savez would append ".npz" to a path without it
+        np.savez(handle, used=data.frames.shape[0], object_ids=data.object_ids, labels=data.labels,
+                 typing=data.typing, band=data.band, mjd=data.mjd, offsets=data.offsets,
+                 classes=np.asarray(data.classes), bands=np.asarray(data.bands))
+
+
+def _read_labelled(path: str | Path, task: str, max_objects: int | None, stamp_size: int,
+                   frames_file: Path | None) -> LabelledObjects:
+    """:func:`load_labelled` from the catalog, the frames in memory or in a new ``.npy`` file."""
     class_map = TASKS[task]
     classes = tuple(dict.fromkeys(class_map.values()))
     with Catalog(path, stamp_size=stamp_size) as catalog:
         if not catalog.has_labels:
             raise ValueError(f"{path}: OBJECTS has no LABEL column: nothing to train on")
         limit = catalog.n_objects if max_objects is None else min(max_objects, catalog.n_objects)
-        frames = np.empty((catalog.n_epochs * (len(catalog.bands) if catalog.layout == "CUBES" else 1),
-                           stamp_size, stamp_size), dtype=np.float32)  # untouched pages cost nothing
+        shape = (catalog.n_epochs * (len(catalog.bands) if catalog.layout == "CUBES" else 1), stamp_size, stamp_size)
+        # untouched pages cost nothing, in memory as on disk
+        frames = np.empty(shape, dtype=np.float32) if frames_file is None else \
+            np.lib.format.open_memmap(frames_file, mode="w+", dtype=np.float32, shape=shape)
         band_parts, mjd_parts, counts, ids, labels, typing = [], [], [], [], [], []
         skipped: Counter = Counter()
         used = 0
