@@ -134,3 +134,47 @@ def test_checkpoint_metadata_is_stored_as_plain_types(tmp_path):
     loaded = Checkpoint.load(tmp_path / "run.ckpt")
     assert loaded.provenance == {"torch": str(torch.__version__), "path": str(tmp_path)}
     assert type(loaded.provenance["torch"]) is str
+
+
+def test_the_same_model_again_keeps_its_graph_and_rewrites_only_the_card(exported, tmp_path, monkeypatch):
+    import shutil
+
+    class Traced(Exception):
+        """Raised where the export would trace the model again."""
+
+    def traced(*args):
+        raise Traced
+
+    checkpoint, result = exported
+    out = tmp_path / "tiny" / "0.1.0"
+    shutil.copytree(result.model_path.parent, out)
+    before = onnx.load(str(out / "model.onnx"))
+    monkeypatch.setattr(export_module, "_to_onnx", traced)
+    later = dataclasses.replace(checkpoint, metrics={"macro_f1": 0.75}, provenance={"data": "more folds"})
+    refreshed = export_module.export_checkpoint(later, out, overwrite=True, reuse_graph=True)
+    assert refreshed.graph_reused and refreshed.graph == result.graph
+    assert refreshed.objects_per_s == {k: round(v, 1) for k, v in result.objects_per_s.items()}  # as carded
+    after = onnx.load(str(out / "model.onnx"))
+    assert after.graph.SerializeToString() == before.graph.SerializeToString()
+    embedded = json.loads({p.key: p.value for p in after.metadata_props}[CARD_METADATA_KEY])
+    assert embedded["metrics"] == {"macro_f1": 0.75} and embedded["provenance"] == {"data": "more folds"}
+    card = json.loads((out / "card.json").read_text())
+    assert card["metrics"] == {"macro_f1": 0.75} and card["provenance"]["data"] == "more folds"
+    assert card["provenance"]["export"] == result.card.provenance["export"]
+    assert sorted(p.name for p in out.iterdir()) == ["card.json", "model.onnx"]
+    assert sorted(p.name for p in tmp_path.joinpath("tiny").iterdir()) == ["0.1.0"]  # no scratch left
+    session = ModelSession(out / "model.onnx", device="cpu")  # the checksum is the new file's
+    assert session.card.metrics == {"macro_f1": 0.75}
+
+    # other weights, a damaged file, or reuse not asked for: traced again
+    other = make_checkpoint(tiny_config(positional_encoding="time"))
+    other.members[1] = {k: v + 0.01 if v.is_floating_point() else v for k, v in other.members[1].items()}
+    assert other.model_digest() != checkpoint.model_digest() == later.model_digest()
+    with pytest.raises(Traced):
+        export_module.export_checkpoint(other, out, overwrite=True, reuse_graph=True)
+    with pytest.raises(Traced):
+        export_module.export_checkpoint(later, out, overwrite=True)
+    with open(out / "model.onnx", "ab") as handle:
+        handle.write(b"\0")
+    with pytest.raises(Traced):
+        export_module.export_checkpoint(later, out, overwrite=True, reuse_graph=True)

@@ -9,6 +9,7 @@ on the training data, and the metrics and provenance of the run.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -118,6 +119,24 @@ class Checkpoint:
             time_encoding=time_encoding, members=len(self.members),
             metrics=self.metrics, provenance=self.provenance,
         )
+
+    def model_digest(self) -> str:
+        """sha256 of what an export of this checkpoint computes and is called.
+
+        Name, version, preset, architecture, bands, normalisation and every
+        member's weights: everything but the metrics and the provenance, which a
+        card may change without a new graph.
+        """
+        digest = hashlib.sha256(json.dumps(
+            [self.name, self.version, self.preset, config_to_dict(self.config), list(self.bands),
+             {b: [float(m), float(s)] for b, (m, s) in sorted(self.normalisation.items())}],
+            sort_keys=True).encode())
+        for state in self.members:
+            for key in sorted(state):
+                tensor = state[key].detach().cpu().contiguous()
+                digest.update(f"{key}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+                digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()
 
     def save(self, path: str | Path) -> None:
         """Write atomically (temporary file, then rename)."""

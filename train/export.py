@@ -15,6 +15,10 @@
   Conv2d over time-stacked channels (ONNX Runtime's CPU Conv3d is slow); both
   are timed in ONNX Runtime and the faster graph is kept, its choice and the
   timings recorded in the card.
+* Exporting the same model again (``reuse_graph``: same weights, architecture,
+  bands and normalisation, as the card's ``model_digest`` records) keeps the
+  graph and rewrites only the card: ``train.fit`` does so when a later fold's
+  metrics reach the card.
 """
 
 from __future__ import annotations
@@ -72,6 +76,8 @@ class ExportResult:
     graph: str
     max_abs_difference: float
     objects_per_s: dict[str, float]
+    #: Whether an earlier export's graph was kept and only its card rewritten.
+    graph_reused: bool = False
 
 
 def example_batch(card: ModelCard, n: int, seed: int) -> dict[str, np.ndarray]:
@@ -106,15 +112,20 @@ def _to_onnx(model: nn.Module, card: ModelCard, path: Path) -> None:
         )
     proto = onnx.load(str(path), load_external_data=True)
     proto.ir_version = min(proto.ir_version, MAX_IR_VERSION)
+    _save_with_card(proto, card, path)
+    leftovers = [p for p in path.parent.iterdir() if p != path]
+    if leftovers:
+        raise ModelError(f"export wrote external data files {leftovers}: the model must be one file")
+
+
+def _save_with_card(proto: onnx.ModelProto, card: ModelCard, path: Path) -> None:
+    """Embed ``card`` in the metadata of ``proto`` (replacing any), check the graph and save it as one file."""
     del proto.metadata_props[:]
     entry = proto.metadata_props.add()
     entry.key, entry.value = CARD_METADATA_KEY, card.to_json()
     proto.producer_name = "convention-rt"
     onnx.checker.check_model(proto, full_check=True)
     onnx.save(proto, str(path), save_as_external_data=False)
-    leftovers = [p for p in path.parent.iterdir() if p != path]
-    if leftovers:
-        raise ModelError(f"export wrote external data files {leftovers}: the model must be one file")
 
 
 def _ort_session(path: Path, threads: int) -> ort.InferenceSession:
@@ -170,7 +181,7 @@ def check_destination(out_dir: Path, *, overwrite: bool) -> None:
 
 
 def export_checkpoint(checkpoint: Checkpoint, out_dir: str | Path, *, threads: int = 1,
-                      overwrite: bool = False) -> ExportResult:
+                      overwrite: bool = False, reuse_graph: bool = False) -> ExportResult:
     """Export ``checkpoint`` to ``out_dir/model.onnx`` and ``out_dir/card.json``.
 
     Parameters
@@ -183,6 +194,12 @@ def export_checkpoint(checkpoint: Checkpoint, out_dir: str | Path, *, threads: i
         ONNX Runtime threads for the agreement check and the timing.
     overwrite : bool
         Replace an existing export.
+    reuse_graph : bool
+        When ``out_dir`` holds an intact export of this very model (the card's
+        ``provenance.export.model_digest`` is :meth:`Checkpoint.model_digest`, the
+        file's sha256 the card's), keep its graph and only write the new card
+        (metrics, provenance) into its metadata and beside it: no tracing, timing
+        or agreement check again, and the graph chosen before stays.
 
     Returns
     -------
@@ -196,6 +213,10 @@ def export_checkpoint(checkpoint: Checkpoint, out_dir: str | Path, *, threads: i
     """
     out_dir = Path(out_dir)
     check_destination(out_dir, overwrite=overwrite)
+    if reuse_graph and overwrite:
+        refreshed = _refresh_card(checkpoint, out_dir)
+        if refreshed is not None:
+            return refreshed
     card = checkpoint.card()
     members = checkpoint.build_members()
     reference = EnsembleProbabilities(members).eval()
@@ -232,21 +253,61 @@ def export_checkpoint(checkpoint: Checkpoint, out_dir: str | Path, *, threads: i
             "ort_cpu_objects_per_s_batch16_threads%d" % threads: {k: round(v, 1) for k, v in speeds.items()},
             "max_abs_difference_vs_pytorch": differences[chosen],
             "torch": str(torch.__version__), "onnx": onnx.__version__, "onnxruntime": ort.__version__,
+            "model_digest": checkpoint.model_digest(),
         }
         final = dataclasses.replace(card, provenance=provenance, sha256=sha256_of(model_file))
         (scratch / chosen / "card.json").write_text(final.to_json(), encoding="utf-8")
-        check_destination(out_dir, overwrite=overwrite)  # again: the folder may have changed meanwhile
-        previous = scratch / "previous"
-        if out_dir.exists():  # holds only a previous export: it goes with the scratch folder
-            out_dir.rename(previous)
-        try:
-            (scratch / chosen).rename(out_dir)
-        except OSError:
-            if previous.exists():
-                previous.rename(out_dir)
-            raise
+        _install(scratch / chosen, out_dir, overwrite)
     return ExportResult(model_path=out_dir / "model.onnx", card_path=out_dir / "card.json", card=final,
                         graph=chosen, max_abs_difference=differences[chosen], objects_per_s=speeds)
+
+
+def _install(built: Path, out_dir: Path, overwrite: bool) -> None:
+    """Swap the folder ``built`` (model.onnx, card.json) in as ``out_dir``, the previous one kept on failure.
+
+    ``built`` lies in a scratch folder beside ``out_dir``, which takes the previous
+    export with it when it is removed.
+    """
+    check_destination(out_dir, overwrite=overwrite)  # again: the folder may have changed meanwhile
+    previous = built.parent / "previous"
+    if out_dir.exists():  # holds only a previous export: it goes with the scratch folder
+        out_dir.rename(previous)
+    try:
+        built.rename(out_dir)
+    except OSError:
+        if previous.exists():
+            previous.rename(out_dir)
+        raise
+
+
+def _refresh_card(checkpoint: Checkpoint, out_dir: Path) -> ExportResult | None:
+    """The export in ``out_dir`` with the card of ``checkpoint``, if it is an intact export of the same model.
+
+    Returns None (nothing written) when ``out_dir`` holds no export, a damaged
+    one, or one of another model (or of a release that did not record its digest).
+    """
+    model_file, card_file = out_dir / "model.onnx", out_dir / "card.json"
+    try:
+        existing = ModelCard.from_json(card_file.read_text(encoding="utf-8"), str(card_file))
+    except (OSError, ValueError, ConventionError):
+        return None
+    export = existing.provenance.get("export", {})
+    if export.get("model_digest") != checkpoint.model_digest() or not model_file.is_file() \
+            or sha256_of(model_file) != existing.sha256:
+        return None
+    card = checkpoint.card()
+    with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=f".{out_dir.name}.") as scratch:
+        built = Path(scratch) / "refreshed"
+        built.mkdir()
+        _save_with_card(onnx.load(str(model_file)), card, built / "model.onnx")
+        final = dataclasses.replace(card, provenance={**card.provenance, "export": export},
+                                    sha256=sha256_of(built / "model.onnx"))
+        (built / "card.json").write_text(final.to_json(), encoding="utf-8")
+        _install(built, out_dir, overwrite=True)
+    speeds = next((v for k, v in export.items() if k.startswith("ort_cpu_objects_per_s")), {})
+    return ExportResult(model_path=model_file, card_path=card_file, card=final, graph=export["graph"],
+                        max_abs_difference=export["max_abs_difference_vs_pytorch"], objects_per_s=speeds,
+                        graph_reused=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -992,11 +992,14 @@ def _export(config: FitConfig, command: str, run_dir: Path, model_config: ModelC
         provenance=provenance,
     )
     checkpoint.save(run_dir / "ensemble.ckpt")
-    result = export_checkpoint(checkpoint, config.export_out, threads=config.threads, overwrite=True)
+    # the same members again (a later fold scored): the graph stays, only the card's metrics change
+    result = export_checkpoint(checkpoint, config.export_out, threads=config.threads, overwrite=True,
+                               reuse_graph=True)
     record = json.dumps({"export_out": str(Path(config.export_out).resolve()), "folds": len(per_fold),
                          "model_sha256": sha256_of(result.model_path), "fold_digests": _fold_digests(per_fold)})
     write_atomically(run_dir / EXPORT_RECORD, lambda path: path.write_text(record + "\n"))
-    log.info("exported %d member(s) to %s (%s), metrics of %d of %d folds", len(members), result.model_path,
+    log.info("%s %d member(s) to %s (%s), metrics of %d of %d folds",
+             "card rewritten for the" if result.graph_reused else "exported", len(members), result.model_path,
              result.graph, len(per_fold), config.fold_limit or config.folds)
 
 
