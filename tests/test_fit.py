@@ -266,6 +266,8 @@ def test_the_frames_cache_maps_what_the_catalog_reads(tmp_path, monkeypatch):
     os.utime(catalog, ns=(status.st_atime_ns, status.st_mtime_ns + 10**9))  # the catalog changed: a new copy
     dataset.load_labelled(catalog, "3class", frames_cache=tmp_path / "cache")
     assert len(list((tmp_path / "cache").glob("*.npz"))) == 3
+    with pytest.raises(ValueError, match="catalog.fits: the frames cache must be a folder"):
+        dataset.load_labelled(catalog, frames_cache=catalog)
     with pytest.raises(Exception, match="missing.fits"):  # the reader's own error, not the cache's
         dataset.load_labelled(tmp_path / "missing.fits", frames_cache=tmp_path / "cache")
 

@@ -122,6 +122,8 @@ def load_labelled(path: str | Path, task: str = "4class", *, max_objects: int | 
         raise ValueError(f"task must be one of {sorted(TASKS)}, got {task!r}")
     if frames_cache is None or not Path(path).is_file():  # the reader names what is wrong with the path
         return _read_labelled(path, task, max_objects, stamp_size, None)
+    if Path(frames_cache).exists() and not Path(frames_cache).is_dir():
+        raise ValueError(f"{frames_cache}: the frames cache must be a folder, not a file")
     frames_file = Path(frames_cache) / f"{Path(path).stem}-{_cache_key(path, task, max_objects, stamp_size)}.npy"
     rest_file = frames_file.with_suffix(".npz")
     if not rest_file.exists():  # written last: its presence means the copy is complete
