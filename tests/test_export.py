@@ -174,6 +174,10 @@ def test_the_same_model_again_keeps_its_graph_and_rewrites_only_the_card(exporte
         export_module.export_checkpoint(other, out, overwrite=True, reuse_graph=True)
     with pytest.raises(Traced):
         export_module.export_checkpoint(later, out, overwrite=True)
+    with monkeypatch.context() as patch:  # other model or export code, or other torch / onnx
+        patch.setattr(export_module, "exporter_digest", lambda: "0" * 64)
+        with pytest.raises(Traced):
+            export_module.export_checkpoint(later, out, overwrite=True, reuse_graph=True)
     with open(out / "model.onnx", "ab") as handle:
         handle.write(b"\0")
     with pytest.raises(Traced):

@@ -47,7 +47,7 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     resumed = fit(config(tmp_path / "resumed", frames_cache=str(tmp_path / "cache")))
 
     assert resumed["per_fold"] == reference["per_fold"]
-    assert len(list((tmp_path / "cache").glob("*.npy"))) == 1
+    assert len(list((tmp_path / "cache").glob("*.f32"))) == 1
     assert json.loads((tmp_path / "resumed" / "folds.json").read_text()) == \
         json.loads((tmp_path / "straight" / "folds.json").read_text())
     for name in ("metrics.json", "confusion.png", "fold0.json", "fold1.json", "config.json"):
@@ -243,8 +243,8 @@ def test_the_frames_cache_maps_what_the_catalog_reads(tmp_path, monkeypatch):
     catalog.write_bytes(sample_catalog_path().read_bytes())
     in_memory = dataset.load_labelled(catalog, "3class")
     cached = dataset.load_labelled(catalog, "3class", frames_cache=tmp_path / "cache")
-    files = sorted(p.name for p in (tmp_path / "cache").iterdir())
-    assert len(files) == 2 and files[0].endswith(".npy") and files[1].endswith(".npz")  # no temporaries left
+    files = sorted(p.suffix for p in (tmp_path / "cache").iterdir())
+    assert files == [".f32", ".lock", ".npz"]  # no temporaries left
     for name in ("object_ids", "labels", "typing", "frames", "band", "mjd", "offsets"):
         expected, actual = getattr(in_memory, name), getattr(cached, name)
         floats = actual.dtype.kind == "f"
@@ -260,6 +260,14 @@ def test_the_frames_cache_maps_what_the_catalog_reads(tmp_path, monkeypatch):
         patch.setattr(dataset, "_read_labelled", unread)
         again = dataset.load_labelled(catalog, "3class", frames_cache=tmp_path / "cache")
     assert np.array_equal(again.frames, in_memory.frames, equal_nan=True)
+    frames_file = next((tmp_path / "cache").glob("*.f32"))
+    for damage in ("truncate", "remove"):  # a damaged or missing copy is written again
+        if damage == "truncate":
+            os.truncate(frames_file, frames_file.stat().st_size - 4096)
+        else:
+            frames_file.unlink()
+        repaired = dataset.load_labelled(catalog, "3class", frames_cache=tmp_path / "cache")
+        assert np.array_equal(repaired.frames, in_memory.frames, equal_nan=True), damage
     limited = dataset.load_labelled(catalog, "3class", max_objects=5, frames_cache=tmp_path / "cache")
     assert len(limited) <= 5 and limited.offsets[-1] == limited.frames.shape[0]
     status = catalog.stat()
@@ -270,6 +278,32 @@ def test_the_frames_cache_maps_what_the_catalog_reads(tmp_path, monkeypatch):
         dataset.load_labelled(catalog, frames_cache=catalog)
     with pytest.raises(Exception, match="missing.fits"):  # the reader's own error, not the cache's
         dataset.load_labelled(tmp_path / "missing.fits", frames_cache=tmp_path / "cache")
+
+
+def test_runs_starting_side_by_side_write_one_frames_cache(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    from train.data import dataset
+
+    reads = []
+    original = dataset._read_labelled
+
+    def slow_read(*args, **kwargs):
+        reads.append(1)
+        time.sleep(0.5)  # the other start arrives while this one writes
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(dataset, "_read_labelled", slow_read)
+    loaded = []
+    starts = [threading.Thread(target=lambda: loaded.append(
+        dataset.load_labelled(sample_catalog_path(), frames_cache=tmp_path / "cache"))) for _ in range(2)]
+    for start in starts:
+        start.start()
+    for start in starts:
+        start.join()
+    assert len(reads) == 1 and len(loaded) == 2  # the second waited for the first's copy and mapped it
+    assert np.array_equal(loaded[0].frames, loaded[1].frames, equal_nan=True)
 
 
 def test_head_units_active_counts_the_hidden_units_that_fire(tmp_path):

@@ -14,6 +14,7 @@ EPYC = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu avx2 avx512f avx5
 @pytest.mark.parametrize(("cpuinfo", "expected"), [
     (XEON, {"cpu": "Intel(R) Xeon(R) Platinum", "matrix_units": "amx"}),
     (EPYC, {"cpu": "AMD EPYC", "matrix_units": "avx512_bf16"}),
+    ("model name\t: Skylake\nflags\t\t: fpu avx2 avx512f\n", {"cpu": "Skylake", "matrix_units": "avx512"}),
     ("model name\t: Old\nflags\t\t: fpu avx2\n", {"cpu": "Old", "matrix_units": "avx2"}),
     ("model name\t: Older\nflags\t\t: fpu sse4_2\n", {"cpu": "Older", "matrix_units": "other"}),
     ("processor\t: 0\nCPU implementer\t: 0x41\n", {"cpu": None, "matrix_units": "unknown"}),
@@ -30,7 +31,7 @@ def test_the_cpu_is_classed_by_its_best_matrix_units(cpuinfo: str, expected: dic
 def test_this_machine_is_described() -> None:
     described = cpu_description()
     assert set(described) == {"cpu", "matrix_units"} and described["cpu"]
-    assert described["matrix_units"] in {"amx", "avx512_bf16", "avx2", "other", "unknown"}
+    assert described["matrix_units"] in {"amx", "avx512_bf16", "avx512", "avx2", "other", "unknown"}
 
 
 def test_epochs_are_grouped_by_precision_and_matrix_units() -> None:

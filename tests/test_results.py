@@ -46,7 +46,7 @@ def test_entries_train_on_the_reference_folds_and_fill_the_table(tmp_path, monke
     results.run_entry(plan[0], catalog, root, reference, threads=1)
     results.run_entry(plan[1], catalog, root, reference, threads=1, frames_cache=str(tmp_path / "cache"))
     assert json.loads((root / "lc_lstm" / "config.json").read_text())["frames_cache"] == str(tmp_path / "cache")
-    assert len(list((tmp_path / "cache").glob("*.npy"))) == 1
+    assert len(list((tmp_path / "cache").glob("*.f32"))) == 1
 
     # member 0 of the reference run is reused, not retrained: the same record, down to its timings
     for fold in range(2):

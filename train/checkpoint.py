@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from torch import nn
 from torch.torch_version import TorchVersion
 
 from convention_rt.model_card import BandStats, ModelCard
+from train.files import write_atomically
 from train.model import BaselineConfig, ModelConfig, StemLayer, build_model
 
 __all__ = ["Checkpoint", "config_from_dict", "config_to_dict"]
@@ -46,20 +46,6 @@ def config_from_dict(data: dict[str, Any]) -> ModelConfig | BaselineConfig:
     if data.get("type") == "baseline":
         return BaselineConfig(**values)
     raise ValueError(f"unknown model configuration type {data.get('type')!r}")
-
-
-def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
-    """``write`` to a hidden temporary file beside ``path``, then rename it to ``path``.
-
-    Readers see the old file or the whole new one; a failed write leaves neither
-    a partial file nor the temporary behind.
-    """
-    temporary = path.with_name(f".{path.name}.part")
-    try:
-        write(temporary)
-        temporary.replace(path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def _plain(value: Any) -> Any:

@@ -16,7 +16,8 @@
   are timed in ONNX Runtime and the faster graph is kept, its choice and the
   timings recorded in the card.
 * Exporting the same model again (``reuse_graph``: same weights, architecture,
-  bands and normalisation, as the card's ``model_digest`` records) keeps the
+  bands and normalisation, as the card's ``model_digest`` records, by the same
+  model and export code and library versions, its ``exporter_digest``) keeps the
   graph and rewrites only the card: ``train.fit`` does so when a later fold's
   metrics reach the card.
 """
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import io
 import json
 import sys
@@ -47,7 +49,7 @@ from train.checkpoint import Checkpoint
 from train.command_line import OneLineParser, report_failure
 from train.model import ConvEntion, to_conv2d_stem
 
-__all__ = ["EnsembleProbabilities", "ExportResult", "export_checkpoint", "main"]
+__all__ = ["EnsembleProbabilities", "ExportResult", "export_checkpoint", "exporter_digest", "main"]
 
 AGREEMENT_ATOL = 1e-4
 CHECK_BATCHES = (1, 64)
@@ -195,9 +197,10 @@ def export_checkpoint(checkpoint: Checkpoint, out_dir: str | Path, *, threads: i
     overwrite : bool
         Replace an existing export.
     reuse_graph : bool
-        When ``out_dir`` holds an intact export of this very model (the card's
-        ``provenance.export.model_digest`` is :meth:`Checkpoint.model_digest`, the
-        file's sha256 the card's), keep its graph and only write the new card
+        When ``out_dir`` holds an intact export of this very model by this very
+        exporter (the card's ``provenance.export.model_digest`` is
+        :meth:`Checkpoint.model_digest`, its ``exporter_digest`` is
+        :func:`exporter_digest`, the file's sha256 the card's), keep its graph and only write the new card
         (metrics, provenance) into its metadata and beside it: no tracing, timing
         or agreement check again, and the graph chosen before stays.
 
@@ -253,7 +256,7 @@ def export_checkpoint(checkpoint: Checkpoint, out_dir: str | Path, *, threads: i
             "ort_cpu_objects_per_s_batch16_threads%d" % threads: {k: round(v, 1) for k, v in speeds.items()},
             "max_abs_difference_vs_pytorch": differences[chosen],
             "torch": str(torch.__version__), "onnx": onnx.__version__, "onnxruntime": ort.__version__,
-            "model_digest": checkpoint.model_digest(),
+            "model_digest": checkpoint.model_digest(), "exporter_digest": exporter_digest(),
         }
         final = dataclasses.replace(card, provenance=provenance, sha256=sha256_of(model_file))
         (scratch / chosen / "card.json").write_text(final.to_json(), encoding="utf-8")
@@ -280,6 +283,15 @@ def _install(built: Path, out_dir: Path, overwrite: bool) -> None:
         raise
 
 
+def exporter_digest() -> str:
+    """sha256 of what turns a checkpoint into a graph: the model and export code, torch and onnx versions."""
+    digest = hashlib.sha256(f"{torch.__version__} {onnx.__version__}".encode())
+    here = Path(__file__).parent
+    for source in [Path(__file__), *sorted((here / "model").glob("*.py"))]:
+        digest.update(source.read_bytes())
+    return digest.hexdigest()
+
+
 def _refresh_card(checkpoint: Checkpoint, out_dir: Path) -> ExportResult | None:
     """The export in ``out_dir`` with the card of ``checkpoint``, if it is an intact export of the same model.
 
@@ -292,8 +304,8 @@ def _refresh_card(checkpoint: Checkpoint, out_dir: Path) -> ExportResult | None:
     except (OSError, ValueError, ConventionError):
         return None
     export = existing.provenance.get("export", {})
-    if export.get("model_digest") != checkpoint.model_digest() or not model_file.is_file() \
-            or sha256_of(model_file) != existing.sha256:
+    if export.get("model_digest") != checkpoint.model_digest() or export.get("exporter_digest") != exporter_digest() \
+            or not model_file.is_file() or sha256_of(model_file) != existing.sha256:
         return None
     card = checkpoint.card()
     with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=f".{out_dir.name}.") as scratch:

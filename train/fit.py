@@ -61,10 +61,11 @@ from torch.nn.parallel import DistributedDataParallel
 from convention_rt.errors import ConventionError, UsageError
 from convention_rt.model_card import ModelCard, sha256_of
 from convention_rt.model_inputs import chunk_to_inputs
-from train.checkpoint import Checkpoint, config_to_dict, write_atomically
+from train.checkpoint import Checkpoint, config_to_dict
 from train.command_line import OneLineParser, report_failure
 from train.data.dataset import TASKS, LabelledObjects, band_statistics, load_labelled
 from train.distributed import SINGLE_PROCESS, Group, setup
+from train.files import write_atomically
 from train.machine import cpu_description, timing_key
 from train.model import (
     MODEL_NAMES,
@@ -729,7 +730,10 @@ def name_epoch_precisions(state_dir: Path, earlier: str) -> None:
 
 
 def prepare(config: FitConfig) -> Prepared:
-    """Read and check everything a run depends on, writing nothing.
+    """Read and check everything a run depends on, writing nothing in the run directory.
+
+    With ``config.frames_cache``, the cached copy of the frames is written (or
+    mapped) first: it does not depend on the run, and a later run reuses it.
 
     Raises
     ------

@@ -16,7 +16,7 @@ __all__ = ["MATRIX_UNITS", "cpu_description", "timing_key"]
 
 #: The matrix units a CPU is classed by, fastest first: (cpuinfo flag, name).
 MATRIX_UNITS: tuple[tuple[str, str], ...] = (("amx_bf16", "amx"), ("avx512_bf16", "avx512_bf16"),
-                                             ("avx2", "avx2"))
+                                             ("avx512f", "avx512"), ("avx2", "avx2"))
 
 
 def cpu_description(cpuinfo: str | None = None) -> dict[str, str]:
@@ -31,8 +31,8 @@ def cpu_description(cpuinfo: str | None = None) -> dict[str, str]:
     -------
     dict
         ``cpu`` (model name, or ``platform.processor()`` without cpuinfo) and
-        ``matrix_units`` (``amx``, ``avx512_bf16``, ``avx2``, ``other``, or
-        ``unknown`` without cpuinfo).
+        ``matrix_units`` (``amx``, ``avx512_bf16``, ``avx512`` (AVX-512 without
+        bf16), ``avx2``, ``other``, or ``unknown`` without cpuinfo).
     """
     if cpuinfo is None:
         try:

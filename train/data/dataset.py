@@ -12,16 +12,25 @@ import hashlib
 import json
 import logging
 import os
+import zipfile
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from numpy.typing import NDArray
 
+import convention_rt
 from convention_rt.catalog import Catalog, ObjectChunk
 from convention_rt.model_card import BandStats
+from train.files import write_atomically
+
+try:
+    import fcntl
+except ImportError:  # Windows: runs starting side by side may each write the copy
+    fcntl = None
 
 __all__ = ["LabelledObjects", "TASKS", "band_statistics", "load_labelled"]
 
@@ -121,66 +130,92 @@ def load_labelled(path: str | Path, task: str = "4class", *, max_objects: int | 
     if task not in TASKS:
         raise ValueError(f"task must be one of {sorted(TASKS)}, got {task!r}")
     if frames_cache is None or not Path(path).is_file():  # the reader names what is wrong with the path
-        return _read_labelled(path, task, max_objects, stamp_size, None)
-    if Path(frames_cache).exists() and not Path(frames_cache).is_dir():
+        return _read_labelled(path, task, max_objects, stamp_size)
+    cache = Path(frames_cache)
+    if cache.exists() and not cache.is_dir():
         raise ValueError(f"{frames_cache}: the frames cache must be a folder, not a file")
-    frames_file = Path(frames_cache) / f"{Path(path).stem}-{_cache_key(path, task, max_objects, stamp_size)}.npy"
-    rest_file = frames_file.with_suffix(".npz")
-    if not rest_file.exists():  # written last: its presence means the copy is complete
-        frames_file.parent.mkdir(parents=True, exist_ok=True)
-        # temporaries of this process's own: runs starting side by side may each write a copy
-        parts = [file.with_name(f".{file.name}.{os.getpid()}.part") for file in (frames_file, rest_file)]
+    stem = cache / f"{Path(path).stem}-{_cache_key(path, task, max_objects, stamp_size)}"
+    frames_file, rest_file = stem.with_suffix(".f32"), stem.with_suffix(".npz")
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(stem.with_suffix(".lock"), "a") as lock:
+        if fcntl is not None:  # runs starting side by side: the first writes the copy, the others wait for it
+            fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            data = _read_labelled(path, task, max_objects, stamp_size, parts[0])
-            data.frames.flush()
-            _save_rest(parts[1], data)
-            os.replace(parts[0], frames_file)
-            os.replace(parts[1], rest_file)
-        finally:
-            for part in parts:
-                part.unlink(missing_ok=True)
+            return _map_cached(frames_file, rest_file)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile):  # absent, or left damaged: written again
+            pass
+        data: LabelledObjects | None = None
+
+        def write_frames(target: Path) -> None:
+            nonlocal data
+            with open(target, "wb") as handle:  # plain writes: a full disk is an OSError, not a crash
+                data = _read_labelled(path, task, max_objects, stamp_size, frames_out=handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+
+        rest_file.unlink(missing_ok=True)
+        write_atomically(frames_file, write_frames)
+        write_atomically(rest_file, lambda target: _save_rest(target, data, stamp_size))
         log.info("frames of %s cached in %s", path, frames_file)
+        return _map_cached(frames_file, rest_file)
+
+
+def _map_cached(frames_file: Path, rest_file: Path) -> LabelledObjects:
+    """A cached copy, its frames memory-mapped read-only (refused if the two files do not match)."""
     with np.load(rest_file) as rest:
-        used = int(rest["used"])
+        count, size = int(rest["frames"]), int(rest["stamp_size"])
+        if frames_file.stat().st_size != count * size * size * 4:
+            raise ValueError(f"{frames_file}: not the size its index {rest_file} says")
+        frames = np.memmap(frames_file, dtype="<f4", mode="r", shape=(count, size, size)) if count \
+            else np.zeros((0, size, size), dtype=np.float32)
         return LabelledObjects(
-            object_ids=rest["object_ids"], labels=rest["labels"], typing=rest["typing"],
-            frames=np.load(frames_file, mmap_mode="r")[:used], band=rest["band"], mjd=rest["mjd"],
-            offsets=rest["offsets"], classes=tuple(rest["classes"].tolist()), bands=tuple(rest["bands"].tolist()))
+            object_ids=rest["object_ids"], labels=rest["labels"], typing=rest["typing"], frames=frames,
+            band=rest["band"], mjd=rest["mjd"], offsets=rest["offsets"], classes=tuple(rest["classes"].tolist()),
+            bands=tuple(rest["bands"].tolist()))
 
 
 def _cache_key(path: str | Path, task: str, max_objects: int | None, stamp_size: int) -> str:
-    """What a cached copy depends on: the catalog file as it is now and the arguments."""
+    """What a cached copy depends on: the catalog file as it is now, the arguments and the reading code."""
     status = Path(path).stat()
-    identity = [str(Path(path).resolve()), status.st_size, status.st_mtime_ns, task, max_objects, stamp_size,
-                _CACHE_FORMAT]
-    return hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:16]
+    identity = hashlib.sha256(json.dumps(
+        [str(Path(path).resolve()), status.st_size, status.st_mtime_ns, status.st_ino, task, max_objects,
+         stamp_size, _CACHE_FORMAT]).encode())
+    # the reader, its preprocessing and this module: a change to any of them may change the frames
+    for source in sorted(Path(convention_rt.__file__).parent.glob("*.py")) + [Path(__file__)]:
+        identity.update(source.read_bytes())
+    return identity.hexdigest()[:16]
 
 
 #: Version of the cached copy's layout (a change makes earlier copies unused).
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2
 
 
-def _save_rest(target: Path, data: LabelledObjects) -> None:
+def _save_rest(target: Path, data: LabelledObjects, stamp_size: int) -> None:
     """Everything of ``data`` but its frames, and how many frames it has."""
     with open(target, "wb") as handle:  # np.savez would append ".npz" to a path without it
-        np.savez(handle, used=data.frames.shape[0], object_ids=data.object_ids, labels=data.labels,
-                 typing=data.typing, band=data.band, mjd=data.mjd, offsets=data.offsets,
+        np.savez(handle, frames=data.offsets[-1], stamp_size=stamp_size, object_ids=data.object_ids,
+                 labels=data.labels, typing=data.typing, band=data.band, mjd=data.mjd, offsets=data.offsets,
                  classes=np.asarray(data.classes), bands=np.asarray(data.bands))
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def _read_labelled(path: str | Path, task: str, max_objects: int | None, stamp_size: int,
-                   frames_file: Path | None) -> LabelledObjects:
-    """:func:`load_labelled` from the catalog, the frames in memory or in a new ``.npy`` file."""
+                   frames_out: BinaryIO | None = None) -> LabelledObjects:
+    """:func:`load_labelled` from the catalog; with ``frames_out``, the frames go there instead of memory.
+
+    ``frames_out`` receives them in order as little-endian float32, and the
+    returned ``frames`` is then empty (shape (0, stamp_size, stamp_size)).
+    """
     class_map = TASKS[task]
     classes = tuple(dict.fromkeys(class_map.values()))
     with Catalog(path, stamp_size=stamp_size) as catalog:
         if not catalog.has_labels:
             raise ValueError(f"{path}: OBJECTS has no LABEL column: nothing to train on")
         limit = catalog.n_objects if max_objects is None else min(max_objects, catalog.n_objects)
-        shape = (catalog.n_epochs * (len(catalog.bands) if catalog.layout == "CUBES" else 1), stamp_size, stamp_size)
-        # untouched pages cost nothing, in memory as on disk
-        frames = np.empty(shape, dtype=np.float32) if frames_file is None else \
-            np.lib.format.open_memmap(frames_file, mode="w+", dtype=np.float32, shape=shape)
+        shape = (catalog.n_epochs * (len(catalog.bands) if catalog.layout == "CUBES" else 1) if frames_out is None
+                 else 0, stamp_size, stamp_size)
+        frames = np.empty(shape, dtype=np.float32)  # untouched pages cost nothing
         band_parts, mjd_parts, counts, ids, labels, typing = [], [], [], [], [], []
         skipped: Counter = Counter()
         used = 0
@@ -198,7 +233,10 @@ def _read_labelled(path: str | Path, task: str, max_objects: int | None, stamp_s
                     skipped[f"label:{label or '(none)'}"] += 1
                     continue
                 a, b = chunk.offsets[i], chunk.offsets[i + 1]
-                frames[used:used + b - a] = chunk.frames[a:b]
+                if frames_out is None:
+                    frames[used:used + b - a] = chunk.frames[a:b]
+                else:
+                    frames_out.write(np.ascontiguousarray(chunk.frames[a:b], dtype="<f4").tobytes())
                 used += b - a
                 band_parts.append(chunk.band[a:b])
                 mjd_parts.append(chunk.mjd[a:b])
@@ -215,7 +253,7 @@ def _read_labelled(path: str | Path, task: str, max_objects: int | None, stamp_s
     np.cumsum(counts, out=offsets[1:])
     return LabelledObjects(
         object_ids=np.asarray(ids), labels=np.asarray(labels, dtype=np.int64),
-        typing=np.asarray(typing, dtype=str), frames=frames[:used],
+        typing=np.asarray(typing, dtype=str), frames=frames[:used] if frames_out is None else frames,
         band=np.concatenate(band_parts) if band_parts else np.zeros(0, np.int32),
         mjd=np.concatenate(mjd_parts) if mjd_parts else np.zeros(0),
         offsets=offsets, classes=classes, bands=bands,
