@@ -43,8 +43,9 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         fit(config(tmp_path / "resumed"))
     monkeypatch.setattr(fit_module, "_save_state", original)
-    # resumed with its frames mapped from a cache (a way of running, like threads): the same result
-    resumed = fit(config(tmp_path / "resumed", frames_cache=str(tmp_path / "cache")))
+    # resumed with its frames mapped from a cache and smaller evaluation batches (ways of running,
+    # like threads): the same result
+    resumed = fit(config(tmp_path / "resumed", frames_cache=str(tmp_path / "cache"), eval_batch_size=5))
 
     assert resumed["per_fold"] == reference["per_fold"]
     assert len(list((tmp_path / "cache").glob("*.f32"))) == 1
@@ -322,6 +323,9 @@ def test_head_units_active_counts_the_hidden_units_that_fire(tmp_path):
     model = build_model(model_config)
     active, width = fit_module.head_units_active(model, data, idx, card)
     assert width == model_config.head_width and active > fit_module.DEAD_HEAD_SHARE * width
+    assert fit_module.head_units_active(model, data, idx, card, batch_size=5) == (active, width)
+    np.testing.assert_allclose(fit_module.predict(model, data, idx, card, batch_size=5),
+                               fit_module.predict(model, data, idx, card), atol=1e-6)  # memory, not results
     assert not fit_module.head_is_dead((active, width))
     hidden = model.head.layers[2]
     with torch.no_grad():

@@ -110,6 +110,11 @@ class FitConfig:
         Early stopping: epochs without a better validation macro-F1.
     batch_size : int
         Objects per optimiser step.
+    eval_batch_size : int
+        Objects per evaluation batch (validation, held-out scoring, head check):
+        it sets the evaluation's memory (the paper preset's forward holds about
+        33 MB per object, the compact preset's far less), not its results. Like
+        ``threads``, it may change when a run resumes.
     learning_rate : float
         Adam's learning rate.
     dropout : float
@@ -160,6 +165,7 @@ class FitConfig:
     epochs: int = 100
     patience: int = 10
     batch_size: int = 128
+    eval_batch_size: int = 256
     learning_rate: float = 1e-3
     dropout: float = 0.3
     frame_drop: float = 0.1
@@ -182,8 +188,9 @@ class FitConfig:
             raise ValueError(f"model must be one of {MODEL_NAMES}, got {self.model!r}")
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {sorted(TASKS)}, got {self.task!r}")
-        if self.folds < 2 or self.members < 1 or self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("folds >= 2, members >= 1, epochs >= 1 and batch_size >= 1 are required")
+        if self.folds < 2 or self.members < 1 or self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1:
+            raise ValueError("folds >= 2, members >= 1, epochs >= 1, batch_size >= 1 and eval_batch_size >= 1 "
+                             "are required")
         if self.fold_limit is not None and not 1 <= self.fold_limit <= self.folds:
             raise ValueError(f"fold_limit must be in [1, folds={self.folds}], got {self.fold_limit}")
         if not 0.0 < self.validation_fraction < 0.5 or not 0.0 <= self.frame_drop < 1.0:
@@ -546,7 +553,8 @@ def train_member(data: LabelledObjects, train_idx: np.ndarray, card: ModelCard,
             if progress:
                 progress.remove_task(task)
             total_loss, n_drawn = (float(v) for v in group.sum(np.array([total_loss, draws.size])))
-            validation = scores(data.labels[val_idx], predict(model, data, val_idx, card, group=group),
+            validation = scores(data.labels[val_idx], predict(model, data, val_idx, card, config.eval_batch_size,
+                                                              group=group),
                                 data.classes)
             elapsed = time.perf_counter() - start
             state.seconds += elapsed
@@ -570,7 +578,7 @@ def train_member(data: LabelledObjects, train_idx: np.ndarray, card: ModelCard,
         # next stage starts from the best weights of this one
         model.load_state_dict(state.best_state)
         if state.stage == 0 and state.restarts < MAX_RESTARTS:
-            active = head_units_active(model, data, val_idx, card)
+            active = head_units_active(model, data, val_idx, card, config.eval_batch_size)
             # rank 0 decides for all: the ranks' batch-norm statistics may differ slightly
             if group.sum(np.array([float(group.is_main and head_is_dead(active))]))[0] > 0:
                 log.warning("fold %d member %d: only %d of %d classifier-head units fire on the validation "
@@ -587,7 +595,7 @@ def train_member(data: LabelledObjects, train_idx: np.ndarray, card: ModelCard,
         if state.stage < len(stages):
             state.best_f1 = -1.0
         _save_state(state_path, model, optimizer, state, group)
-    state.head_units_active = head_units_active(model, data, val_idx, card)
+    state.head_units_active = head_units_active(model, data, val_idx, card, config.eval_batch_size)
     if head_is_dead(state.head_units_active):
         log.warning("fold %d member %d: its head is still dead after %d restarts (%d of %d units fire)",
                     fold, member, state.restarts, *state.head_units_active)
@@ -702,7 +710,7 @@ class Prepared:
 
 
 #: Fields that may change when a run resumes: how it runs, not what it computes.
-EXECUTION_FIELDS = ("threads", "precision", "export_out", "fold_limit", "frames_cache")
+EXECUTION_FIELDS = ("threads", "precision", "export_out", "fold_limit", "frames_cache", "eval_batch_size")
 
 
 def name_epoch_precisions(state_dir: Path, earlier: str) -> None:
@@ -851,7 +859,7 @@ def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS,
             for member, best in enumerate(member_states):
                 model = training_form(build_model(model_config))
                 load_weights(model, best, run_dir / "state" / f"fold{fold}_member{member}.best.pt")
-                probabilities.append(predict(model, data, scored, card, group=group))
+                probabilities.append(predict(model, data, scored, card, config.eval_batch_size, group=group))
             ensemble = np.mean(probabilities, axis=0)
             fold_scores = scores(data.labels[scored], ensemble, data.classes)
             if group.is_main:
