@@ -200,9 +200,10 @@ def export_checkpoint(checkpoint: Checkpoint, out_dir: str | Path, *, threads: i
         When ``out_dir`` holds an intact export of this very model by this very
         exporter (the card's ``provenance.export.model_digest`` is
         :meth:`Checkpoint.model_digest`, its ``exporter_digest`` is
-        :func:`exporter_digest`, the file's sha256 the card's), keep its graph and only write the new card
-        (metrics, provenance) into its metadata and beside it: no tracing, timing
-        or agreement check again, and the graph chosen before stays.
+        :func:`exporter_digest`, the file's sha256 the card's), keep its graph
+        and only write the new card (metrics, provenance) into its metadata and
+        beside it: no tracing, timing or agreement check again, and the graph
+        chosen before stays.
 
     Returns
     -------

@@ -116,11 +116,13 @@ def load_labelled(path: str | Path, task: str = "4class", *, max_objects: int | 
         Stamp side the model needs.
     frames_cache : str or Path, optional
         Folder of memory-mapped copies of what this function returns: the first
-        call for a catalog (its path, size and modification time) and arguments
-        writes one there (``.npy`` frames, ``.npz`` the rest); later calls, in any
-        process, map it instead of reading the catalog, so that runs side by side
-        share one copy of the frames in the page cache instead of holding one each.
-        ``None``: the frames are held in this process's memory.
+        call for a catalog (its path, size, modification time and inode), these
+        arguments and this version of the reading code writes one there (``.f32``
+        raw little-endian frames, ``.npz`` the rest, under a ``.lock``); later
+        calls, in any process, map it instead of reading the catalog, so that runs
+        side by side share one copy of the frames in the page cache instead of
+        holding one each. A damaged copy is written again. ``None``: the frames
+        are held in this process's memory.
 
     Returns
     -------
