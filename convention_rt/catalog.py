@@ -1,4 +1,4 @@
-"""The catalog format: read (streamed from memory maps), validate and write.
+"""The catalog format: read (streamed in chunks), validate and write.
 
 A catalog is a FITS file with three HDUs (see ``docs/catalog-format.md``):
 
@@ -10,17 +10,20 @@ A catalog is a FITS file with three HDUs (see ``docs/catalog-format.md``):
   ``STAMP`` cube + optional ``PRESENT`` flags (layout ``CUBES``), with the band
   names declared in the ``BANDS`` keyword.
 
-:class:`Catalog` reads the file through memory maps and yields
-:class:`ObjectChunk` batches of bounded size, so catalogs far larger than memory
-stream through in constant memory.  :class:`CatalogWriter` streams epochs to a
+:class:`Catalog` reads the rows of each chunk with positional reads
+(:class:`~convention_rt.fits_rows.TableRows`) and yields :class:`ObjectChunk`
+batches of bounded size, so catalogs far larger than memory stream through in
+constant memory, and a file truncated by another program while it is read
+gives a :class:`~convention_rt.errors.CatalogError`, not a crash.  :class:`CatalogWriter` streams epochs to a
 temporary file and renames it into place only when complete.
 """
 
 from __future__ import annotations
 
 import math
-import mmap
+import os
 import re
+import stat
 import warnings
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -34,14 +37,17 @@ from numpy.typing import ArrayLike, NDArray
 
 from convention_rt import preprocess
 from convention_rt.errors import BadInputError, CatalogError, UsageError
+from convention_rt.fits_rows import TableRows, read_at
 from convention_rt.fits_stream import AtomicWriter, StreamingTable
 
 __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "STATUS_OK",
+    "COMPRESSION_MAGIC",
     "Catalog",
     "CatalogSummary",
+    "CatalogWarning",
     "CatalogWriter",
     "ObjectChunk",
     "chunk_from_objects",
@@ -53,6 +59,7 @@ FORMAT_NAME = "CONVENTION-RT CATALOG"
 FORMAT_VERSION = 1
 STATUS_OK = "ok"
 MOSTLY_BAD_FRACTION = 0.5
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 StampPolicy = Literal["crop", "pad", "error"]
 InvalidPolicy = Literal["flag", "warn", "raise"]
@@ -117,7 +124,11 @@ class ObjectChunk:
 
 @dataclass
 class CatalogSummary:
-    """What :func:`summarise` found in a catalog."""
+    """What :func:`summarise` found in a catalog.
+
+    ``invalid`` and ``notes`` count objects per problem; ``problems`` holds one
+    line per problem of the catalog as a whole (:attr:`Catalog.problems`).
+    """
 
     path: str
     layout: str
@@ -132,24 +143,55 @@ class CatalogSummary:
     notes: Counter = field(default_factory=Counter)
     bad_pixels: int = 0
     examples: dict[str, list[str]] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
 
     @property
     def n_invalid(self) -> int:
         """Objects that cannot be classified."""
         return sum(self.invalid.values())
 
+    @property
+    def ok(self) -> bool:
+        """No object is flagged and the catalog as a whole has no problem."""
+        return not self.n_invalid and not self.problems
+
 
 def _fail(path: Path | str, message: str, **where: Any) -> CatalogError:
     return CatalogError(str(path), message, **where)
 
 
+def _check_text(text: str, what: str) -> None:
+    """Refuse text a FITS character column cannot hold exactly (printable ASCII only)."""
+    if not all(" " <= char <= "~" for char in text):
+        bad = next(char for char in text if not " " <= char <= "~")
+        raise UsageError(f"{what} holds {bad!r}, which a FITS character column cannot store: catalog text "
+                         "(ids, labels, band names) must be printable ASCII; transliterate or replace it")
+
+
+class CatalogWarning(UserWarning):
+    """A problem of the catalog as a whole (not of one object) under ``on_invalid`` flag or warn."""
+
+
+#: Leading bytes of compressed files: (magic, compression, command that undoes it).
+COMPRESSION_MAGIC: tuple[tuple[bytes, str, str], ...] = (
+    (b"\x1f\x8b", "gzip", "gunzip -k"),
+    (b"BZh", "bzip2", "bunzip2 -k"),
+    (b"\xfd7zXZ\x00", "xz", "unxz -k"),
+    (b"PK\x03\x04", "zip", "unzip"),
+    (b"(\xb5/\xfd", "zstd", "zstd -d"),
+    (b"\x1f\x9d", "compress (.Z)", "uncompress"),
+)
+_SCAN_ROWS = 65536
+"""OBJECTS rows read per block when the catalog is opened."""
+
+
 class Catalog:
-    """An open catalog file, read through memory maps.
+    """An open catalog file, read in chunks by positional reads.
 
     Parameters
     ----------
     path : str or Path
-        The catalog FITS file.
+        The catalog FITS file (uncompressed: it is read by random access).
     stamp_size : int
         Side of the stamps the consumer needs (32 for ConvEntion models).
     stamp_policy : {"error", "crop", "pad"}
@@ -158,12 +200,22 @@ class Catalog:
     on_invalid : {"flag", "warn", "raise"}
         Objects that cannot be classified are flagged (kept with a reason),
         flagged with a warning, or stop the read with a :class:`CatalogError`.
+        Problems of the catalog as a whole (``EPOCHS`` rows that no object
+        owns) stop the read under ``raise`` and give one :class:`CatalogWarning`
+        otherwise; they are listed in :attr:`problems`.
+
+    Attributes
+    ----------
+    problems : list of str
+        One line per problem of the catalog as a whole, found when it was opened.
 
     Raises
     ------
     CatalogError
-        When the file is not a readable catalog: missing or corrupt HDUs or
-        columns, wrong dtypes, stamp shapes against the policy, no objects.
+        When the file is not a readable catalog: not a regular file,
+        compressed, missing or corrupt HDUs or columns, wrong dtypes or
+        several values per row, stamp shapes against the policy, no objects;
+        or, while reading, when another program truncates or rewrites the file.
     """
 
     def __init__(
@@ -182,24 +234,55 @@ class Catalog:
         self.stamp_size = int(stamp_size)
         self.stamp_policy = stamp_policy
         self.on_invalid = on_invalid
-        self._hdul = self._open()
+        self.problems: list[str] = []
+        self._handle: int | None = None
+        self._hdul: fits.HDUList | None = None
         try:
+            self._identity = self._open_handle()
+            self._hdul = self._open()
             self._load_structure()
+            self._check_coverage()
         except BaseException:
             self.close()
             raise
 
     # -- opening and structure ------------------------------------------------
+    def _open_handle(self) -> os.stat_result:
+        """Open the file for positional reads; refuse what is not a regular, uncompressed file."""
+        path = self.path
+        try:
+            # O_NONBLOCK: opening a named pipe must not wait for a writer
+            self._handle = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+            status = os.fstat(self._handle)
+        except FileNotFoundError:
+            raise _fail(path, "no such file") from None
+        except IsADirectoryError:
+            raise _fail(path, "is a folder, not a catalog file") from None
+        except OSError as exc:
+            raise _fail(path, f"cannot be opened ({exc.strerror or exc})") from exc
+        if stat.S_ISDIR(status.st_mode):
+            raise _fail(path, "is a folder, not a catalog file")
+        if not stat.S_ISREG(status.st_mode):
+            kind = ("a named pipe (FIFO)" if stat.S_ISFIFO(status.st_mode) else
+                    "a character device" if stat.S_ISCHR(status.st_mode) else
+                    "a block device" if stat.S_ISBLK(status.st_mode) else
+                    "a socket" if stat.S_ISSOCK(status.st_mode) else "a special file")
+            raise _fail(path, f"is {kind}, not a regular file: catalogs are read by random access, "
+                        "so save the catalog to a regular file and pass that")
+        magic = read_at(self._handle, 8, 0)
+        for prefix, kind, command in COMPRESSION_MAGIC:
+            if magic.startswith(prefix):
+                raise _fail(path, f"is a {kind}-compressed file: decompress it first (e.g. {command} "
+                            f"{path.name}); catalogs are read by random access and must be uncompressed FITS")
+        return status
+
     def _open(self) -> fits.HDUList:
         path = self.path
-        if path.is_dir():
-            raise _fail(path, "is a folder, not a catalog file")
-        if not path.is_file():
-            raise _fail(path, "no such file")
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                hdul = fits.open(path, memmap=True, mode="readonly", lazy_load_hdus=False)
+                # headers only: the rows are read by TableRows, never through astropy or a memory map
+                hdul = fits.open(path, memmap=False, mode="readonly", lazy_load_hdus=False)
         except (OSError, ValueError, TypeError, IndexError) as exc:
             # astropy's hints name arguments of its API, not options of ours
             reason = re.split(r"[.;]?\s*(?:If this is really a FITS file|try with)", str(exc))[0]
@@ -214,7 +297,7 @@ class Catalog:
         return hdul
 
     def _check_not_truncated(self, hdul: fits.HDUList) -> None:
-        size = self.path.stat().st_size
+        size = self._identity.st_size
         for index, hdu in enumerate(hdul):
             info = hdul.fileinfo(index)
             header = hdu.header
@@ -244,28 +327,52 @@ class Catalog:
             raise _fail(self.path, "must be a binary table", hdu=name)
         return hdu
 
-    def _column(self, hdu: fits.BinTableHDU, name: str, kinds: str, *, required: bool = True,
-                what: str = "", rows: np.ndarray | None = None) -> np.ndarray | None:
-        """A raw (unconverted, memory-mapped) column of ``hdu``; dtype kind must be in ``kinds``.
+    def _table(self, hdu: fits.BinTableHDU) -> TableRows:
+        """The rows of ``hdu``, after checking its column names are unique and its row size."""
+        seen: dict[str, int] = {}
+        for number, name in enumerate(hdu.columns.names, start=1):
+            key = name.strip().upper()
+            if key in seen:
+                raise _fail(self.path, f"column name appears twice (TTYPE{seen[key]} and TTYPE{number}; "
+                            "names are case-insensitive): rename or remove one", hdu=hdu.name, column=key)
+            seen[key] = number
+        try:
+            dtype = hdu.columns.dtype.newbyteorder(">")
+        except (ValueError, TypeError, KeyError) as exc:
+            raise _fail(self.path, f"cannot read the column definitions ({exc})", hdu=hdu.name) from exc
+        if dtype.itemsize != hdu.header["NAXIS1"]:
+            raise _fail(self.path, f"row size {hdu.header['NAXIS1']} does not match the columns "
+                        f"({dtype.itemsize} bytes)", hdu=hdu.name)
+        offset = self._hdul.fileinfo(self._hdul.index_of(hdu.name))["datLoc"]
+        return TableRows(self._handle, self.path, hdu.name, dtype, offset, hdu.header["NAXIS2"], self._identity)
 
-        ``rows`` is the table's raw record array when the caller mapped it itself.
+    def _column(self, hdu: fits.BinTableHDU, table: TableRows, name: str, kinds: str, *, what: str,
+                required: bool = True, shape: tuple[int, ...] | None = ()) -> str | None:
+        """The field name of column ``name`` in ``table``'s rows, after checking it.
+
+        The column's dtype kind must be in ``kinds``; each row must hold one
+        value (``shape=()``), or an array of ``shape`` (``None``: any shape,
+        checked by the caller).
         """
-        names = [c.upper() for c in hdu.columns.names]
+        names = {c.strip().upper(): c for c in hdu.columns.names}
         if name not in names:
             if required:
                 raise _fail(self.path, "missing column", hdu=hdu.name, column=name)
             return None
-        column = hdu.columns[name]
+        column = hdu.columns[names[name]]
         if column.bscale not in (None, 1) or column.bzero not in (None, 0):
             raise _fail(self.path, "scaled columns (TSCAL/TZERO) are not supported", hdu=hdu.name, column=name)
-        try:
-            data = (hdu.data.view(np.ndarray) if rows is None else rows)[column.name]
-        except (ValueError, TypeError, OSError) as exc:
-            raise _fail(self.path, f"cannot read column ({exc})", hdu=hdu.name, column=name) from exc
-        kind = "b" if column.format.format == "L" else data.dtype.kind
+        field_dtype = table.dtype.fields[names[name]][0]
+        kind = "b" if column.format.format == "L" else field_dtype.base.kind
         if kind not in kinds:
             raise _fail(self.path, f"must be {what} (got TFORM {column.format})", hdu=hdu.name, column=name)
-        return data
+        if shape is not None and field_dtype.shape != shape:
+            count = int(np.prod(field_dtype.shape))
+            dims = f", TDIM {column.dim}" if column.dim else ""
+            wanted = "one value" if shape == () else f"shape {shape}"
+            raise _fail(self.path, f"must hold {wanted} per row, got {count} (TFORM {column.format}{dims}): "
+                        "write one value per row in a column of repeat count 1", hdu=hdu.name, column=name)
+        return names[name]
 
     def _load_structure(self) -> None:
         path = self.path
@@ -291,77 +398,110 @@ class Catalog:
                         hdu="EPOCHS", column="BANDS")
         self.bands: tuple[str, ...] = tuple(bands)
 
-        self._object_id = self._column(objects, "OBJECT_ID", "iuS", what="integer or string")
-        self._ra = self._column(objects, "RA", "f", what="floating point (D)")
-        self._dec = self._column(objects, "DEC", "f", what="floating point (D)")
-        self._first = self._column(objects, "FIRST_EPOCH", "iu", what="integer (K)")
-        self._count = self._column(objects, "N_EPOCHS", "iu", what="integer (K)")
-        self._label = self._column(objects, "LABEL", "S", required=False, what="a string (A)")
-        self._typing = self._column(objects, "TYPING", "S", required=False, what="a string (A)")
+        self._objects = self._table(objects)
+        o = self._objects
+        self._f_object_id = self._column(objects, o, "OBJECT_ID", "iuS", what="integer or string")
+        self._f_ra = self._column(objects, o, "RA", "f", what="floating point (D)")
+        self._f_dec = self._column(objects, o, "DEC", "f", what="floating point (D)")
+        self._f_first = self._column(objects, o, "FIRST_EPOCH", "iu", what="integer (K)")
+        self._f_count = self._column(objects, o, "N_EPOCHS", "iu", what="integer (K)")
+        self._f_label = self._column(objects, o, "LABEL", "S", required=False, what="a string (A)")
+        self._f_typing = self._column(objects, o, "TYPING", "S", required=False, what="a string (A)")
+        self._id_dtype = o.dtype.fields[self._f_object_id][0]
 
-        epoch_rows = self._map_rows(epochs)
-        self._epoch_object = self._column(epochs, "OBJECT_ID", "iuS", what="integer or string", rows=epoch_rows)
-        if self._epoch_object.dtype.kind != self._object_id.dtype.kind and not (
-            self._epoch_object.dtype.kind in "iu" and self._object_id.dtype.kind in "iu"
+        self._epochs = self._table(epochs)
+        e = self._epochs
+        self._f_epoch_object = self._column(epochs, e, "OBJECT_ID", "iuS", what="integer or string")
+        if e.dtype.fields[self._f_epoch_object][0].kind != self._id_dtype.kind and not (
+            e.dtype.fields[self._f_epoch_object][0].kind in "iu" and self._id_dtype.kind in "iu"
         ):
             raise _fail(path, "OBJECT_ID type differs from OBJECTS.OBJECT_ID", hdu="EPOCHS", column="OBJECT_ID")
-        self._mjd = self._column(epochs, "MJD", "f", what="float64 (D)", rows=epoch_rows)
-        if self._mjd.dtype.itemsize != 8:
+        self._f_mjd = self._column(epochs, e, "MJD", "f", what="float64 (D)")
+        if e.dtype.fields[self._f_mjd][0].itemsize != 8:
             raise _fail(path, "must be float64 (TFORM D): float32 loses the time resolution",
                         hdu="EPOCHS", column="MJD")
-        self._stamp = self._column(epochs, "STAMP", "f", what="float32 (E)", rows=epoch_rows)
-        if self._stamp.dtype.itemsize != 4:
-            raise _fail(path, f"must be float32 (TFORM E), got {self._stamp.dtype}", hdu="EPOCHS", column="STAMP")
+        self._f_stamp = self._column(epochs, e, "STAMP", "f", what="float32 (E)", shape=None)
+        stamp_dtype = e.dtype.fields[self._f_stamp][0]
+        if stamp_dtype.base.itemsize != 4:
+            raise _fail(path, f"must be float32 (TFORM E), got {stamp_dtype.base}", hdu="EPOCHS", column="STAMP")
+        stamp_shape = stamp_dtype.shape
         if layout == "FRAMES":
-            self._band = self._column(epochs, "BAND", "S", what="a string (A)", rows=epoch_rows)
-            self._present = None
-            if self._stamp.ndim != 3:
-                raise _fail(path, f"FRAMES stamps must be 2-D (TDIM '(W,H)'), got shape {self._stamp.shape[1:]}",
+            self._f_band = self._column(epochs, e, "BAND", "S", what="a string (A)")
+            self._f_present = None
+            if len(stamp_shape) != 2:
+                raise _fail(path, f"FRAMES stamps must be 2-D (TDIM '(W,H)'), got shape {stamp_shape}",
                             hdu="EPOCHS", column="STAMP")
         else:
-            self._band = None
-            if self._stamp.ndim != 4 or self._stamp.shape[1] != len(bands):
+            self._f_band = None
+            if len(stamp_shape) != 3 or stamp_shape[0] != len(bands):
                 raise _fail(path, f"CUBES stamps must have shape (bands={len(bands)}, H, W) "
-                            f"(TDIM '(W,H,{len(bands)})'), got {self._stamp.shape[1:]}",
+                            f"(TDIM '(W,H,{len(bands)})'), got {stamp_shape}",
                             hdu="EPOCHS", column="STAMP")
-            self._present = self._column(epochs, "PRESENT", "b", required=False, what="logical (L)",
-                                          rows=epoch_rows)
-            if self._present is not None and self._present.shape[1:] != (len(bands),):
-                raise _fail(path, f"must hold {len(bands)} flags per epoch", hdu="EPOCHS", column="PRESENT")
+            self._f_present = self._column(epochs, e, "PRESENT", "b", required=False, what="logical (L)",
+                                           shape=(len(bands),))
 
-        self.stamp_shape: tuple[int, int] = tuple(int(s) for s in self._stamp.shape[-2:])  # type: ignore[assignment]
+        self.stamp_shape: tuple[int, int] = tuple(int(s) for s in stamp_shape[-2:])  # type: ignore[assignment]
         self._check_stamp_shape()
-        self.n_objects = int(objects.header["NAXIS2"])
-        self.n_epochs = int(epochs.header["NAXIS2"])
+        self.n_objects = o.n_rows
+        self.n_epochs = e.n_rows
         if self.n_objects == 0:
             raise _fail(path, "the catalog has no objects", hdu="OBJECTS")
-        self._duplicate = self._find_duplicates()
+        self._load_objects()
 
-    def _map_rows(self, hdu: fits.BinTableHDU) -> np.ndarray:
-        """The table's rows as a record array over our own read-only memory map.
+    def _load_objects(self) -> None:
+        """Read OBJECT_ID, FIRST_EPOCH and N_EPOCHS of every object (16 bytes + id per object)."""
+        n = self.n_objects
+        ids = np.empty(n, dtype=self._id_dtype.newbyteorder("="))
+        self._first = np.empty(n, dtype=np.int64)
+        self._count = np.empty(n, dtype=np.int64)
+        for start in range(0, n, _SCAN_ROWS):
+            stop = min(start + _SCAN_ROWS, n)
+            rows = self._objects.read(start, stop)
+            ids[start:stop] = rows[self._f_object_id]
+            self._first[start:stop] = rows[self._f_first]
+            self._count[start:stop] = rows[self._f_count]
+        if ids.dtype.kind == "S":
+            ids = np.char.strip(ids)
+        self._duplicate = _repeats(ids)
 
-        Mapping the file ourselves lets :meth:`_release` hand the pages of
-        rows already read back to the system, so resident memory stays flat
-        however large the catalog.
+    def _check_coverage(self) -> None:
+        """Find EPOCHS rows inside no object's FIRST_EPOCH..FIRST_EPOCH+N_EPOCHS-1 range.
+
+        Works on the objects' ranges (sorted), not on a per-row mask, so memory
+        stays proportional to the number of objects.  Ranges are clipped to
+        the table without overflow whatever the stored values.
         """
-        dtype = hdu.columns.dtype.newbyteorder(">")
-        if dtype.itemsize != hdu.header["NAXIS1"]:
-            raise _fail(self.path, f"row size {hdu.header['NAXIS1']} does not match the columns "
-                        f"({dtype.itemsize} bytes)", hdu=hdu.name)
-        self._data_offset = self._hdul.fileinfo(self._hdul.index_of(hdu.name))["datLoc"]
-        self._row_bytes = dtype.itemsize
-        self._file = open(self.path, "rb")  # noqa: SIM115 (closed by close())
-        self._mmap = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
-        return np.frombuffer(self._mmap, dtype=dtype, count=hdu.header["NAXIS2"], offset=self._data_offset)
-
-    def _release(self, first_row: int, stop_row: int) -> None:
-        """Drop the mapped pages of rows [first_row, stop_row) from this process (they stay cached)."""
-        if not hasattr(mmap, "MADV_DONTNEED") or stop_row <= first_row:
+        n = self.n_epochs
+        first, count = self._first, self._count
+        start = np.clip(first, 0, n)
+        room = n - start  # in 0..n
+        # where the range starts before row 0, first + count cannot overflow (opposite signs)
+        stop = np.where(first >= 0, start + np.minimum(np.maximum(count, 0), room),
+                        np.clip(np.where(first < 0, first, 0) + np.maximum(count, 0), 0, n))
+        keep = stop > start
+        start, stop = start[keep], stop[keep]
+        order = np.argsort(start, kind="stable")
+        start, stop = start[order], stop[order]
+        reach = np.maximum.accumulate(stop) if stop.size else stop
+        gap_start = np.concatenate(([0], reach))
+        gap_stop = np.concatenate((start, [n]))
+        gaps = gap_stop > gap_start
+        gap_start, gap_stop = gap_start[gaps], gap_stop[gaps]
+        if not gap_start.size:
             return
-        start = self._data_offset + first_row * self._row_bytes
-        stop = self._data_offset + stop_row * self._row_bytes
-        start -= start % mmap.PAGESIZE
-        self._mmap.madvise(mmap.MADV_DONTNEED, start, stop - start)
+        orphans = int((gap_stop - gap_start).sum())
+        owner = self._epochs.read(int(gap_start[0]), int(gap_start[0]) + 1)[self._f_epoch_object][0]
+        owner = owner.decode("ascii", "replace").strip() if isinstance(owner, bytes) else int(owner)
+        more = f", and {gap_start.size - 1} more run(s) of rows" if gap_start.size > 1 else ""
+        span = f"{gap_start[0]}" if gap_stop[0] - gap_start[0] == 1 else f"{gap_start[0]}..{gap_stop[0] - 1}"
+        message = (f"{orphans} row(s) belong to no object (rows {span}, OBJECT_ID {owner}{more}): every row must "
+                   "lie in one object's OBJECTS.FIRST_EPOCH..FIRST_EPOCH+N_EPOCHS-1 range; fix those columns "
+                   "or remove the rows")
+        error = CatalogError(str(self.path), message, hdu="EPOCHS")
+        if self.on_invalid == "raise":
+            raise error
+        self.problems.append(str(error))
+        warnings.warn(str(error), CatalogWarning, stacklevel=3)
 
     def _check_stamp_shape(self) -> None:
         height, width = self.stamp_shape
@@ -377,42 +517,25 @@ class Catalog:
         raise _fail(self.path, f"stamps are {height}x{width}, the model needs {size}x{size} ({hint})",
                     hdu="EPOCHS", column="STAMP")
 
-    def _find_duplicates(self) -> NDArray[np.bool_]:
-        """True for every occurrence of an object id after its first."""
-        ids = np.asarray(self._object_id)
-        order = np.argsort(ids, kind="stable")
-        sorted_ids = ids[order]
-        repeat = np.zeros(ids.shape[0], dtype=bool)
-        repeat[order[1:]] = sorted_ids[1:] == sorted_ids[:-1]
-        return repeat
-
     @property
     def id_width(self) -> int | None:
         """Width of string object ids, None for integer ids."""
-        return self._object_id.dtype.itemsize if self._object_id.dtype.kind == "S" else None
+        return self._id_dtype.itemsize if self._id_dtype.kind == "S" else None
 
     @property
     def has_labels(self) -> bool:
         """Whether OBJECTS has a LABEL column."""
-        return self._label is not None
+        return self._f_label is not None
 
     # -- context management -----------------------------------------------------
     def close(self) -> None:
-        """Release the memory maps."""
-        for name in ("_epoch_object", "_mjd", "_stamp", "_band", "_present"):
-            setattr(self, name, None)  # views into the map must go before it closes
-        memory_map = getattr(self, "_mmap", None)
-        if memory_map is not None:
-            try:
-                memory_map.close()
-            except BufferError:  # a caller still holds a view: the map closes when it is collected
-                pass
-            self._mmap = None
-            self._file.close()
-        hdul = getattr(self, "_hdul", None)
+        """Close the file."""
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            os.close(handle)
+        hdul, self._hdul = self._hdul, None
         if hdul is not None:
             hdul.close()
-            self._hdul = None
 
     def __enter__(self) -> Catalog:
         return self
@@ -440,13 +563,21 @@ class Catalog:
         Yields
         ------
         ObjectChunk
+
+        Raises
+        ------
+        CatalogError
+            Under ``on_invalid="raise"``, at the first invalid object; and
+            whenever the file was truncated or rewritten since it was opened.
         """
         stop = self.n_objects if stop is None else stop
         if max_objects < 1 or max_epochs < 1:
             raise UsageError("max_objects and max_epochs must be at least 1")
         if not 0 <= start <= stop <= self.n_objects:
             raise UsageError(f"objects {start}:{stop} are not within the catalog's 0:{self.n_objects}")
-        counts = np.asarray(self._count, dtype=np.int64)
+        if self._handle is None:
+            raise UsageError(f"{self.path}: the catalog is closed")
+        counts = self._count
         first = start
         while first < stop:
             end = first + 1
@@ -462,37 +593,41 @@ class Catalog:
 
     def _read_chunk(self, start: int, stop: int) -> ObjectChunk:
         n = stop - start
-        first = np.asarray(self._first[start:stop], dtype=np.int64)
-        count = np.asarray(self._count[start:stop], dtype=np.int64)
+        first = self._first[start:stop].tolist()
+        count = self._count[start:stop].tolist()
         invalid = [""] * n
         notes: list[list[str]] = [[] for _ in range(n)]
+        objects = self._objects.read(start, stop)
 
+        n_epochs = self.n_epochs
         for i in range(n):
             if self._duplicate[start + i]:
                 invalid[i] = "duplicate_id"
-            elif count[i] < 0 or first[i] < 0 or first[i] + count[i] > self.n_epochs:
-                invalid[i] = "epoch_rows_out_of_range"
+            elif count[i] < 0 or first[i] < 0 or first[i] > n_epochs or count[i] > n_epochs - first[i]:
+                invalid[i] = "epoch_rows_out_of_range"  # (checked without forming first + count)
             elif count[i] == 0:
                 invalid[i] = "no_epochs"
 
-        # Rows of the valid objects, gathered in object order (one slice when contiguous).
+        # Rows of the valid objects, in object order, read as few contiguous runs.
         usable = np.array([not reason for reason in invalid], dtype=bool)
-        lengths = np.where(usable, count, 0)
+        lengths = np.where(usable, np.asarray(count, dtype=np.int64), 0)
         row_offsets = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(lengths, out=row_offsets[1:])
-        if usable.any():
-            lo = int(first[usable].min())
-            hi = int((first + count)[usable].max())
-            contiguous = bool(np.all(first[usable] == lo + row_offsets[:-1][usable])) and hi - lo == row_offsets[-1]
-            rows = slice(lo, hi) if contiguous else np.concatenate(
-                [np.arange(first[i], first[i] + count[i]) for i in range(n) if usable[i]]
-            )
-        else:
-            rows = slice(0, 0)
+        run_start = np.asarray(first, dtype=np.int64)[usable]
+        run_stop = run_start + lengths[usable]
+        if run_start.size:
+            joined = run_start[1:] == run_stop[:-1]
+            run_start, run_stop = run_start[np.r_[True, ~joined]], run_stop[np.r_[~joined, True]]
+        epochs = self._epochs.read_runs(run_start, run_stop)
+        mjd = epochs[self._f_mjd].astype(np.float64)
+        resorted: NDArray[np.intp] = np.zeros(0, dtype=np.intp)
+        if self.layout == "FRAMES":  # time order now, on the rows read: no second copy of the frames later
+            order, resorted = _time_order(mjd, row_offsets)
+            if order is not None:
+                epochs, mjd = epochs[order], mjd[order]
 
-        epoch_ids = np.asarray(self._epoch_object[rows])
-        mjd = np.asarray(self._mjd[rows], dtype=np.float64)
-        object_ids = np.asarray(self._object_id[start:stop])
+        epoch_ids = epochs[self._f_epoch_object]
+        object_ids = objects[self._f_object_id]
         if object_ids.dtype.kind == "S":
             epoch_ids, object_ids = np.char.strip(epoch_ids), np.char.strip(object_ids)
         for i in np.flatnonzero(usable):
@@ -502,43 +637,49 @@ class Catalog:
             elif not np.all(np.isfinite(mjd[block])):
                 invalid[i] = "non_finite_mjd"
 
-        stamps = self._stamps(rows)
+        stamps = self._stamps(epochs[self._f_stamp])
         if self.layout == "FRAMES":
-            band = self._band_index(rows, row_offsets, invalid, notes)
+            band = self._band_index(epochs[self._f_band], row_offsets, invalid, notes)
             frame_offsets = row_offsets
             frames = stamps
             frame_mjd = mjd
         else:
-            present = None if self._present is None else self._present[rows] == ord("T")
+            present = None if self._f_present is None else epochs[self._f_present] == ord("T")
             separated = preprocess.separate_bands(stamps, mjd, row_offsets, present)
             frames, band, frame_mjd, frame_offsets = (
                 separated.frames, separated.plane, separated.mjd, separated.offsets)
+        del epochs, epoch_ids, stamps  # everything needed is copied out: free the rows read
 
-        if isinstance(rows, slice):  # everything of these rows is copied out: unmap them
-            self._release(rows.start, rows.stop)
-        elif rows.size:
-            self._release(int(rows.min()), int(rows.max()) + 1)
+        for i in resorted:
+            notes[i].append("epochs_sorted_by_time")
         frames, band, frame_mjd, n_bad, frame_offsets = clean_frames(
-            frames, band, frame_mjd, frame_offsets, invalid, notes, sort=self.layout == "FRAMES")
+            frames, band, frame_mjd, frame_offsets, invalid, notes, sort=False)
         chunk = ObjectChunk(
-            object_ids=_decode(object_ids) if object_ids.dtype.kind == "S" else object_ids.astype(np.int64),
-            ra=np.asarray(self._ra[start:stop], dtype=np.float64),
-            dec=np.asarray(self._dec[start:stop], dtype=np.float64),
-            labels=None if self._label is None else _decode(self._label[start:stop]),
-            typing=None if self._typing is None else _decode(self._typing[start:stop]),
+            object_ids=(self._text(object_ids, "OBJECT_ID", start) if object_ids.dtype.kind == "S"
+                        else object_ids.astype(np.int64)),
+            ra=objects[self._f_ra].astype(np.float64),
+            dec=objects[self._f_dec].astype(np.float64),
+            labels=None if self._f_label is None else self._text(objects[self._f_label], "LABEL", start),
+            typing=None if self._f_typing is None else self._text(objects[self._f_typing], "TYPING", start),
             frames=frames, band=band, mjd=frame_mjd, n_bad=n_bad, offsets=frame_offsets,
             bands=self.bands, invalid=invalid, notes=notes,
         )
         self._apply_invalid_policy(chunk)
         return chunk
 
-    def _stamps(self, rows: slice | NDArray[np.int64]) -> NDArray[np.float32]:
-        """Stamps of ``rows`` as native float32, cropped or padded to the target size."""
-        raw = self._stamp[rows]
+    def _text(self, values: np.ndarray, column: str, start: int) -> NDArray[np.str_]:
+        """An OBJECTS string column as stripped str; bytes outside ASCII are refused (FITS ``A`` is ASCII)."""
         try:
-            stamps = np.ascontiguousarray(raw, dtype=np.float32)  # byte-swaps FITS big-endian data
-        except (OSError, ValueError) as exc:
-            raise _fail(self.path, f"cannot read stamps ({exc})", hdu="EPOCHS", column="STAMP") from exc
+            return _decode(values)
+        except UnicodeDecodeError:
+            bad = next(k for k, value in enumerate(values.tolist()) if not value.isascii())
+            raise _fail(self.path, f"row {start + bad} holds non-ASCII bytes {values[bad]!r}: FITS character "
+                        "columns hold ASCII text; rewrite the value in ASCII", hdu="OBJECTS",
+                        column=column) from None
+
+    def _stamps(self, raw: np.ndarray) -> NDArray[np.float32]:
+        """Stamps of the rows read as native float32, cropped or padded to the target size."""
+        stamps = np.ascontiguousarray(raw, dtype=np.float32)  # byte-swaps FITS big-endian data
         height, width = self.stamp_shape
         size = self.stamp_size
         if (height, width) == (size, size):
@@ -548,10 +689,10 @@ class Catalog:
             return np.ascontiguousarray(stamps[..., top:top + size, left:left + size])
         return _pad_with_background(stamps, size)
 
-    def _band_index(self, rows: slice | NDArray[np.int64], row_offsets: NDArray[np.int64],
+    def _band_index(self, raw: np.ndarray, row_offsets: NDArray[np.int64],
                     invalid: list[str], notes: list[list[str]]) -> NDArray[np.int32]:
         """Index of each row's band in ``self.bands``; -1 for names not declared in BANDS."""
-        names = np.char.strip(np.asarray(self._band[rows]))
+        names = np.char.strip(raw)
         lookup = {name.encode(): index for index, name in enumerate(self.bands)}
         uniques, inverse = np.unique(names, return_inverse=True)
         codes = np.array([lookup.get(u, -1) for u in uniques], dtype=np.int32)
@@ -575,6 +716,15 @@ class Catalog:
                                    object_id=chunk.object_ids[i])
             if self.on_invalid == "warn":
                 warnings.warn(message, stacklevel=3)
+
+
+def _repeats(ids: np.ndarray) -> NDArray[np.bool_]:
+    """True for every occurrence of an id after its first."""
+    order = np.argsort(ids, kind="stable")
+    sorted_ids = ids[order]
+    repeat = np.zeros(ids.shape[0], dtype=bool)
+    repeat[order[1:]] = sorted_ids[1:] == sorted_ids[:-1]
+    return repeat
 
 
 def chunk_from_objects(
@@ -661,17 +811,14 @@ def clean_frames(frames: NDArray[np.float32], band: NDArray[np.int32], mjd: NDAr
     """
     n = offsets.shape[0] - 1
     keep = band >= 0
-    counts = np.diff(offsets)
-    owner = np.repeat(np.arange(n), counts)
     for i in range(n):
         if invalid[i]:
             keep[offsets[i]:offsets[i + 1]] = False
-    if sort and mjd.size > 1:
-        backwards = (np.diff(mjd) < 0) & (owner[1:] == owner[:-1])
-        if backwards.any():
-            for i in np.unique(owner[1:][backwards]):
+    if sort:
+        order, resorted = _time_order(mjd, offsets)
+        if order is not None:
+            for i in resorted:
                 notes[i].append("epochs_sorted_by_time")
-            order = np.lexsort((mjd, owner))
             frames, band, mjd, keep = frames[order], band[order], mjd[order], keep[order]
     frames, band, mjd, offsets = _compress(frames, band, mjd, offsets, keep)
 
@@ -698,9 +845,25 @@ def clean_frames(frames: NDArray[np.float32], band: NDArray[np.int32], mjd: NDAr
     return frames, band, mjd, n_bad, offsets
 
 
+def _time_order(mjd: NDArray[np.float64], offsets: NDArray[np.int64]) -> tuple[NDArray[np.intp] | None,
+                                                                              NDArray[np.intp]]:
+    """The permutation that puts each object's epochs in time order, and the objects it reorders.
+
+    Returns ``(None, [])`` when every object's epochs are already in order.
+    """
+    nothing = np.zeros(0, dtype=np.intp)
+    if mjd.size < 2:
+        return None, nothing
+    owner = np.repeat(np.arange(offsets.shape[0] - 1), np.diff(offsets))
+    backwards = (np.diff(mjd) < 0) & (owner[1:] == owner[:-1])
+    if not backwards.any():
+        return None, nothing
+    return np.lexsort((mjd, owner)), np.unique(owner[1:][backwards])
+
+
 def _decode(values: np.ndarray) -> NDArray[np.str_]:
-    """FITS ASCII strings (bytes) as stripped str."""
-    return np.char.strip(np.char.decode(np.asarray(values), "ascii", errors="replace"))
+    """FITS ASCII strings (bytes) as stripped str; raises UnicodeDecodeError on other bytes."""
+    return np.char.strip(np.char.decode(np.asarray(values), "ascii"))
 
 
 def _compress(frames, band, mjd, offsets, keep):
@@ -742,7 +905,8 @@ def summarise(catalog: Catalog, max_objects: int = 1024) -> CatalogSummary:
     """
     summary = CatalogSummary(path=str(catalog.path), layout=catalog.layout,
                              stamp_shape=catalog.stamp_shape,
-                             n_objects=catalog.n_objects, n_epochs=catalog.n_epochs)
+                             n_objects=catalog.n_objects, n_epochs=catalog.n_epochs,
+                             problems=list(catalog.problems))
     for chunk in catalog.iter_chunks(max_objects=max_objects):
         summary.n_frames += chunk.frames.shape[0]
         summary.bad_pixels += int(chunk.n_bad.sum())
@@ -783,9 +947,16 @@ class CatalogWriter(AtomicWriter):
     stamp_shape : (int, int)
         Stamp height and width.
     id_width : int or None
-        None for integer object ids; the maximum length for string ids.
+        None for integer (int64) object ids; the maximum length for string ids.
     label_width : int
         Maximum length of class labels (0: no LABEL/TYPING columns).
+
+    Notes
+    -----
+    Text (string ids, labels, band names) must be printable ASCII, the
+    content of a FITS character column; string ids must not start or end with
+    a space.  Anything else is refused with a :class:`UsageError` naming the
+    object before any of it is written, so what is written reads back exactly.
     header : dict, optional
         Extra primary-header keywords (provenance), e.g. ``{"SOURCE": "..."}``.
     overwrite : bool
@@ -806,8 +977,11 @@ class CatalogWriter(AtomicWriter):
     ) -> None:
         self.path = Path(path)
         bands = tuple(str(b) for b in bands)
-        if not bands or len(set(bands)) != len(bands) or any("," in b or not b.strip() for b in bands):
-            raise UsageError(f"bands must be distinct non-empty names without commas, got {bands}")
+        if not bands or len(set(bands)) != len(bands) or any("," in b or b != b.strip() or not b for b in bands):
+            raise UsageError(f"bands must be distinct non-empty names without commas or spaces at either end, "
+                             f"got {bands}")
+        for band in bands:
+            _check_text(band, f"band name {band!r}")
         if layout not in ("FRAMES", "CUBES"):
             raise UsageError(f"layout must be FRAMES or CUBES, got {layout!r}")
         self.bands = bands
@@ -854,10 +1028,15 @@ class CatalogWriter(AtomicWriter):
             if isinstance(object_id, (bool, np.bool_)) or not isinstance(object_id, (int, np.integer)):
                 raise UsageError(f"object id {object_id!r} must be an integer (this writer has integer ids)")
             value = int(object_id)
+            if not INT64_MIN <= value <= INT64_MAX:
+                raise UsageError(f"object id {value} does not fit in int64 (OBJECT_ID is K): write the ids as "
+                                 "strings (id_width=20 holds any 64-bit integer in decimal)")
         else:
             value = str(object_id)
-            if not value or len(value.encode()) > self.id_width:
-                raise UsageError(f"object id {value!r} must have 1..{self.id_width} bytes")
+            _check_text(value, f"object id {value!r}")
+            if not value or len(value) > self.id_width or value != value.strip():
+                raise UsageError(f"object id {value!r} must have 1..{self.id_width} characters, without "
+                                 "spaces at either end")
         if value in self._seen_ids:
             raise UsageError(f"object id {value!r} was written already")
         return value
@@ -907,8 +1086,9 @@ class CatalogWriter(AtomicWriter):
             raise UsageError(f"object {value}: mjd must be finite")
         if typing not in ("", "spec", "phot"):
             raise UsageError(f"object {value}: typing must be '', 'spec' or 'phot', got {typing!r}")
-        if len(label.encode()) > self.label_width:
-            raise UsageError(f"object {value}: label {label!r} is longer than {self.label_width} bytes")
+        _check_text(label, f"object {value}: label {label!r}")
+        if len(label) > self.label_width:
+            raise UsageError(f"object {value}: label {label!r} is longer than {self.label_width} characters")
 
         rows = self._table.empty_rows(n)
         rows["OBJECT_ID"] = value if self.id_width is None else value.encode()
@@ -935,8 +1115,16 @@ class CatalogWriter(AtomicWriter):
             self._objects[key].append(item)
 
     def close(self) -> Path:
-        """Finish the file (the OBJECTS table goes last) and move it into place; returns its path."""
-        return self._table.close(append_hdus=[self._objects_hdu()])
+        """Finish the file (the OBJECTS table goes last) and move it into place; returns its path.
+
+        On any error the temporary file is removed before the error propagates.
+        """
+        try:
+            objects = self._objects_hdu()
+        except BaseException:
+            self.abort()
+            raise
+        return self._table.close(append_hdus=[objects])
 
     def _objects_hdu(self) -> fits.BinTableHDU:
         id_format = "K" if self.id_width is None else f"{self.id_width}A"

@@ -5,8 +5,12 @@ calls the library, prints, and maps errors to exit codes:
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import signal
 import sys
+import threading
 import time
 import traceback
 import warnings
@@ -24,11 +28,12 @@ from convention_rt import spark
 from convention_rt._version import __version__
 from convention_rt.catalog import Catalog, CatalogSummary, summarise
 from convention_rt.classifier import Classifier
-from convention_rt.data import sample_catalog_path
-from convention_rt.errors import ConventionError, UsageError
+from convention_rt.data import write_sample_catalog
+from convention_rt.errors import ConventionError, Interrupted, UsageError
 from convention_rt.ingest.cli import InvalidPolicy
 from convention_rt.ingest.cli import app as ingest_app
 from convention_rt.predictions import FORMATS, PredictionWriter
+from convention_rt.publish import output_error
 from convention_rt.registry import DEFAULT_MODEL, list_models, resolve_model
 from convention_rt.session import load_card
 
@@ -98,10 +103,12 @@ def _print_summary(summary: CatalogSummary) -> None:
     table.add_row("typing", ", ".join(f"{c}: {n}" for c, n in sorted(summary.typing.items())) or "-")
     table.add_row("bad pixels", f"{summary.bad_pixels} (NaN/inf, replaced by the stamp background)")
     _out.print(table)
-    if not summary.invalid and not summary.notes:
+    if summary.ok and not summary.notes:
         _out.print("problems: none")
         return
     _out.print("problems:")
+    for problem in summary.problems:
+        _out.print(f"  catalog {problem}", markup=False, soft_wrap=True)
     for counter, kind in ((summary.invalid, "flagged"), (summary.notes, "fixed")):
         for problem, count in sorted(counter.items()):
             examples = ", ".join(summary.examples.get(problem, []))
@@ -115,7 +122,7 @@ def validate(
     stamp_policy: StampPolicyOption = StampPolicy.error,
     on_invalid: InvalidPolicyOption = InvalidPolicy.flag,
 ) -> None:
-    """Check a catalog and print a summary; exit 1 when objects are flagged."""
+    """Check a catalog and print a summary; exit 1 when objects are flagged or the catalog has problems."""
     with Catalog(catalog, stamp_size=stamp_size, stamp_policy=stamp_policy.value,
                  on_invalid=on_invalid.value) as opened:
         summary = summarise(opened)
@@ -123,14 +130,22 @@ def validate(
     if summary.n_invalid:
         typer.echo(f"{catalog}: {summary.n_invalid} object(s) cannot be classified (see problems)", err=True)
         raise typer.Exit(1)
+    if not summary.ok:
+        typer.echo(f"{catalog}: {len(summary.problems)} problem(s) of the catalog as a whole (see problems)",
+                   err=True)
+        raise typer.Exit(1)
 
 
 def _check_output(output: Path, catalog: Path, overwrite: bool) -> None:
-    """Usage errors about the output file, before any work."""
+    """Errors about the output file, before any work: usage (exit 2), an unwritable folder (exit 3)."""
     if output.suffix.lower() not in FORMATS:
         raise UsageError(f"{output}: output must end in .fits, .csv or .parquet")
     if not output.parent.is_dir():
         raise UsageError(f"{output}: folder {output.parent} does not exist")
+    if output.is_dir():
+        raise UsageError(f"{output}: is a folder; choose a file name")
+    if not os.access(output.parent, os.W_OK | os.X_OK):
+        raise output_error(output, PermissionError(errno.EACCES, os.strerror(errno.EACCES)))
     if output.exists():
         if catalog.exists() and output.samefile(catalog):
             raise UsageError(f"{output}: is the input catalog; choose another output")
@@ -169,7 +184,7 @@ def classify(
     except BaseException:
         opened.close()
         raise
-    header = {"CATALOG": catalog.name[:68], "MODEL": card.name, "MODELVER": card.version,
+    header = {"CATALOG": catalog.name, "MODEL": card.name, "MODELVER": card.version,
               "MODELSHA": card.sha256[:16], "DEVICE": classifier.session.device, "CRTVERS": __version__}
     counts: Counter = Counter()
     flagged = 0
@@ -262,18 +277,8 @@ def sample(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing file.")] = False,
 ) -> None:
     """Write a copy of the sample catalog that ships with the package."""
-    if out.exists() and not overwrite:
-        raise UsageError(f"{out}: exists already (add --overwrite to replace it)")
-    source = sample_catalog_path()
-    if not source.is_file():
-        raise UsageError(f"{source}: the sample catalog is missing from this installation")
-    temporary = out.with_name(f".{out.name}.part")
-    try:
-        temporary.write_bytes(source.read_bytes())
-        temporary.replace(out)
-    finally:
-        temporary.unlink(missing_ok=True)
-    _out.print(f"wrote {out} ({source.stat().st_size / 1e6:.1f} MB)")
+    written = write_sample_catalog(out, overwrite=overwrite)
+    _out.print(f"wrote {written} ({written.stat().st_size / 1e6:.1f} MB)", markup=False, soft_wrap=True)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
@@ -291,6 +296,9 @@ def _parser_error(exc: Exception) -> int:
     """Show an error of the command-line parser in one line; returns its exit code (re-raises others)."""
     kind = type(exc).__name__
     if kind == "Abort":
+        if isinstance(exc.__cause__, KeyboardInterrupt):  # Ctrl-C outside the command line's own handler
+            typer.echo(f"error: stopped by SIGINT{_STOPPED}", err=True)
+            return 128 + signal.SIGINT
         typer.echo("error: aborted", err=True)
         return 1
     if not (callable(getattr(exc, "format_message", None)) and isinstance(getattr(exc, "exit_code", None), int)):
@@ -304,8 +312,52 @@ def _parser_error(exc: Exception) -> int:
     return exc.exit_code
 
 
+# System errors that say the machine refused (permissions, space, resources), not that the input is bad.
+_SYSTEM_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG,
+                            errno.EIO, errno.ENOMEM, errno.EMFILE, errno.ENFILE, errno.ETXTBSY})
+_STOPPED = "; unfinished outputs are removed"
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _stop(signum: int, frame: object) -> None:
+    """SIGINT and SIGTERM: unwind (the writers remove their temporary files); a second signal ends at once."""
+    signal.signal(signum, signal.SIG_DFL)
+    raise Interrupted(signum)
+
+
+def _os_error(exc: OSError) -> tuple[int, str]:
+    """A system error not raised by convention-rt: exit code (3 if the system refused, else 1) and one line."""
+    if exc.filename is not None and exc.strerror:
+        message = f"{exc.filename}: {exc.strerror}"
+    else:
+        message = str(exc) or type(exc).__name__
+    return (3 if exc.errno in _SYSTEM_ERRNOS else 1), message
+
+
+def _arguments(args: object) -> list[str] | None:
+    """The command-line words of ``main(args)``: str, paths and numbers as text; anything else a usage error."""
+    if args is None:
+        return None
+    if isinstance(args, (str, bytes)) or not hasattr(args, "__iter__"):
+        raise UsageError(f"main() takes a list of words such as ['classify', 'catalog.fits'], got {args!r}")
+    words = []
+    for word in args:
+        if isinstance(word, os.PathLike):
+            word = os.fspath(word)
+        elif isinstance(word, (int, float)) and not isinstance(word, bool):
+            word = str(word)
+        if not isinstance(word, str):
+            raise UsageError(f"main() takes str, paths and numbers as words, got {word!r}")
+        words.append(word)
+    return words
+
+
 def main(args: list[str] | None = None) -> int:
-    """Run the command line; returns (and, as a script, exits with) the exit code."""
+    """Run the command line; returns (and, as a script, exits with) the exit code.
+
+    SIGINT and SIGTERM stop a run cleanly (unfinished outputs are removed) with
+    exit code 130 and 143; running out of memory exits with code 3.
+    """
     shown_warning = warnings.showwarning
     warnings.showwarning = _show_warning
     library_log = logging.getLogger("convention_rt")
@@ -314,19 +366,40 @@ def main(args: list[str] | None = None) -> int:
     library_log.addHandler(handler)
     library_log.setLevel(logging.INFO)
     library_log.propagate = False
+    handlers: dict[int, object] = {}
     try:
-        returned = app(args=args, prog_name="convention-rt", standalone_mode=False)
+        if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
+            for signum in _STOP_SIGNALS:
+                handlers[signum] = signal.signal(signum, _stop)
+        returned = app(args=_arguments(args), prog_name="convention-rt", standalone_mode=False)
         code = returned if isinstance(returned, int) else 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except (ConventionError, OSError) as exc:
+    except Interrupted as exc:
+        if _state["debug"]:
+            traceback.print_exc()
+        typer.echo(f"error: stopped by {signal.Signals(exc.signum).name}{_STOPPED}", err=True)
+        code = exc.exit_code
+    except MemoryError:
+        if _state["debug"]:
+            traceback.print_exc()
+        typer.echo(f"error: out of memory{_STOPPED} (try a smaller --chunk-size or --batch-size)", err=True)
+        code = 3
+    except ConventionError as exc:
         if _state["debug"]:
             traceback.print_exc()
         typer.echo("error: " + " ".join(str(exc).split()), err=True)
-        code = getattr(exc, "exit_code", 1)
+        code = exc.exit_code
+    except OSError as exc:
+        if _state["debug"]:
+            traceback.print_exc()
+        code, message = _os_error(exc)
+        typer.echo("error: " + " ".join(message.split()), err=True)
     except Exception as exc:  # the command-line parser's own errors: bad options and values
         code = _parser_error(exc)
     finally:
+        for signum, previous in handlers.items():
+            signal.signal(signum, signal.SIG_DFL if previous is None else previous)
         warnings.showwarning = shown_warning
         library_log.removeHandler(handler)
         library_log.setLevel(saved[0])

@@ -3,24 +3,45 @@
 The table's row count is only known at the end: the header is written with
 ``NAXIS2 = 0``, rows are appended as raw big-endian records, and ``close``
 pads the data to a FITS block, rewrites the ``NAXIS2`` card in place and
-renames the temporary file.  Memory stays flat whatever the number of rows.
+publishes the temporary file (:mod:`convention_rt.publish`).  Memory stays
+flat whatever the number of rows.
+
+FITS headers hold printable ASCII only: a keyword value or comment with other
+characters (a file name such as ``été.fits``) is written percent-encoded as
+UTF-8 (``%C3%A9t%C3%A9.fits``, ``%`` itself as ``%25``);
+``urllib.parse.unquote`` gives the text back.
 """
 
 from __future__ import annotations
 
-import os
-import secrets
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 from astropy.io import fits
 
 from convention_rt.errors import UsageError
+from convention_rt.publish import StagedOutput, output_path
 
-__all__ = ["AtomicWriter", "StreamingTable"]
+__all__ = ["AtomicWriter", "StreamingTable", "header_text"]
 
 FITS_BLOCK = 2880
+# Printable ASCII but "%": kept as they are when a value must be percent-encoded.
+_HEADER_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
+
+
+def header_text(value: Any) -> Any:
+    """A header value as FITS can hold it: text with non-printable-ASCII characters percent-encoded (UTF-8).
+
+    Printable ASCII text and non-text values are returned unchanged; a
+    ``(value, comment)`` pair has both parts treated.
+    """
+    if isinstance(value, tuple):
+        return tuple(header_text(v) for v in value)
+    if isinstance(value, str) and not (value.isascii() and value.isprintable()):
+        return quote(value, safe=_HEADER_SAFE)
+    return value
 
 
 class AtomicWriter:
@@ -62,27 +83,28 @@ class StreamingTable(AtomicWriter):
     def __init__(self, path: str | Path, columns: list[fits.Column], *, name: str,
                  primary_header: dict[str, Any] | None = None, table_header: dict[str, Any] | None = None,
                  overwrite: bool = False) -> None:
-        self.path = Path(path)
+        self.path = output_path(path)
         if self.path.exists() and not overwrite:
             raise UsageError(f"{self.path}: exists already (add --overwrite to replace it)")
         table = fits.BinTableHDU.from_columns(columns, nrows=0, name=name)
         for key, value in (table_header or {}).items():
-            table.header[key] = value
+            table.header[key] = header_text(value)
         self.header = table.header
         self.dtype = table.data.dtype.newbyteorder(">")
         if self.header["NAXIS1"] != self.dtype.itemsize:
             raise AssertionError("row layout does not match the FITS columns")
+        primary = fits.PrimaryHDU()
+        for key, value in (primary_header or {}).items():
+            primary.header[key] = header_text(value)
         self.rows = 0
         self._closed = False
-        self._tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{secrets.token_hex(4)}.part")
-        self._file = open(self._tmp, "x+b")  # noqa: SIM115 (closed by close() or abort())
+        self._output = StagedOutput(self.path, overwrite=overwrite)
+        self._file = self._output.file
         try:
-            primary = fits.PrimaryHDU()
-            for key, value in (primary_header or {}).items():
-                primary.header[key] = value
-            self._file.write(primary.header.tostring().encode("ascii"))
-            self._table_offset = self._file.tell()
-            self._file.write(self.header.tostring().encode("ascii"))
+            with self._output.writing():
+                self._file.write(primary.header.tostring().encode("ascii"))
+                self._table_offset = self._file.tell()
+                self._file.write(self.header.tostring().encode("ascii"))
         except BaseException:
             self.abort()
             raise
@@ -95,19 +117,22 @@ class StreamingTable(AtomicWriter):
         """Append a block made by :meth:`empty_rows`."""
         if self._closed:
             raise UsageError(f"{self.path}: this writer is closed")
-        if rows.dtype != self.dtype:
-            raise AssertionError("rows must come from empty_rows()")
-        self._file.write(rows.tobytes())
+        if not isinstance(rows, np.ndarray) or rows.dtype != self.dtype or rows.ndim != 1:
+            raise UsageError(f"{self.path}: rows must be a block made by empty_rows(), got "
+                             f"{getattr(rows, 'dtype', type(rows).__name__)}")
+        with self._output.writing():
+            self._file.write(rows.tobytes())
         self.rows += rows.shape[0]
 
     def finish(self) -> Path:
         """Pad, write the row count, and close the temporary file (still under its temporary name)."""
-        self._file.write(b"\0" * ((-self.rows * self.dtype.itemsize) % FITS_BLOCK))
-        start = self.header.tostring().index("NAXIS2  =")
-        self._file.seek(self._table_offset + start)
-        self._file.write(fits.Card("NAXIS2", self.rows, "number of rows").image.encode("ascii"))
-        self._file.close()
-        return self._tmp
+        with self._output.writing():
+            self._file.write(b"\0" * ((-self.rows * self.dtype.itemsize) % FITS_BLOCK))
+            start = self.header.tostring().index("NAXIS2  =")
+            self._file.seek(self._table_offset + start)
+            self._file.write(fits.Card("NAXIS2", self.rows, "number of rows").image.encode("ascii"))
+            self._file.close()
+        return self._output.temporary
 
     def close(self, append_hdus: list[fits.BinTableHDU] | None = None) -> Path:
         """Finish the file, append any further HDUs, and move it into place."""
@@ -116,10 +141,10 @@ class StreamingTable(AtomicWriter):
         try:
             self.finish()
             if append_hdus:
-                with fits.open(self._tmp, mode="append") as hdul:
+                with self._output.writing(), fits.open(self._output.temporary, mode="append") as hdul:
                     for hdu in append_hdus:
                         hdul.append(hdu)
-            os.replace(self._tmp, self.path)
+            self._output.publish()
         except BaseException:
             self.abort()
             raise
@@ -129,7 +154,4 @@ class StreamingTable(AtomicWriter):
     def abort(self) -> None:
         """Discard the partial file."""
         self._closed = True
-        try:
-            self._file.close()
-        finally:
-            self._tmp.unlink(missing_ok=True)
+        self._output.discard()

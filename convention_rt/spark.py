@@ -22,8 +22,6 @@ from __future__ import annotations
 import functools
 import os
 import re
-import secrets
-import shutil
 import sys
 import time
 from collections import Counter
@@ -41,6 +39,7 @@ from convention_rt.classifier import Classifier
 from convention_rt.errors import BadInputError, CatalogError, ConventionError, ModelError, UsageError
 from convention_rt.model_card import ModelCard
 from convention_rt.predictions import Predictions
+from convention_rt.publish import StagedOutput
 from convention_rt.registry import DEFAULT_MODEL, resolve_model
 from convention_rt.session import load_card
 
@@ -331,7 +330,9 @@ class CatalogJob:
         """Classify the catalog on ``spark`` and write a Parquet dataset (a folder) at ``output``.
 
         The dataset is written under a temporary name beside ``output`` and
-        renamed into place when complete; on failure nothing is left behind.
+        published when complete (:mod:`convention_rt.publish`): without
+        ``overwrite``, an ``output`` that appeared meanwhile is left alone and
+        the run fails.  On failure nothing is left behind.
 
         Parameters
         ----------
@@ -363,16 +364,16 @@ class CatalogJob:
         tasks = spark.range(0, len(ranges), 1, numPartitions=len(ranges))
         results = tasks.mapInArrow(functools.partial(_classify_ranges, job=self, ranges=tuple(ranges)),
                                    _spark_schema(self.columns))
-        temporary = output.with_name(f".{output.name}.{os.getpid()}.{secrets.token_hex(4)}.part")
+        staged = StagedOutput(output, overwrite=overwrite, folder=True)
         try:
-            try:
-                results.write.parquet(f"file://{temporary}")  # executors write to the shared folder
-            except (PySparkException, Py4JError) as exc:  # how executor errors reach the driver
-                raise _job_error(exc) from exc
-            _move_into_place(temporary, output)
-        finally:
-            shutil.rmtree(temporary, ignore_errors=True)
-        return output
+            results.write.parquet(f"file://{staged.temporary}")  # executors write to the shared folder
+        except (PySparkException, Py4JError) as exc:  # how executor errors reach the driver
+            staged.discard()
+            raise _job_error(exc) from exc
+        except BaseException:
+            staged.discard()
+            raise
+        return staged.publish()
 
 
 def _classify_ranges(tasks: Iterator[pa.RecordBatch], *, job: CatalogJob,
@@ -406,24 +407,6 @@ def _check_output(output: str | Path, *, overwrite: bool) -> Path:
     if output.exists() and not overwrite:
         raise UsageError(f"{output}: exists already (add --overwrite to replace it)")
     return output
-
-
-def _move_into_place(source: Path, output: Path) -> None:
-    """Rename ``source`` to ``output``, replacing a file or folder there."""
-    if not output.exists():
-        os.replace(source, output)
-        return
-    previous = output.with_name(f".{output.name}.{secrets.token_hex(4)}.old")
-    os.replace(output, previous)
-    try:
-        os.replace(source, output)
-    except BaseException:
-        os.replace(previous, output)
-        raise
-    if previous.is_dir():
-        shutil.rmtree(previous)
-    else:
-        previous.unlink()
 
 
 def _job_error(exc: Exception) -> ConventionError:

@@ -322,3 +322,288 @@ def test_reading_object_ranges_gives_the_same_as_reading_everything(tmp_path):
             next(catalog.iter_chunks(start=5, stop=10))
     assert np.concatenate([c.object_ids for c in parts]).tolist() == list(range(100, 109))
     np.testing.assert_array_equal(np.concatenate([c.frames for c in parts]), whole)
+
+
+# -- rows no object owns, ranges that overlap or overflow ------------------------------
+def orphan_catalog(tmp_path: Path) -> Path:
+    """Objects 1 (rows 0-1) and 2 (row 4); rows 2-3 (OBJECT_ID 9) and 5 (OBJECT_ID 2) belong to no object."""
+    stamps = np.random.default_rng(1).normal(size=(6, 32, 32)).astype(np.float32)
+    return write_raw_catalog(tmp_path / "orphans.fits", object_columns([1, 2], [0, 4], [2, 1]),
+                             frame_columns([1, 1, 9, 9, 2, 2], np.arange(6.0), ["g"] * 6, stamps))
+
+
+ORPHANS = (r"orphans.fits: EPOCHS: 3 row\(s\) belong to no object \(rows 2..3, OBJECT_ID 9, and 1 more run\(s\) "
+           r"of rows\): every row must lie in one object's OBJECTS.FIRST_EPOCH..FIRST_EPOCH\+N_EPOCHS-1 range")
+
+
+@pytest.mark.parametrize("policy", ["flag", "warn"])
+def test_rows_of_no_object_are_a_catalog_warning_and_a_summary_problem(tmp_path, policy):
+    from convention_rt.catalog import CatalogWarning
+
+    with pytest.warns(CatalogWarning, match=ORPHANS) as record:
+        catalog = Catalog(orphan_catalog(tmp_path), on_invalid=policy)
+    with catalog:
+        summary = summarise(catalog)
+    assert len(record) == 1 and "\n" not in str(record[0].message)
+    assert len(summary.problems) == 1 and summary.problems == catalog.problems
+    assert summary.n_invalid == 0 and not summary.ok  # the objects themselves are fine
+
+
+def test_rows_of_no_object_stop_the_read_under_raise(tmp_path):
+    path = orphan_catalog(tmp_path)
+    with pytest.raises(CatalogError, match=ORPHANS) as info:
+        Catalog(path, on_invalid="raise")
+    assert str(info.value).startswith(str(path)) and "\n" not in str(info.value)
+
+
+def test_a_catalog_whose_rows_all_have_an_owner_has_no_problem(small_catalog):
+    with Catalog(small_catalog, on_invalid="raise") as catalog:
+        summary = summarise(catalog)
+    assert catalog.problems == [] and summary.ok
+
+
+def test_a_single_row_without_owner_at_the_end_is_named(tmp_path):
+    path = write_raw_catalog(tmp_path / "tail.fits", object_columns([1], [0], [1]),
+                             frame_columns([1, 4], [0.0, 1.0], ["g", "g"], np.zeros((2, 32, 32), np.float32)))
+    message = r"tail.fits: EPOCHS: 1 row\(s\) belong to no object \(rows 1, OBJECT_ID 4\)"
+    with pytest.raises(CatalogError, match=message):
+        Catalog(path, on_invalid="raise")
+
+
+def test_overlapping_ranges_flag_the_object_that_reaches_into_another(tmp_path):
+    stamps = np.zeros((4, 32, 32), np.float32)
+    # object 1 owns rows 0-2; object 2 claims rows 2-3, but row 2 is object 1's
+    path = write_raw_catalog(tmp_path / "overlap.fits", object_columns([1, 2], [0, 2], [3, 2]),
+                             frame_columns([1, 1, 1, 2], np.arange(4.0), ["g"] * 4, stamps))
+    (chunk,) = read_all(path)
+    assert [chunk.status(i) for i in range(2)] == ["ok", "flagged:epoch_rows_belong_to_another_object"]
+    with pytest.raises(CatalogError, match="overlap.fits: OBJECTS: object 2: epoch rows belong to another object"):
+        read_all(path, on_invalid="raise")
+
+
+def test_ranges_that_would_overflow_int64_are_out_of_range_not_a_crash(tmp_path):
+    big = 2**63 - 1
+    objects = object_columns([1, 2, 3, 4, 5, 6], [0, 2**62, big, -(2**63), 1, -5],
+                             [1, 2**62, big, 5, -3, big])
+    path = write_raw_catalog(tmp_path / "huge.fits", objects,
+                             frame_columns([1], [0.0], ["g"], np.zeros((1, 32, 32), np.float32)))
+    chunks = read_all(path)  # filterwarnings=error: an overflow warning would fail here
+    status = [c.status(i) for c in chunks for i in range(len(c))]
+    assert status == ["ok"] + ["flagged:epoch_rows_out_of_range"] * 5
+
+
+# -- files that are not a plain catalog ---------------------------------------------------
+def compressed(kind: str, data: bytes, path: Path) -> Path:
+    import bz2
+    import gzip
+    import lzma
+    import zipfile
+
+    if kind == "zip":
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("catalog.fits", data)
+        return path
+    packers = {"stored gzip": lambda d: gzip.compress(d, compresslevel=0),  # deflate without compression
+               "gzip": lambda d: gzip.compress(d, compresslevel=9), "bzip2": bz2.compress, "xz": lzma.compress}
+    path.write_bytes(packers[kind](data))
+    return path
+
+
+@pytest.mark.parametrize(("kind", "named"), [("stored gzip", "gzip"), ("gzip", "gzip"), ("bzip2", "bzip2"),
+                                             ("xz", "xz"), ("zip", "zip")])
+def test_compressed_catalogs_are_refused_in_one_line(tmp_path, small_catalog, kind, named):
+    path = compressed(kind, small_catalog.read_bytes(), tmp_path / "c.fits.z")
+    with pytest.raises(CatalogError, match=rf"c.fits.z: is a {named}-compressed file: decompress it first "
+                                           r"\(e.g. \S+.* c.fits.z\); catalogs are read by random access") as info:
+        Catalog(path)
+    assert str(info.value).startswith(str(path)) and "\n" not in str(info.value)
+
+
+def test_a_named_pipe_is_not_a_regular_file(tmp_path):
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no named pipes on this system")
+    pipe = tmp_path / "pipe.fits"
+    os.mkfifo(pipe)  # opening it for reading must not wait for a writer
+    with pytest.raises(CatalogError, match=r"pipe.fits: is a named pipe \(FIFO\), not a regular file"):
+        Catalog(pipe)
+
+
+def test_a_folder_is_named_as_such(tmp_path):
+    with pytest.raises(CatalogError, match="is a folder, not a catalog file"):
+        Catalog(tmp_path)
+
+
+def rename_column(path: Path, old: str, new: str) -> Path:
+    """Rename a column in place in the header bytes (astropy will not write duplicate names)."""
+    data = path.read_bytes()
+    before, after = f"'{old:<8}'".encode(), f"'{new:<8}'".encode()
+    assert data.count(before) == 1 and len(before) == len(after)
+    path.write_bytes(data.replace(before, after))
+    return path
+
+
+def one_object(**changes) -> tuple[list[fits.Column], list[fits.Column]]:
+    objects = object_columns([1], [0], [2])
+    epochs = frame_columns([1, 1], [0.0, 1.0], ["g", "r"], np.zeros((2, 32, 32), np.float32))
+    for table, name, column in changes.values():
+        columns = objects if table == "OBJECTS" else epochs
+        names = [c.name for c in columns]
+        if name in names:
+            columns[names.index(name)] = column
+        else:
+            columns.append(column)
+    return objects, epochs
+
+
+TWO_VALUES = [
+    ("OBJECTS", "OBJECT_ID", fits.Column("OBJECT_ID", "2K", array=np.ones((1, 2), np.int64)), "TFORM 2K"),
+    ("OBJECTS", "RA", fits.Column("RA", "2D", array=np.zeros((1, 2))), "TFORM 2D"),
+    ("OBJECTS", "DEC", fits.Column("DEC", "2D", array=np.zeros((1, 2))), "TFORM 2D"),
+    ("OBJECTS", "FIRST_EPOCH", fits.Column("FIRST_EPOCH", "2K", array=np.zeros((1, 2), np.int64)), "TFORM 2K"),
+    ("OBJECTS", "N_EPOCHS", fits.Column("N_EPOCHS", "2K", array=np.full((1, 2), 2, np.int64)), "TFORM 2K"),
+    ("OBJECTS", "LABEL", fits.Column("LABEL", "16A", dim="(8,2)", array=np.array([["a", "b"]])),
+     "TFORM 16A, TDIM \\(8,2\\)"),
+    ("EPOCHS", "OBJECT_ID", fits.Column("OBJECT_ID", "2K", array=np.ones((2, 2), np.int64)), "TFORM 2K"),
+    ("EPOCHS", "MJD", fits.Column("MJD", "2D", array=np.zeros((2, 2))), "TFORM 2D"),
+    ("EPOCHS", "BAND", fits.Column("BAND", "16A", dim="(8,2)", array=np.array([["g", "r"], ["g", "r"]])),
+     "TFORM 16A, TDIM \\(8,2\\)"),
+]
+
+
+@pytest.mark.parametrize(("table", "name", "column", "tform"), TWO_VALUES, ids=[f"{t}.{n}" for t, n, *_ in TWO_VALUES])
+def test_columns_with_several_values_per_row_are_named(tmp_path, table, name, column, tform):
+    objects, epochs = one_object(change=(table, name, column))
+    path = write_raw_catalog(tmp_path / "two.fits", objects, epochs)
+    with pytest.raises(CatalogError, match=rf"two.fits: {table}.{name}: must hold one value per row, got 2 "
+                                           rf"\({tform}\)") as info:
+        read_all(path)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(("table", "extra", "duplicate"), [
+    ("OBJECTS", fits.Column("RAX", "D", array=np.zeros(1)), "RA"),
+    ("EPOCHS", fits.Column("MJX", "D", array=np.zeros(2)), "MJD"),
+    ("EPOCHS", fits.Column("MJX", "D", array=np.zeros(2)), "mjd"),  # names are case-insensitive
+])
+def test_duplicated_column_names_are_named(tmp_path, table, extra, duplicate):
+    objects, epochs = one_object(add=(table, extra.name, extra))
+    path = rename_column(write_raw_catalog(tmp_path / "dup.fits", objects, epochs), extra.name, duplicate)
+    with pytest.raises(CatalogError, match=rf"dup.fits: {table}.{duplicate.upper()}: column name appears twice "
+                                           r"\(TTYPE\d and TTYPE\d; names are case-insensitive\): rename or remove"):
+        read_all(path)
+
+
+def test_non_ascii_bytes_in_a_string_column_are_refused_with_the_row(tmp_path):
+    objects = object_columns([1, 2], [0, 1], [1, 1]) + [
+        fits.Column("LABEL", "8A", array=np.array([b"SNIa", "SNé".encode()]))]
+    path = write_raw_catalog(tmp_path / "text.fits", objects,
+                             frame_columns([1, 2], [0.0, 1.0], ["g", "r"], np.zeros((2, 32, 32), np.float32)))
+    with pytest.raises(CatalogError, match=r"text.fits: OBJECTS.LABEL: row 1 holds non-ASCII bytes .*: FITS "
+                                           "character columns hold ASCII text"):
+        read_all(path)
+
+
+# -- a file truncated while it is read ----------------------------------------------------
+TRUNCATE_BETWEEN_CHUNKS = """
+import os, sys
+from convention_rt import catalog
+
+path = sys.argv[2]
+original = catalog.Catalog._read_chunk
+calls = []
+
+def read_then_truncate(self, start, stop):
+    if calls:  # another program cuts the file after the first chunk
+        os.truncate(path, os.path.getsize(path) // 2)
+    calls.append(start)
+    return original(self, start, stop)
+
+catalog.Catalog._read_chunk = read_then_truncate
+if sys.argv[1] == "cli":
+    from convention_rt.cli import main
+    sys.exit(main(["validate", path]))
+try:
+    with catalog.Catalog(path) as opened:
+        for chunk in opened.iter_chunks(max_objects=2):
+            pass
+except catalog.CatalogError as error:
+    print(error, file=sys.stderr)
+    sys.exit(1)
+"""
+
+
+@pytest.mark.parametrize("through", ["library", "cli"])
+def test_a_file_truncated_between_chunks_gives_a_clean_error_not_a_crash(tmp_path, through):
+    import subprocess
+    import sys
+
+    path = write_small_catalog(tmp_path / "shrinking.fits", n_objects=1100 if through == "cli" else 6, epochs=2)
+    done = subprocess.run([sys.executable, "-c", TRUNCATE_BETWEEN_CHUNKS, through, str(path)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, (done.returncode, done.stderr)  # SIGBUS would be -7
+    lines = done.stderr.strip().splitlines()
+    prefix = "error: " if through == "cli" else ""
+    assert len(lines) == 1 and "Traceback" not in done.stderr
+    assert lines[0].startswith(f"{prefix}{path}: ") and "the file changed while being read" in lines[0]
+    assert "truncated or rewrote it" in lines[0]
+
+
+def test_reading_after_close_is_a_usage_error(small_catalog):
+    catalog = Catalog(small_catalog)
+    catalog.close()
+    with pytest.raises(UsageError, match="the catalog is closed"):
+        next(catalog.iter_chunks())
+
+
+# -- writer: text the format cannot hold, and clean-up on every failure ------------------
+@pytest.mark.parametrize(("object_id", "label", "message"), [
+    ("ZTF21é", "", r"object id 'ZTF21é' holds 'é', which a FITS character column cannot store"),
+    ("ZTF21a", "SNé", r"object ZTF21a: label 'SNé' holds 'é'"),
+    ("ZTF\t21", "", r"object id 'ZTF\\t21' holds '\\t'"),
+    (" ZTF21", "", r"object id ' ZTF21' must have 1..16 characters, without spaces at either end"),
+])
+def test_writer_refuses_text_a_fits_column_cannot_hold_and_leaves_nothing(tmp_path, object_id, label, message):
+    with pytest.raises(UsageError, match=message) as info:
+        with CatalogWriter(tmp_path / "w.fits", BANDS, id_width=16) as writer:
+            writer.add_object("ZTF20a", mjd=[0.0], stamps=np.zeros((1, 32, 32)), bands=["g"], label="AGN")
+            writer.add_object(object_id, mjd=[0.0], stamps=np.zeros((1, 32, 32)), bands=["g"], label=label)
+    assert "\n" not in str(info.value)
+    assert os.listdir(tmp_path) == []
+
+
+def test_writer_text_round_trips_exactly(tmp_path):
+    text = "".join(chr(c) for c in range(0x21, 0x7F))[:16]
+    with CatalogWriter(tmp_path / "w.fits", BANDS, id_width=16, label_width=16) as writer:
+        writer.add_object(text, mjd=[0.0], stamps=np.zeros((1, 32, 32)), bands=["g"], label="a b~")
+    (chunk,) = read_all(tmp_path / "w.fits")
+    assert chunk.object_ids.tolist() == [text] and chunk.labels.tolist() == ["a b~"]
+
+
+def test_writer_refuses_integer_ids_beyond_int64(tmp_path):
+    with CatalogWriter(tmp_path / "w.fits", BANDS) as writer:
+        with pytest.raises(UsageError, match=r"object id 9223372036854775808 does not fit in int64 .*id_width=20"):
+            writer.add_object(2**63, mjd=[0.0], stamps=np.zeros((1, 32, 32)), bands=["g"])
+        writer.add_object(2**63 - 1, mjd=[0.0], stamps=np.zeros((1, 32, 32)), bands=["g"])
+        writer.add_object(-(2**63), mjd=[0.0], stamps=np.zeros((1, 32, 32)), bands=["g"])
+    ids = np.concatenate([c.object_ids for c in read_all(tmp_path / "w.fits")])
+    assert ids.tolist() == [2**63 - 1, -(2**63)]
+
+
+def test_writer_refuses_non_ascii_band_names_before_writing(tmp_path):
+    with pytest.raises(UsageError, match=r"band name 'ɡ' holds 'ɡ'"):
+        CatalogWriter(tmp_path / "w.fits", ["ɡ", "r"])
+    assert os.listdir(tmp_path) == []
+
+
+def test_writer_removes_its_temporary_file_when_finishing_fails(tmp_path, monkeypatch):
+    writer = CatalogWriter(tmp_path / "w.fits", BANDS)
+    writer.add_object(1, mjd=[0.0], stamps=np.zeros((1, 32, 32)), bands=["g"])
+    assert len(os.listdir(tmp_path)) == 1  # the temporary file
+
+    def broken() -> None:
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(writer, "_objects_hdu", broken)
+    with pytest.raises(OSError, match="no space left"):
+        writer.close()
+    assert os.listdir(tmp_path) == []

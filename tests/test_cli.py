@@ -103,3 +103,79 @@ def test_every_help_page_renders(capsys, command):
     code, out, err = run(capsys, *command, "--help")
     assert code == 0, err
     assert "Usage" in out
+
+
+def test_sample_refuses_a_folder_and_a_missing_folder_in_one_line(capsys, tmp_path):
+    code, _, err = run(capsys, "sample", str(tmp_path))
+    assert code == 2 and err.strip() == f"error: {tmp_path}: is a folder; give a file name such as " \
+                                        f"{tmp_path / 'sample.fits'}"
+    target = tmp_path / "missing" / "sample.fits"
+    code, _, err = run(capsys, "sample", str(target))
+    assert code == 2 and err.strip() == f"error: {target}: folder {target.parent} does not exist"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sample_does_not_replace_a_copy_written_meanwhile(capsys, monkeypatch, tmp_path):
+    from convention_rt import publish
+
+    target = tmp_path / "sample.fits"
+    publish_now = publish.publish
+
+    def another_run_finishes_first(temporary, path, *, overwrite):
+        path.write_bytes(b"the other run's copy")
+        return publish_now(temporary, path, overwrite=overwrite)
+
+    monkeypatch.setattr(publish, "publish", another_run_finishes_first)
+    code, _, err = run(capsys, "sample", str(target))
+    assert code == 1 and err.strip() == (f"error: {target}: exists already: another run wrote it while this one ran, "
+                                         "and this run's result was discarded (add --overwrite to replace it)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sample.fits"]
+    assert target.read_bytes() == b"the other run's copy"
+    code, _, err = run(capsys, "sample", str(target), "--overwrite")
+    assert code == 0, err
+    assert target.read_bytes() == sample_catalog_path().read_bytes()
+
+
+@pytest.mark.parametrize("name", ["same path", "symbolic link", "hard link"])
+def test_ingest_refuses_to_write_over_its_input(capsys, tmp_path, name):
+    import os
+    import shutil
+    from pathlib import Path
+
+    pytest.importorskip("fastavro")
+    alerts = tmp_path / "alerts.avro"
+    shutil.copyfile(Path(__file__).parent / "data" / "ztf" / "2019_01_10_739260766315010006.avro", alerts)
+    before = alerts.read_bytes()
+    out = {"same path": alerts, "symbolic link": tmp_path / "link.fits", "hard link": tmp_path / "hard.fits"}[name]
+    if name == "symbolic link":
+        out.symlink_to(alerts)
+    elif name == "hard link":
+        os.link(alerts, out)
+    code, _, err = run(capsys, "ingest", "ztf", str(alerts), "-o", str(out), "--overwrite")
+    assert code == 2 and err.strip() == f"error: {out}: is the input file {alerts}; choose another --out"
+    assert alerts.read_bytes() == before
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
+
+
+def test_an_unexpected_system_error_is_exit_3_in_one_line(capsys, monkeypatch, small_catalog):
+    import errno
+    import os
+
+    from convention_rt import cli
+
+    def fails(*args, **kwargs):
+        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE), str(small_catalog))
+
+    monkeypatch.setattr(cli, "summarise", fails)
+    code, _, err = run(capsys, "validate", str(small_catalog))
+    assert code == 3 and err.strip() == f"error: {small_catalog}: {os.strerror(errno.EMFILE)}"
+
+
+def test_main_takes_paths_and_numbers_and_refuses_other_words_in_one_line(capsys, small_catalog):
+    code, out, err = run(capsys, "validate", small_catalog, "--stamp-size", 32)
+    assert code == 0, err
+    code, _, err = run(capsys, "validate", None)
+    assert code == 2 and err.strip() == "error: main() takes str, paths and numbers as words, got None"
+    code = main("validate x.fits")
+    assert code == 2 and capsys.readouterr().err.strip() == (
+        "error: main() takes a list of words such as ['classify', 'catalog.fits'], got 'validate x.fits'")

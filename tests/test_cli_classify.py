@@ -9,6 +9,8 @@ from astropy.io import fits
 from conftest import frame_columns, object_columns, write_raw_catalog, write_small_catalog, write_tiny_onnx
 from convention_rt.cli import main
 from test_catalog import BAD_FILES, problem_catalog
+from test_predictions import full_disk  # noqa: F401 (fixture, used through request)
+from test_publish import dead_pid, read_only_folder, sleeping_child  # noqa: F401 (fixtures)
 
 
 def run(capsys, *args: str) -> tuple[int, str, str]:
@@ -163,3 +165,201 @@ def test_a_file_that_is_not_a_model_is_named(capsys, tmp_path):
     code, _, err = run(capsys, "classify", catalog, "--model", notes)
     assert code == 3
     assert err.strip() == f"error: {notes}: not an ONNX model (a .onnx file, or a folder holding model.onnx)"
+
+
+# -- outputs: concurrent runs, leftovers, system errors, text ------------------------------------
+def rows_in(path) -> int:
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_metadata(path).num_rows
+    if path.suffix == ".csv":
+        return len(path.read_text().splitlines()) - 1
+    with fits.open(path) as hdul:
+        return len(hdul["PREDICTIONS"].data)
+
+
+def outputs_of(folder):
+    return sorted(p.name for p in folder.iterdir() if p.suffix in (".fits", ".csv", ".parquet", ".part")
+                  or p.name.endswith(".part"))
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".fits", ".parquet"])
+def test_of_two_runs_to_one_output_the_second_to_finish_fails_and_the_first_result_stays(
+        capsys, monkeypatch, tmp_path, tiny_model, suffix):
+    from convention_rt.predictions import PredictionWriter
+
+    if suffix == ".parquet":
+        pytest.importorskip("pyarrow")
+    first = write_small_catalog(tmp_path / "first.fits", n_objects=3)
+    second = write_small_catalog(tmp_path / "second.fits", n_objects=5, seed=1)
+    out = tmp_path / f"out{suffix}"
+    close = PredictionWriter.close
+
+    def another_run_finishes_first(self):
+        monkeypatch.setattr(PredictionWriter, "close", close)
+        assert main(["classify", str(first), "--model", str(tiny_model[0]), "--device", "cpu", "-o", str(out)]) == 0
+        return close(self)
+
+    monkeypatch.setattr(PredictionWriter, "close", another_run_finishes_first)
+    code, _, err = run(capsys, "classify", second, "--model", tiny_model[0], "--device", "cpu", "-o", out)
+    assert code == 1
+    assert err.strip().splitlines() == [
+        f"error: {out}: exists already: another run wrote it while this one ran, and this run's result was "
+        "discarded (add --overwrite to replace it)"]
+    assert rows_in(out) == 3  # the first run's
+    assert outputs_of(tmp_path) == ["first.fits", f"out{suffix}", "second.fits"]
+
+
+def test_with_overwrite_the_run_that_finishes_second_replaces_the_first(capsys, monkeypatch, tmp_path, tiny_model):
+    from convention_rt.predictions import PredictionWriter
+
+    first = write_small_catalog(tmp_path / "first.fits", n_objects=3)
+    second = write_small_catalog(tmp_path / "second.fits", n_objects=5, seed=1)
+    out = tmp_path / "out.csv"
+    close = PredictionWriter.close
+
+    def another_run_finishes_first(self):
+        monkeypatch.setattr(PredictionWriter, "close", close)
+        assert main(["classify", str(first), "--model", str(tiny_model[0]), "--device", "cpu", "-o", str(out)]) == 0
+        return close(self)
+
+    monkeypatch.setattr(PredictionWriter, "close", another_run_finishes_first)
+    code, _, err = run(capsys, "classify", second, "--model", tiny_model[0], "--device", "cpu", "-o", out,
+                       "--overwrite")
+    assert code == 0, err
+    assert rows_in(out) == 5
+
+
+def test_leftovers_of_killed_runs_are_removed_and_running_ones_named(capsys, tmp_path, tiny_model, sleeping_child):
+    catalog = write_small_catalog(tmp_path / "survey.fits")
+    out = tmp_path / "survey.predictions.fits"
+    stale = tmp_path / f".{out.name}.{dead_pid()}.deadbeef.part"
+    live = tmp_path / f".{out.name}.{sleeping_child}.cafe0123.part"
+    stale.write_bytes(b"SIMPLE  =   T")
+    live.write_bytes(b"SIMPLE  =   T")
+    code, _, err = run(capsys, "classify", catalog, "--model", tiny_model[0], "--device", "cpu")
+    assert code == 0, err
+    assert err.strip().splitlines() == [
+        f"info: {out}: removed 1 temporary file(s) left by runs that no longer run: {stale.name}",
+        f"info: {out}: another run is writing it too ({live.name}); without --overwrite the run that finishes "
+        "second fails"]
+    assert not stale.exists() and live.exists() and out.is_file()
+
+
+def test_an_unwritable_output_folder_is_exit_3_naming_the_output(capsys, tmp_path, tiny_model, read_only_folder):
+    catalog = write_small_catalog(tmp_path / "survey.fits")
+    out = read_only_folder / "p.csv"
+    code, _, err = run(capsys, "classify", catalog, "--model", tiny_model[0], "--device", "cpu", "-o", out)
+    lines = err.strip().splitlines()
+    assert code == 3 and len(lines) == 1 and lines[0].startswith(f"error: {out}: cannot write: ")
+    assert ".part" not in err and list(read_only_folder.iterdir()) == []
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".fits", ".parquet"])
+def test_a_full_disk_is_exit_3_naming_the_output_and_nothing_is_left(capsys, request, tmp_path, tiny_model, suffix):
+    import errno
+    import os
+
+    if suffix == ".parquet":
+        pytest.importorskip("pyarrow")
+    catalog = write_small_catalog(tmp_path / "survey.fits", n_objects=60)
+    request.getfixturevalue("full_disk")  # from here on
+    out = tmp_path / f"p{suffix}"
+    code, _, err = run(capsys, "classify", catalog, "--model", tiny_model[0], "--device", "cpu", "-o", out,
+                       "--chunk-size", "4")
+    assert code == 3
+    assert err.strip().splitlines() == [
+        f"error: {out}: cannot write: {os.strerror(errno.ENOSPC)} (free some space or write elsewhere)"]
+    assert outputs_of(tmp_path) == ["survey.fits"]
+
+
+def test_a_file_size_limit_is_exit_3_naming_the_output(tmp_path, tiny_model):
+    """A real write failure of the system: the process may write files of at most 16 kB (EFBIG)."""
+    import os
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    catalog = write_small_catalog(tmp_path / "survey.fits", n_objects=120, epochs=2)
+    out = tmp_path / "p.fits"
+
+    def limit_file_size() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failed write instead of a killed process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (16_000, 16_000))
+
+    result = subprocess.run(
+        [sys.executable, "-m", "convention_rt", "classify", str(catalog), "--model", str(tiny_model[0]),
+         "--device", "cpu", "--threads", "1", "-o", str(out)],
+        capture_output=True, text=True, check=False, preexec_fn=limit_file_size, timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.strip().splitlines() == [f"error: {out}: cannot write: {os.strerror(27)} "
+                                                  "(write to a filesystem that allows larger files, or split the "
+                                                  "input)"]
+    assert outputs_of(tmp_path) == ["survey.fits"]
+
+
+def test_an_unreadable_model_is_exit_3_naming_the_model(capsys, monkeypatch, tmp_path, tiny_model):
+    import builtins
+    import errno
+    import os
+
+    catalog = write_small_catalog(tmp_path / "survey.fits")
+    model = str(tiny_model[0])
+    real_open = builtins.open
+
+    def open_unreadable(file, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        if os.fspath(file) == model:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), model)
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", open_unreadable)
+    code, _, err = run(capsys, "classify", catalog, "--model", model, "--device", "cpu", "-o", tmp_path / "p.csv")
+    assert code == 3
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {model}: ") and os.strerror(errno.EACCES) in lines[0]
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_out_of_memory_is_one_line_exit_3_and_nothing_is_left(capsys, monkeypatch, tmp_path, tiny_model):
+    from convention_rt.classifier import Classifier
+
+    catalog = write_small_catalog(tmp_path / "survey.fits", n_objects=12)
+    predict = Classifier.predict_opened
+
+    def runs_out_of_memory(self, *args, **kwargs):
+        for k, predictions in enumerate(predict(self, *args, **kwargs)):
+            if k == 1:
+                raise MemoryError
+            yield predictions
+
+    monkeypatch.setattr(Classifier, "predict_opened", runs_out_of_memory)
+    code, _, err = run(capsys, "classify", catalog, "--model", tiny_model[0], "--device", "cpu", "--chunk-size", "4")
+    assert code == 3
+    assert err.strip().splitlines() == [
+        "error: out of memory; unfinished outputs are removed (try a smaller --chunk-size or --batch-size)"]
+    assert "Traceback" not in err and outputs_of(tmp_path) == ["survey.fits"]
+
+
+def test_a_non_ascii_catalog_path_is_percent_encoded_in_the_fits_header(capsys, tmp_path, tiny_model):
+    from urllib.parse import unquote
+
+    folder = tmp_path / "relevés"
+    folder.mkdir()
+    catalog = write_small_catalog(folder / "été 2024.fits")
+    code, out, err = run(capsys, "classify", catalog, "--model", tiny_model[0], "--device", "cpu")
+    assert code == 0, err
+    with fits.open(folder / "été 2024.predictions.fits") as hdul:
+        hdul.verify("exception")
+        value = hdul[0].header["CATALOG"]
+    assert value == "%C3%A9t%C3%A9 2024.fits" and unquote(value) == catalog.name
+
+
+def test_an_output_that_is_a_folder_is_a_usage_error(capsys, tmp_path, tiny_model):
+    catalog = write_small_catalog(tmp_path / "survey.fits")
+    (tmp_path / "p.csv").mkdir()
+    code, _, err = run(capsys, "classify", catalog, "--model", tiny_model[0], "-o", tmp_path / "p.csv", "--overwrite")
+    assert code == 2 and err.strip() == f"error: {tmp_path / 'p.csv'}: is a folder; choose a file name"
+    assert (tmp_path / "p.csv").is_dir()

@@ -264,3 +264,66 @@ def test_real_lsst_alert_packet_schema(tmp_path: Path) -> None:
     report = ingest_rubin([path], tmp_path / "c.fits")
     assert (report.n_objects, report.n_epochs) == (1, 1)
     assert read_objects(tmp_path / "c.fits")[9]["band"] == ["u"]
+
+
+# -- ids that need all 64 bits ----------------------------------------------------------------------
+def write_parquet(path: Path, packets: list[dict]) -> Path:
+    """Packets as a Parquet table whose ids are unsigned 64-bit columns (Avro's long is signed)."""
+    pyarrow = pytest.importorskip("pyarrow")
+    parquet = pytest.importorskip("pyarrow.parquet")
+    uint64, double = pyarrow.uint64(), pyarrow.float64()
+    dia_source = pyarrow.struct([("diaSourceId", uint64), ("diaObjectId", uint64), ("midpointMjdTai", double),
+                                 ("ra", double), ("dec", double), ("band", pyarrow.string())])
+    schema = pyarrow.schema([("diaSourceId", uint64), ("diaSource", dia_source),
+                             *((name, pyarrow.binary()) for name in CUTOUT_FIELDS)])
+    rows = [{k: v for k, v in packet.items() if k != "prvDiaSources"} for packet in packets]
+    parquet.write_table(pyarrow.Table.from_pylist(rows, schema=schema), path)
+    return path
+
+
+def with_source_id(packet: dict, source_id: int) -> dict:
+    """``packet`` (made with a small id, which seeds its cut-out) under another diaSourceId."""
+    packet["diaSourceId"] = packet["diaSource"]["diaSourceId"] = source_id
+    return packet
+
+
+def test_unsigned_ids_beyond_int64_are_kept_exactly_as_decimal_ids(tmp_path: Path) -> None:
+    top = 2**64 - 1
+    packets = [
+        with_source_id(make_packet(top, 1, 60100.0, "g"), 2**63 + 1),
+        with_source_id(make_packet(5, 2, 60100.0, "r"), 2**64 - 2),
+        with_source_id(make_packet(top, 3, 60100.0, "i"), 2**63),  # same time: ordered by diaSourceId
+        with_source_id(make_packet(top, 3, 60100.0, "i"), 2**63),  # the same source again: dropped
+    ]
+    out = tmp_path / "c.fits"
+
+    report = ingest_rubin([write_parquet(tmp_path / "unsigned.parquet", packets)], out)
+
+    assert (report.n_objects, report.n_epochs, report.n_duplicates, report.decimal_ids) == (2, 3, 1, True)
+    assert any("written as a decimal string" in line for line in report.notes())
+    with Catalog(out) as catalog:
+        assert catalog.id_width == 20 and catalog.header["IDDECIM"] is True
+        (chunk,) = list(catalog.iter_chunks())
+    assert chunk.object_ids.tolist() == ["5", str(top)]  # numeric order, not text order
+    rows = slice(chunk.offsets[1], chunk.offsets[2])
+    assert [catalog.bands[b] for b in chunk.band[rows]] == ["i", "g"]
+    np.testing.assert_array_equal(chunk.frames[rows], [padded(image(3)), padded(image(1))])
+
+
+def test_ids_within_int64_stay_integers_at_both_ends(tmp_path: Path) -> None:
+    low, high = -(2**63), 2**63 - 1
+    packets = [with_source_id(make_packet(high, 1, 60100.0), low), with_source_id(make_packet(low, 2, 60100.0), high),
+               make_packet(high, 3, 60099.0)]
+    report = ingest_rubin([write_avro(tmp_path / "ends.avro", packets)], tmp_path / "c.fits")
+    assert report.decimal_ids is False and not any("decimal" in line for line in report.notes())
+    objects = read_objects(tmp_path / "c.fits")
+    assert sorted(objects) == [low, high]
+    np.testing.assert_array_equal(objects[high]["mjd"], [60099.0, 60100.0])
+
+
+def test_ids_beyond_64_bits_are_invalid_alerts(tmp_path: Path) -> None:
+    from convention_rt.ingest.rubin import parse_packet
+
+    with pytest.raises(AlertError, match=r"x.avro: diaSource.diaObjectId: diaSourceId 1: 18446744073709551616 fits "
+                                         "neither a signed nor an unsigned 64-bit integer"):
+        parse_packet(make_packet(2**64, 1, 60000.0), "x.avro", "science")

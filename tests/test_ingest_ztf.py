@@ -432,3 +432,45 @@ def test_cli_warn_and_raise(tmp_path: Path, base: tuple[dict, dict], fastavro: A
 def test_fixture_is_small_and_documented() -> None:
     assert sum(p.stat().st_size for p in DATA.rglob("*") if p.is_file()) < 1_000_000
     assert (DATA / "README.md").is_file()
+
+
+# -- ids that need all 64 bits, text a catalog cannot hold -----------------------------------------
+def test_unsigned_candids_beyond_int64_are_kept_exactly(tmp_path: Path, pyarrow: Any) -> None:
+    table = pyarrow.parquet.read_table(PARQUET)
+    rows = table.to_pylist()
+    for k, row in enumerate(rows):
+        row["candid"] = 2**64 - 10 - k
+    # two epochs of ZTF24aaqnriz at the same time, told apart only by candids one apart above 2**63
+    rows[0]["candid"], rows[1]["candid"] = 2**63 + 1, 2**63
+    rows[1]["candidate"]["jd"] = rows[0]["candidate"]["jd"]
+    rows[2]["candid"] = 2**64 - 1
+    rows.append(copy.deepcopy(rows[2]))  # the same alert again: dropped by its candid
+    rows[8]["cutoutScience"]["stampData"] = rows[8]["cutoutScience"]["stampData"][:500]  # ZTF24aaqrtfa
+    schema = table.schema.set(table.schema.get_field_index("candid"), pyarrow.field("candid", pyarrow.uint64()))
+    path = tmp_path / "unsigned.parquet"
+    pyarrow.parquet.write_table(pyarrow.Table.from_pylist(rows, schema=schema), path)
+
+    report = ingest_ztf([path], tmp_path / "catalog.fits")
+
+    assert (report.n_packets, report.n_epochs, report.n_duplicates) == (10, 8, 1)
+    assert f"candid {2**64 - 18}: truncated gzip stream" in report.examples["corrupt_cutout"][0]
+    got = catalog_objects(tmp_path / "catalog.fits")["ZTF24aaqnriz"]
+    same_time = np.flatnonzero(np.abs(got["mjd"] - (rows[0]["candidate"]["jd"] - 2400000.5)) < 1e-9)
+    assert same_time.size == 2  # in candid order: 2**63 before 2**63 + 1
+    for index, row in zip(same_time, (rows[1], rows[0]), strict=True):
+        np.testing.assert_array_equal(got["frames"][index],
+                                      read_stamp(row["cutoutScience"]["stampData"])[15:47, 15:47])
+
+
+def test_object_id_that_is_not_ascii_is_an_invalid_alert(tmp_path: Path, base: tuple[dict, dict],
+                                                         fastavro: Any) -> None:
+    schema, packet = base
+    packets = [make_packet(packet, "ZTF99good", 1, 2460001.5), make_packet(packet, "ZTF99bé", 2, 2460002.5)]
+    path = write_avro(fastavro, tmp_path / "text.avro", schema, packets)
+
+    with pytest.raises(AlertError, match=rf"^{re.escape(str(path))}: objectId: 'ZTF99bé' is not printable ASCII"):
+        ingest_ztf([path], tmp_path / "catalog.fits", on_invalid="raise")
+    assert only_file(tmp_path) == ["text.avro"]
+
+    report = ingest_ztf([path], tmp_path / "catalog.fits")
+    assert report.skipped == {"bad_value": 1} and sorted(catalog_objects(tmp_path / "catalog.fits")) == ["ZTF99good"]

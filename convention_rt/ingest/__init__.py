@@ -88,9 +88,10 @@ def ingest_rubin(
         Avro container files of ``lsst-alert-packet`` alerts (or Parquet tables
         with the same fields).
     out : str or Path
-        The catalog to write: integer object ids (``diaObjectId``), bands
-        ``u,g,r,i,z,y``, one 32 x 32 float32 stamp per alert (mask-flagged
-        pixels NaN).
+        The catalog to write: integer object ids (``diaObjectId``; all
+        written as decimal strings when one is ``2**63`` or more, see
+        :attr:`IngestReport.decimal_ids`), bands ``u,g,r,i,z,y``, one 32 x 32
+        float32 stamp per alert (mask-flagged pixels NaN).
     stamp : {"science", "difference", "template"}
         Which cut-out becomes the stamp.
     on_invalid : {"flag", "warn", "raise"}

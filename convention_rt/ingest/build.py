@@ -24,7 +24,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from convention_rt._version import __version__
-from convention_rt.catalog import CatalogWriter
+from convention_rt.catalog import INT64_MAX, INT64_MIN, CatalogWriter
 from convention_rt.errors import BadInputError, UsageError
 from convention_rt.ingest.cutouts import STAMP_SIZE
 from convention_rt.ingest.packets import iter_packets
@@ -74,6 +74,10 @@ class IngestReport:
         The first error messages of each reason.
     padded : list of PaddedCutout
         Every epoch whose cut-out was padded.
+    decimal_ids : bool
+        Integer object ids (Rubin ``diaObjectId``) were written as decimal
+        strings, exactly, because one of them does not fit a signed 64-bit
+        integer (an unsigned id of ``2**63`` or more).
     """
 
     path: Path
@@ -89,6 +93,7 @@ class IngestReport:
     skipped: Counter = field(default_factory=Counter)
     examples: dict[str, list[str]] = field(default_factory=dict)
     padded: list[PaddedCutout] = field(default_factory=list)
+    decimal_ids: bool = False
 
     @property
     def n_skipped(self) -> int:
@@ -120,6 +125,9 @@ class IngestReport:
                          f"with their median background ({len(objects)} objects: {shown})")
         if self.n_masked_pixels:
             lines.append(f"set {self.n_masked_pixels} pixels flagged bad in cut-out masks to NaN")
+        if self.decimal_ids:
+            lines.append("object ids of 2**63 or more do not fit OBJECT_ID as a signed 64-bit integer: every "
+                         "object id was written as a decimal string")
         return lines
 
 
@@ -277,18 +285,27 @@ def _reject(error: AlertError, report: IngestReport) -> None:
 
 
 def _write(store: _EpochStore, report: IngestReport, survey: Survey, overwrite: bool) -> None:
-    ids = np.array(store.object_id)
+    report.decimal_ids = not survey.string_ids and any(not INT64_MIN <= i <= INT64_MAX for i in store.object_id)
+    string_ids = survey.string_ids or report.decimal_ids
     mjd = np.array(store.mjd, dtype=np.float64)
-    order = np.lexsort((np.array(store.alert_id, dtype=np.int64), mjd, ids))
-    sorted_ids = ids[order]
-    starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
+    if survey.string_ids:
+        id_keys: tuple[np.ndarray, ...] = (np.array(store.object_id),)
+    else:  # integer ids in numeric order, exact also beyond int64
+        id_keys = _int_keys(store.object_id)
+    order = np.lexsort((*_int_keys(store.alert_id), mjd, *id_keys))
+    new_object = np.zeros(order.size, dtype=bool)
+    new_object[0] = True
+    for key in id_keys:
+        sorted_key = key[order]
+        new_object[1:] |= sorted_key[1:] != sorted_key[:-1]
+    starts = np.flatnonzero(new_object)
     stops = np.r_[starts[1:], order.size]
     band = np.array(store.band)
     ra = np.array(store.ra, dtype=np.float64)
     dec = np.array(store.dec, dtype=np.float64)
     report.n_objects = int(starts.size)
     report.n_epochs = len(store)
-    id_width = max(len(str(i).encode()) for i in store.object_id) if survey.string_ids else None
+    id_width = max(len(str(i)) for i in store.object_id) if string_ids else None
 
     stamps = store.stamps()
     try:
@@ -297,11 +314,19 @@ def _write(store: _EpochStore, report: IngestReport, survey: Survey, overwrite: 
                            overwrite=overwrite) as writer:
             for start, stop in zip(starts, stops, strict=True):
                 rows = order[start:stop]
+                object_id = store.object_id[rows[0]]
                 object_ra, object_dec = _mean_position(ra[rows], dec[rows])
-                writer.add_object(sorted_ids[start].item(), mjd=mjd[rows], stamps=stamps[rows],
-                                  bands=band[rows].tolist(), ra=object_ra, dec=object_dec)
+                writer.add_object(str(object_id) if string_ids else object_id, mjd=mjd[rows],
+                                  stamps=stamps[rows], bands=band[rows].tolist(), ra=object_ra, dec=object_dec)
     finally:
         del stamps
+
+
+def _int_keys(values: Sequence[int]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Sort keys (low, high) of Python ints of up to 95 bits, exact: ``value = high * 2**32 + low``."""
+    high = np.fromiter((v >> 32 for v in values), dtype=np.int64, count=len(values))
+    low = np.fromiter((v & 0xFFFFFFFF for v in values), dtype=np.int64, count=len(values))
+    return low, high
 
 
 def _mean_position(ra: NDArray[np.float64], dec: NDArray[np.float64]) -> tuple[float, float]:
@@ -342,4 +367,5 @@ def _header(report: IngestReport) -> dict[str, Any]:
         "NPADOBJ": (len(objects), "objects with padded epochs"),
         "PADOBJS": _ascii(listed),
         "NMASKED": (report.n_masked_pixels, "pixels set to NaN from masks"),
+        "IDDECIM": (report.decimal_ids, "integer object ids written as decimal text"),
     }

@@ -31,6 +31,9 @@ __all__ = [
 StampKind = Literal["science", "difference", "template"]
 STAMP_KINDS: tuple[str, ...] = ("science", "difference", "template")
 
+ID_MIN, ID_MAX = -(2**63), 2**64 - 1
+"""Range of alert and object ids: signed (Avro ``long``) or unsigned (Parquet ``uint64``) 64-bit integers."""
+
 Reason = Literal["unreadable_file", "missing_field", "bad_value", "missing_cutout", "corrupt_cutout",
                  "unknown_band"]
 
@@ -78,9 +81,11 @@ class Alert:
     Attributes
     ----------
     object_id : str or int
-        ``objectId`` (ZTF) or ``diaObjectId`` (Rubin).
+        ``objectId`` (ZTF) or ``diaObjectId`` (Rubin), as read: a Python int
+        is exact, also above ``2**63 - 1`` (unsigned 64-bit ids).
     alert_id : int
-        ``candid`` (ZTF) or ``diaSourceId`` (Rubin): repeated ids are dropped.
+        ``candid`` (ZTF) or ``diaSourceId`` (Rubin): repeated ids are dropped;
+        exact Python int, signed or unsigned 64-bit.
     mjd : float
         Epoch time, Modified Julian Date.
     band : str
@@ -190,6 +195,26 @@ class FieldReader:
             name = names if isinstance(names, str) else names[0]
             raise self.error(prefix + name, f"must be an integer, got {value!r}", "bad_value")
         return int(value)
+
+    def identifier(self, record: Mapping[str, Any], names: str | Sequence[str], prefix: str = "") -> int:
+        """A 64-bit id: an integer of a signed (Avro ``long``) or unsigned (Parquet ``uint64``) column.
+
+        Returned as a Python int, exact whatever its size.
+        """
+        value = self.integer(record, names, prefix)
+        if not ID_MIN <= value <= ID_MAX:
+            name = names if isinstance(names, str) else names[0]
+            raise self.error(prefix + name, f"{value} fits neither a signed nor an unsigned 64-bit integer",
+                             "bad_value")
+        return value
+
+    def ascii_text(self, record: Mapping[str, Any], name: str, prefix: str = "") -> str:
+        """A non-empty string field of printable ASCII characters (what a FITS character column holds)."""
+        value = self.text(record, name, prefix)
+        if not all(" " <= char <= "~" for char in value):
+            raise self.error(prefix + name, f"{value!r} is not printable ASCII: a catalog stores it in a FITS "
+                             "character column, which holds ASCII only", "bad_value")
+        return value
 
     def real(self, record: Mapping[str, Any], names: str | Sequence[str], prefix: str = "",
              *, low: float = -math.inf, high: float = math.inf) -> float:

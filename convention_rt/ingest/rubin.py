@@ -58,12 +58,12 @@ def parse_packet(packet: Mapping[str, Any], source: str, stamp: StampKind) -> Al
     """
     fields = FieldReader(source)
     dia_source = fields.record(packet, "diaSource")
-    source_id = fields.integer(dia_source, "diaSourceId", "diaSource.")
+    source_id = fields.identifier(dia_source, "diaSourceId", "diaSource.")
     fields.ids.append(("diaSourceId", source_id))
     if dia_source.get("diaObjectId") is None:
         raise fields.error("diaSource.diaObjectId", "null: the source belongs to no diaObject (e.g. a "
                            "solar-system detection) and has no light curve", "missing_field")
-    object_id = fields.integer(dia_source, "diaObjectId", "diaSource.")
+    object_id = fields.identifier(dia_source, "diaObjectId", "diaSource.")
     fields.ids.insert(0, ("diaObjectId", object_id))
     mjd = fields.real(dia_source, ("midpointMjdTai", "midPointTai"), "diaSource.", low=0.0)
     band = fields.value(dia_source, ("band", "filterName"), "diaSource.")

@@ -65,12 +65,13 @@ def parse_packet(packet: Mapping[str, Any], source: str, stamp: StampKind) -> Al
     Raises
     ------
     AlertError
-        Missing or invalid field, unknown ``fid``, missing or corrupt cut-out.
+        Missing or invalid field (an ``objectId`` that is not printable ASCII,
+        a ``candid`` outside 64 bits), unknown ``fid``, missing or corrupt cut-out.
     """
     fields = FieldReader(source)
-    object_id = fields.text(packet, "objectId")
+    object_id = fields.ascii_text(packet, "objectId")
     fields.ids.append(("objectId", object_id))
-    candid = fields.integer(packet, "candid")
+    candid = fields.identifier(packet, "candid")
     fields.ids.append(("candid", candid))
     candidate = fields.record(packet, "candidate")
     jd = fields.real(candidate, "jd", "candidate.", low=MJD_OFFSET)
