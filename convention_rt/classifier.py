@@ -30,7 +30,7 @@ between threads: build it once per process and reuse it for every call
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,11 +38,15 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from convention_rt.catalog import Catalog, InvalidPolicy, ObjectChunk, StampPolicy, chunk_from_objects
+from convention_rt.catalog import (
+    MOSTLY_BAD_FRACTION, Catalog, InvalidPolicy, ObjectChunk, StampPolicy, chunk_from_objects,
+)
+from convention_rt.errors import BadInputError, ModelError, UsageError
 from convention_rt.history import HistoryCache
 from convention_rt.model_inputs import chunk_to_inputs
+from convention_rt.object_arrays import check_object, check_objects
 from convention_rt.predictions import Predictions
-from convention_rt.preprocess import Sequences, allocate_sequences
+from convention_rt.preprocess import Sequences, allocate_sequences, count_bad_pixels
 from convention_rt.registry import resolve_model
 from convention_rt.session import Device, ModelSession
 
@@ -95,13 +99,13 @@ class Classifier:
 
     def __init__(self, model: str | Path | None = None, *, device: Device = "auto", threads: int | None = None,
                  batch_size: int = 64) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or batch_size < 1:
+            raise UsageError(f"batch_size must be a whole number of objects, at least 1, got {batch_size!r}")
         entry = resolve_model(model)
         card_path = entry.card_path if entry.card_path.is_file() else None
         self.session = ModelSession(entry.model_path, card_path, device=device, threads=threads)
         self.card = self.session.card
-        self.batch_size = batch_size
+        self.batch_size = int(batch_size)
         self.timings = {"preprocess": 0.0, "inference": 0.0}
         """Seconds spent so far in each stage of :meth:`predict_chunk` (for profiling)."""
 
@@ -141,6 +145,13 @@ class Classifier:
         for start in range(0, valid.size, self.batch_size):
             rows = valid[start:start + self.batch_size]
             members = self.session.run(seq.stamps[rows], seq.band_ids[rows], inputs.times[rows])
+            if members.shape != (rows.size, self.card.members, n_classes):
+                raise ModelError(f"{self.session.model_path}: output of shape {members.shape} for {rows.size} "
+                                 f"objects, the card says ({rows.size}, {self.card.members}, {n_classes})")
+            finite = np.isfinite(members).all(axis=(1, 2))
+            for i in rows[~finite]:  # never a class made up from NaN or inf: flagged, NaN probabilities
+                inputs.invalid[i] = "non_finite_output"
+            rows, members = rows[finite], members[finite]
             mean = members.mean(axis=1)
             best = mean.argmax(axis=1)
             probabilities[rows] = mean
@@ -153,26 +164,58 @@ class Classifier:
                            status=status, classes=self.card.classes, model=self.model)
 
     # -- public entry points ---------------------------------------------------------------------
-    def predict_batch(self, objects: Sequence[tuple[ArrayLike, Sequence[str], ArrayLike]],
+    def predict_batch(self, objects: Iterable[tuple[ArrayLike, Sequence[str], ArrayLike]],
                       object_ids: Sequence[Any] | None = None) -> Predictions:
         """Classify objects held in memory.
 
+        Objects go through the model ``batch_size`` at a time, so memory stays
+        bounded by the batch size (about 0.4 MB of model inputs per object),
+        however long the list.
+
         Parameters
         ----------
-        objects : sequence of (stamps, bands, mjd)
-            Per object: stamps (T, H, W) float, band names (T,), times (T,) in MJD.
+        objects : iterable of (stamps, bands, mjd)
+            Per object: stamps (T, H, W) float (the model's H = W), band names (T,),
+            times (T,) in MJD.
         object_ids : sequence, optional
-            Ids carried into the result (default 0..n-1).
+            One id per object, carried into the result (default 0..n-1).
 
         Returns
         -------
         Predictions
+
+        Raises
+        ------
+        BadInputError
+            A call that cannot be meant (wrong ranks, stamp size, lengths that
+            disagree, one id per object not given); an ``InputTypeError`` (also a
+            ``TypeError``) for values of the wrong kind.  Problems of the data
+            (non-finite times, no frames, unknown bands, bad pixels) flag the
+            object instead: NaN probabilities and a status saying why.
         """
+        checked, ids = check_objects(objects, object_ids, stamp_size=self.card.stamp_size)
         # Every band name given is kept here; the model's band mapping then notes the unknown ones,
         # exactly as for catalogs.
-        bands = tuple(dict.fromkeys(str(b) for _, names, _ in objects for b in names))
-        chunk = chunk_from_objects(objects, bands, object_ids, stamp_size=self.card.stamp_size)
-        return self.predict_chunk(chunk)
+        bands = tuple(dict.fromkeys(b for _, names, _ in checked for b in names))
+        size = self.card.stamp_size
+        buffers = allocate_sequences(min(self.batch_size, len(checked)), self.card.seq_len, size, size)
+        parts = []
+        for start in range(0, len(checked), self.batch_size):
+            batch = checked[start:start + self.batch_size]
+            chunk = chunk_from_objects(batch, bands, ids[start:start + self.batch_size], stamp_size=size)
+            if len(batch) != buffers.stamps.shape[0]:  # the last, shorter batch
+                buffers = allocate_sequences(len(batch), self.card.seq_len, size, size)
+            parts.append(self.predict_chunk(chunk, out=buffers))
+        if len(parts) == 1:
+            return parts[0]
+        return Predictions(
+            object_ids=ids,
+            probabilities=np.concatenate([p.probabilities for p in parts]) if parts
+            else np.zeros((0, len(self.classes)), dtype=np.float32),
+            spread=np.concatenate([p.spread for p in parts]) if parts else np.zeros(0, dtype=np.float32),
+            n_frames=np.concatenate([p.n_frames for p in parts]) if parts else np.zeros(0, dtype=np.int64),
+            bands_used=[b for p in parts for b in p.bands_used], status=[s for p in parts for s in p.status],
+            classes=self.card.classes, model=self.model)
 
     def predict_object(self, stamps: ArrayLike, bands: Sequence[str], mjd: ArrayLike) -> ObjectPrediction:
         """Classify one object with low latency.
@@ -180,7 +223,7 @@ class Classifier:
         Parameters
         ----------
         stamps : array_like, shape (T, H, W), float
-            Single-band cut-outs (any order in time).
+            Single-band cut-outs (any order in time), H = W = the model's stamp size.
         bands : sequence of str, length T
             Band of each stamp; bands the model does not know are dropped (noted in the status).
         mjd : array_like, shape (T,), float64
@@ -189,6 +232,11 @@ class Classifier:
         Returns
         -------
         ObjectPrediction
+
+        Raises
+        ------
+        BadInputError
+            As :meth:`predict_batch`.
         """
         result = self.predict_batch([(stamps, bands, mjd)])
         return ObjectPrediction(
@@ -198,10 +246,51 @@ class Classifier:
             bands_used=result.bands_used[0], status=result.status[0],
         )
 
-    def predict_alert(self, cache: HistoryCache, object_id: Any, stamps: ArrayLike, bands: Sequence[str],
+    def predict_alert(self, cache: HistoryCache, object_id: Any, stamps: ArrayLike, bands: Sequence[str] | str,
                       mjd: ArrayLike) -> ObjectPrediction:
-        """Add an alert's cut-outs to the object's history and classify the whole history."""
-        history = cache.add(object_id, stamps, bands, mjd)
+        """Add an alert's cut-outs to the object's history and classify the whole history.
+
+        The alert is checked against the model before it touches ``cache``:
+        one the model could never use is refused with an error and the
+        object's history stays as it was, so a bad alert neither erases nor
+        blocks nor poisons the ones that follow.
+
+        Parameters
+        ----------
+        cache : HistoryCache
+        object_id : hashable
+        stamps : array_like, shape (T, H, W) or (H, W), float
+            H = W = the model's stamp size.
+        bands : sequence of str, length T (or one str for one stamp)
+        mjd : array_like, shape (T,) or scalar, float64
+
+        Returns
+        -------
+        ObjectPrediction
+            Of the object's history, this alert included.
+
+        Raises
+        ------
+        BadInputError
+            The alert is refused, and the history unchanged: arrays that disagree
+            or of another stamp size than the model's, no stamps, a non-finite
+            time, a band the model does not know, or a stamp more than half bad
+            pixels (NaN, inf or beyond ``MAX_PIXEL_MAGNITUDE``).
+        """
+        what = f"object {object_id}"
+        new_stamps, new_bands, new_mjd = check_object(stamps, bands, mjd, what=what,
+                                                      stamp_size=self.card.stamp_size)
+        unknown = sorted({b for b in new_bands if self.card.band_id(b) == 0})
+        if unknown:
+            raise BadInputError(f"{what}: band {'/'.join(unknown)} is not one of the model's bands "
+                                f"({', '.join(self.card.bands)}); alert refused, history unchanged")
+        n_bad = count_bad_pixels(new_stamps)
+        mostly_bad = np.flatnonzero(n_bad > MOSTLY_BAD_FRACTION * new_stamps.shape[1] * new_stamps.shape[2])
+        if mostly_bad.size:
+            raise BadInputError(f"{what}: stamp {int(mostly_bad[0])} has {int(n_bad[mostly_bad[0]])} bad pixels "
+                                f"of {new_stamps.shape[1] * new_stamps.shape[2]} (NaN, inf or out of range); "
+                                f"alert refused, history unchanged")
+        history = cache.add(object_id, new_stamps, new_bands, new_mjd)  # checks the times, refuses before storing
         return self.predict_object(*history)
 
     def predict_catalog(self, path: str | Path, *, stamp_policy: StampPolicy = "error",

@@ -13,6 +13,9 @@ Bounds and eviction:
 * at most ``max_objects`` objects are kept; adding a new object beyond that
   evicts the least recently updated one (an object quiet for longest).
 
+An alert is checked in full before it is stored (shapes, stamp size against
+the history, finite times): a refused alert raises and changes nothing.
+
 Memory is therefore at most ``max_objects x max_frames x H x W x 4`` bytes
 (100,000 objects x 99 frames x 32 x 32 x 4 B = 40 GB at the defaults' worst
 case; size ``max_objects`` to the host).  The cache is thread-safe.
@@ -28,7 +31,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from convention_rt.errors import BadInputError
+from convention_rt.errors import BadInputError, UsageError
+from convention_rt.object_arrays import check_object
 
 __all__ = ["HistoryCache"]
 
@@ -46,7 +50,7 @@ class HistoryCache:
 
     def __init__(self, max_objects: int = 10_000, max_frames: int = 99) -> None:
         if max_objects < 1 or max_frames < 1:
-            raise ValueError("max_objects and max_frames must be at least 1")
+            raise UsageError(f"max_objects and max_frames must be at least 1, got {max_objects} and {max_frames}")
         self.max_objects = max_objects
         self.max_frames = max_frames
         self.evicted = 0
@@ -59,16 +63,21 @@ class HistoryCache:
     def __contains__(self, object_id: Any) -> bool:
         return object_id in self._histories
 
-    def add(self, object_id: Any, stamps: ArrayLike, bands: Sequence[str],
+    def add(self, object_id: Any, stamps: ArrayLike, bands: Sequence[str] | str,
             mjd: ArrayLike) -> tuple[NDArray[np.float32], list[str], NDArray[np.float64]]:
         """Add one alert's frames and return the object's whole (bounded) history.
+
+        The alert is checked completely first: a refused alert changes nothing
+        (the object's history, its place in the eviction order and the other
+        objects stay as they were).
 
         Parameters
         ----------
         object_id : hashable
         stamps : array_like, shape (T, H, W) or (H, W), float
-        bands : sequence of str, length T
+        bands : sequence of str, length T (or one str for one stamp)
         mjd : array_like, shape (T,) or scalar, float64
+            Finite times.
 
         Returns
         -------
@@ -76,21 +85,27 @@ class HistoryCache:
         bands : list of str, length T'
         mjd : ndarray, shape (T',), float64
             Time-ordered, at most ``max_frames``.
+
+        Raises
+        ------
+        BadInputError
+            Arrays that disagree (see :func:`convention_rt.object_arrays.check_object`),
+            no frames, a non-finite time, or stamps of another size than the
+            object's history.
         """
-        new_stamps = np.asarray(stamps, dtype=np.float32)
-        if new_stamps.ndim == 2:
-            new_stamps = new_stamps[None]
-        new_mjd = np.atleast_1d(np.asarray(mjd, dtype=np.float64))
-        new_bands = [str(b) for b in bands]
-        if new_stamps.ndim != 3 or not new_stamps.shape[0] == new_mjd.size == len(new_bands):
-            raise BadInputError(f"object {object_id}: stamps {new_stamps.shape}, {len(new_bands)} bands and "
-                                f"{new_mjd.size} times must agree as (T, H, W), (T,), (T,)")
+        what = f"object {object_id}"
+        new_stamps, new_bands, new_mjd = check_object(stamps, bands, mjd, what=what)
+        if new_mjd.size == 0:
+            raise BadInputError(f"{what}: the alert has no stamps (history unchanged); give at least one")
+        if not np.all(np.isfinite(new_mjd)):
+            raise BadInputError(f"{what}: mjd {new_mjd.tolist()} is not finite (history unchanged); "
+                                f"give the observation time of each stamp")
         with self._lock:
-            old = self._histories.pop(object_id, None)
+            old = self._histories.get(object_id)
             if old is not None:
                 if old[0].shape[1:] != new_stamps.shape[1:]:
-                    raise BadInputError(f"object {object_id}: stamps {new_stamps.shape[1:]} differ from "
-                                        f"its history's {old[0].shape[1:]}")
+                    raise BadInputError(f"{what}: stamps {new_stamps.shape[1:]} differ from its history's "
+                                        f"{old[0].shape[1:]} (history unchanged); give stamps of one size")
                 replaced = {(t, b) for t, b in zip(new_mjd.tolist(), new_bands)}
                 keep = [k for k, key in enumerate(zip(old[2].tolist(), old[1])) if key not in replaced]
                 all_stamps = np.concatenate([old[0][keep], new_stamps])
@@ -101,6 +116,7 @@ class HistoryCache:
             order = np.argsort(all_mjd, kind="stable")[-self.max_frames:]
             history = (np.ascontiguousarray(all_stamps[order]), [all_bands[k] for k in order], all_mjd[order])
             self._histories[object_id] = history
+            self._histories.move_to_end(object_id)
             while len(self._histories) > self.max_objects:
                 self._histories.popitem(last=False)
                 self.evicted += 1

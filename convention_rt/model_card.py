@@ -20,9 +20,18 @@ from numpy.typing import NDArray
 
 from convention_rt.errors import ModelError
 
-__all__ = ["CARD_FORMAT_VERSION", "BandStats", "ModelCard", "sha256_of"]
+__all__ = ["CARD_FORMAT_VERSION", "MODEL_FIELDS", "BandStats", "ModelCard", "sha256_of"]
 
 CARD_FORMAT_VERSION = 1
+
+#: Card fields that determine what the model file computes or how its inputs are made.  The card
+#: written beside a model must agree with the card export embedded in it on every one of them; the
+#: other fields (name, version, metrics, provenance, checksum) describe the model and may be rewritten.
+MODEL_FIELDS = ("preset", "classes", "bands", "normalisation", "stamp_size", "seq_len", "stem_window",
+                "window", "time_encoding", "members")
+
+#: Relative tolerance on normalisation statistics: room for a JSON writer's rounding, nothing more.
+_STATS_RTOL = 1e-9
 
 
 @dataclass(frozen=True)
@@ -138,6 +147,39 @@ class ModelCard:
             mean[i] = self.normalisation[band].mean
             std[i] = self.normalisation[band].std
         return mean, std
+
+    def model_differences(self, other: ModelCard) -> list[tuple[str, Any, Any]]:
+        """Where this card and ``other`` describe different models.
+
+        Compares the :data:`MODEL_FIELDS`; normalisation statistics band by band,
+        equal within a relative 1e-9.
+
+        Parameters
+        ----------
+        other : ModelCard
+
+        Returns
+        -------
+        list of (field, value here, value in ``other``)
+            Empty when both cards describe the same model.  Normalisation
+            differences are named ``normalisation.<band>.mean`` (or ``.std``);
+            a band missing on one side has the value None there.
+        """
+        differences: list[tuple[str, Any, Any]] = []
+        for name in MODEL_FIELDS:
+            mine, theirs = getattr(self, name), getattr(other, name)
+            if name != "normalisation":
+                if mine != theirs:
+                    plain = (list(mine), list(theirs)) if isinstance(mine, tuple) else (mine, theirs)
+                    differences.append((name, *plain))
+                continue
+            for band in [*mine, *(b for b in theirs if b not in mine)]:
+                for stat in ("mean", "std"):
+                    a = getattr(mine[band], stat) if band in mine else None
+                    b = getattr(theirs[band], stat) if band in theirs else None
+                    if a is None or b is None or not math.isclose(a, b, rel_tol=_STATS_RTOL, abs_tol=0.0):
+                        differences.append((f"normalisation.{band}.{stat}", a, b))
+        return differences
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-compatible dictionary."""

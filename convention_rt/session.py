@@ -33,7 +33,8 @@ from convention_rt.errors import ModelError
 from convention_rt.model_card import ModelCard, sha256_of
 
 __all__ = [
-    "CARD_METADATA_KEY", "INPUT_NAMES", "OUTPUT_NAME", "ModelSession", "cuda_unavailable_reason", "load_card",
+    "CARD_METADATA_KEY", "INPUT_NAMES", "OUTPUT_NAME", "ModelSession", "check_card", "cuda_unavailable_reason",
+    "load_card",
 ]
 
 log = logging.getLogger("convention_rt")
@@ -73,25 +74,112 @@ def cuda_unavailable_reason() -> str | None:
     return None
 
 
-def load_card(model_path: str | Path, card: ModelCard | str | Path | None = None) -> ModelCard:
-    """The card of a model: given, ``card.json`` beside the model, or embedded in its metadata."""
+def load_card(model_path: str | Path, card: ModelCard | str | Path | None = None, *,
+              verify: bool = True) -> ModelCard:
+    """The card of a model: given, ``card.json`` beside the model, or embedded in its metadata.
+
+    Parameters
+    ----------
+    model_path : str or Path
+        The ``.onnx`` file.
+    card : ModelCard or path, optional
+        The card to use; by default ``card.json`` beside the model, else the card
+        export embedded in the model's metadata.
+    verify : bool
+        Check a card given or read from a file against the model (see
+        :func:`check_card`): this opens the model once.
+
+    Raises
+    ------
+    ModelError
+        Missing or invalid card, unreadable model, or a card that does not describe the model.
+    """
     model_path = Path(model_path)
+    given = _given_card(model_path, card)
+    if given is not None and not verify:
+        return given[0]
+    try:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # read, not run
+        session = ort.InferenceSession(str(model_path), options, providers=[_CPU])
+    except Exception as exc:  # ONNX Runtime raises its own exception types
+        raise ModelError(f"{model_path}: not a loadable ONNX model ({' '.join(str(exc).split())})") from exc
+    if given is None:
+        found, source = _embedded_card(session, model_path), f"{model_path} (metadata)"
+    else:
+        found, source = given
+    check_card(found, source, model_path, session)
+    return found
+
+
+def _given_card(model_path: Path, card: ModelCard | str | Path | None) -> tuple[ModelCard, str] | None:
+    """(card, where it comes from) for a card given or ``card.json`` beside the model; None for neither."""
     if isinstance(card, ModelCard):
-        return card
+        return card, "the model card given"
     card_path = Path(card) if card is not None else model_path.with_name("card.json")
     if card_path.is_file():
-        return ModelCard.load(card_path)
+        return ModelCard.load(card_path), str(card_path)
     if card is not None:
         raise ModelError(f"{card_path}: model card not found")
-    # No card beside the model: fall back on the copy embedded in the ONNX metadata.
-    try:
-        meta = ort.InferenceSession(str(model_path), providers=[_CPU]).get_modelmeta()
-    except Exception as exc:  # ONNX Runtime raises its own exception types
-        raise ModelError(f"{model_path}: not a loadable ONNX model ({exc})") from exc
-    text = meta.custom_metadata_map.get(CARD_METADATA_KEY)
+    return None
+
+
+def _embedded_card(session: ort.InferenceSession, model_path: Path) -> ModelCard:
+    """The card export embedded in the model's metadata."""
+    text = session.get_modelmeta().custom_metadata_map.get(CARD_METADATA_KEY)
     if text is None:
         raise ModelError(f"{model_path}: no card.json beside it and no card in its metadata")
     return ModelCard.from_json(text, f"{model_path} (metadata)")
+
+
+def check_card(card: ModelCard, source: str, model_path: Path, session: ort.InferenceSession) -> None:
+    """Refuse a card that does not describe the model it is used with.
+
+    A card beside a model is an ordinary file: one copied from another model or
+    edited by hand would otherwise be trusted, and the model would be fed inputs
+    it was not trained on (other band order or statistics) or its outputs named
+    after the wrong classes.  Two checks:
+
+    * the card export embedded in the model (when it has one) must agree with
+      ``card`` on every field of :data:`~convention_rt.model_card.MODEL_FIELDS`;
+    * the model's declared output shape (n, members, classes) must match the
+      card's ``members`` and number of ``classes``.
+
+    Parameters
+    ----------
+    card : ModelCard
+    source : str
+        Where the card comes from (its file), named in the error.
+    model_path : Path
+    session : onnxruntime.InferenceSession
+        A session of ``model_path``.
+
+    Raises
+    ------
+    ModelError
+        Naming ``source``, each field that differs and both values.
+    """
+    text = session.get_modelmeta().custom_metadata_map.get(CARD_METADATA_KEY)
+    if text is not None:
+        differences = card.model_differences(ModelCard.from_json(text, f"{model_path} (metadata)"))
+        if differences:
+            detail = "; ".join(f"{name}: card {mine!r}, model {theirs!r}" for name, mine, theirs in differences)
+            raise ModelError(f"{source}: does not describe the model {model_path}: {detail} (restore the card "
+                             f"exported with this model, or remove it to use the copy embedded in the model)")
+    outputs = [o for o in session.get_outputs() if o.name == OUTPUT_NAME]
+    if not outputs:
+        return  # the signature check names the outputs
+    shape = outputs[0].shape
+    if len(shape) != 3:
+        raise ModelError(f"{model_path}: output {OUTPUT_NAME!r} has shape {shape}, expected (n, members, classes)")
+    members, classes = shape[1], shape[2]
+    if isinstance(classes, int) and classes != len(card.classes):
+        raise ModelError(f"{source}: does not describe the model {model_path}: classes: card "
+                         f"{list(card.classes)} ({len(card.classes)}), model outputs {classes} per member "
+                         f"(restore the card exported with this model)")
+    if isinstance(members, int) and members != card.members:
+        raise ModelError(f"{source}: does not describe the model {model_path}: members: card {card.members}, "
+                         f"model {members} (restore the card exported with this model)")
 
 
 class ModelSession:
@@ -113,7 +201,8 @@ class ModelSession:
     Raises
     ------
     ModelError
-        Missing or damaged model or card, checksum mismatch, unexpected graph
+        Missing or damaged model or card, checksum mismatch, a card that does not
+        describe the model (see :func:`check_card`), unexpected graph
         inputs/outputs, or ``device="cuda"`` where CUDA cannot run.
     """
 
@@ -133,7 +222,9 @@ class ModelSession:
             raise ModelError(f"device must be auto, cpu or cuda, got {device!r}")
         if threads is not None and threads < 1:
             raise ModelError(f"threads must be at least 1, got {threads}")
-        self.card = load_card(self.model_path, card)
+        given = _given_card(self.model_path, card)
+        self.card = given[0] if given is not None else load_card(self.model_path)
+        card_source = given[1] if given is not None else f"{self.model_path} (metadata)"
         if verify_checksum and self.card.sha256:
             digest = sha256_of(self.model_path)
             if digest != self.card.sha256:
@@ -158,6 +249,7 @@ class ModelSession:
             log.info("CUDA provider did not start: running on the CPU")
             self.device = "cpu"
         self.providers: list[str] = self._session.get_providers()
+        check_card(self.card, card_source, self.model_path, self._session)
         self._check_signature()
 
     @staticmethod
@@ -181,8 +273,13 @@ class ModelSession:
             raise ModelError(f"{self.model_path}: graph has inputs {sorted(inputs)} and outputs {outputs}; "
                              f"expected {list(INPUT_NAMES)} -> [{OUTPUT_NAME!r}]")
         shape = inputs["stamps"].shape
+        # A symbolic sequence axis (e.g. '3*windows') takes any whole number of stem windows.
+        self.variable_length: bool = len(shape) == 4 and isinstance(shape[1], str)
         expected = [self.card.seq_len, self.card.stamp_size, self.card.stamp_size]
-        if [d if isinstance(d, int) else None for d in shape[1:]] != expected:
+        found = [d if isinstance(d, int) else None for d in shape[1:]]
+        if self.variable_length:
+            found[0] = self.card.seq_len
+        if found != expected:
             raise ModelError(f"{self.model_path}: stamps input {shape} does not match the card "
                              f"(M={self.card.seq_len}, {self.card.stamp_size}x{self.card.stamp_size})")
 
@@ -214,6 +311,18 @@ class ModelSession:
                              f"{feeds['band_ids'].shape}, {feeds['times'].shape}")
         if n == 0:
             return np.zeros((0, self.card.members, len(self.card.classes)), dtype=np.float32)
+        if not self.variable_length:
+            return self._run_feeds(feeds)
+        lengths = sequence_lengths(feeds["band_ids"], self.card.stem_window)
+        out = np.empty((n, self.card.members, len(self.card.classes)), dtype=np.float32)
+        for length in np.unique(lengths):
+            rows = np.flatnonzero(lengths == length)
+            group = {name: array[rows, :length] for name, array in feeds.items()} if len(rows) < n else \
+                {name: array[:, :length] for name, array in feeds.items()}
+            out[rows] = self._run_feeds({name: np.ascontiguousarray(a) for name, a in group.items()})
+        return out
+
+    def _run_feeds(self, feeds: dict[str, np.ndarray]) -> NDArray[np.float32]:
         if self.device == "cuda":
             return self._run_bound(feeds)
         return self._session.run([OUTPUT_NAME], feeds)[0]
@@ -231,6 +340,47 @@ class ModelSession:
     def metadata(self) -> dict[str, str]:
         """The ONNX model's custom metadata (including the embedded card as JSON)."""
         return dict(self._session.get_modelmeta().custom_metadata_map)
+
+
+def sequence_lengths(band_ids: NDArray[np.int64], window: int) -> NDArray[np.int64]:
+    """Frames each row needs: its real frames rounded up to a length bucket of whole windows.
+
+    Real frames come first in every row (band id 0 is padding), so a row's last
+    real frame ends its needed windows.  Lengths are rounded up to the buckets of
+    :func:`length_buckets`, which bounds the number of runs per batch.
+
+    Parameters
+    ----------
+    band_ids : ndarray, shape (n, M), int64
+    window : int
+        Frames per stem window K; M is a multiple of K.
+
+    Returns
+    -------
+    ndarray, shape (n,), int64
+        Multiples of ``window`` in ``[window, M]``.
+    """
+    n, seq_len = band_ids.shape
+    real = band_ids != 0
+    last = np.where(real.any(axis=1), seq_len - np.argmax(real[:, ::-1], axis=1), 1)
+    windows = -(-last // window)
+    buckets = length_buckets(seq_len // window)
+    return buckets[np.searchsorted(buckets, windows)] * window
+
+
+def length_buckets(n_windows: int) -> NDArray[np.int64]:
+    """Window counts the runtime runs a batch at: 1, 2, 3, 4, then about x1.4 per step, up to ``n_windows``.
+
+    A row runs at the smallest bucket that holds its windows, so it computes at
+    most a third more windows than it has, and a
+    batch needs at most about a dozen runs (11 for N = 33: 1, 2, 3, 4, 6, 8, 11,
+    15, 21, 29, 33).
+    """
+    buckets = [1]
+    while buckets[-1] < n_windows:
+        buckets.append(max(buckets[-1] + 1, round(buckets[-1] * 1.4)))
+    buckets[-1] = n_windows
+    return np.array(sorted(set(buckets)), dtype=np.int64)
 
 
 @contextlib.contextmanager

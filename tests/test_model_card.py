@@ -68,3 +68,18 @@ def test_sha256_of_file(tmp_path):
     path = tmp_path / "blob"
     path.write_bytes(b"abc")
     assert sha256_of(path) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+
+def test_model_differences_name_the_fields_that_change_what_the_model_computes():
+    card = make_card()
+    assert card.model_differences(make_card(metrics={}, provenance={}, version="9.9.9", sha256="ab")) == []
+    assert card.model_differences(make_card(normalisation={"g": BandStats(10.0 * (1 + 1e-12), 2.0),
+                                                           "r": BandStats(-1.0, 0.5)})) == []  # JSON rounding
+    other = make_card(classes=("SNIa", "AGN"), seq_len=9, members=2,
+                      normalisation={"g": BandStats(10.0, 2.5), "r": BandStats(-1.0, 0.5)})
+    assert card.model_differences(other) == [
+        ("classes", ["AGN", "SNIa"], ["SNIa", "AGN"]), ("normalisation.g.std", 2.0, 2.5),
+        ("seq_len", 6, 9), ("members", 1, 2)]
+    more = make_card(bands=("g", "r", "i"), normalisation={**card.normalisation, "i": BandStats(0.0, 1.0)})
+    assert card.model_differences(more) == [("bands", ["g", "r"], ["g", "r", "i"]),
+                                            ("normalisation.i.mean", None, 0.0), ("normalisation.i.std", None, 1.0)]

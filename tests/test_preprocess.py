@@ -204,3 +204,59 @@ def test_big_endian_and_non_contiguous_inputs_are_converted():
 def test_wrappers_refuse_what_the_kernels_cannot_take(call, message):
     with pytest.raises(UsageError, match=message):
         call()
+
+
+SENTINELS = [1e37, 3e38, -3e38, -1e30, 2e15, -2e15]
+
+
+@st.composite
+def frames_with_sentinels(draw):
+    """Ragged frames (NaN/inf sprinkled in) with out-of-range pixels, and the same frames with NaN there."""
+    frames, band_ids, mjd, offsets, seeds = draw(ragged_frames())
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    fraction = draw(st.sampled_from([0.0, 0.02, 0.3, 1.0]))
+    hit = (rng.random(frames.shape) < fraction) & np.isfinite(frames)
+    with_sentinels = frames.copy()
+    with_sentinels[hit] = rng.choice(SENTINELS, size=int(hit.sum()))
+    with_nan = frames.copy()
+    with_nan[hit] = np.nan
+    return with_sentinels, with_nan, band_ids, mjd, offsets, seeds
+
+
+def test_pixels_beyond_the_plausible_magnitude_are_bad_pixels():
+    frame = np.zeros((1, 3, 3), dtype=np.float32)
+    frame[0, 0] = [1e37, -1e30, 3e38]
+    frame[0, 1] = [-preprocess.MAX_PIXEL_MAGNITUDE, 5.0, 7.0]  # at the limit: a pixel like any other
+    frame[0, 2] = [2e15, np.nan, -np.inf]
+    assert preprocess.count_bad_pixels(frame).tolist() == [6]
+    out, n_bad = preprocess.normalise_bands(frame, [1], [0.0, 1.0], [1.0, 2.0])
+    assert n_bad.tolist() == [6]
+    np.testing.assert_array_equal(out[0, 0], (5.0 - 1.0) / 2.0)  # the median of the three good pixels
+    np.testing.assert_array_equal(out[0, 2], (5.0 - 1.0) / 2.0)
+    np.testing.assert_array_equal(out[0, 1, 1:], [2.0, 3.0])
+
+
+@settings(max_examples=150, deadline=None)
+@given(frames_with_sentinels())
+def test_out_of_range_pixels_take_the_path_of_nan(data):
+    with_sentinels, with_nan, band_ids, *_ = data
+    np.testing.assert_array_equal(preprocess.count_bad_pixels(with_sentinels),
+                                  preprocess.count_bad_pixels(with_nan))
+    got, got_bad = preprocess.normalise_bands(with_sentinels, band_ids, STATS_MEAN, STATS_STD)
+    expected, expected_bad = preprocess.normalise_bands(with_nan, band_ids, STATS_MEAN, STATS_STD)
+    np.testing.assert_array_equal(got_bad, expected_bad)
+    np.testing.assert_array_equal(got, expected)
+    assert np.all(np.isfinite(got)) and np.all(np.abs(got) < 1e15)
+
+
+@settings(max_examples=150, deadline=None)
+@given(frames_with_sentinels(), st.integers(1, 7), st.sampled_from(["latest", "random"]))
+def test_prepare_sequences_replaces_out_of_range_pixels_as_nan(data, seq_len, mode):
+    with_sentinels, with_nan, band_ids, mjd, offsets, seeds = data
+    args = (band_ids, mjd, offsets, STATS_MEAN, STATS_STD, seq_len)
+    options = {"mode": mode, "seeds": seeds, "drop_prob": 0.5 if mode == "random" else 0.0}
+    got = preprocess.prepare_sequences(with_sentinels, *args, **options)
+    expected = preprocess.prepare_sequences(with_nan, *args, **options)
+    np.testing.assert_array_equal(got.n_bad, expected.n_bad)
+    np.testing.assert_array_equal(got.stamps, expected.stamps)
+    assert np.all(np.isfinite(got.stamps))
