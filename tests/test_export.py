@@ -65,6 +65,56 @@ def test_runtime_session_reproduces_pytorch(exported):
     np.testing.assert_allclose(probabilities, expected.numpy(), atol=1e-4)
 
 
+def test_convention_graph_takes_any_whole_number_of_windows(exported):
+    """The sequence axis is dynamic: an object cut to its windows gives its padded probabilities."""
+    import onnxruntime as ort
+
+    _, result = exported
+    proto = onnx.load(str(result.model_path))
+    for tensor in proto.graph.input:
+        sequence_axis = tensor.type.tensor_type.shape.dim[1]
+        assert sequence_axis.dim_param and not sequence_axis.dim_value
+    session = ort.InferenceSession(str(result.model_path), providers=["CPUExecutionProvider"])
+    card = result.card
+    batch = export_module.example_batch(card, 6, seed=5)
+    (padded,) = session.run(None, batch)
+    window = card.stem_window
+    for row in range(6):
+        real = int(np.count_nonzero(batch["band_ids"][row]))
+        length = max(window, -(-real // window) * window)
+        assert length <= card.seq_len
+        (cut,) = session.run(None, {k: v[row:row + 1, :length] for k, v in batch.items()})
+        np.testing.assert_allclose(cut, padded[row:row + 1], atol=1e-5)
+    with pytest.raises(Exception):  # not a whole number of windows
+        session.run(None, {k: v[:1, :window + 1] for k, v in batch.items()})
+
+
+def test_a_graph_that_differs_on_cut_sequences_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(export_module, "_length_agreement", lambda *args: 1.0)
+    out = tmp_path / "x" / "1"
+    with pytest.raises(ModelError, match="differ"):
+        export_module.export_checkpoint(make_checkpoint(tiny_config()), out)
+    assert not out.exists()
+
+
+def test_a_calibrated_checkpoint_exports_its_tempered_probabilities(tmp_path):
+    checkpoint = dataclasses.replace(make_checkpoint(tiny_config()), temperature=2.5)
+    result = export_module.export_checkpoint(checkpoint, tmp_path / "t" / "1")
+    session = ModelSession(result.model_path, device="cpu")
+    batch = export_module.example_batch(session.card, 4, seed=2)
+    members = checkpoint.build_members()
+    with torch.no_grad():
+        logits = [m(*(torch.from_numpy(batch[k]) for k in ("stamps", "band_ids", "times"))) for m in members]
+    expected = torch.stack([torch.softmax(z / 2.5, -1) for z in logits], 1).numpy()
+    np.testing.assert_allclose(session.run(batch["stamps"], batch["band_ids"], batch["times"]), expected, atol=1e-4)
+    assert checkpoint.model_digest() != make_checkpoint(tiny_config()).model_digest()
+    saved = tmp_path / "c.ckpt"
+    checkpoint.save(saved)
+    assert Checkpoint.load(saved).temperature == 2.5
+    with pytest.raises(ValueError, match="temperature must be a positive"):
+        dataclasses.replace(checkpoint, temperature=0.0)
+
+
 def test_disagreement_refuses_the_export_and_writes_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(export_module, "AGREEMENT_ATOL", -1.0)
     out = tmp_path / "x" / "1"
@@ -142,7 +192,7 @@ def test_the_same_model_again_keeps_its_graph_and_rewrites_only_the_card(exporte
     class Traced(Exception):
         """Raised where the export would trace the model again."""
 
-    def traced(*args):
+    def traced(*args, **kwargs):
         raise Traced
 
     checkpoint, result = exported
@@ -182,3 +232,33 @@ def test_the_same_model_again_keeps_its_graph_and_rewrites_only_the_card(exporte
         handle.write(b"\0")
     with pytest.raises(Traced):
         export_module.export_checkpoint(later, out, overwrite=True, reuse_graph=True)
+
+
+def test_evaluations_of_the_run_calibrate_the_export_and_reach_its_card(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    checkpoint = make_checkpoint(tiny_config())
+    with pytest.raises(ValueError, match="calibration.json: no calibration"):
+        export_module.with_evaluations(checkpoint, run)
+    table = {"edges": [0.0, 0.5, 1.0], "confidence": [0.4, 0.8], "accuracy": [0.3, 0.7], "count": [5, 7]}
+    folds = [{"temperature": 1.7, "fitted_on": 40, "scored": 60, "nll": 0.9, "nll_calibrated": 0.8,
+              "ece": 0.12, "ece_calibrated": 0.04},
+             {"temperature": 1.3, "fitted_on": 41, "scored": 61, "nll": 1.1, "nll_calibrated": 1.0,
+              "ece": 0.10, "ece_calibrated": 0.06}]
+    (run / "calibration.json").write_text(json.dumps({"bins": 2, "per_fold": folds, "reliability": table,
+                                                      "reliability_calibrated": table}))
+    (run / "early.json").write_text(json.dumps({"frames_seen": [1, 99], "per_fold": [
+        {"accuracy": [0.3, 0.8], "macro_f1": [0.2, 0.7]}, {"accuracy": [0.5, 0.8], "macro_f1": [0.4, 0.9]}]}))
+    calibrated = export_module.with_evaluations(checkpoint, run)
+    assert calibrated.temperature == 1.7 and checkpoint.temperature == 1.0
+    card = calibrated.card()
+    assert card.metrics["calibration"]["ece_calibrated"]["mean"] == pytest.approx(0.05)
+    assert card.metrics["calibration"]["reliability"] == table
+    assert card.metrics["early"]["macro_f1"]["mean"] == pytest.approx([0.3, 0.8])
+    assert card.metrics["early"]["frames_seen"] == [1, 99]
+    path = tmp_path / "c.ckpt"
+    checkpoint.save(path)
+    out = tmp_path / "exports" / "tiny" / "0.2.0"
+    assert export_module.main([str(path), "--out", str(out), "--version", "0.2.0", "--evaluations", str(run)]) == 0
+    written = json.loads((out / "card.json").read_text())
+    assert written["version"] == "0.2.0" and written["metrics"]["calibration"]["temperature"] == 1.7

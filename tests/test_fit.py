@@ -203,6 +203,28 @@ def test_ablations_train_through_the_same_protocol(tmp_path):
         config(tmp_path / "x", model="cnn_gru", positional_encoding="none")
     with pytest.raises(ValueError, match="band_input must be"):
         config(tmp_path / "x", band_input="mixed")
+    with pytest.raises(ValueError, match="attention must be"):
+        config(tmp_path / "x", attention="additive")
+    with pytest.raises(ValueError, match="apply to ConvEntion models"):
+        config(tmp_path / "x", model="cnn_gru", attention="dot")
+    with pytest.raises(ValueError, match="prefix_truncation must be"):
+        config(tmp_path / "x", prefix_truncation=1.5)
+    dot = fit(config(tmp_path / "dot", epochs=1, attention="dot", prefix_truncation=0.5))
+    assert dot["cross_validation"]["folds"] == 2
+    weights = torch.load(tmp_path / "dot" / "state" / "fold0_member0.best.pt", weights_only=True)
+    assert "blocks.0.attention.query.weight" in weights and "blocks.0.attention.logits.weight" not in weights
+
+
+def test_prefix_truncation_cuts_training_draws_only(tmp_path):
+    prepared = fit_module.prepare(config(tmp_path / "run"))
+    data, card = prepared.data, prepared.card
+    indices = np.arange(len(data))
+    full = fit_module.model_inputs(data, indices, card, rng=np.random.default_rng(0))
+    cut = fit_module.model_inputs(data, indices, card, rng=np.random.default_rng(0), prefix_truncation=1.0)
+    frames = lambda inputs: (inputs[1] != 0).sum(dim=1)  # noqa: E731
+    assert (frames(cut) <= frames(full)).all() and (frames(cut) < frames(full)).any()
+    evaluation = fit_module.model_inputs(data, indices, card, prefix_truncation=1.0)  # no rng: inference windows
+    torch.testing.assert_close(frames(evaluation), frames(fit_module.model_inputs(data, indices, card)))
 
 
 def test_run_saved_before_a_field_existed_resumes(tmp_path):
@@ -514,6 +536,22 @@ def test_weights_of_another_architecture_are_refused_in_one_line(tmp_path):
 
 def _files(folder):
     return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_an_architecture_record_older_than_a_field_holds_its_default(tmp_path):
+    """A record written before a field existed is the same architecture when the field keeps its default."""
+    from train.checkpoint import config_to_dict
+
+    run_dir = tmp_path / "run"
+    args = ["--catalog", str(sample_catalog_path()), "--run-dir", str(run_dir)]
+    model_config = fit_module.prepare(fit_module._parse(args)[0]).model_config
+    record = config_to_dict(model_config)
+    del record["attention"]
+    run_dir.mkdir()
+    (run_dir / "architecture.json").write_text(json.dumps(record))
+    fit_module.check_architecture(run_dir, model_config)  # the default: accepted
+    with pytest.raises(ValueError, match=r"\(attention differ\)"):
+        fit_module.check_architecture(run_dir, dataclasses.replace(model_config, attention="dot"))
 
 
 def test_a_run_of_another_architecture_is_refused_before_anything_is_written(tmp_path, capsys):

@@ -401,6 +401,30 @@ def test_padding_content_does_not_change_the_logits() -> None:
         torch.testing.assert_close(model(stamps, band_ids, times), model(noisy_stamps, band_ids, noisy_times))
 
 
+@pytest.mark.parametrize("make", [
+    tiny_config,
+    lambda: tiny_config(positional_encoding="time", norm_affine="channel", head_norm=True),
+    lambda: get_preset("compact"),
+    lambda: replace(get_preset("compact"), attention="dot"),
+])
+def test_a_sequence_cut_to_its_real_windows_gives_the_padded_logits(make) -> None:
+    torch.manual_seed(0)
+    model = randomise_norms(ConvEntion(make()))
+    config = model.config
+    stamps, band_ids, times = example_inputs(config, 3, seed=4)
+    window = config.stem_window
+    real = [1, window + 1, 2 * window]  # 1 and 2 windows hold real frames
+    band_ids = with_padding(band_ids, real)
+    with torch.no_grad():
+        padded = model(stamps, band_ids, times)
+        for row, count in enumerate(real):
+            cut = -(-count // window) * window
+            short = model(stamps[row:row + 1, :cut], band_ids[row:row + 1, :cut], times[row:row + 1, :cut])
+            torch.testing.assert_close(short, padded[row:row + 1], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="whole number of windows"):
+        model(stamps[:, :window + 1], band_ids[:, :window + 1], times[:, :window + 1])
+
+
 def test_batch_members_are_independent_and_batch_size_one_works() -> None:
     torch.manual_seed(0)
     model = randomise_norms(ConvEntion(tiny_config()))
@@ -447,7 +471,10 @@ def test_inputs_are_checked_at_the_boundary() -> None:
     model = ConvEntion(tiny_config())
     stamps, band_ids, times = example_inputs(model.config, 2)
     with pytest.raises(ValueError, match="seq_len=18"):
-        model(stamps[:, :15], band_ids[:, :15], times[:, :15])
+        model(stamps[:, :16], band_ids[:, :16], times[:, :16])
+    longer = torch.cat([stamps, stamps[:, :3]], dim=1)
+    with pytest.raises(ValueError, match="seq_len=18"):
+        model(longer, torch.cat([band_ids, band_ids[:, :3]], dim=1), torch.cat([times, times[:, :3]], dim=1))
     with pytest.raises(ValueError, match="band_ids"):
         model(stamps, band_ids[:1], times)
     with pytest.raises(TypeError, match=r"\.long\(\)"):

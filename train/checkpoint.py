@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.torch_version import TorchVersion
@@ -72,6 +73,9 @@ class Checkpoint:
         Per-band statistics of the training stamps.
     metrics, provenance : dict
         Held-out metrics and how the model was made.
+    temperature : float
+        Temperature T of the exported probabilities, ``softmax(logits / T)`` for
+        every member (:mod:`train.calibration`); 1: the members' plain softmax.
     """
 
     name: str
@@ -83,6 +87,11 @@ class Checkpoint:
     normalisation: dict[str, tuple[float, float]]
     metrics: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+    temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not (np.isfinite(self.temperature) and self.temperature > 0):
+            raise ValueError(f"temperature must be a positive number, got {self.temperature}")
 
     def build_members(self) -> list[nn.Module]:
         """The members as evaluation-mode modules with their weights loaded."""
@@ -109,14 +118,15 @@ class Checkpoint:
     def model_digest(self) -> str:
         """sha256 of what an export of this checkpoint computes and is called.
 
-        Name, version, preset, architecture, bands, normalisation and every
-        member's weights: everything but the metrics and the provenance, which a
-        card may change without a new graph.
+        Name, version, preset, architecture, bands, normalisation, temperature and
+        every member's weights: everything but the metrics and the provenance,
+        which a card may change without a new graph.
         """
-        digest = hashlib.sha256(json.dumps(
-            [self.name, self.version, self.preset, config_to_dict(self.config), list(self.bands),
-             {b: [float(m), float(s)] for b, (m, s) in sorted(self.normalisation.items())}],
-            sort_keys=True).encode())
+        described = [self.name, self.version, self.preset, config_to_dict(self.config), list(self.bands),
+                     {b: [float(m), float(s)] for b, (m, s) in sorted(self.normalisation.items())}]
+        if self.temperature != 1.0:  # digests of checkpoints without a temperature stay as they were
+            described.append(float(self.temperature))
+        digest = hashlib.sha256(json.dumps(described, sort_keys=True).encode())
         for state in self.members:
             for key in sorted(state):
                 tensor = state[key].detach().cpu().contiguous()
@@ -133,6 +143,7 @@ class Checkpoint:
             "bands": list(self.bands), "normalisation": {b: list(v) for b, v in self.normalisation.items()},
             # metadata as plain JSON types, so that loading with weights_only=True never meets a class
             "metrics": _plain(self.metrics), "provenance": _plain(self.provenance),
+            "temperature": float(self.temperature),
         }
         write_atomically(path, lambda target: torch.save(payload, target))
 
@@ -150,4 +161,5 @@ class Checkpoint:
             bands=tuple(payload["bands"]),
             normalisation={b: (float(v[0]), float(v[1])) for b, v in payload["normalisation"].items()},
             metrics=payload["metrics"], provenance=payload["provenance"],
+            temperature=float(payload.get("temperature", 1.0)),
         )

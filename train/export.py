@@ -2,7 +2,9 @@
 
 ``python -m train.export CHECKPOINT --out exports/NAME/VERSION/``
 
-* One self-contained ONNX file (no external data) with a dynamic batch axis,
+* One self-contained ONNX file (no external data) with a dynamic batch axis
+  (and, for ConvEntion models, a dynamic sequence axis: any whole number of stem
+  windows up to ``seq_len``, so the runtime runs only the windows an object has),
   inputs ``stamps`` / ``band_ids`` / ``times`` and output ``probabilities``
   (n, members, classes): the softmax of every ensemble member.  Members live
   in one graph so that one file, one checksum and one session serve the whole
@@ -10,7 +12,9 @@
 * ``onnx.checker`` full check; the card embedded in the ONNX metadata and
   written beside the model as ``card.json`` with the file's sha256.
 * ONNX Runtime must agree with PyTorch within 1e-4 on the probabilities at
-  batch 1 and 64, or the export fails and nothing is written.
+  batch 1 and 64, and, with a dynamic sequence axis, on each object of a batch cut
+  to its own windows against the same object padded to ``seq_len``, or the export
+  fails and nothing is written.
 * ConvEntion's stem is exported twice, as Conv3d and as the exactly equal
   Conv2d over time-stacked channels (ONNX Runtime's CPU Conv3d is slow); both
   are timed in ONNX Runtime and the faster graph is kept, its choice and the
@@ -35,6 +39,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -58,14 +63,25 @@ MAX_IR_VERSION = 10  # what every supported ONNX Runtime release reads
 
 
 class EnsembleProbabilities(nn.Module):
-    """Members' softmax outputs stacked: (n, members, classes)."""
+    """Members' softmax outputs at temperature T stacked: (n, members, classes).
 
-    def __init__(self, members: list[nn.Module]) -> None:
+    Parameters
+    ----------
+    members : list of nn.Module
+    temperature : float
+        Each member's probabilities are ``softmax(logits / T)`` (T = 1: unchanged).
+    """
+
+    def __init__(self, members: list[nn.Module], temperature: float = 1.0) -> None:
         super().__init__()
         self.members = nn.ModuleList(members)
+        self.temperature = float(temperature)
 
     def forward(self, stamps: torch.Tensor, band_ids: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
-        return torch.stack([torch.softmax(m(stamps, band_ids, times), dim=-1) for m in self.members], dim=1)
+        scale = 1.0 / self.temperature
+        return torch.stack([torch.softmax(m(stamps, band_ids, times) * scale if scale != 1.0
+                                          else m(stamps, band_ids, times), dim=-1)
+                            for m in self.members], dim=1)
 
 
 @dataclass(frozen=True)
@@ -101,16 +117,23 @@ def _torch_outputs(model: nn.Module, batch: dict[str, np.ndarray]) -> np.ndarray
         return model(*(torch.from_numpy(batch[name]) for name in INPUT_NAMES)).numpy()
 
 
-def _to_onnx(model: nn.Module, card: ModelCard, path: Path) -> None:
-    """Trace ``model`` to a single ONNX file with a dynamic batch axis and the card embedded."""
-    batch = torch.export.Dim("batch", min=1, max=65536)
+def _to_onnx(model: nn.Module, card: ModelCard, path: Path, *, variable_length: bool = False) -> None:
+    """Trace ``model`` to a single ONNX file with the card embedded.
+
+    The batch axis is dynamic; with ``variable_length`` the sequence axis too, as
+    ``stem_window x windows`` for 1 to ``seq_len / stem_window`` windows.
+    """
+    axes: dict[int, Any] = {0: torch.export.Dim("batch", min=1, max=65536)}
+    if variable_length:
+        windows = torch.export.Dim("windows", min=1, max=card.seq_len // card.stem_window)
+        axes[1] = card.stem_window * windows
     example = example_batch(card, 2, seed=0)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")  # the exporter's own notices and progress lines
         torch.onnx.export(
             model, tuple(torch.from_numpy(example[name]) for name in INPUT_NAMES), str(path),
             dynamo=True, input_names=list(INPUT_NAMES), output_names=[OUTPUT_NAME],
-            dynamic_shapes={name: {0: batch} for name in INPUT_NAMES}, external_data=False,
+            dynamic_shapes={name: dict(axes) for name in INPUT_NAMES}, external_data=False,
         )
     proto = onnx.load(str(path), load_external_data=True)
     proto.ir_version = min(proto.ir_version, MAX_IR_VERSION)
@@ -146,6 +169,20 @@ def _agreement(model: nn.Module, session: ort.InferenceSession, card: ModelCard)
         if actual.shape != expected.shape:
             raise ModelError(f"ONNX output shape {actual.shape} differs from PyTorch's {expected.shape}")
         worst = max(worst, float(np.max(np.abs(actual - expected))))
+    return worst
+
+
+def _length_agreement(model: nn.Module, session: ort.InferenceSession, card: ModelCard) -> float:
+    """Largest difference between each object cut to its own windows (ONNX) and padded (PyTorch)."""
+    batch = example_batch(card, 8, seed=11)
+    expected = _torch_outputs(model, batch)
+    window = card.stem_window
+    worst = 0.0
+    for row, band_ids in enumerate(batch["band_ids"]):
+        length = max(window, -(-int(np.count_nonzero(band_ids)) // window) * window)
+        cut = {name: batch[name][row:row + 1, :length] for name in INPUT_NAMES}
+        (actual,) = session.run([OUTPUT_NAME], cut)
+        worst = max(worst, float(np.max(np.abs(actual - expected[row:row + 1]))))
     return worst
 
 
@@ -223,11 +260,11 @@ def export_checkpoint(checkpoint: Checkpoint, out_dir: str | Path, *, threads: i
             return refreshed
     card = checkpoint.card()
     members = checkpoint.build_members()
-    reference = EnsembleProbabilities(members).eval()
+    reference = EnsembleProbabilities(members, checkpoint.temperature).eval()
     is_convention = all(isinstance(m, ConvEntion) for m in members)
     variants: dict[str, nn.Module] = {"conv3d_stem" if is_convention else "as_traced": reference}
     if is_convention:
-        converted = EnsembleProbabilities([to_conv2d_stem(m) for m in members]).eval()
+        converted = EnsembleProbabilities([to_conv2d_stem(m) for m in members], checkpoint.temperature).eval()
         check = example_batch(card, 4, seed=3)
         difference = np.max(np.abs(_torch_outputs(converted, check) - _torch_outputs(reference, check)))
         if difference > 1e-5:
@@ -242,9 +279,11 @@ def export_checkpoint(checkpoint: Checkpoint, out_dir: str | Path, *, threads: i
         for name, module in variants.items():
             (scratch / name).mkdir()
             path = scratch / name / "model.onnx"
-            _to_onnx(module, card, path)
+            _to_onnx(module, card, path, variable_length=is_convention)
             session = _ort_session(path, threads)
             differences[name] = _agreement(reference, session, card)
+            if is_convention:
+                differences[name] = max(differences[name], _length_agreement(reference, session, card))
             if differences[name] > AGREEMENT_ATOL:
                 raise ModelError(f"{name}: ONNX Runtime and PyTorch differ by {differences[name]:.2e} "
                                  f"(> {AGREEMENT_ATOL}) on probabilities: export refused")
@@ -323,6 +362,67 @@ def _refresh_card(checkpoint: Checkpoint, out_dir: Path) -> ExportResult | None:
                         graph_reused=True)
 
 
+def _mean_std(values: list[list[float]]) -> dict[str, list[float]]:
+    table = np.asarray(values, dtype=float)
+    return {"mean": table.mean(axis=0).tolist(), "std": table.std(axis=0).tolist()}
+
+
+def with_evaluations(checkpoint: Checkpoint, run_dir: Path) -> Checkpoint:
+    """``checkpoint`` calibrated and described by the evaluations of the run that trained it.
+
+    Reads ``run_dir/calibration.json`` (``python -m train.calibration``, required):
+    the temperature becomes fold 0's, whose members an export of ``train.fit``
+    holds, and the card's metrics gain ``calibration`` (the temperature, expected
+    calibration error and negative log-likelihood of the held-out objects before
+    and after, mean and std over the folds, each at its own fold's temperature,
+    and the pooled reliability tables).  ``run_dir/early.json`` (``python -m
+    train.early``), when present, adds ``early``: accuracy and macro-F1 against
+    the frames seen, mean and std over folds.
+
+    Parameters
+    ----------
+    checkpoint : Checkpoint
+    run_dir : Path
+
+    Returns
+    -------
+    Checkpoint
+        A copy; the original is unchanged.
+
+    Raises
+    ------
+    ValueError
+        One line naming the file when the calibration is missing or unreadable.
+    """
+    calibration_file = run_dir / "calibration.json"
+    try:
+        calibration = json.loads(calibration_file.read_text())
+        folds = calibration["per_fold"]
+        temperature = float(folds[0]["temperature"])
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
+        raise ValueError(f"{calibration_file}: no calibration of a finished fold ({exc}); "
+                         f"run python -m train.calibration {run_dir} --catalog CATALOG first") from exc
+    metrics = dict(checkpoint.metrics)
+    metrics["calibration"] = {
+        "temperature": temperature,
+        "fitted_on": f"inner validation objects of fold 0 ({folds[0]['fitted_on']})",
+        "folds": len(folds), "bins": calibration["bins"],
+        **{key: {"mean": float(np.mean([f[key] for f in folds])), "std": float(np.std([f[key] for f in folds]))}
+           for key in ("ece", "ece_calibrated", "nll", "nll_calibrated")},
+        "reliability": calibration["reliability"], "reliability_calibrated": calibration["reliability_calibrated"],
+    }
+    early_file = run_dir / "early.json"
+    if early_file.exists():
+        early = json.loads(early_file.read_text())
+        if early["per_fold"]:
+            metrics["early"] = {
+                "frames_seen": early["frames_seen"], "folds": len(early["per_fold"]),
+                "accuracy": _mean_std([f["accuracy"] for f in early["per_fold"]]),
+                "macro_f1": _mean_std([f["macro_f1"] for f in early["per_fold"]]),
+            }
+    return dataclasses.replace(checkpoint, temperature=temperature, metrics=metrics)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line: ``python -m train.export CHECKPOINT --out DIR``."""
     parser = OneLineParser(prog="python -m train.export", description=__doc__.split("\n")[0])
@@ -330,10 +430,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="destination folder, e.g. exports/NAME/VERSION")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--version", default=None, help="version of the export (default: the checkpoint's)")
+    parser.add_argument("--evaluations", type=Path, default=None, metavar="RUN_DIR",
+                        help="calibrate with, and describe by, RUN_DIR/calibration.json and RUN_DIR/early.json")
     options = parser.parse_args(argv)
     try:
-        result = export_checkpoint(Checkpoint.load(options.checkpoint), options.out,
-                                   threads=options.threads, overwrite=options.overwrite)
+        checkpoint = Checkpoint.load(options.checkpoint)
+        if options.version:
+            checkpoint = dataclasses.replace(checkpoint, version=options.version)
+        if options.evaluations:
+            checkpoint = with_evaluations(checkpoint, options.evaluations)
+        result = export_checkpoint(checkpoint, options.out, threads=options.threads, overwrite=options.overwrite)
     except (ConventionError, OSError, ValueError) as exc:
         report_failure(exc)
         return getattr(exc, "exit_code", 3)  # an unreadable checkpoint is a model error

@@ -65,6 +65,7 @@ from train.checkpoint import Checkpoint, config_to_dict
 from train.command_line import OneLineParser, report_failure
 from train.data.dataset import TASKS, LabelledObjects, band_statistics, load_labelled
 from train.distributed import SINGLE_PROCESS, Group, setup
+from train.early import random_prefixes
 from train.files import write_atomically
 from train.machine import cpu_description, timing_key
 from train.model import (
@@ -145,6 +146,13 @@ class FitConfig:
     band_input : str or None
         Override of the preset's band input: ``"stacked"`` is the ablation without
         band separation and band embedding (zero-filled multi-band frames per night).
+    attention : str or None
+        Override of the preset's attention: ``"dot"`` (query-dependent) or
+        ``"published"`` (see :class:`train.model.config.ModelConfig`).
+    prefix_truncation : float
+        Share of the training draws cut to a random prefix of their frames
+        (log-uniform length from 1 frame to all), so that the model learns to
+        classify objects from their first alerts (``train.early``); 0: none.
     export_out : str or None
         Folder to export the ensemble to at the end.
     export_members : {"fold0", "all"}
@@ -177,6 +185,8 @@ class FitConfig:
     frames_cache: str | None = None
     positional_encoding: str | None = None
     band_input: str | None = None
+    attention: str | None = None
+    prefix_truncation: float = 0.0
     export_out: str | None = None
     export_members: str = "fold0"
     name: str = "convention-compact"
@@ -195,12 +205,18 @@ class FitConfig:
             raise ValueError(f"fold_limit must be in [1, folds={self.folds}], got {self.fold_limit}")
         if not 0.0 < self.validation_fraction < 0.5 or not 0.0 <= self.frame_drop < 1.0:
             raise ValueError("validation_fraction must be in (0, 0.5) and frame_drop in [0, 1)")
+        if not 0.0 <= self.prefix_truncation <= 1.0:
+            raise ValueError(f"prefix_truncation must be in [0, 1], got {self.prefix_truncation}")
         if self.export_members not in ("fold0", "all"):
             raise ValueError("export_members must be 'fold0' or 'all'")
         if self.band_input not in (None, "separated", "stacked"):
             raise ValueError(f"band_input must be 'separated' or 'stacked', got {self.band_input!r}")
-        if self.model not in ("paper", "compact") and (self.positional_encoding or self.band_input):
-            raise ValueError(f"positional_encoding and band_input apply to ConvEntion models, not {self.model}")
+        if self.attention not in (None, "published", "dot"):
+            raise ValueError(f"attention must be 'published' or 'dot', got {self.attention!r}")
+        if self.model not in ("paper", "compact") and (self.positional_encoding or self.band_input
+                                                       or self.attention):
+            raise ValueError("positional_encoding, band_input and attention apply to ConvEntion models, "
+                             f"not {self.model}")
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
 
@@ -212,6 +228,8 @@ class FitConfig:
         if isinstance(base, ModelConfig):
             if self.positional_encoding is not None:
                 changes["positional_encoding"] = self.positional_encoding
+            if self.attention is not None:
+                changes["attention"] = self.attention
             if self.band_input == "stacked":  # one channel per band of this catalog
                 changes.update(band_input="stacked", band_embedding=False, n_band_ids=n_band_ids)
         return dataclasses.replace(base, **changes)
@@ -330,10 +348,16 @@ def augment(stamps: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 
 def model_inputs(data: LabelledObjects, indices: np.ndarray, card: ModelCard, *,
-                 rng: np.random.Generator | None = None,
-                 frame_drop: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Inputs of the objects ``indices``: training windows when ``rng`` is given, else the latest."""
+                 rng: np.random.Generator | None = None, frame_drop: float = 0.0,
+                 prefix_truncation: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Inputs of the objects ``indices``: training windows when ``rng`` is given, else the latest.
+
+    With ``prefix_truncation`` > 0 (training only), that share of the objects is first
+    cut to a random prefix of its frames (:func:`train.early.random_prefixes`).
+    """
     chunk = data.chunk(indices)
+    if rng is not None and prefix_truncation > 0:  # no draw otherwise: earlier runs resume unchanged
+        chunk = random_prefixes(chunk, rng, prefix_truncation)
     if rng is None:
         inputs = chunk_to_inputs(chunk, card)
     else:
@@ -540,7 +564,8 @@ def train_member(data: LabelledObjects, train_idx: np.ndarray, card: ModelCard,
                                      total=draws.size) if progress else None
             for first in range(0, draws.size, batch_size):
                 batch = draws[first:first + batch_size]
-                stamps, band_ids, times = model_inputs(data, batch, card, rng=rng, frame_drop=config.frame_drop)
+                stamps, band_ids, times = model_inputs(data, batch, card, rng=rng, frame_drop=config.frame_drop,
+                                                       prefix_truncation=config.prefix_truncation)
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "bf16"):
                     logits = trained(augment(stamps, generator), band_ids, times)
                     loss = loss_function(logits, torch.from_numpy(data.labels[batch]))
@@ -674,6 +699,10 @@ def check_architecture(run_dir: Path, model_config: ModelConfig | BaselineConfig
             saved = json.loads(record.read_text())
         except (OSError, ValueError) as exc:
             raise ValueError(f"{record}: not an architecture record of train.fit ({exc})") from exc
+        if isinstance(saved, dict):  # fields newer than the record hold their defaults in it
+            defaults = json.loads(json.dumps({f.name: f.default for f in dataclasses.fields(model_config)
+                                              if f.default is not dataclasses.MISSING}))
+            saved = {**{k: v for k, v in defaults.items() if k in wanted and k not in saved}, **saved}
         if saved != wanted:
             differing = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k)) \
                 if isinstance(saved, dict) else ["all"]

@@ -17,6 +17,7 @@ __all__ = ["PRESETS", "SDSS_CLASSES", "ModelConfig", "StemLayer", "get_preset"]
 PositionalEncodingKind = Literal["sinusoidal", "time", "none"]
 NormAffine = Literal["element", "channel"]
 BandInput = Literal["separated", "stacked"]
+AttentionKind = Literal["published", "dot"]
 
 #: The paper's 4-class task, in logit order.
 SDSS_CLASSES: tuple[str, ...] = ("AGN", "SNIa", "SNOther", "Variable")
@@ -85,7 +86,15 @@ class ModelConfig:
     ffn_channels : int
         Hidden channels of the feed-forward block (the paper uses 2D).
     logit_kernel : int
-        Odd kernel size of the Conv2d that turns Q_n + K_m into attention logits.
+        Odd kernel size of the Conv2d that turns Q_n + K_m into attention logits
+        (``attention="published"``), or of the depthwise query convolution
+        (``attention="dot"``).
+    attention : {"published", "dot"}
+        ``"published"``: the paper's logits ``Conv2d(Q_n + K_m)``, whose query
+        term cancels in the softmax over keys, so every query gets the same
+        weights (:class:`train.model.attention.ConvAttention`).  ``"dot"``: a
+        per-pixel scaled dot product of the convolved query with the key, whose
+        weights depend on the query (:class:`train.model.attention.ConvDotAttention`).
     head_width : int
         Width of the hidden Linear layer of the classification head.
     dropout : float
@@ -133,6 +142,7 @@ class ModelConfig:
     layers: int
     ffn_channels: int
     logit_kernel: int = 5
+    attention: AttentionKind = "published"
     head_width: int
     dropout: float = 0.3
     n_band_ids: int = 10
@@ -173,6 +183,8 @@ class ModelConfig:
             fail(f"norm_affine must be 'element' or 'channel', got {self.norm_affine!r}")
         if self.stamp_channels > 1 and self.band_embedding:
             fail("multi-band frames (stamp_channels > 1) carry no band id: set band_embedding=False")
+        if self.attention not in ("published", "dot"):
+            fail(f"attention must be 'published' or 'dot', got {self.attention!r}")
         if self.band_input not in ("separated", "stacked"):
             fail(f"band_input must be 'separated' or 'stacked', got {self.band_input!r}")
         if self.band_input == "stacked" and (self.band_embedding or self.stamp_channels != 1):

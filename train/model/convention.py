@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from train.model.attention import ConvAttention
+from train.model.attention import ConvAttention, ConvDotAttention
 from train.model.config import ModelConfig, NormAffine
 from train.model.stem import Conv2dStem, Conv3dStem
 
@@ -100,7 +100,7 @@ class PositionalEncoding(nn.Module):
         if self.kind == "none":
             return x
         if self.kind == "sinusoidal":
-            return x + self.table[:, :, None, None]
+            return x + self.table[: x.shape[1], :, None, None]
         encoding = _sinusoid(self.window_times(times, real), self.frequencies, self.odd)
         return x + encoding[..., None, None]
 
@@ -159,7 +159,10 @@ class MaskedLayerNorm(nn.Module):
         mean = (x * mask).sum(dims, keepdim=True) / count
         centred = (x - mean) * mask
         variance = centred.square().sum(dims, keepdim=True) / count
-        return (centred * torch.rsqrt(variance + self.eps) * self.weight + self.bias) * mask
+        weight, bias = self.weight, self.bias
+        if weight.ndim == 4:  # per element: the first N' positions of a shorter sequence
+            weight, bias = weight[: x.shape[1]], bias[: x.shape[1]]
+        return (centred * torch.rsqrt(variance + self.eps) * weight + bias) * mask
 
 
 class FeedForward(nn.Module):
@@ -202,9 +205,15 @@ class TransformerBlock(nn.Module):
         super().__init__()
         shape = (config.n_positions, config.d_model, config.map_size, config.map_size)
         self.norm1 = MaskedLayerNorm(shape, config.norm_affine)
-        self.attention = ConvAttention(
-            channels=config.d_model, heads=config.heads, logit_kernel=config.logit_kernel
-        )
+        self.attention: ConvAttention | ConvDotAttention
+        if config.attention == "dot":
+            self.attention = ConvDotAttention(
+                channels=config.d_model, heads=config.heads, query_kernel=config.logit_kernel
+            )
+        else:
+            self.attention = ConvAttention(
+                channels=config.d_model, heads=config.heads, logit_kernel=config.logit_kernel
+            )
         self.norm2 = MaskedLayerNorm(shape, config.norm_affine)
         self.ffn = FeedForward(channels=config.d_model, hidden=config.ffn_channels)
 
@@ -233,10 +242,15 @@ def check_inputs(config: Any, stamps: Tensor, band_ids: Tensor, times: Tensor) -
     """
     side = config.stamp_size
     frame = (side, side) if config.stamp_channels == 1 else (config.stamp_channels, side, side)
-    if stamps.ndim != 2 + len(frame) or tuple(stamps.shape[1:]) != (config.seq_len, *frame):
+    window = getattr(config, "stem_window", None)
+    length = stamps.shape[1] if stamps.ndim == 2 + len(frame) else -1
+    shorter_ok = window is not None and 0 < length <= config.seq_len and length % window == 0
+    if stamps.ndim != 2 + len(frame) or tuple(stamps.shape[2:]) != frame or not (
+            length == config.seq_len or shorter_ok):
+        whole = f" or a shorter whole number of windows of {window}" if window else ""
         raise ValueError(
             f"stamps must have shape (B, {config.seq_len}, {', '.join(map(str, frame))}), "
-            f"got {tuple(stamps.shape)}; pad or cut sequences to seq_len={config.seq_len}"
+            f"got {tuple(stamps.shape)}; pad or cut sequences to seq_len={config.seq_len}{whole}"
         )
     if tuple(band_ids.shape) != tuple(stamps.shape[:2]) or tuple(times.shape) != tuple(stamps.shape[:2]):
         raise ValueError(
@@ -396,7 +410,14 @@ class ConvEntion(nn.Module):
     The output is ``(B, classes)`` float32 logits.  Band ids outside
     ``[0, n_band_ids)`` are an indexing error.  The graph has no Python loop over
     positions or batch and no data-dependent control flow, so it exports to ONNX
-    with a dynamic batch axis.
+    with a dynamic batch axis and a dynamic sequence axis.
+
+    The sequence may also be shorter than ``seq_len``, by whole windows: real frames
+    come first, so in eval mode a batch cut after its last window that holds a
+    real frame gives the same logits as the same batch padded to ``seq_len``
+    (padding windows are excluded from every statistic, key and maximum, and
+    position n keeps its encoding and its norm parameters).  The runtime uses this
+    to run only the windows an object has.
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -426,7 +447,7 @@ class ConvEntion(nn.Module):
         Tensor
             ``(B, D, h, w)`` float32.
         """
-        if not torch.jit.is_tracing():  # traced shapes are values, not ints
+        if not (torch.jit.is_tracing() or torch.compiler.is_compiling()):  # traced shapes are not ints
             check_inputs(self.config, stamps, band_ids, times)
         if self.config.band_input == "stacked":
             stamps, band_ids, times = stack_bands_by_night(stamps, band_ids, times, self.config.n_band_ids - 1)

@@ -1,0 +1,238 @@
+"""Early classification: how well a trained run classifies objects from their first frames.
+
+A broker sees an object's frames one alert at a time, so a classifier is used
+long before the object's light curve is complete.  For every finished fold of a
+``train.fit`` run, this module cuts each held-out object to its first k frames in
+time (all of them when it has fewer), classifies it with the fold's members as
+the runtime would (the latest ``seq_len`` of those frames), and scores the
+ensemble: accuracy and macro-F1 against k.
+
+``python -m train.early RUN_DIR --catalog CATALOG [--frames 1 2 3 5 10 20 50 99]``
+writes ``RUN_DIR/early.json``; ``python -m train.results table`` reads it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from convention_rt.catalog import ObjectChunk
+from convention_rt.errors import ConventionError
+from convention_rt.model_card import ModelCard
+from convention_rt.model_inputs import chunk_to_inputs
+from train.command_line import OneLineParser, report_failure
+from train.data.dataset import LabelledObjects
+from train.files import write_atomically
+
+__all__ = ["FRAMES_SEEN", "early_curve", "first_frames", "main", "random_prefixes", "score_run"]
+
+log = logging.getLogger("train")
+
+#: Frames seen at which the curve is measured (the model's sequence holds 99).
+FRAMES_SEEN: tuple[int, ...] = (1, 2, 3, 5, 10, 20, 50, 99)
+EARLY_FILE = "early.json"
+
+
+def first_frames(chunk: ObjectChunk, frames: int | np.ndarray) -> ObjectChunk:
+    """The same objects, each cut to its first ``frames`` frames in time.
+
+    Parameters
+    ----------
+    chunk : ObjectChunk
+        n objects; each object's frames are ordered by time (as the reader returns them).
+    frames : int or ndarray, shape (n,), int
+        Frames kept per object (>= 1), one number for all or one per object; an
+        object with fewer keeps all of its own.
+
+    Returns
+    -------
+    ObjectChunk
+        A copy: ``frames``, ``band``, ``mjd``, ``n_bad`` and ``offsets`` cut; the rest shared.
+    """
+    if np.min(frames, initial=1) < 1:
+        raise ValueError(f"frames must be at least 1, got {np.min(frames)}")
+    starts, stops = chunk.offsets[:-1], chunk.offsets[1:]
+    kept = np.minimum(stops - starts, frames)
+    offsets = np.zeros_like(chunk.offsets)
+    np.cumsum(kept, out=offsets[1:])
+    rows = np.repeat(starts - offsets[:-1], kept) + np.arange(offsets[-1])
+    return dataclasses.replace(
+        chunk, frames=chunk.frames[rows], band=chunk.band[rows], mjd=chunk.mjd[rows],
+        n_bad=chunk.n_bad[rows], offsets=offsets,
+    )
+
+
+def random_prefixes(chunk: ObjectChunk, rng: np.random.Generator, probability: float) -> ObjectChunk:
+    """Training augmentation for early classification: cut some objects to a random prefix.
+
+    Each object is cut with ``probability`` to its first L frames, L drawn
+    log-uniformly from 1 to its number of frames (so short prefixes, the alerts a
+    broker sees first, are as common as long ones); the others keep all frames.
+
+    Parameters
+    ----------
+    chunk : ObjectChunk
+        n objects, frames ordered by time.
+    rng : numpy.random.Generator
+        Two draws per object.
+    probability : float
+        In [0, 1].
+
+    Returns
+    -------
+    ObjectChunk
+    """
+    counts = np.diff(chunk.offsets)
+    cut = rng.random(counts.size) < probability
+    length = np.floor(np.exp(rng.random(counts.size) * np.log(np.maximum(counts, 1) + 1))).astype(np.int64)
+    return first_frames(chunk, np.where(cut, np.clip(length, 1, np.maximum(counts, 1)), np.maximum(counts, 1)))
+
+
+def _windows_needed(band_ids: np.ndarray, window: int) -> int:
+    """Frames of the batch's longest sequence, rounded up to whole windows: the rest is padding.
+
+    In eval mode a ConvEntion model gives the same logits without those padding
+    windows (``ConvEntion`` notes), and computes only what the objects have.
+    Models without stem windows (``window`` 1) keep the whole sequence.
+    """
+    if window <= 1:
+        return band_ids.shape[1]
+    real = np.flatnonzero((band_ids != 0).any(axis=0))
+    last = int(real[-1]) + 1 if real.size else 1
+    return min(band_ids.shape[1], -(-last // window) * window)
+
+
+def _macro_f1(labels: np.ndarray, predicted: np.ndarray, n_classes: int) -> float:
+    f1 = []
+    for k in range(n_classes):
+        if not (labels == k).any():
+            continue
+        true_positive = np.sum((predicted == k) & (labels == k))
+        precision = true_positive / max(np.sum(predicted == k), 1)
+        recall = true_positive / np.sum(labels == k)
+        f1.append(0.0 if true_positive == 0 else 2 * precision * recall / (precision + recall))
+    return float(np.mean(f1))
+
+
+def early_curve(members: Sequence[torch.nn.Module], data: LabelledObjects, idx: np.ndarray, card: ModelCard,
+                frames_seen: Sequence[int] = FRAMES_SEEN, batch_size: int = 256) -> dict[str, Any]:
+    """Ensemble scores of the objects ``idx`` cut to their first k frames, for each k.
+
+    Parameters
+    ----------
+    members : sequence of nn.Module
+        The ensemble (eval mode is set here); probabilities are averaged.
+    data : LabelledObjects
+    idx : ndarray, shape (n,), int64
+        Objects scored.
+    card : ModelCard
+        The run's band order, normalisation and sequence length.
+    frames_seen : sequence of int
+    batch_size : int
+
+    Returns
+    -------
+    dict
+        ``{"frames_seen": [...], "accuracy": [...], "macro_f1": [...], "n": n,
+        "mean_frames_used": [...]}``, lists aligned with ``frames_seen``.
+    """
+    labels = data.labels[idx]
+    accuracy, macro_f1, used = [], [], []
+    for k in frames_seen:
+        probabilities = np.zeros((idx.size, len(data.classes)), dtype=np.float64)
+        frames_used = 0
+        with torch.no_grad():
+            for start in range(0, idx.size, batch_size):
+                rows = idx[start:start + batch_size]
+                inputs = chunk_to_inputs(first_frames(data.chunk(rows), k), card)
+                seq = inputs.sequences
+                length = _windows_needed(seq.band_ids, card.stem_window)
+                tensors = (torch.from_numpy(seq.stamps[:, :length]), torch.from_numpy(seq.band_ids[:, :length]),
+                           torch.from_numpy(inputs.times[:, :length]))
+                frames_used += int(np.count_nonzero(seq.band_ids))
+                for model in members:
+                    probabilities[start:start + rows.size] += torch.softmax(model.eval()(*tensors), -1).numpy()
+        predicted = probabilities.argmax(axis=1)
+        accuracy.append(float(np.mean(predicted == labels)))
+        macro_f1.append(_macro_f1(labels, predicted, len(data.classes)))
+        used.append(frames_used / max(idx.size, 1))
+        log.info("first %d frames: accuracy %.4f, macro-F1 %.4f", k, accuracy[-1], macro_f1[-1])
+    return {"frames_seen": list(frames_seen), "accuracy": accuracy, "macro_f1": macro_f1, "n": int(idx.size),
+            "mean_frames_used": used}
+
+
+def score_run(run_dir: Path, catalog: str, frames_seen: Sequence[int] = FRAMES_SEEN, *,
+              frames_cache: str | None = None, threads: int = 1) -> dict[str, Any]:
+    """The early curve of every finished fold of the ``train.fit`` run in ``run_dir``.
+
+    The run's own configuration (``config.json``) rebuilds its data, card and
+    models (:mod:`train.runs`); a fold counts when all of its members are finished.
+
+    Parameters
+    ----------
+    run_dir : Path
+    catalog : str
+        The run's catalog (its path may differ from the one recorded).
+    frames_seen : sequence of int
+    frames_cache : str, optional
+        As ``train.fit``'s ``--frames-cache``.
+    threads : int
+
+    Returns
+    -------
+    dict
+        ``{"per_fold": [curve, ...], "frames_seen": [...]}``, also written to
+        ``run_dir/early.json``.
+    """
+    from train.fit import evaluation_subset
+    from train.runs import finished_folds, open_run
+
+    torch.set_num_threads(threads)
+    config, prepared = open_run(run_dir, catalog, frames_cache=frames_cache)
+    per_fold = []
+    for fold in finished_folds(run_dir, config, prepared):
+        log.info("%s fold %d", run_dir.name, fold.index)
+        per_fold.append(early_curve(fold.members, prepared.data, evaluation_subset(prepared.data, fold.held_out),
+                                    prepared.card, frames_seen, config.eval_batch_size))
+    result = {"frames_seen": list(frames_seen), "per_fold": per_fold}
+    write_atomically(run_dir / EARLY_FILE, lambda path: path.write_text(json.dumps(result, indent=2) + "\n"))
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: ``python -m train.early RUN_DIR --catalog CATALOG``."""
+    parser = OneLineParser(prog="python -m train.early", description=__doc__.split("\n")[0])
+    parser.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
+    parser.add_argument("--catalog", required=True)
+    parser.add_argument("--frames", type=int, nargs="+", default=list(FRAMES_SEEN),
+                        help="frames seen at which to score (default: %(default)s)")
+    parser.add_argument("--frames-cache", default=None)
+    parser.add_argument("--threads", type=int, default=1)
+    options = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if min(options.frames) < 1:
+        parser.error("--frames must be positive")
+    try:
+        for run_dir in options.run_dirs:
+            result = score_run(run_dir, options.catalog, options.frames, frames_cache=options.frames_cache,
+                               threads=options.threads)
+            print(json.dumps({"run": str(run_dir), "folds": len(result["per_fold"])}))
+    except (ConventionError, OSError, ValueError) as exc:
+        report_failure(exc)
+        return getattr(exc, "exit_code", 1)
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

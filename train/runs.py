@@ -1,0 +1,99 @@
+"""A ``train.fit`` run read back: its configuration, data and the members of each finished fold.
+
+Used by the evaluations that run after training (:mod:`train.early`,
+:mod:`train.calibration`): they rebuild exactly what the run trained and scored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["FinishedFold", "finished_folds", "open_run"]
+
+
+@dataclass(frozen=True)
+class FinishedFold:
+    """One finished fold of a run.
+
+    Attributes
+    ----------
+    index : int
+    members : list of nn.Module
+        The fold's members in eval mode, their best weights loaded.
+    train : ndarray, shape (t,), int64
+        Objects the fold trained on (its inner validation objects included).
+    held_out : ndarray, shape (h,), int64
+        Objects the fold held out.
+    """
+
+    index: int
+    members: list[nn.Module]
+    train: np.ndarray
+    held_out: np.ndarray
+
+
+def open_run(run_dir: Path, catalog: str, *, frames_cache: str | None = None):  # -> (FitConfig, Prepared)
+    """The run's configuration (its ``config.json``, with this ``catalog``) and its prepared data.
+
+    Parameters
+    ----------
+    run_dir : Path
+    catalog : str
+        The run's catalog (its path may differ from the one recorded).
+    frames_cache : str, optional
+        As ``train.fit``'s ``--frames-cache``.
+
+    Returns
+    -------
+    tuple of (train.fit.FitConfig, train.fit.Prepared)
+    """
+    from train.fit import FitConfig, prepare
+
+    try:
+        saved = json.loads((run_dir / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{run_dir / 'config.json'}: not a run of train.fit ({exc})") from exc
+    known = {f.name for f in dataclasses.fields(FitConfig)}
+    config = FitConfig(**{**{k: v for k, v in saved.items() if k in known}, "catalog": catalog,
+                          "run_dir": str(run_dir), "frames_cache": frames_cache, "export_out": None})
+    return config, prepare(config)
+
+
+def finished_folds(run_dir: Path, config, prepared) -> Iterator[FinishedFold]:
+    """The leading folds of the run whose members are all finished, in order.
+
+    Parameters
+    ----------
+    run_dir : Path
+    config : train.fit.FitConfig
+    prepared : train.fit.Prepared
+        As :func:`open_run` returns them.
+
+    Yields
+    ------
+    FinishedFold
+    """
+    from train.fit import load_weights
+    from train.model import build_model
+
+    data = prepared.data
+    index_of = {str(i): k for k, i in enumerate(data.object_ids)}
+    for fold, held_out_ids in enumerate(prepared.folds[:config.fold_limit]):
+        files = [run_dir / "state" / f"fold{fold}_member{m}.best.pt" for m in range(config.members)]
+        if not all(f.with_suffix(".json").exists() for f in files):
+            return
+        members = []
+        for path in files:
+            model = build_model(prepared.model_config)
+            load_weights(model, torch.load(path, map_location="cpu", weights_only=True), path)
+            members.append(model.eval())
+        held_out = np.array(sorted(index_of[i] for i in held_out_ids))
+        yield FinishedFold(fold, members, np.setdiff1d(np.arange(len(data)), held_out), held_out)
