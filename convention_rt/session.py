@@ -360,7 +360,7 @@ def sequence_lengths(band_ids: NDArray[np.int64], window: int) -> NDArray[np.int
     ndarray, shape (n,), int64
         Multiples of ``window`` in ``[window, M]``.
     """
-    n, seq_len = band_ids.shape
+    seq_len = band_ids.shape[1]
     real = band_ids != 0
     last = np.where(real.any(axis=1), seq_len - np.argmax(real[:, ::-1], axis=1), 1)
     windows = -(-last // window)

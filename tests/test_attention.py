@@ -75,18 +75,6 @@ def test_dot_attention_depends_on_the_query_where_the_published_one_does_not() -
     assert spread(dot) > 1e-2
 
 
-def test_dot_attention_ignores_masked_keys() -> None:
-    torch.manual_seed(0)
-    attention = ConvDotAttention(channels=4, heads=2)
-    x = torch.randn(1, 5, 4, 6, 6)
-    valid = torch.tensor([[True, False, True, False, False]])
-    changed = x.clone()
-    changed[:, [1, 3, 4]] = torch.randn(1, 3, 4, 6, 6) * 100
-    with torch.no_grad():
-        out, out_changed = attention(x, valid), attention(changed, valid)
-    torch.testing.assert_close(out[:, [0, 2]], out_changed[:, [0, 2]])
-
-
 def test_dot_attention_refuses_an_even_query_kernel_and_indivisible_heads() -> None:
     with pytest.raises(ValueError, match="odd"):
         ConvDotAttention(channels=4, heads=2, query_kernel=2)

@@ -241,18 +241,24 @@ def test_evaluations_of_the_run_calibrate_the_export_and_reach_its_card(tmp_path
     with pytest.raises(ValueError, match="calibration.json: no calibration"):
         export_module.with_evaluations(checkpoint, run)
     table = {"edges": [0.0, 0.5, 1.0], "confidence": [0.4, 0.8], "accuracy": [0.3, 0.7], "count": [5, 7]}
-    folds = [{"temperature": 1.7, "fitted_on": 40, "scored": 60, "nll": 0.9, "nll_calibrated": 0.8,
-              "ece": 0.12, "ece_calibrated": 0.04},
-             {"temperature": 1.3, "fitted_on": 41, "scored": 61, "nll": 1.1, "nll_calibrated": 1.0,
-              "ece": 0.10, "ece_calibrated": 0.06}]
-    (run / "calibration.json").write_text(json.dumps({"bins": 2, "per_fold": folds, "reliability": table,
-                                                      "reliability_calibrated": table}))
+    folds = [{"fitted_on": 40, "scored": 60, "nll": 0.9, "ece": 0.12,
+              "inner_validation": {"temperature": 0.6, "nll": 0.95, "ece": 0.15},
+              "other_folds": {"temperature": 1.7, "nll": 0.8, "ece": 0.04}},
+             {"fitted_on": 41, "scored": 61, "nll": 1.1, "ece": 0.10,
+              "inner_validation": {"temperature": 0.7, "nll": 1.2, "ece": 0.13},
+              "other_folds": {"temperature": 1.3, "nll": 1.0, "ece": 0.06}}]
+    calibration = {"bins": 2, "per_fold": folds, "chosen": "other_folds", "reliability": table,
+                   "reliability_calibrated": table}
+    (run / "calibration.json").write_text(json.dumps({**calibration, "chosen": "none"}))
+    assert export_module.with_evaluations(checkpoint, run).temperature == 1.0  # nothing won: T = 1 shipped
+    (run / "calibration.json").write_text(json.dumps(calibration))
     (run / "early.json").write_text(json.dumps({"frames_seen": [1, 99], "per_fold": [
         {"accuracy": [0.3, 0.8], "macro_f1": [0.2, 0.7]}, {"accuracy": [0.5, 0.8], "macro_f1": [0.4, 0.9]}]}))
     calibrated = export_module.with_evaluations(checkpoint, run)
     assert calibrated.temperature == 1.7 and checkpoint.temperature == 1.0
     card = calibrated.card()
-    assert card.metrics["calibration"]["ece_calibrated"]["mean"] == pytest.approx(0.05)
+    assert card.metrics["calibration"]["other_folds"]["ece"]["mean"] == pytest.approx(0.05)
+    assert card.metrics["calibration"]["inner_validation"]["temperature"] == [0.6, 0.7]
     assert card.metrics["calibration"]["reliability"] == table
     assert card.metrics["early"]["macro_f1"]["mean"] == pytest.approx([0.3, 0.8])
     assert card.metrics["early"]["frames_seen"] == [1, 99]
@@ -262,3 +268,24 @@ def test_evaluations_of_the_run_calibrate_the_export_and_reach_its_card(tmp_path
     assert export_module.main([str(path), "--out", str(out), "--version", "0.2.0", "--evaluations", str(run)]) == 0
     written = json.loads((out / "card.json").read_text())
     assert written["version"] == "0.2.0" and written["metrics"]["calibration"]["temperature"] == 1.7
+
+
+def test_runtime_session_runs_each_object_on_the_windows_it_has(exported, monkeypatch):
+    _, result = exported
+    session = ModelSession(result.model_path, device="cpu")
+    assert session.variable_length
+    batch = export_module.example_batch(session.card, 12, seed=21)
+    shapes = []
+    run_feeds = session._run_feeds
+
+    def recording(feeds):
+        shapes.append(feeds["stamps"].shape)
+        return run_feeds(feeds)
+
+    monkeypatch.setattr(session, "_run_feeds", recording)
+    cut = session.run(batch["stamps"], batch["band_ids"], batch["times"])
+    assert len(shapes) > 1 and sum(s[0] for s in shapes) == 12
+    assert min(s[1] for s in shapes) < session.card.seq_len
+    session.variable_length = False  # the same graph on the padded sequences
+    padded = session.run(batch["stamps"], batch["band_ids"], batch["times"])
+    np.testing.assert_allclose(cut, padded, atol=1e-5)

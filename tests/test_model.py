@@ -28,7 +28,7 @@ from train.model import (
     training_form,
 )
 from train.model.__main__ import main
-from train.model.attention import ConvAttention
+from train.model.attention import ConvAttention, ConvDotAttention
 from train.model.convention import FeatureNorm, MaskedLayerNorm
 from train.model.reference import loop_attention, loop_forward
 from train.model.stem import StemBlock
@@ -247,9 +247,10 @@ def test_batched_attention_equals_the_pairwise_loop(valid: list[list[bool]], see
     torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-5)
 
 
-def test_attention_ignores_masked_keys() -> None:
+@pytest.mark.parametrize("kind", [ConvAttention, ConvDotAttention])
+def test_attention_ignores_masked_keys(kind) -> None:
     torch.manual_seed(0)
-    attention = ConvAttention(channels=4, heads=2)
+    attention = kind(channels=4, heads=2)
     x = torch.randn(1, 5, 4, 6, 6)
     valid = torch.tensor([[True, False, True, False, False]])
     changed = x.clone()

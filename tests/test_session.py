@@ -114,3 +114,18 @@ def test_run_checks_input_shapes(tiny_model):
     stamps, bands, times = feeds(seq_len=6)
     with pytest.raises(ModelError, match="inputs must be stamps"):
         session.run(stamps[:, :5], bands[:, :5], times[:, :5])
+
+
+def test_length_buckets_and_the_frames_each_row_needs():
+    from convention_rt.session import length_buckets, sequence_lengths
+
+    assert length_buckets(33).tolist() == [1, 2, 3, 4, 6, 8, 11, 15, 21, 29, 33]
+    assert length_buckets(1).tolist() == [1]
+    buckets = length_buckets(33)
+    assert np.all(buckets[1:] <= np.ceil(buckets[:-1] * 1.5))  # at most 50 % more windows than a row has
+    band_ids = np.zeros((5, 99), dtype=np.int64)
+    for row, real in enumerate([0, 1, 3, 4, 99]):
+        band_ids[row, :real] = 1
+    assert sequence_lengths(band_ids, 3).tolist() == [3, 3, 3, 6, 99]
+    band_ids[1, 40] = 2  # a real frame after padding still counts
+    assert sequence_lengths(band_ids, 3)[1] == 3 * 15

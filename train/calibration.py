@@ -2,16 +2,18 @@
 
 An ensemble's probability is the mean over members of ``softmax(z_m / T)``, where
 ``z_m`` are member m's logits and T > 0 one temperature for the whole ensemble,
-fitted by minimising the negative log-likelihood of the labels of a fold's inner
-validation objects (never its held-out ones).  The logits are not needed: a
+fitted by minimising the negative log-likelihood of labelled objects that are not
+the fold's held-out ones (its inner validation objects, or the other folds'
+held-out objects: :func:`calibrate_run`).  The logits are not needed: a
 member's log-probabilities differ from its logits by a constant per object, which
 the softmax removes, so ``softmax(log p_m / T) = softmax(z_m / T)``.
 
 Calibration is measured by the expected calibration error (ECE, equal-width
 confidence bins of the predicted class) and a reliability table.
 
-``python -m train.calibration RUN_DIR --catalog CATALOG`` fits the temperature of
-every finished fold of a ``train.fit`` run and writes ``RUN_DIR/calibration.json``.
+``python -m train.calibration RUN_DIR --catalog CATALOG`` fits the temperatures of
+every finished fold of a ``train.fit`` run, both ways, and writes
+``RUN_DIR/calibration.json``, which names the way to ship (or none).
 """
 
 from __future__ import annotations
@@ -27,12 +29,11 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.optimize import minimize_scalar
 
-from convention_rt.errors import ConventionError
-from train.command_line import OneLineParser, report_failure
 from train.files import write_atomically
+from train.runs import evaluate_runs, run_parser
 
-__all__ = ["CALIBRATION_FILE", "expected_calibration_error", "fit_temperature", "main", "negative_log_likelihood",
-           "reliability", "tempered", "calibrate_run"]
+__all__ = ["CALIBRATION_FILE", "calibrate_run", "expected_calibration_error", "fit_temperature", "main",
+           "negative_log_likelihood", "reliability", "tempered"]
 
 log = logging.getLogger("train")
 
@@ -90,8 +91,23 @@ def fit_temperature(member_probabilities: NDArray[np.floating], labels: NDArray[
     return float(np.exp(result.x))
 
 
+def _binned(probabilities: NDArray[np.floating], labels: NDArray[np.integer],
+            bins: int) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.int64]]:
+    """Per equal-width confidence bin: mean confidence, accuracy (NaN when empty) and count."""
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == np.asarray(labels)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    count = np.bincount(which, minlength=bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_confidence = np.bincount(which, weights=confidence, minlength=bins) / count
+        accuracy = np.bincount(which, weights=correct.astype(float), minlength=bins) / count
+    return mean_confidence, accuracy, count
+
+
 def reliability(probabilities: NDArray[np.floating], labels: NDArray[np.integer],
-                bins: int = 10) -> dict[str, list[float]]:
+                bins: int = 10) -> dict[str, list[float | None]]:
     """Reliability table of the predicted class: per confidence bin, mean confidence, accuracy and count.
 
     Parameters
@@ -104,28 +120,21 @@ def reliability(probabilities: NDArray[np.floating], labels: NDArray[np.integer]
     Returns
     -------
     dict
-        ``edges`` (bins + 1), ``confidence``, ``accuracy`` (NaN for empty bins) and ``count`` (bins each).
+        ``edges`` (bins + 1), ``confidence``, ``accuracy`` (None for empty bins) and
+        ``count`` (bins each): plain JSON values.
     """
-    probabilities = np.asarray(probabilities, dtype=np.float64)
-    confidence = probabilities.max(axis=1)
-    correct = probabilities.argmax(axis=1) == np.asarray(labels)
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
-    count = np.bincount(which, minlength=bins)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean_confidence = np.bincount(which, weights=confidence, minlength=bins) / count
-        accuracy = np.bincount(which, weights=correct.astype(float), minlength=bins) / count
-    return {"edges": edges.tolist(), "confidence": mean_confidence.tolist(), "accuracy": accuracy.tolist(),
-            "count": count.tolist()}
+    confidence, accuracy, count = _binned(probabilities, labels, bins)
+    plain = lambda values: [None if np.isnan(v) else float(v) for v in values]  # noqa: E731
+    return {"edges": np.linspace(0.0, 1.0, bins + 1).tolist(), "confidence": plain(confidence),
+            "accuracy": plain(accuracy), "count": count.tolist()}
 
 
 def expected_calibration_error(probabilities: NDArray[np.floating], labels: NDArray[np.integer],
                                bins: int = 10) -> float:
     """ECE: the count-weighted mean of |accuracy - confidence| over the bins of :func:`reliability`."""
-    table = reliability(probabilities, labels, bins)
-    count = np.asarray(table["count"], dtype=float)
-    gap = np.abs(np.asarray(table["accuracy"]) - np.asarray(table["confidence"]))
-    return float(np.sum(np.where(count > 0, gap, 0.0) * count) / max(count.sum(), 1.0))
+    confidence, accuracy, count = _binned(probabilities, labels, bins)
+    gap = np.where(count > 0, np.abs(accuracy - confidence), 0.0)
+    return float(np.sum(gap * count) / max(count.sum(), 1))
 
 
 def _member_probabilities(members: Sequence[Any], data: Any, idx: np.ndarray, card: Any,
@@ -139,11 +148,21 @@ def calibrate_run(run_dir: Path, catalog: str, *, frames_cache: str | None = Non
                   bins: int = 10) -> dict[str, Any]:
     """Fit the temperature of every finished fold of a ``train.fit`` run and measure calibration.
 
-    Per fold: the members' probabilities on the inner validation objects that are
-    scored like the held-out ones (``spec`` objects when the catalog has both
-    kinds) fit T; the held-out objects measure negative log-likelihood and ECE at
-    T = 1 and at the fitted T.  The reliability tables pool the held-out objects
-    of all folds.
+    Per fold, two ways of fitting T, each scored on the fold's held-out objects
+    (negative log-likelihood and ECE, against T = 1):
+
+    * ``inner_validation``: on the members' probabilities of the fold's inner
+      validation objects that are scored like the held-out ones (``spec`` objects
+      when the catalog has both kinds).  Those objects also chose the members'
+      epochs (early stopping), which can make the members look sharper there than
+      on new objects;
+    * ``other_folds``: on the held-out objects of the other finished folds, scored
+      by their own members (trained the same way, never on this fold's objects).
+
+    ``chosen`` names the way with the lower mean held-out negative log-likelihood,
+    or ``none`` when neither is below T = 1's: the temperature to ship is then 1.
+    The reliability tables pool the held-out objects of all folds, at T = 1 and at
+    each fold's temperature of the chosen way.
 
     Parameters
     ----------
@@ -167,7 +186,7 @@ def calibrate_run(run_dir: Path, catalog: str, *, frames_cache: str | None = Non
     torch.set_num_threads(threads)
     config, prepared = open_run(run_dir, catalog, frames_cache=frames_cache)
     data = prepared.data
-    per_fold, pooled_raw, pooled_tempered, pooled_labels = [], [], [], []
+    per_fold, held_out_members, held_out_labels = [], [], []
     for fold in finished_folds(run_dir, config, prepared):
         members, held_out = fold.members, fold.held_out
         _, validation = inner_split(data, fold.train, config, fold.index)
@@ -176,52 +195,61 @@ def calibrate_run(run_dir: Path, catalog: str, *, frames_cache: str | None = Non
         temperature = fit_temperature(
             _member_probabilities(members, data, validation, prepared.card, config.eval_batch_size),
             data.labels[validation])
-        held_out_members = _member_probabilities(members, data, scored, prepared.card, config.eval_batch_size)
-        labels = data.labels[scored]
-        raw, calibrated = tempered(held_out_members, 1.0), tempered(held_out_members, temperature)
-        per_fold.append({
-            "temperature": temperature, "fitted_on": int(validation.size), "scored": int(scored.size),
-            "nll": negative_log_likelihood(raw, labels), "nll_calibrated": negative_log_likelihood(calibrated, labels),
-            "ece": expected_calibration_error(raw, labels, bins),
-            "ece_calibrated": expected_calibration_error(calibrated, labels, bins),
-        })
-        log.info("%s fold %d: T = %.3f, held-out ECE %.4f -> %.4f, NLL %.4f -> %.4f", run_dir.name, fold.index,
-                 temperature, per_fold[-1]["ece"], per_fold[-1]["ece_calibrated"], per_fold[-1]["nll"],
-                 per_fold[-1]["nll_calibrated"])
-        pooled_raw.append(raw)
-        pooled_tempered.append(calibrated)
-        pooled_labels.append(labels)
-    result: dict[str, Any] = {"bins": bins, "per_fold": per_fold}
+        held_out_members.append(_member_probabilities(members, data, scored, prepared.card,
+                                                      config.eval_batch_size))
+        held_out_labels.append(data.labels[scored])
+        raw = tempered(held_out_members[-1], 1.0)
+        per_fold.append({"fitted_on": int(validation.size), "scored": int(scored.size),
+                         "nll": negative_log_likelihood(raw, held_out_labels[-1]),
+                         "ece": expected_calibration_error(raw, held_out_labels[-1], bins),
+                         "inner_validation": {"temperature": temperature}})
+    for k, fold in enumerate(per_fold):
+        others = [j for j in range(len(per_fold)) if j != k]
+        if others:
+            fold["other_folds"] = {"temperature": fit_temperature(
+                np.concatenate([held_out_members[j] for j in others], axis=1),
+                np.concatenate([held_out_labels[j] for j in others]))}
+        for way in ("inner_validation", "other_folds"):
+            if way in fold:
+                calibrated = tempered(held_out_members[k], fold[way]["temperature"])
+                fold[way]["nll"] = negative_log_likelihood(calibrated, held_out_labels[k])
+                fold[way]["ece"] = expected_calibration_error(calibrated, held_out_labels[k], bins)
+        log.info("%s fold %d: held-out NLL %.4f, ECE %.4f; %s", run_dir.name, k, fold["nll"], fold["ece"],
+                 "; ".join(f"{way} T = {fold[way]['temperature']:.3f}: NLL {fold[way]['nll']:.4f}, "
+                           f"ECE {fold[way]['ece']:.4f}" for way in ("inner_validation", "other_folds")
+                           if way in fold))
+    result: dict[str, Any] = {"bins": bins, "per_fold": per_fold, "chosen": "none"}
     if per_fold:
-        labels = np.concatenate(pooled_labels)
-        result["reliability"] = reliability(np.concatenate(pooled_raw), labels, bins)
-        result["reliability_calibrated"] = reliability(np.concatenate(pooled_tempered), labels, bins)
+        mean_nll = {way: float(np.mean([f[way]["nll"] for f in per_fold]))
+                    for way in ("inner_validation", "other_folds") if all(way in f for f in per_fold)}
+        best = min(mean_nll, key=mean_nll.get)
+        if mean_nll[best] < np.mean([f["nll"] for f in per_fold]):
+            result["chosen"] = best
+        labels = np.concatenate(held_out_labels)
+        temperatures = [f[result["chosen"]]["temperature"] if result["chosen"] != "none" else 1.0
+                        for f in per_fold]
+        result["reliability"] = reliability(np.concatenate([tempered(m, 1.0) for m in held_out_members]),
+                                            labels, bins)
+        result["reliability_calibrated"] = reliability(
+            np.concatenate([tempered(m, t) for m, t in zip(held_out_members, temperatures)]), labels, bins)
     write_atomically(run_dir / CALIBRATION_FILE, lambda path: path.write_text(json.dumps(result, indent=2) + "\n"))
     return result
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line: ``python -m train.calibration RUN_DIR --catalog CATALOG``."""
-    parser = OneLineParser(prog="python -m train.calibration", description=__doc__.split("\n")[0])
-    parser.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
-    parser.add_argument("--catalog", required=True)
-    parser.add_argument("--frames-cache", default=None)
-    parser.add_argument("--threads", type=int, default=1)
+    """Command line: ``python -m train.calibration RUN_DIR... --catalog CATALOG``."""
+    parser = run_parser("python -m train.calibration", __doc__.split("\n")[0])
     parser.add_argument("--bins", type=int, default=10)
     options = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    try:
-        for run_dir in options.run_dirs:
-            result = calibrate_run(run_dir, options.catalog, frames_cache=options.frames_cache,
-                                   threads=options.threads, bins=options.bins)
-            print(json.dumps({"run": str(run_dir), "temperatures": [f["temperature"] for f in result["per_fold"]]}))
-    except (ConventionError, OSError, ValueError) as exc:
-        report_failure(exc)
-        return getattr(exc, "exit_code", 1)
-    except KeyboardInterrupt:
-        print("interrupted: run the same command again", file=sys.stderr)
-        return 130
-    return 0
+
+    def evaluate(run_dir: Path) -> dict[str, Any]:
+        result = calibrate_run(run_dir, options.catalog, frames_cache=options.frames_cache,
+                               threads=options.threads, bins=options.bins)
+        return {"chosen": result["chosen"],
+                "temperatures": {way: [f[way]["temperature"] for f in result["per_fold"] if way in f]
+                                 for way in ("inner_validation", "other_folds")}}
+
+    return evaluate_runs(options.run_dirs, evaluate)
 
 
 if __name__ == "__main__":

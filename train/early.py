@@ -25,12 +25,11 @@ import numpy as np
 import torch
 
 from convention_rt.catalog import ObjectChunk
-from convention_rt.errors import ConventionError
 from convention_rt.model_card import ModelCard
 from convention_rt.model_inputs import chunk_to_inputs
-from train.command_line import OneLineParser, report_failure
 from train.data.dataset import LabelledObjects
 from train.files import write_atomically
+from train.runs import evaluate_runs, run_parser
 
 __all__ = ["FRAMES_SEEN", "early_curve", "first_frames", "main", "random_prefixes", "score_run"]
 
@@ -110,18 +109,6 @@ def _windows_needed(band_ids: np.ndarray, window: int) -> int:
     return min(band_ids.shape[1], -(-last // window) * window)
 
 
-def _macro_f1(labels: np.ndarray, predicted: np.ndarray, n_classes: int) -> float:
-    f1 = []
-    for k in range(n_classes):
-        if not (labels == k).any():
-            continue
-        true_positive = np.sum((predicted == k) & (labels == k))
-        precision = true_positive / max(np.sum(predicted == k), 1)
-        recall = true_positive / np.sum(labels == k)
-        f1.append(0.0 if true_positive == 0 else 2 * precision * recall / (precision + recall))
-    return float(np.mean(f1))
-
-
 def early_curve(members: Sequence[torch.nn.Module], data: LabelledObjects, idx: np.ndarray, card: ModelCard,
                 frames_seen: Sequence[int] = FRAMES_SEEN, batch_size: int = 256) -> dict[str, Any]:
     """Ensemble scores of the objects ``idx`` cut to their first k frames, for each k.
@@ -144,6 +131,8 @@ def early_curve(members: Sequence[torch.nn.Module], data: LabelledObjects, idx: 
         ``{"frames_seen": [...], "accuracy": [...], "macro_f1": [...], "n": n,
         "mean_frames_used": [...]}``, lists aligned with ``frames_seen``.
     """
+    from train.fit import scores  # train.fit imports this module
+
     labels = data.labels[idx]
     accuracy, macro_f1, used = [], [], []
     for k in frames_seen:
@@ -160,9 +149,9 @@ def early_curve(members: Sequence[torch.nn.Module], data: LabelledObjects, idx: 
                 frames_used += int(np.count_nonzero(seq.band_ids))
                 for model in members:
                     probabilities[start:start + rows.size] += torch.softmax(model.eval()(*tensors), -1).numpy()
-        predicted = probabilities.argmax(axis=1)
-        accuracy.append(float(np.mean(predicted == labels)))
-        macro_f1.append(_macro_f1(labels, predicted, len(data.classes)))
+        scored = scores(labels, probabilities, data.classes)
+        accuracy.append(scored["accuracy"])
+        macro_f1.append(scored["macro_f1"])
         used.append(frames_used / max(idx.size, 1))
         log.info("first %d frames: accuracy %.4f, macro-F1 %.4f", k, accuracy[-1], macro_f1[-1])
     return {"frames_seen": list(frames_seen), "accuracy": accuracy, "macro_f1": macro_f1, "n": int(idx.size),
@@ -208,30 +197,20 @@ def score_run(run_dir: Path, catalog: str, frames_seen: Sequence[int] = FRAMES_S
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line: ``python -m train.early RUN_DIR --catalog CATALOG``."""
-    parser = OneLineParser(prog="python -m train.early", description=__doc__.split("\n")[0])
-    parser.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
-    parser.add_argument("--catalog", required=True)
+    """Command line: ``python -m train.early RUN_DIR... --catalog CATALOG``."""
+    parser = run_parser("python -m train.early", __doc__.split("\n")[0])
     parser.add_argument("--frames", type=int, nargs="+", default=list(FRAMES_SEEN),
                         help="frames seen at which to score (default: %(default)s)")
-    parser.add_argument("--frames-cache", default=None)
-    parser.add_argument("--threads", type=int, default=1)
     options = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if min(options.frames) < 1:
         parser.error("--frames must be positive")
-    try:
-        for run_dir in options.run_dirs:
-            result = score_run(run_dir, options.catalog, options.frames, frames_cache=options.frames_cache,
-                               threads=options.threads)
-            print(json.dumps({"run": str(run_dir), "folds": len(result["per_fold"])}))
-    except (ConventionError, OSError, ValueError) as exc:
-        report_failure(exc)
-        return getattr(exc, "exit_code", 1)
-    except KeyboardInterrupt:
-        print("interrupted: run the same command again", file=sys.stderr)
-        return 130
-    return 0
+
+    def evaluate(run_dir: Path) -> dict[str, Any]:
+        result = score_run(run_dir, options.catalog, options.frames, frames_cache=options.frames_cache,
+                           threads=options.threads)
+        return {"folds": len(result["per_fold"])}
+
+    return evaluate_runs(options.run_dirs, evaluate)
 
 
 if __name__ == "__main__":

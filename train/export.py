@@ -10,7 +10,9 @@
   in one graph so that one file, one checksum and one session serve the whole
   ensemble; the runtime averages them and reports their spread.
 * ``onnx.checker`` full check; the card embedded in the ONNX metadata and
-  written beside the model as ``card.json`` with the file's sha256.
+  written beside the model as ``card.json`` with the file's sha256.  The card
+  carries the model's domain (:func:`train.card.card_with_domain`): the training
+  catalog's photometric contract and the validated minimum of frames.
 * ONNX Runtime must agree with PyTorch within 1e-4 on the probabilities at
   batch 1 and 64, and, with a dynamic sequence axis, on each object of a batch cut
   to its own windows against the same object padded to ``seq_len``, or the export
@@ -50,6 +52,7 @@ from torch import nn
 from convention_rt.errors import ConventionError, ModelError
 from convention_rt.model_card import ModelCard, sha256_of
 from convention_rt.session import CARD_METADATA_KEY, INPUT_NAMES, OUTPUT_NAME
+from train.card import card_with_domain
 from train.checkpoint import Checkpoint
 from train.command_line import OneLineParser, report_failure
 from train.model import ConvEntion, to_conv2d_stem
@@ -258,7 +261,7 @@ def export_checkpoint(checkpoint: Checkpoint, out_dir: str | Path, *, threads: i
         refreshed = _refresh_card(checkpoint, out_dir)
         if refreshed is not None:
             return refreshed
-    card = checkpoint.card()
+    card = card_with_domain(checkpoint.card())  # the training domain: what the runtime checks data against
     members = checkpoint.build_members()
     reference = EnsembleProbabilities(members, checkpoint.temperature).eval()
     is_convention = all(isinstance(m, ConvEntion) for m in members)
@@ -347,7 +350,7 @@ def _refresh_card(checkpoint: Checkpoint, out_dir: Path) -> ExportResult | None:
     if export.get("model_digest") != checkpoint.model_digest() or export.get("exporter_digest") != exporter_digest() \
             or not model_file.is_file() or sha256_of(model_file) != existing.sha256:
         return None
-    card = checkpoint.card()
+    card = card_with_domain(checkpoint.card())  # the training domain: what the runtime checks data against
     with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=f".{out_dir.name}.") as scratch:
         built = Path(scratch) / "refreshed"
         built.mkdir()
@@ -371,11 +374,12 @@ def with_evaluations(checkpoint: Checkpoint, run_dir: Path) -> Checkpoint:
     """``checkpoint`` calibrated and described by the evaluations of the run that trained it.
 
     Reads ``run_dir/calibration.json`` (``python -m train.calibration``, required):
-    the temperature becomes fold 0's, whose members an export of ``train.fit``
-    holds, and the card's metrics gain ``calibration`` (the temperature, expected
-    calibration error and negative log-likelihood of the held-out objects before
-    and after, mean and std over the folds, each at its own fold's temperature,
-    and the pooled reliability tables).  ``run_dir/early.json`` (``python -m
+    the temperature becomes fold 0's (whose members an export of ``train.fit``
+    holds) of the way the calibration chose, or 1 when it chose none, and the
+    card's metrics gain ``calibration``: the chosen way and temperature, the
+    held-out negative log-likelihood and expected calibration error at T = 1 and
+    for each way (mean and std over the folds, each fold at its own temperature),
+    and the pooled reliability tables.  ``run_dir/early.json`` (``python -m
     train.early``), when present, adds ``early``: accuracy and macro-F1 against
     the frames seen, mean and std over folds.
 
@@ -397,20 +401,26 @@ def with_evaluations(checkpoint: Checkpoint, run_dir: Path) -> Checkpoint:
     calibration_file = run_dir / "calibration.json"
     try:
         calibration = json.loads(calibration_file.read_text())
-        folds = calibration["per_fold"]
-        temperature = float(folds[0]["temperature"])
+        folds, chosen = calibration["per_fold"], calibration["chosen"]
+        temperature = 1.0 if chosen == "none" else float(folds[0][chosen]["temperature"])
     except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
         raise ValueError(f"{calibration_file}: no calibration of a finished fold ({exc}); "
                          f"run python -m train.calibration {run_dir} --catalog CATALOG first") from exc
-    metrics = dict(checkpoint.metrics)
-    metrics["calibration"] = {
-        "temperature": temperature,
-        "fitted_on": f"inner validation objects of fold 0 ({folds[0]['fitted_on']})",
-        "folds": len(folds), "bins": calibration["bins"],
-        **{key: {"mean": float(np.mean([f[key] for f in folds])), "std": float(np.std([f[key] for f in folds]))}
-           for key in ("ece", "ece_calibrated", "nll", "nll_calibrated")},
-        "reliability": calibration["reliability"], "reliability_calibrated": calibration["reliability_calibrated"],
-    }
+
+    def spread(values: list[float]) -> dict[str, float]:
+        return {"mean": float(np.mean(values)), "std": float(np.std(values))}
+
+    summary: dict[str, Any] = {"chosen": chosen, "temperature": temperature, "folds": len(folds),
+                               "bins": calibration["bins"], "nll": spread([f["nll"] for f in folds]),
+                               "ece": spread([f["ece"] for f in folds])}
+    for way in ("inner_validation", "other_folds"):
+        if all(way in f for f in folds):
+            summary[way] = {"temperature": [f[way]["temperature"] for f in folds],
+                            "nll": spread([f[way]["nll"] for f in folds]),
+                            "ece": spread([f[way]["ece"] for f in folds])}
+    summary["reliability"] = calibration["reliability"]
+    summary["reliability_calibrated"] = calibration["reliability_calibrated"]
+    metrics = {**checkpoint.metrics, "calibration": summary}
     early_file = run_dir / "early.json"
     if early_file.exists():
         early = json.loads(early_file.read_text())

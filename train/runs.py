@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
+import logging
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +18,10 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["FinishedFold", "finished_folds", "open_run"]
+from convention_rt.errors import ConventionError
+from train.command_line import OneLineParser, report_failure
+
+__all__ = ["FinishedFold", "evaluate_runs", "finished_folds", "open_run", "run_parser"]
 
 
 @dataclass(frozen=True)
@@ -97,3 +102,52 @@ def finished_folds(run_dir: Path, config, prepared) -> Iterator[FinishedFold]:
             members.append(model.eval())
         held_out = np.array(sorted(index_of[i] for i in held_out_ids))
         yield FinishedFold(fold, members, np.setdiff1d(np.arange(len(data)), held_out), held_out)
+
+
+def run_parser(prog: str, description: str) -> OneLineParser:
+    """The command line shared by the evaluations of finished runs: ``RUN_DIR... --catalog C``.
+
+    Parameters
+    ----------
+    prog, description : str
+
+    Returns
+    -------
+    OneLineParser
+        With ``run_dirs``, ``--catalog``, ``--frames-cache`` and ``--threads``; add the
+        evaluation's own options to it.
+    """
+    parser = OneLineParser(prog=prog, description=description)
+    parser.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
+    parser.add_argument("--catalog", required=True, help="the runs' catalog")
+    parser.add_argument("--frames-cache", default=None, help="as train.fit's --frames-cache")
+    parser.add_argument("--threads", type=int, default=1)
+    return parser
+
+
+def evaluate_runs(run_dirs: list[Path], evaluate: Callable[[Path], dict]) -> int:
+    """Evaluate each run in turn, printing one JSON line per run; the exit code of the command.
+
+    Parameters
+    ----------
+    run_dirs : list of Path
+    evaluate : callable
+        Evaluates one run directory; returns what to print for it.
+
+    Returns
+    -------
+    int
+        0; the error's exit code (one line on stderr) when a run cannot be evaluated;
+        130 when interrupted (what is written so far stays; run the same command again).
+    """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    try:
+        for run_dir in run_dirs:
+            print(json.dumps({"run": str(run_dir), **evaluate(run_dir)}))
+    except (ConventionError, OSError, ValueError) as exc:
+        report_failure(exc)
+        return getattr(exc, "exit_code", 1)
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again", file=sys.stderr)
+        return 130
+    return 0

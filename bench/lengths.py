@@ -1,0 +1,130 @@
+"""Cost proportional to what an object has: the runtime on short and long objects, and by batch size.
+
+Measures, in one run, through the public API (``Classifier``: checks,
+preprocessing, ONNX Runtime, averaging), on one model whose graph has a dynamic
+sequence axis:
+
+* ``cut``: the runtime as shipped, each batch run in length buckets of the stem
+  windows its objects have (``ModelSession.variable_length``);
+* ``padded``: the same session forced to run every object on all ``seq_len``
+  frames, as a fixed-length graph does;
+
+for objects of 1, 2, 3, 5, 10, 20, 50 and 99 frames at batch 1 (``predict_object``,
+the alert-broker call), the two taking turns in every round; then
+``predict_batch`` throughput at several batch sizes on a mix of object lengths,
+each batch size in its own process so that its peak memory (``ru_maxrss``) is
+its own.
+
+Targets: a 1-frame object >= 10x faster than padded; >= 300 objects/s per thread
+at batch 1 on alerts of at most 5 frames.
+
+Usage: ``python bench/lengths.py [--model NAME|PATH] [--threads 1] [--repeats 5] [--json]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from convention_rt import Classifier  # noqa: E402
+
+FRAMES = (1, 2, 3, 5, 10, 20, 50, 99)
+BATCH_SIZES = (1, 4, 16, 64)
+
+
+def make_object(classifier: Classifier, frames: int, seed: int) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """A synthetic object of ``frames`` single-band frames in the model's bands, a frame every ~2 days."""
+    rng = np.random.default_rng(seed)
+    size = classifier.card.stamp_size
+    stamps = rng.normal(0.0, 30.0, size=(frames, size, size)).astype(np.float32)
+    stamps[:, size // 2 - 1:size // 2 + 2, size // 2 - 1:size // 2 + 2] += 500.0
+    bands = [classifier.card.bands[i % len(classifier.card.bands)] for i in range(frames)]
+    mjd = 60000.0 + np.cumsum(rng.uniform(0.5, 3.0, frames))
+    return stamps, bands, mjd
+
+
+def per_length(model: str, threads: int, repeats: int) -> list[dict[str, float]]:
+    """Objects/s at batch 1, cut and padded, for each object length."""
+    classifier = Classifier(model, device="cpu", threads=threads, batch_size=1)
+    session = classifier.session
+    if not session.variable_length:
+        raise SystemExit(f"{model}: its graph has a fixed sequence length; choose a model with a dynamic one")
+    rows = []
+    for frames in FRAMES:
+        objects = [make_object(classifier, frames, seed) for seed in range(20)]
+        best = {"cut": float("inf"), "padded": float("inf")}
+        outputs = {}
+        for _ in range(repeats):
+            for mode in ("cut", "padded"):
+                session.variable_length = mode == "cut"
+                start = time.perf_counter()
+                outputs[mode] = [classifier.predict_object(*o).probabilities for o in objects]
+                best[mode] = min(best[mode], (time.perf_counter() - start) / len(objects))
+        session.variable_length = True
+        worst = max(abs(a[c] - b[c]) for a, b in zip(outputs["cut"], outputs["padded"]) for c in a)
+        rows.append({"frames": frames, "cut_objects_per_s": 1 / best["cut"],
+                     "padded_objects_per_s": 1 / best["padded"], "speed_up": best["padded"] / best["cut"],
+                     "max_abs_difference": worst})
+    return rows
+
+
+def one_batch_size(model: str, threads: int, batch_size: int, repeats: int) -> dict[str, float]:
+    """predict_batch throughput and peak memory at one batch size (run in a child process)."""
+    classifier = Classifier(model, device="cpu", threads=threads, batch_size=batch_size)
+    lengths = np.random.default_rng(0).choice([1, 2, 3, 5, 10, 30, 99], size=256)
+    objects = [make_object(classifier, int(f), seed) for seed, f in enumerate(lengths)]
+    classifier.predict_batch(objects[:batch_size])  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        classifier.predict_batch(objects)
+        best = min(best, time.perf_counter() - start)
+    return {"batch_size": batch_size, "objects_per_s": len(objects) / best,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default=None, help="shipped model NAME[/VERSION] or .onnx path (default model)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--batch-size-child", type=int, default=None, help=argparse.SUPPRESS)
+    options = parser.parse_args(argv)
+    if options.batch_size_child is not None:
+        print(json.dumps(one_batch_size(options.model, options.threads, options.batch_size_child,
+                                        options.repeats)))
+        return 0
+    lengths = per_length(options.model, options.threads, options.repeats)
+    batches = []
+    for batch_size in BATCH_SIZES:
+        command = [sys.executable, __file__, "--threads", str(options.threads), "--repeats", str(options.repeats),
+                   "--batch-size-child", str(batch_size)] + (["--model", options.model] if options.model else [])
+        batches.append(json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout))
+    if options.json:
+        print(json.dumps({"per_length": lengths, "batch_sizes": batches}, indent=2))
+        return 0
+    print(f"batch 1, {options.threads} thread(s), objects/s (best of {options.repeats} rounds, modes alternating)")
+    print(f"{'frames':>6} {'cut':>9} {'padded':>9} {'cut/padded':>10} {'max|dp|':>9}")
+    for row in lengths:
+        print(f"{row['frames']:>6} {row['cut_objects_per_s']:>9.1f} {row['padded_objects_per_s']:>9.1f} "
+              f"{row['speed_up']:>10.2f} {row['max_abs_difference']:>9.1e}")
+    base = batches[-1]["objects_per_s"]
+    print(f"\npredict_batch on 256 objects of 1-99 frames, {options.threads} thread(s), a process per batch size")
+    print(f"{'batch':>6} {'objects/s':>10} {'x batch ' + str(BATCH_SIZES[-1]):>11} {'peak RSS MB':>12}")
+    for row in batches:
+        print(f"{row['batch_size']:>6} {row['objects_per_s']:>10.1f} {row['objects_per_s'] / base:>11.2f} "
+              f"{row['peak_rss_mb']:>12.0f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
