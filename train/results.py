@@ -3,10 +3,15 @@
 Every entry of :data:`PLAN` is one :func:`train.fit.fit` run under the same
 protocol (:data:`TABLE_PROTOCOL`) on the same folds: the split of the shipped
 model's run (its ``folds.json`` is copied into each entry's run directory before
-it starts), so all models are scored on the same held-out objects.
+it starts), so all models are scored on the same held-out objects.  The reference
+rows (gradient boosting on the static scene or on the difference light curves, the
+light-curve LSTM on difference fluxes with errors) are trained by
+:func:`train.reference.rows.run_reference_row` on the same folds, validation
+splits and held-out objects, and write the same per-fold files.
 
 * ``python -m train.results run --catalog CATALOG [--only NAME ...]`` trains the
-  entries one after the other; each resumes where it stopped, like ``train.fit``.
+  entries one after the other; each resumes where it stopped, like ``train.fit``
+  (a reference row at its first unfinished fold).
 * ``python -m train.results table`` writes the table between the markers of
   ``docs/results.md`` from whatever folds are finished (partial rows say so).
 
@@ -35,6 +40,7 @@ from convention_rt.errors import ConventionError, UsageError
 from train.command_line import OneLineParser, report_failure
 from train.data.dataset import TASKS
 from train.machine import timing_key
+from train.reference.rows import ReferenceRow
 
 __all__ = ["PLAN", "TABLE_PROTOCOL", "Entry", "collect", "main", "render_table", "run_entry"]
 
@@ -60,11 +66,15 @@ class Entry:
         Row label in the table.
     changes : dict
         :class:`train.fit.FitConfig` fields that differ from :data:`TABLE_PROTOCOL`.
+    reference : ReferenceRow, optional
+        A reference row, trained by :func:`train.reference.rows.run_reference_row`
+        instead of :func:`train.fit.fit`.
     """
 
     name: str
     label: str
     changes: dict[str, Any] = field(default_factory=dict)
+    reference: ReferenceRow | None = None
 
     @property
     def task(self) -> str:
@@ -82,11 +92,23 @@ PLAN: tuple[Entry, ...] = (
     Entry("compact-no-position", "ConvEntion-compact, no positional encoding",
           {"model": "compact", "positional_encoding": "none"}),
     Entry("compact-3class", "ConvEntion-compact trained on 3 classes", {"model": "compact", "task": "3class"}),
+    Entry("compact-dot-attention", "ConvEntion-compact, query-dependent (dot-product) attention",
+          {"model": "compact", "attention": "dot"}),
     # The paper's preset trains at ~4 objects/s on one core (bench/training.py): ~20 minutes
     # per epoch of both stages, so it gets fold 0 and at most 5 epochs per stage. Its
     # evaluation forward holds ~33 MB per object: 32 objects per batch keep it near 1 GB.
     Entry("paper-fold0-5epochs", "ConvEntion (paper preset), fold 0, at most 5 epochs per stage",
           {"model": "paper", "fold_limit": 1, "epochs": 5, "eval_batch_size": 32}),
+    # Reference rows: what the benchmark can be solved with short of image models.
+    Entry("scene-boosting", "Reference: gradient boosting on the static scene (median coadds, no time)",
+          reference=ReferenceRow("scene_boosting")),
+    Entry("lightcurve-boosting", "Reference: gradient boosting on the difference light curves",
+          reference=ReferenceRow("lightcurve_boosting")),
+    Entry("lightcurve-boosting-photoz",
+          "Reference: gradient boosting on the difference light curves and host photo-z (not in the images)",
+          reference=ReferenceRow("lightcurve_boosting", photoz=True)),
+    Entry("lc_lstm-difference-flux", "Reference: LSTM on the difference light curves with errors",
+          reference=ReferenceRow("flux_lstm")),
 )
 
 
@@ -107,7 +129,8 @@ def _held_out_ids(path: Path) -> list[list[str]]:
 
 
 def run_entry(entry: Entry, catalog: str, root: Path, reference_run: Path, threads: int, *,
-              reuse_only: bool = False, precision: str | None = None, frames_cache: str | None = None) -> None:
+              reuse_only: bool = False, precision: str | None = None, frames_cache: str | None = None,
+              plasticc_cache: str | None = None) -> None:
     """Train one entry (resuming), on the folds of ``reference_run``.
 
     Member 0 of a fold of the reference run is the same computation as member 0
@@ -119,6 +142,9 @@ def run_entry(entry: Entry, catalog: str, root: Path, reference_run: Path, threa
     ``precision`` replaces the protocol's training precision (it may change between
     resumes; each epoch's record names its own); ``frames_cache`` is
     :class:`train.fit.FitConfig`'s (rows training side by side share their frames).
+    Reference rows train in fp32 and hold no frames (``precision`` and
+    ``frames_cache`` do not apply to them); the light-curve ones read the PLAsTiCC
+    wheel from ``plasticc_cache`` (the catalog builder's cache by default).
     """
     if reuse_only and entry.name != "compact":
         return
@@ -134,6 +160,12 @@ def run_entry(entry: Entry, catalog: str, root: Path, reference_run: Path, threa
     (run_dir / "state").mkdir(parents=True, exist_ok=True)
     if not (run_dir / "folds.json").exists():
         shutil.copyfile(folds_file, run_dir / "folds.json")
+    if entry.reference is not None:
+        from train.reference.rows import run_reference_row
+
+        run_reference_row(entry.reference, catalog, run_dir, {**TABLE_PROTOCOL, **entry.changes}, threads=threads,
+                          plasticc_cache=plasticc_cache)
+        return
     config = FitConfig(catalog=catalog, run_dir=str(run_dir), threads=threads, name=f"results-{entry.name}",
                        frames_cache=frames_cache,
                        **{**TABLE_PROTOCOL, **entry.changes, **({"precision": precision} if precision else {})})
@@ -197,7 +229,9 @@ def collect(entry: Entry, root: Path) -> dict[str, Any]:
         (fold -> object ids, true and predicted class indices, for :func:`verdict`, in
         the entry's task), ``held_out3`` (the same in 3 classes: a 4-class run's
         predictions with the supernova probabilities summed),
-        ``restarted`` ("fold k member m: restarts" of members trained again for a dead head).
+        ``restarted`` ("fold k member m: restarts" of members trained again for a dead head),
+        ``boosting`` (per finished fold of a boosting reference row: its fit's ``seconds``
+        and the boosting ``iterations`` chosen).
     """
     from train.fit import scores
 
@@ -205,7 +239,7 @@ def collect(entry: Entry, root: Path) -> dict[str, Any]:
     planned = {**TABLE_PROTOCOL, **entry.changes}["fold_limit"]
     out: dict[str, Any] = {"folds": 0, "planned": planned, "fold_ids": [], "accuracy": [], "macro_f1": [],
                            "accuracy3": [], "macro_f13": [], "recall": {}, "seconds_per_epoch": {}, "epochs": [],
-                           "held_out": {}, "held_out3": {}, "restarted": []}
+                           "held_out": {}, "held_out3": {}, "restarted": [], "boosting": []}
     for fold in range(planned):
         scored = run_dir / f"fold{fold}.json"
         predictions_file = run_dir / f"fold{fold}.predictions.json"
@@ -240,6 +274,9 @@ def collect(entry: Entry, root: Path) -> dict[str, Any]:
         if record.get("restarts"):
             fold, member = re.findall(r"\d+", record_file.name)[:2]
             out["restarted"].append(f"fold {fold} member {member}: {record['restarts']}")
+    for record_file in sorted((run_dir / "state").glob("fold*_boosting.json")):
+        record = json.loads(record_file.read_text())
+        out["boosting"].append({"seconds": record["seconds"], "iterations": record["iterations"]})
     return out
 
 
@@ -278,6 +315,12 @@ def render_table(results: dict[str, dict[str, Any]]) -> str:
               "| model | members finished | epochs per member | seconds per epoch |", "|---|---|---|---|"]
     for entry in PLAN:
         got = results[entry.name]
+        if got["boosting"]:  # no epochs: the fit's time and the iterations the validation split chose
+            fits = got["boosting"]
+            lines.append(f"| {entry.label} | {len(fits)} | – | – (gradient boosting: "
+                         f"{np.mean([f['seconds'] for f in fits]):.0f} s per fit, "
+                         f"{np.mean([f['iterations'] for f in fits]):.0f} iterations used) |")
+            continue
         epochs = "–" if not got["epochs"] else f"{np.mean(got['epochs']):.0f}"
         seconds = ", ".join(f"{np.mean(values):.0f} ({key}, {len(values)} epoch{'s' * (len(values) != 1)})"
                             for key, values in sorted(got["seconds_per_epoch"].items())) or "–"
@@ -300,7 +343,16 @@ CLAIMS: tuple[tuple[str, str, str, str], ...] = (
     ("images above light curves (CNN + GRU vs LSTM on light curves)", "cnn_gru", "lc_lstm", "4class"),
     ("band separation above zero-filled multi-band frames", "compact", "compact-stacked-bands", "4class"),
     ("positional encoding helps", "compact", "compact-no-position", "4class"),
+    ("query-dependent attention above the published one", "compact-dot-attention", "compact", "4class"),
     ("training on 3 classes above the 4-class model scored on 3 classes", "compact-3class", "compact", "3class"),
+    # against the reference rows: do the image models beat what needs no image model?
+    *((f"{image_label} above {reference_label}", image, reference, "4class")
+      for reference, reference_label in (
+          ("scene-boosting", "gradient boosting on the static scene"),
+          ("lightcurve-boosting", "gradient boosting on the difference light curves"),
+          ("lightcurve-boosting-photoz", "gradient boosting on the difference light curves and host photo-z"),
+          ("lc_lstm-difference-flux", "the LSTM on the difference light curves with errors"))
+      for image, image_label in (("compact", "ConvEntion"), ("cnn_gru", "CNN + GRU"))),
 )
 
 
@@ -445,6 +497,9 @@ def main(argv: list[str] | None = None) -> int:
                           "(default: each run holds its own in memory)")
     run.add_argument("--reuse-only", action="store_true",
                      help="score the compact row's folds the reference run has finished; train nothing")
+    run.add_argument("--plasticc-cache", metavar="DIR",
+                     help="folder of the snmachine wheel the light-curve reference rows read (default: the "
+                          "catalog builder's, python -m train.data.plasticc --help)")
     table = commands.add_parser("table", help="write the table into docs/results.md")
     table.add_argument("--document", type=Path, default=Path("docs/results.md"))
     options = parser.parse_args(argv)
@@ -463,7 +518,7 @@ def main(argv: list[str] | None = None) -> int:
                 configure_logging(options.root / entry.name)
                 run_entry(entry, options.catalog, options.root, options.reference_run, options.threads,
                           reuse_only=options.reuse_only, precision=options.precision,
-                          frames_cache=options.frames_cache)
+                          frames_cache=options.frames_cache, plasticc_cache=options.plasticc_cache)
     except (ConventionError, ValueError, OSError) as exc:
         return report_failure(exc)
     except KeyboardInterrupt:
