@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from convention_rt.catalog import Catalog, CatalogWriter
+from convention_rt.photometry import Photometry
 from convention_rt.classifier import Classifier
 from convention_rt.errors import ModelError
 from convention_rt.predictions import PredictionWriter
@@ -42,7 +43,9 @@ def write_catalog(path: Path, n_objects: int, epochs: int, seed: int = 0) -> Pat
     """Random stamps in the catalog format (speed and memory do not depend on the pixels)."""
     rng = np.random.default_rng(seed)
     block = rng.normal(100.0, 10.0, size=(epochs, 32, 32)).astype(np.float32)
-    with CatalogWriter(path, BANDS, overwrite=True) as writer:
+    photometry = Photometry(profile="lsst", pixel_scale=0.2, flux_unit="FLUXCAL", sky_subtracted=True,
+                            stamp_kind="science")
+    with CatalogWriter(path, BANDS, photometry=photometry, overwrite=True) as writer:
         for k in range(n_objects):
             writer.add_object(k, mjd=59000.0 + np.arange(epochs) * 3.0, stamps=np.roll(block, k, axis=0),
                               bands=[BANDS[j % 6] for j in range(epochs)], ra=0.0, dec=0.0)

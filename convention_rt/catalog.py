@@ -39,6 +39,8 @@ from convention_rt import preprocess
 from convention_rt.errors import BadInputError, CatalogError, UsageError
 from convention_rt.fits_rows import TableRows, read_at
 from convention_rt.fits_stream import AtomicWriter, StreamingTable
+from convention_rt.model_card import ModelCard
+from convention_rt.photometry import HEADER_KEYWORDS, ZERO_POINT_COLUMN, DomainCheck, Photometry, compare
 
 __all__ = [
     "FORMAT_NAME",
@@ -88,7 +90,8 @@ class ObjectChunk:
         Index of each frame's band in :attr:`bands`.
     mjd : ndarray, shape (F,), float64
     n_bad : ndarray, shape (F,), int32
-        NaN/inf pixels in each frame (replaced later, by normalisation).
+        Bad pixels in each frame: NaN, inf, or of magnitude above
+        :data:`convention_rt.preprocess.MAX_PIXEL_MAGNITUDE` (replaced later, by normalisation).
     offsets : ndarray, shape (n + 1,), int64
         Object ``i`` owns frames ``offsets[i]:offsets[i + 1]``.
     bands : tuple of str
@@ -128,6 +131,9 @@ class CatalogSummary:
 
     ``invalid`` and ``notes`` count objects per problem; ``problems`` holds one
     line per problem of the catalog as a whole (:attr:`Catalog.problems`).
+    Read for a model (``summarise(..., card=...)``), ``low_information`` counts
+    the objects the model would see fewer frames of than its validated minimum,
+    and ``domain`` says how the catalog's photometry relates to the model's.
     """
 
     path: str
@@ -144,6 +150,9 @@ class CatalogSummary:
     bad_pixels: int = 0
     examples: dict[str, list[str]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    photometry: Photometry = field(default_factory=Photometry)
+    domain: DomainCheck | None = None
+    low_information: Counter = field(default_factory=Counter)
 
     @property
     def n_invalid(self) -> int:
@@ -203,11 +212,30 @@ class Catalog:
         Problems of the catalog as a whole (``EPOCHS`` rows that no object
         owns) stop the read under ``raise`` and give one :class:`CatalogWarning`
         otherwise; they are listed in :attr:`problems`.
+    target : Photometry, optional
+        The photometric domain of the model the stamps are read for (its card's
+        ``domain.photometry``).  Stamps are converted to its flux unit and zero
+        point, exactly; when the catalog's contract differs from it in what
+        cannot be converted (survey profile, pixel scale, sky, stamp kind, a flux
+        without zero point), or does not declare it, every object is flagged
+        ``out_of_domain:<what>`` (or ``domain_unknown:<what>``).  That is a
+        problem of the catalog as a whole: listed in :attr:`problems`, a
+        :class:`CatalogError` when the catalog is opened under ``raise``, one
+        :class:`CatalogWarning` under ``warn``, silent under ``flag``.  An
+        epoch without a finite zero point (``EPOCHS.MAGZP``) flags its object
+        ``out_of_domain:zero_point``.  None: stamps are read as stored, unchecked.
 
     Attributes
     ----------
     problems : list of str
         One line per problem of the catalog as a whole, found when it was opened.
+    photometry : Photometry
+        The contract the catalog declares (fields it does not declare are None).
+    domain : DomainCheck or None
+        The catalog's contract against ``target`` (None without a target).
+    domain_problem : str
+        The line of :attr:`problems` saying how the catalog is out of the
+        target's domain ("" when it is not, or without a target).
 
     Raises
     ------
@@ -225,6 +253,7 @@ class Catalog:
         stamp_size: int = 32,
         stamp_policy: StampPolicy = "error",
         on_invalid: InvalidPolicy = "flag",
+        target: Photometry | None = None,
     ) -> None:
         if stamp_policy not in _STAMP_POLICIES:
             raise UsageError(f"stamp_policy must be one of {_STAMP_POLICIES}, got {stamp_policy!r}")
@@ -235,12 +264,15 @@ class Catalog:
         self.stamp_policy = stamp_policy
         self.on_invalid = on_invalid
         self.problems: list[str] = []
+        self.domain: DomainCheck | None = None
+        self.domain_problem = ""
         self._handle: int | None = None
         self._hdul: fits.HDUList | None = None
         try:
             self._identity = self._open_handle()
             self._hdul = self._open()
             self._load_structure()
+            self._load_photometry(target)
             self._check_coverage()
         except BaseException:
             self.close()
@@ -417,6 +449,7 @@ class Catalog:
         ):
             raise _fail(path, "OBJECT_ID type differs from OBJECTS.OBJECT_ID", hdu="EPOCHS", column="OBJECT_ID")
         self._f_mjd = self._column(epochs, e, "MJD", "f", what="float64 (D)")
+        self._f_zero_point = self._column(epochs, e, ZERO_POINT_COLUMN, "f", required=False, what="float64 (D)")
         if e.dtype.fields[self._f_mjd][0].itemsize != 8:
             raise _fail(path, "must be float64 (TFORM D): float32 loses the time resolution",
                         hdu="EPOCHS", column="MJD")
@@ -463,6 +496,37 @@ class Catalog:
         if ids.dtype.kind == "S":
             ids = np.char.strip(ids)
         self._duplicate = _repeats(ids)
+
+    def _load_photometry(self, target: Photometry | None) -> None:
+        """Read the catalog's photometric contract; compare it with ``target`` and apply the policy."""
+        try:
+            self.photometry = Photometry.from_header(self.header, zero_point_column=self._f_zero_point is not None)
+        except ValueError as exc:
+            keyword, _, message = str(exc).partition(": ")
+            known = keyword in HEADER_KEYWORDS.values()
+            raise _fail(self.path, f"{message if known else exc} (see the catalog format's photometric contract)",
+                        hdu="PRIMARY", column=keyword if known else None) from exc
+        if target is None:
+            return
+        self.domain = compare(self.photometry, target)
+        if self.domain.in_domain:
+            return
+        undeclared = self.photometry.undeclared()
+        fix = (f"declare {', '.join(undeclared)} in the primary header if the stamps are like the model's"
+               if not self.domain.differs else "classify it with a model trained on such stamps")
+        message = (f"{self.domain.reason}: {self.domain.summary()}; the model was trained on "
+                   f"{target.describe()}: its probabilities would mean nothing here ({fix})")
+        error = CatalogError(str(self.path), message, hdu="PRIMARY")
+        if self.on_invalid == "raise":
+            raise error
+        self.domain_problem = str(error)
+        self.problems.append(self.domain_problem)
+        if self.on_invalid == "warn":
+            warnings.warn(str(error), CatalogWarning, stacklevel=3)
+
+    def epochs_per_object(self) -> NDArray[np.int64]:
+        """``N_EPOCHS`` of every object, in catalog order, shape (n_objects,), int64 (a copy)."""
+        return self._count.copy()
 
     def _check_coverage(self) -> None:
         """Find EPOCHS rows inside no object's FIRST_EPOCH..FIRST_EPOCH+N_EPOCHS-1 range.
@@ -630,14 +694,27 @@ class Catalog:
         object_ids = objects[self._f_object_id]
         if object_ids.dtype.kind == "S":
             epoch_ids, object_ids = np.char.strip(epoch_ids), np.char.strip(object_ids)
+        scale = self._flux_scale(epochs)
         for i in np.flatnonzero(usable):
             block = slice(row_offsets[i], row_offsets[i + 1])
             if np.any(epoch_ids[block] != object_ids[i]):
                 invalid[i] = "epoch_rows_belong_to_another_object"
             elif not np.all(np.isfinite(mjd[block])):
                 invalid[i] = "non_finite_mjd"
+            elif self.domain is not None and self.domain.reason:
+                invalid[i] = self.domain.reason
+                if self.domain.note:
+                    notes[i].append(self.domain.note)
+            elif isinstance(scale, np.ndarray) and not np.all(np.isfinite(scale[block])):
+                invalid[i] = "out_of_domain:zero_point"
+                notes[i].append(f"epochs_without_zero_point={int(np.count_nonzero(~np.isfinite(scale[block])))}")
 
         stamps = self._stamps(epochs[self._f_stamp])
+        if isinstance(scale, np.ndarray) or scale != 1.0:  # in float64, then rounded once: exact to float32
+            factor = np.where(np.isfinite(scale), scale, 1.0).reshape((-1,) + (1,) * (stamps.ndim - 1)) \
+                if isinstance(scale, np.ndarray) else scale
+            with np.errstate(invalid="ignore", over="ignore"):
+                stamps = np.multiply(stamps, factor, dtype=np.float64).astype(np.float32)
         if self.layout == "FRAMES":
             band = self._band_index(epochs[self._f_band], row_offsets, invalid, notes)
             frame_offsets = row_offsets
@@ -666,6 +743,18 @@ class Catalog:
         )
         self._apply_invalid_policy(chunk)
         return chunk
+
+    def _flux_scale(self, epochs: np.ndarray) -> float | NDArray[np.float64]:
+        """Factor that puts the stamps of the rows read in the target's unit: one number, or one per row.
+
+        1 without a target or when the fluxes cannot be converted (the objects are flagged then).
+        """
+        domain = self.domain
+        if domain is None or domain.reason:
+            return 1.0
+        if domain.scale is not None:
+            return domain.scale
+        return domain.epoch_scale(epochs[self._f_zero_point].astype(np.float64))
 
     def _text(self, values: np.ndarray, column: str, start: int) -> NDArray[np.str_]:
         """An OBJECTS string column as stripped str; bytes outside ASCII are refused (FITS ``A`` is ASCII)."""
@@ -707,8 +796,9 @@ class Catalog:
         return band
 
     def _apply_invalid_policy(self, chunk: ObjectChunk) -> None:
+        catalog_wide = self.domain.reason if self.domain is not None else ""
         for i, reason in enumerate(chunk.invalid):
-            if not reason:
+            if not reason or (catalog_wide and reason == catalog_wide):  # said once, when the catalog was opened
                 continue
             message = f"{self.path}: OBJECTS: object {chunk.object_ids[i]}: {reason.replace('_', ' ')}"
             if self.on_invalid == "raise":
@@ -716,6 +806,35 @@ class Catalog:
                                    object_id=chunk.object_ids[i])
             if self.on_invalid == "warn":
                 warnings.warn(message, stacklevel=3)
+
+
+def _check_photometry(photometry: Any, header: dict[str, Any]) -> Photometry:
+    """``photometry`` if a writer can declare it, agreeing with any contract keyword in ``header``."""
+    if not isinstance(photometry, Photometry):
+        raise UsageError(f"photometry must be a convention_rt.photometry.Photometry declaring what the stamps are "
+                         f"(survey profile, pixel scale, flux unit and zero point, sky, stamp kind), got "
+                         f"{photometry!r}")
+    missing = [k for k in photometry.undeclared() if k != HEADER_KEYWORDS["zero_point"]]
+    if missing:
+        raise UsageError(f"photometry must declare every field of the photometric contract; missing "
+                         f"{', '.join(missing)} ({photometry.describe()})")
+    declared = photometry.header()
+    for keyword, item in header.items():
+        given = item[0] if isinstance(item, tuple) else item
+        if keyword.upper() == ZERO_POINT_COLUMN and photometry.zero_point_per_epoch:
+            raise UsageError("header keyword MAGZP: the zero point varies per epoch (the MAGZP column); remove it")
+        if keyword.upper() in declared and not _same_value(given, declared[keyword.upper()][0]):
+            raise UsageError(f"header keyword {keyword.upper()} = {given!r} disagrees with the photometry "
+                             f"declared ({declared[keyword.upper()][0]!r}); remove it or fix one of them")
+    return photometry
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    if isinstance(a, str) or isinstance(b, str):
+        return str(a).strip().lower() == str(b).strip().lower()
+    if isinstance(a, (bool, np.bool_)) or isinstance(b, (bool, np.bool_)):
+        return a is b or (isinstance(a, (bool, np.bool_)) and isinstance(b, (bool, np.bool_)) and bool(a) == bool(b))
+    return math.isclose(float(a), float(b), rel_tol=1e-9)
 
 
 def _repeats(ids: np.ndarray) -> NDArray[np.bool_]:
@@ -890,14 +1009,19 @@ def _pad_with_background(stamps: NDArray[np.float32], size: int) -> NDArray[np.f
     return out
 
 
-def summarise(catalog: Catalog, max_objects: int = 1024) -> CatalogSummary:
+def summarise(catalog: Catalog, max_objects: int = 1024, *, card: ModelCard | None = None) -> CatalogSummary:
     """Read a whole catalog, chunk by chunk, and count what it holds.
 
     Parameters
     ----------
     catalog : Catalog
+        Opened with ``target=card.domain.photometry`` to check it against a model's domain.
     max_objects : int
         Objects per chunk.
+    card : ModelCard, optional
+        The model the catalog is meant for: objects of which the model would see
+        fewer frames (in its bands, at most its ``seq_len``) than its domain's
+        ``min_frames`` are counted in ``low_information["few_frames"]``.
 
     Returns
     -------
@@ -906,8 +1030,20 @@ def summarise(catalog: Catalog, max_objects: int = 1024) -> CatalogSummary:
     summary = CatalogSummary(path=str(catalog.path), layout=catalog.layout,
                              stamp_shape=catalog.stamp_shape,
                              n_objects=catalog.n_objects, n_epochs=catalog.n_epochs,
-                             problems=list(catalog.problems))
+                             problems=list(catalog.problems), photometry=catalog.photometry,
+                             domain=catalog.domain)
+    min_frames = card.domain.min_frames if card is not None and card.domain is not None else 0
+    known = np.array([card.band_id(b) > 0 for b in catalog.bands] if card is not None else [], dtype=bool)
     for chunk in catalog.iter_chunks(max_objects=max_objects):
+        if min_frames:
+            in_model_bands = known[chunk.band] if chunk.band.size else np.zeros(0, dtype=bool)
+            for i in range(len(chunk)):
+                seen = min(int(in_model_bands[chunk.offsets[i]:chunk.offsets[i + 1]].sum()), card.seq_len)
+                if not chunk.invalid[i] and 0 < seen < min_frames:
+                    summary.low_information["few_frames"] += 1
+                    examples = summary.examples.setdefault("low_information:few_frames", [])
+                    if len(examples) < 5:
+                        examples.append(str(chunk.object_ids[i]))
         summary.n_frames += chunk.frames.shape[0]
         summary.bad_pixels += int(chunk.n_bad.sum())
         for index, frames in zip(*np.unique(chunk.band, return_counts=True)):
@@ -941,6 +1077,12 @@ class CatalogWriter(AtomicWriter):
         Destination file.
     bands : sequence of str
         Band names of the catalog (the ``BANDS`` keyword).
+    photometry : Photometry
+        What the stamps are, written to the primary header (``PROFILE``,
+        ``PIXSCALE``, ``FLUXUNIT``, ``MAGZP``, ``SKYSUB``, ``CUTOUT``): required,
+        every field declared.  Only the zero point of ``DN`` may be unknown
+        (None); with ``zero_point_per_epoch`` it is the ``MAGZP`` column of
+        ``EPOCHS``, given to :meth:`add_object` per epoch.
     layout : {"FRAMES", "CUBES"}
         Single-band frames with a ``BAND`` column, or multi-band cubes whose
         planes follow ``bands``.
@@ -958,7 +1100,8 @@ class CatalogWriter(AtomicWriter):
     a space.  Anything else is refused with a :class:`UsageError` naming the
     object before any of it is written, so what is written reads back exactly.
     header : dict, optional
-        Extra primary-header keywords (provenance), e.g. ``{"SOURCE": "..."}``.
+        Extra primary-header keywords (provenance), e.g. ``{"SOURCE": "..."}``;
+        a keyword of the photometric contract here must agree with ``photometry``.
     overwrite : bool
         Replace an existing file.
     """
@@ -968,6 +1111,7 @@ class CatalogWriter(AtomicWriter):
         path: str | Path,
         bands: Sequence[str],
         *,
+        photometry: Photometry,
         layout: Layout = "FRAMES",
         stamp_shape: tuple[int, int] = (32, 32),
         id_width: int | None = None,
@@ -984,6 +1128,7 @@ class CatalogWriter(AtomicWriter):
             _check_text(band, f"band name {band!r}")
         if layout not in ("FRAMES", "CUBES"):
             raise UsageError(f"layout must be FRAMES or CUBES, got {layout!r}")
+        self.photometry = _check_photometry(photometry, header or {})
         self.bands = bands
         self.layout = layout
         self.stamp_shape = (int(stamp_shape[0]), int(stamp_shape[1]))
@@ -998,7 +1143,8 @@ class CatalogWriter(AtomicWriter):
         self._table = StreamingTable(
             self.path, columns, name="EPOCHS", overwrite=overwrite, table_header=table_header,
             primary_header={"CRTFMT": (FORMAT_NAME, "file format"),
-                            "CRTVER": (FORMAT_VERSION, "file format version"), **(header or {})},
+                            "CRTVER": (FORMAT_VERSION, "file format version"), **(header or {}),
+                            **self.photometry.header()},
         )
 
     def _epoch_columns(self) -> tuple[list[fits.Column], dict[str, Any]]:
@@ -1019,6 +1165,8 @@ class CatalogWriter(AtomicWriter):
                 fits.Column("STAMP", f"{nb * height * width}E", dim=f"({width},{height},{nb})"),
                 fits.Column("PRESENT", f"{nb}L"),
             ]
+        if self.photometry.zero_point_per_epoch:
+            columns.append(fits.Column(ZERO_POINT_COLUMN, "D", unit="mag"))
         header = {"LAYOUT": (self.layout, "FRAMES (single-band) or CUBES (multi-band)"),
                   "BANDS": (",".join(self.bands), "band names; cube planes follow this order")}
         return columns, header
@@ -1053,6 +1201,7 @@ class CatalogWriter(AtomicWriter):
         dec: float = math.nan,
         label: str = "",
         typing: str = "",
+        zero_point: ArrayLike | None = None,
     ) -> None:
         """Append one object and its epochs.
 
@@ -1073,6 +1222,9 @@ class CatalogWriter(AtomicWriter):
             Class label, "" when unknown.
         typing : {"", "spec", "phot"}
             How the label was obtained.
+        zero_point : array_like, shape (T,), float64
+            AB zero point of each epoch's stamp (the ``MAGZP`` column): required
+            when the writer's photometry has ``zero_point_per_epoch``, refused otherwise.
         """
         value = self._check_id(object_id)
         mjd_arr = np.asarray(mjd, dtype=np.float64).reshape(-1)
@@ -1090,7 +1242,20 @@ class CatalogWriter(AtomicWriter):
         if len(label) > self.label_width:
             raise UsageError(f"object {value}: label {label!r} is longer than {self.label_width} characters")
 
+        if self.photometry.zero_point_per_epoch:
+            if zero_point is None:
+                raise UsageError(f"object {value}: the catalog's zero point varies per epoch: give zero_point, "
+                                 f"one AB zero point per epoch")
+            zero_points = np.asarray(zero_point, dtype=np.float64).reshape(-1)
+            if zero_points.shape != (n,) or not np.all(np.isfinite(zero_points)):
+                raise UsageError(f"object {value}: zero_point must hold {n} finite AB zero points, one per epoch, "
+                                 f"got {np.asarray(zero_point).tolist()!r}")
+        elif zero_point is not None:
+            raise UsageError(f"object {value}: zero_point per epoch given, but the catalog's photometry has one "
+                             f"zero point (declare zero_point_per_epoch=True)")
         rows = self._table.empty_rows(n)
+        if self.photometry.zero_point_per_epoch:
+            rows[ZERO_POINT_COLUMN] = zero_points
         rows["OBJECT_ID"] = value if self.id_width is None else value.encode()
         rows["MJD"] = mjd_arr
         rows["STAMP"] = stamps_arr

@@ -19,8 +19,13 @@ One object from its stamps (T, 32, 32), band names (T,) and MJDs (T,):
 ...     chunk = next(catalog.iter_chunks(max_objects=1))
 >>> bands = [chunk.bands[k] for k in chunk.band]
 >>> result = classifier.predict_object(chunk.frames, bands, chunk.mjd)
->>> result.predicted == table.predicted[0], result.status
-(True, 'ok')
+>>> result.predicted == table.predicted[0], result.status == table.status[0]
+(True, True)
+
+Objects the model saw too few frames of, or whose probabilities are close to
+uniform, keep their probabilities with a ``low_information`` status; objects
+whose stamps are not like the model's training stamps are flagged
+``out_of_domain`` and get none (see ``docs/usage.md``).
 
 A :class:`Classifier` holds one ONNX Runtime session and is safe to share
 between threads: build it once per process and reuse it for every call
@@ -29,7 +34,9 @@ between threads: build it once per process and reuse it for every call
 
 from __future__ import annotations
 
+import logging
 import time
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,16 +48,25 @@ from numpy.typing import ArrayLike
 from convention_rt.catalog import (
     MOSTLY_BAD_FRACTION, Catalog, InvalidPolicy, ObjectChunk, StampPolicy, chunk_from_objects,
 )
-from convention_rt.errors import BadInputError, ModelError, UsageError
+from convention_rt.errors import BadInputError, CatalogError, ModelError, UsageError
 from convention_rt.history import HistoryCache
-from convention_rt.model_inputs import chunk_to_inputs
+from convention_rt.model_inputs import ModelInputs, chunk_to_inputs
 from convention_rt.object_arrays import check_object, check_objects
+from convention_rt.photometry import Photometry, compare
 from convention_rt.predictions import Predictions
 from convention_rt.preprocess import Sequences, allocate_sequences, count_bad_pixels
 from convention_rt.registry import resolve_model
 from convention_rt.session import Device, ModelSession
 
-__all__ = ["Classifier", "ObjectPrediction"]
+__all__ = ["Classifier", "ClassificationWarning", "ObjectPrediction"]
+
+log = logging.getLogger(__name__)
+
+_POLICIES = ("flag", "warn", "raise")
+
+
+class ClassificationWarning(UserWarning):
+    """An object flagged or of low information after it was read, under ``on_invalid="warn"``."""
 
 
 @dataclass(frozen=True)
@@ -70,7 +86,7 @@ class ObjectPrediction:
     bands_used : str
         Comma-separated bands in the model's window.
     status : str
-        ``ok`` or ``flagged:<why>``, then notes.
+        ``ok``, ``low_information:<why>`` or ``flagged:<why>``, then notes.
     """
 
     predicted: str
@@ -120,7 +136,8 @@ class Classifier:
         return f"{self.card.name}/{self.card.version}"
 
     # -- core ---------------------------------------------------------------------------------
-    def predict_chunk(self, chunk: ObjectChunk, out: Sequences | None = None) -> Predictions:
+    def predict_chunk(self, chunk: ObjectChunk, out: Sequences | None = None, *,
+                      on_invalid: InvalidPolicy = "flag", source: str | Path | None = None) -> Predictions:
         """Classify the objects of a reader chunk.
 
         Parameters
@@ -128,11 +145,25 @@ class Classifier:
         chunk : ObjectChunk
         out : Sequences, optional
             Reusable preprocessing buffers sized for this chunk.
+        on_invalid : {"flag", "warn", "raise"}
+            For what is found here rather than by the reader (no frame in the
+            model's bands, a non-finite model output, low information): keep the
+            status only, also warn (:class:`ClassificationWarning`), or raise.
+        source : str or Path, optional
+            The catalog the chunk comes from, named in warnings and errors.
 
         Returns
         -------
         Predictions
+
+        Raises
+        ------
+        CatalogError
+            Under ``on_invalid="raise"`` (a :class:`BadInputError` without ``source``),
+            at the first object flagged or of low information here.
         """
+        if on_invalid not in _POLICIES:
+            raise UsageError(f"on_invalid must be one of {', '.join(_POLICIES)}, got {on_invalid!r}")
         started = time.perf_counter()
         inputs = chunk_to_inputs(chunk, self.card, out=out)
         preprocessed = time.perf_counter()
@@ -158,14 +189,42 @@ class Classifier:
             spread[rows] = members[np.arange(rows.size), :, best].std(axis=1)
         self.timings["preprocess"] += preprocessed - started
         self.timings["inference"] += time.perf_counter() - preprocessed
+        n_frames = np.where(inputs.valid, seq.n_frames, 0)
+        if self.card.domain is not None:
+            inputs.low_information = self.card.domain.low_information(probabilities, n_frames)
+        self._apply_policy(chunk, inputs, on_invalid, source)
         status = [inputs.status(i) for i in range(n)]
         return Predictions(object_ids=chunk.object_ids, probabilities=probabilities, spread=spread,
-                           n_frames=np.where(inputs.valid, seq.n_frames, 0), bands_used=inputs.bands_used,
+                           n_frames=n_frames, bands_used=inputs.bands_used,
                            status=status, classes=self.card.classes, model=self.model)
+
+    def _apply_policy(self, chunk: ObjectChunk, inputs: ModelInputs, on_invalid: InvalidPolicy,
+                      source: str | Path | None) -> None:
+        """``warn`` or ``raise`` for the flags found after reading and for low information (``flag``: nothing)."""
+        if on_invalid == "flag":
+            return
+        for i in range(len(chunk)):
+            if inputs.invalid[i] and inputs.invalid[i] != chunk.invalid[i]:
+                what = f"flagged {inputs.invalid[i]}: not classified"
+            elif inputs.low_information and inputs.low_information[i]:
+                minimum = self.card.domain.min_frames if self.card.domain is not None else 0
+                what = (f"low information ({inputs.low_information[i].replace(',', ', ')}): "
+                        f"{int(inputs.sequences.n_frames[i])} frame(s) seen, the model's validated minimum is "
+                        f"{minimum}")
+            else:
+                continue
+            object_id = chunk.object_ids[i]
+            if on_invalid == "raise":
+                if source is not None:
+                    raise CatalogError(str(source), what, hdu="OBJECTS", object_id=object_id)
+                raise BadInputError(f"object {object_id}: {what}")
+            where = f"{source}: OBJECTS: " if source is not None else ""
+            warnings.warn(f"{where}object {object_id}: {what}", ClassificationWarning, stacklevel=4)
 
     # -- public entry points ---------------------------------------------------------------------
     def predict_batch(self, objects: Iterable[tuple[ArrayLike, Sequence[str], ArrayLike]],
-                      object_ids: Sequence[Any] | None = None) -> Predictions:
+                      object_ids: Sequence[Any] | None = None, *,
+                      photometry: Photometry | None = None) -> Predictions:
         """Classify objects held in memory.
 
         Objects go through the model ``batch_size`` at a time, so memory stays
@@ -179,6 +238,13 @@ class Classifier:
             times (T,) in MJD.
         object_ids : sequence, optional
             One id per object, carried into the result (default 0..n-1).
+        photometry : Photometry, optional
+            What the stamps are.  Given, they are converted to the model's flux
+            unit (one zero point for all stamps: convert counts of per-epoch zero
+            points first, with :func:`convention_rt.photometry.counts_to_fluxcal`)
+            and, if they differ from the model's domain in what cannot be
+            converted, flagged ``out_of_domain:<what>``.  None: the stamps are
+            taken to be like the model's training stamps (``card.domain``).
 
         Returns
         -------
@@ -190,10 +256,17 @@ class Classifier:
             A call that cannot be meant (wrong ranks, stamp size, lengths that
             disagree, one id per object not given); an ``InputTypeError`` (also a
             ``TypeError``) for values of the wrong kind.  Problems of the data
-            (non-finite times, no frames, unknown bands, bad pixels) flag the
-            object instead: NaN probabilities and a status saying why.
+            (non-finite times, no frames, unknown bands, bad pixels, stamps out
+            of the model's domain) flag the object instead: NaN probabilities
+            and a status saying why.
+        UsageError
+            ``photometry`` is not a :class:`Photometry`, or has a zero point per epoch.
         """
+        reason, scale = self._in_memory_domain(photometry)
         checked, ids = check_objects(objects, object_ids, stamp_size=self.card.stamp_size)
+        if scale != 1.0:  # in float64, then rounded once
+            checked = [(np.multiply(stamps, scale, dtype=np.float64).astype(np.float32), names, mjd)
+                       for stamps, names, mjd in checked]
         # Every band name given is kept here; the model's band mapping then notes the unknown ones,
         # exactly as for catalogs.
         bands = tuple(dict.fromkeys(b for _, names, _ in checked for b in names))
@@ -203,6 +276,9 @@ class Classifier:
         for start in range(0, len(checked), self.batch_size):
             batch = checked[start:start + self.batch_size]
             chunk = chunk_from_objects(batch, bands, ids[start:start + self.batch_size], stamp_size=size)
+            if reason:
+                for i, invalid in enumerate(chunk.invalid):
+                    chunk.invalid[i] = invalid or reason
             if len(batch) != buffers.stamps.shape[0]:  # the last, shorter batch
                 buffers = allocate_sequences(len(batch), self.card.seq_len, size, size)
             parts.append(self.predict_chunk(chunk, out=buffers))
@@ -217,7 +293,25 @@ class Classifier:
             bands_used=[b for p in parts for b in p.bands_used], status=[s for p in parts for s in p.status],
             classes=self.card.classes, model=self.model)
 
-    def predict_object(self, stamps: ArrayLike, bands: Sequence[str], mjd: ArrayLike) -> ObjectPrediction:
+    def _in_memory_domain(self, photometry: Photometry | None) -> tuple[str, float]:
+        """(flag, flux scale) of in-memory stamps declared as ``photometry``."""
+        if photometry is None:
+            return "", 1.0
+        if not isinstance(photometry, Photometry):
+            raise UsageError(f"photometry must be a convention_rt.photometry.Photometry, got {photometry!r}")
+        if photometry.zero_point_per_epoch:
+            raise UsageError("photometry: in-memory stamps need one zero point for all of them; convert counts of "
+                             "per-epoch zero points first (convention_rt.photometry.counts_to_fluxcal) and declare "
+                             "FLUXCAL")
+        if self.card.domain is None:
+            log.warning("%s declares no training domain: the photometry given is neither checked nor converted",
+                        self.model)
+            return "", 1.0
+        check = compare(photometry, self.card.domain.photometry)
+        return check.reason, check.scale if check.scale is not None else 1.0
+
+    def predict_object(self, stamps: ArrayLike, bands: Sequence[str], mjd: ArrayLike, *,
+                       photometry: Photometry | None = None) -> ObjectPrediction:
         """Classify one object with low latency.
 
         Parameters
@@ -228,6 +322,8 @@ class Classifier:
             Band of each stamp; bands the model does not know are dropped (noted in the status).
         mjd : array_like, shape (T,), float64
             Observation times.
+        photometry : Photometry, optional
+            What the stamps are, as in :meth:`predict_batch`.
 
         Returns
         -------
@@ -238,7 +334,7 @@ class Classifier:
         BadInputError
             As :meth:`predict_batch`.
         """
-        result = self.predict_batch([(stamps, bands, mjd)])
+        result = self.predict_batch([(stamps, bands, mjd)], photometry=photometry)
         return ObjectPrediction(
             predicted=result.predicted[0],
             probabilities={c: float(p) for c, p in zip(self.classes, result.probabilities[0])},
@@ -247,7 +343,7 @@ class Classifier:
         )
 
     def predict_alert(self, cache: HistoryCache, object_id: Any, stamps: ArrayLike, bands: Sequence[str] | str,
-                      mjd: ArrayLike) -> ObjectPrediction:
+                      mjd: ArrayLike, *, photometry: Photometry | None = None) -> ObjectPrediction:
         """Add an alert's cut-outs to the object's history and classify the whole history.
 
         The alert is checked against the model before it touches ``cache``:
@@ -263,6 +359,9 @@ class Classifier:
             H = W = the model's stamp size.
         bands : sequence of str, length T (or one str for one stamp)
         mjd : array_like, shape (T,) or scalar, float64
+        photometry : Photometry, optional
+            What the stamps of the object's history are, as in :meth:`predict_batch`
+            (the history is stored as given and converted when classified).
 
         Returns
         -------
@@ -290,24 +389,48 @@ class Classifier:
             raise BadInputError(f"{what}: stamp {int(mostly_bad[0])} has {int(n_bad[mostly_bad[0]])} bad pixels "
                                 f"of {new_stamps.shape[1] * new_stamps.shape[2]} (NaN, inf or out of range); "
                                 f"alert refused, history unchanged")
+        self._in_memory_domain(photometry)  # a photometry that cannot be used is refused before storing
         history = cache.add(object_id, new_stamps, new_bands, new_mjd)  # checks the times, refuses before storing
-        return self.predict_object(*history)
+        return self.predict_object(*history, photometry=photometry)
+
+    def open_catalog(self, path: str | Path, *, stamp_policy: StampPolicy = "error",
+                     on_invalid: InvalidPolicy = "flag") -> Catalog:
+        """Open a catalog for this model: its stamp size, and its domain as the reader's ``target``.
+
+        Stamps are converted to the model's flux unit and zero point; a catalog
+        whose photometric contract differs from the model's domain in what cannot
+        be converted, or does not declare it, has its objects flagged
+        (:class:`~convention_rt.catalog.Catalog`, parameter ``target``).  A model
+        whose card declares no domain reads the catalog unchecked (logged as a warning).
+        """
+        target = None if self.card.domain is None else self.card.domain.photometry
+        if target is None:
+            log.warning("%s declares no training domain: the catalog's photometry is not checked against it",
+                        self.model)
+        return Catalog(path, stamp_size=self.card.stamp_size, stamp_policy=stamp_policy, on_invalid=on_invalid,
+                       target=target)
 
     def predict_catalog(self, path: str | Path, *, stamp_policy: StampPolicy = "error",
                         on_invalid: InvalidPolicy = "flag", chunk_objects: int = 256) -> Iterator[Predictions]:
         """Classify a catalog chunk by chunk (memory bounded by the chunk size).
+
+        The catalog is opened with :meth:`open_catalog`; ``on_invalid`` applies to
+        every flag, those of the reader and those found here.
 
         Yields
         ------
         Predictions
             One per chunk of at most ``chunk_objects`` objects.
         """
-        with Catalog(path, stamp_size=self.card.stamp_size, stamp_policy=stamp_policy,
-                     on_invalid=on_invalid) as catalog:
+        with self.open_catalog(path, stamp_policy=stamp_policy, on_invalid=on_invalid) as catalog:
             yield from self.predict_opened(catalog, chunk_objects=chunk_objects)
 
     def predict_opened(self, catalog: Catalog, *, chunk_objects: int = 256) -> Iterator[Predictions]:
         """:meth:`predict_catalog` for a catalog the caller has opened (and closes).
+
+        Open it with :meth:`open_catalog` so that its stamps are converted to the
+        model's unit and checked against its domain; the catalog's ``on_invalid``
+        applies to the flags found here too.
 
         Yields
         ------
@@ -319,4 +442,4 @@ class Classifier:
             n = len(chunk)
             if buffers is None or buffers.stamps.shape[0] != n:
                 buffers = allocate_sequences(n, self.card.seq_len, self.card.stamp_size, self.card.stamp_size)
-            yield self.predict_chunk(chunk, out=buffers)
+            yield self.predict_chunk(chunk, out=buffers, on_invalid=catalog.on_invalid, source=catalog.path)

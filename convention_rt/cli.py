@@ -101,9 +101,13 @@ def _print_summary(summary: CatalogSummary) -> None:
     table.add_row("bands", ", ".join(f"{b}: {n}" for b, n in sorted(summary.frames_per_band.items())) or "-")
     table.add_row("classes", ", ".join(f"{c}: {n}" for c, n in sorted(summary.classes.items())) or "-")
     table.add_row("typing", ", ".join(f"{c}: {n}" for c, n in sorted(summary.typing.items())) or "-")
-    table.add_row("bad pixels", f"{summary.bad_pixels} (NaN/inf, replaced by the stamp background)")
+    table.add_row("bad pixels", f"{summary.bad_pixels} (NaN, inf or out of range, replaced by the stamp "
+                  f"background)")
+    table.add_row("photometry", summary.photometry.describe())
+    if summary.domain is not None:
+        table.add_row("model domain", summary.domain.reason or "in the model's domain")
     _out.print(table)
-    if summary.ok and not summary.notes:
+    if summary.ok and not summary.notes and not summary.low_information:
         _out.print("problems: none")
         return
     _out.print("problems:")
@@ -112,20 +116,41 @@ def _print_summary(summary: CatalogSummary) -> None:
     for counter, kind in ((summary.invalid, "flagged"), (summary.notes, "fixed")):
         for problem, count in sorted(counter.items()):
             examples = ", ".join(summary.examples.get(problem, []))
-            _out.print(f"  {kind:7s} {problem}: {count} object(s), e.g. {examples}")
+            _out.print(f"  {kind:7s} {problem}: {count} object(s), e.g. {examples}", markup=False, soft_wrap=True)
+    for why, count in sorted(summary.low_information.items()):
+        examples = ", ".join(summary.examples.get(f"low_information:{why}", []))
+        _out.print(f"  low-info low_information:{why}: {count} object(s), e.g. {examples}", markup=False,
+                   soft_wrap=True)
 
 
 @app.command()
 def validate(
     catalog: Annotated[Path, typer.Argument(help="Catalog FITS file.", show_default=False, metavar="CATALOG")],
-    stamp_size: Annotated[int, typer.Option(help="Stamp side the model needs.", min=1)] = 32,
+    model: Annotated[Optional[str], typer.Option(
+        help="Also check the catalog against this model's contract (shipped NAME or NAME/VERSION, or a .onnx "
+             "path): its stamp size, its training domain (photometry) and its validated minimum of frames; "
+             "nothing is classified.", show_default=False)] = None,
+    stamp_size: Annotated[Optional[int], typer.Option(
+        help="Stamp side the model needs (default: the --model's, else 32).", min=1, show_default=False)] = None,
     stamp_policy: StampPolicyOption = StampPolicy.error,
     on_invalid: InvalidPolicyOption = InvalidPolicy.flag,
 ) -> None:
-    """Check a catalog and print a summary; exit 1 when objects are flagged or the catalog has problems."""
-    with Catalog(catalog, stamp_size=stamp_size, stamp_policy=stamp_policy.value,
-                 on_invalid=on_invalid.value) as opened:
-        summary = summarise(opened)
+    """Check a catalog and print a summary; exit 1 when objects are flagged or the catalog has problems.
+
+    With --model, objects the model could not classify meaningfully (out of its
+    domain, fewer frames than its validated minimum) count as problems too.
+    """
+    card = load_card(resolve_model(model).model_path) if model is not None else None
+    if card is not None and stamp_size is not None and stamp_size != card.stamp_size:
+        raise UsageError(f"--stamp-size {stamp_size} differs from the model's {card.stamp_size}; leave it out")
+    size = card.stamp_size if card is not None else (stamp_size or 32)
+    if card is not None and card.domain is None:
+        typer.echo(f"warning: {card.name}/{card.version} declares no training domain: the catalog's photometry "
+                   f"cannot be checked against it", err=True)
+    target = card.domain.photometry if card is not None and card.domain is not None else None
+    with Catalog(catalog, stamp_size=size, stamp_policy=stamp_policy.value, on_invalid=on_invalid.value,
+                 target=target) as opened:
+        summary = summarise(opened, card=card)
     _print_summary(summary)
     if summary.n_invalid:
         typer.echo(f"{catalog}: {summary.n_invalid} object(s) cannot be classified (see problems)", err=True)
@@ -133,6 +158,11 @@ def validate(
     if not summary.ok:
         typer.echo(f"{catalog}: {len(summary.problems)} problem(s) of the catalog as a whole (see problems)",
                    err=True)
+        raise typer.Exit(1)
+    if summary.low_information:
+        count = sum(summary.low_information.values())
+        typer.echo(f"{catalog}: {count} object(s) have fewer frames than the model's validated minimum "
+                   f"({card.domain.min_frames}): their classes would be low_information", err=True)
         raise typer.Exit(1)
 
 
@@ -178,7 +208,7 @@ def classify(
     entry = resolve_model(model)
     card = load_card(entry.model_path)
     opened = Catalog(catalog, stamp_size=card.stamp_size, stamp_policy=stamp_policy.value,
-                     on_invalid=on_invalid.value)
+                     on_invalid=on_invalid.value, target=card.domain.photometry if card.domain is not None else None)
     try:
         classifier = Classifier(entry.model_path, device=device.value, threads=threads, batch_size=batch_size)
     except BaseException:
@@ -187,6 +217,7 @@ def classify(
     header = {"CATALOG": catalog.name, "MODEL": card.name, "MODELVER": card.version,
               "MODELSHA": card.sha256[:16], "DEVICE": classifier.session.device, "CRTVERS": __version__}
     counts: Counter = Counter()
+    heads: Counter = Counter()
     flagged = 0
     progress = Progress(TextColumn("classifying"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[rate]} objects/s"), TimeElapsedColumn(),
@@ -197,6 +228,7 @@ def classify(
         for predictions in classifier.predict_opened(opened, chunk_objects=chunk_size):
             writer.write(predictions)
             counts.update(c for c in predictions.predicted if c)
+            heads.update(status.split(";", 1)[0] for status in predictions.status)
             flagged += int((~predictions.ok).sum())
             done = writer.rows_written
             progress.update(task, completed=done, rate=f"{done / (time.perf_counter() - started):,.0f}")
@@ -205,6 +237,24 @@ def classify(
                f"({writer.rows_written / elapsed:,.0f} objects/s) with {classifier.model} on "
                f"{classifier.session.device}", markup=False, soft_wrap=True)
     _out.print("classes: " + (", ".join(f"{c}: {counts[c]}" for c in card.classes)) + f"; flagged: {flagged}")
+    if card.domain is None:
+        typer.echo(f"warning: {card.name}/{card.version} declares no training domain: the catalog's photometry "
+                   f"was not checked against it, nor the information of its results", err=True)
+    if opened.domain_problem and opened.on_invalid == "flag":  # under warn the reader said it already
+        typer.echo(f"warning: {opened.domain_problem}", err=True)
+    summary = flag_summary(heads, writer.rows_written)
+    if summary:
+        typer.echo(f"warning: {summary}", err=True)
+
+
+def flag_summary(heads: Counter, total: int) -> str:
+    """One line counting the objects that are not plain ``ok``, by the head of their status ("" when none)."""
+    others = {head: count for head, count in heads.items() if head != "ok"}
+    if not others:
+        return ""
+    listed = ", ".join(f"{head} x{count}" for head, count in sorted(others.items(), key=lambda item: -item[1]))
+    return (f"{sum(others.values())} of {total} object(s) not ok: {listed} (flagged: not classified; "
+            f"low_information: classified, on too little; see the status column and docs/usage.md)")
 
 
 @app.command()
@@ -227,6 +277,14 @@ def info(
     table.add_row("inputs", f"{card.seq_len} frames x {card.stamp_size}x{card.stamp_size}, window: "
                   f"{card.window}, time encoding: {'yes' if card.time_encoding else 'no'}")
     table.add_row("normalisation", ", ".join(f"{b}: {s.mean:.4g}±{s.std:.4g}" for b, s in card.normalisation.items()))
+    domain = card.domain
+    if domain is None:
+        table.add_row("domain", "not declared (card format 1): catalogs are not checked against this model")
+    else:
+        table.add_row("domain", domain.photometry.describe())
+        table.add_row("frames", f"{domain.frames_range[0]}-{domain.frames_range[1]} per object in training; "
+                      f"low_information below {domain.min_frames} ({domain.min_frames_rule}) or within "
+                      f"{domain.min_uniform_distance:g} of uniform probabilities")
     cv = card.metrics.get("cross_validation", {})
     if cv:
         table.add_row("metrics", f"accuracy {_score(cv['accuracy'], card.metrics)}, macro-F1 "
@@ -371,7 +429,10 @@ def main(args: list[str] | None = None) -> int:
         if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
             for signum in _STOP_SIGNALS:
                 handlers[signum] = signal.signal(signum, _stop)
-        returned = app(args=_arguments(args), prog_name="convention-rt", standalone_mode=False)
+        with warnings.catch_warnings():
+            # --on-invalid warn: every warning of the library is a line, each time, whatever the caller's filters
+            warnings.simplefilter("always", UserWarning)
+            returned = app(args=_arguments(args), prog_name="convention-rt", standalone_mode=False)
         code = returned if isinstance(returned, int) else 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)

@@ -19,16 +19,23 @@ import numpy as np
 from numpy.typing import NDArray
 
 from convention_rt.errors import ModelError
+from convention_rt.photometry import Photometry
 
-__all__ = ["CARD_FORMAT_VERSION", "MODEL_FIELDS", "BandStats", "ModelCard", "sha256_of"]
+__all__ = ["CARD_FORMAT_VERSION", "DEFAULT_MIN_UNIFORM_DISTANCE", "MODEL_FIELDS", "BandStats", "Domain",
+           "ModelCard", "sha256_of"]
 
-CARD_FORMAT_VERSION = 1
+CARD_FORMAT_VERSION = 2
+"""Format 2 adds the model's domain (:class:`Domain`); cards of format 1 (no domain) are still read."""
+SUPPORTED_FORMATS = (1, 2)
+
+DEFAULT_MIN_UNIFORM_DISTANCE = 0.1
+"""Probabilities closer than this to uniform (normalised total variation distance) are low-information."""
 
 #: Card fields that determine what the model file computes or how its inputs are made.  The card
 #: written beside a model must agree with the card export embedded in it on every one of them; the
 #: other fields (name, version, metrics, provenance, checksum) describe the model and may be rewritten.
 MODEL_FIELDS = ("preset", "classes", "bands", "normalisation", "stamp_size", "seq_len", "stem_window",
-                "window", "time_encoding", "members")
+                "window", "time_encoding", "members", "domain")
 
 #: Relative tolerance on normalisation statistics: room for a JSON writer's rounding, nothing more.
 _STATS_RTOL = 1e-9
@@ -40,6 +47,108 @@ class BandStats:
 
     mean: float
     std: float
+
+
+@dataclass(frozen=True)
+class Domain:
+    """What a model was trained on, and below what its outputs carry little information.
+
+    The runtime compares a catalog's :class:`~convention_rt.photometry.Photometry`
+    with :attr:`photometry` (flux units and zero points are converted, the rest
+    flags objects ``out_of_domain:<what>``), and flags ``low_information`` an
+    object the model saw fewer than :attr:`min_frames` frames of, or whose
+    probabilities lie within :attr:`min_uniform_distance` of uniform.
+
+    Attributes
+    ----------
+    photometry : Photometry
+        The training stamps' survey profile, pixel scale, flux unit and zero
+        point, sky treatment and stamp kind; every field declared.
+    frames_range : (int, int)
+        Fewest and most frames per object in the training windows (the most is
+        at most ``seq_len``; training also dropped frames at random).
+    min_frames : int
+        The validated minimum of frames: fewer, and the status is
+        ``low_information:few_frames``.  Export chooses it from the model's
+        early-classification curve when one was measured, else it is the fewest
+        frames of a training object (``frames_range[0]``); see ``train.card``.
+    min_frames_rule : str
+        How :attr:`min_frames` was chosen (from which measurement, by which rule).
+    min_uniform_distance : float
+        Least distance from uniform of probabilities worth a class: the total
+        variation distance ``0.5 * sum(|p - 1/K|)`` divided by its largest value
+        ``1 - 1/K`` (0: uniform, 1: one class certain).  Closer, and the status
+        is ``low_information:near_uniform``.
+    """
+
+    photometry: Photometry
+    frames_range: tuple[int, int]
+    min_frames: int
+    min_frames_rule: str = ""
+    min_uniform_distance: float = DEFAULT_MIN_UNIFORM_DISTANCE
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.photometry, Photometry) or not self.photometry.complete \
+                or self.photometry.zero_point is None:
+            described = self.photometry.describe() if isinstance(self.photometry, Photometry) else self.photometry
+            raise ModelError(f"domain: photometry must declare every field with one zero point, got {described}")
+        low, high = (int(v) for v in self.frames_range)
+        if not 1 <= low <= high:
+            raise ModelError(f"domain: frames_range must be (fewest, most) with 1 <= fewest <= most, "
+                             f"got {self.frames_range}")
+        object.__setattr__(self, "frames_range", (low, high))
+        if isinstance(self.min_frames, bool) or int(self.min_frames) != self.min_frames or self.min_frames < 1:
+            raise ModelError(f"domain: min_frames must be a whole number of frames, at least 1, got "
+                             f"{self.min_frames!r}")
+        object.__setattr__(self, "min_frames", int(self.min_frames))
+        if not (math.isfinite(self.min_uniform_distance) and 0.0 <= self.min_uniform_distance < 1.0):
+            raise ModelError(f"domain: min_uniform_distance must lie in [0, 1), got {self.min_uniform_distance!r}")
+
+    def low_information(self, probabilities: NDArray[np.floating], n_frames: NDArray[np.integer]) -> list[str]:
+        """Why each object's classification carries little information ("" when it does not).
+
+        Parameters
+        ----------
+        probabilities : ndarray, shape (n, K), float
+            Ensemble-mean probabilities; rows with NaN (flagged objects) give "".
+        n_frames : ndarray, shape (n,), int
+            Frames the model saw of each object.
+
+        Returns
+        -------
+        list of str
+            Per object: ``few_frames``, ``near_uniform``, both comma-separated, or "".
+        """
+        probabilities = np.asarray(probabilities, dtype=np.float64)
+        n_frames = np.asarray(n_frames)
+        k = probabilities.shape[1]
+        distance = 0.5 * np.abs(probabilities - 1.0 / k).sum(axis=1) / (1.0 - 1.0 / k)
+        out = []
+        for i in range(probabilities.shape[0]):
+            if not np.isfinite(probabilities[i]).all():
+                out.append("")
+                continue
+            why = (["few_frames"] if n_frames[i] < self.min_frames else []) + \
+                (["near_uniform"] if distance[i] < self.min_uniform_distance else [])
+            out.append(",".join(why))
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-compatible dictionary."""
+        return {"photometry": self.photometry.to_dict(), "frames_range": list(self.frames_range),
+                "min_frames": self.min_frames, "min_frames_rule": self.min_frames_rule,
+                "min_uniform_distance": self.min_uniform_distance}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Domain:
+        """Inverse of :meth:`to_dict`."""
+        values = dict(data)
+        try:
+            values["photometry"] = Photometry.from_dict(values["photometry"])
+        except ValueError as exc:
+            raise ModelError(f"domain: photometry: {exc}") from exc
+        values["frames_range"] = tuple(values["frames_range"])
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -78,6 +187,10 @@ class ModelCard:
         Metrics measured on held-out data, as written by training.
     provenance : dict
         Training data, command and software versions.
+    domain : Domain or None
+        What the model was trained on (the photometric contract) and its
+        low-information thresholds; None in cards of format 1, whose models
+        declare nothing the runtime could check data against.
     """
 
     name: str
@@ -96,6 +209,7 @@ class ModelCard:
     sha256: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+    domain: Domain | None = None
     format_version: int = CARD_FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -104,8 +218,11 @@ class ModelCard:
 
         if not self.name or not self.version:
             fail("name and version are required")
-        if self.format_version != CARD_FORMAT_VERSION:
-            fail(f"card format {self.format_version} is not supported (expected {CARD_FORMAT_VERSION})")
+        if self.format_version not in SUPPORTED_FORMATS:
+            fail(f"card format {self.format_version} is not supported (this reads formats "
+                 f"{', '.join(map(str, SUPPORTED_FORMATS))})")
+        if self.domain is not None and not isinstance(self.domain, Domain):
+            fail(f"domain must be a Domain, got {type(self.domain).__name__}")
         if len(self.classes) < 2 or len(set(self.classes)) != len(self.classes):
             fail(f"classes must be at least two distinct names, got {self.classes}")
         if not self.bands or len(set(self.bands)) != len(self.bands):
@@ -168,6 +285,11 @@ class ModelCard:
         differences: list[tuple[str, Any, Any]] = []
         for name in MODEL_FIELDS:
             mine, theirs = getattr(self, name), getattr(other, name)
+            if name == "domain":
+                plain = tuple(None if d is None else d.to_dict() for d in (mine, theirs))
+                if plain[0] != plain[1]:
+                    differences.append((name, *plain))
+                continue
             if name != "normalisation":
                 if mine != theirs:
                     plain = (list(mine), list(theirs)) if isinstance(mine, tuple) else (mine, theirs)
@@ -186,6 +308,9 @@ class ModelCard:
         data = asdict(self)
         data["classes"] = list(self.classes)
         data["bands"] = list(self.bands)
+        data["domain"] = None if self.domain is None else self.domain.to_dict()
+        if self.domain is None:
+            del data["domain"]
         return data
 
     def to_json(self) -> str:
@@ -203,8 +328,12 @@ class ModelCard:
                 band: BandStats(float(s["mean"]), float(s["std"]))
                 for band, s in values["normalisation"].items()
             }
+            if values.get("domain") is not None:
+                values["domain"] = Domain.from_dict(values["domain"])
             return cls(**values)
-        except ModelError:
+        except ModelError as exc:
+            if str(exc).startswith("domain:"):
+                raise ModelError(f"{source}: not a valid model card: {exc}") from exc
             raise
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ModelError(f"{source}: not a valid model card: {exc}") from exc

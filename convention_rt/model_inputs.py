@@ -8,7 +8,7 @@ serving both go through :func:`chunk_to_inputs`, so they cannot disagree.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -37,6 +37,10 @@ class ModelInputs:
         Per object: the chunk's notes plus those added here.
     bands_used : list of str
         Per object: the bands present in its window, comma-separated.
+    low_information : list of str
+        Per object: "" or why its classification carries little information
+        (:meth:`convention_rt.model_card.Domain.low_information`), filled in once
+        it is classified; empty before.
     """
 
     sequences: Sequences
@@ -44,6 +48,7 @@ class ModelInputs:
     invalid: list[str]
     notes: list[list[str]]
     bands_used: list[str]
+    low_information: list[str] = field(default_factory=list)
 
     @property
     def valid(self) -> NDArray[np.bool_]:
@@ -51,8 +56,9 @@ class ModelInputs:
         return np.array([not reason for reason in self.invalid], dtype=bool)
 
     def status(self, i: int) -> str:
-        """``ok`` or ``flagged:<why>``, then the notes, ``;``-separated."""
-        head = f"flagged:{self.invalid[i]}" if self.invalid[i] else "ok"
+        """``ok``, ``low_information:<why>`` or ``flagged:<why>``, then the notes, ``;``-separated."""
+        low = self.low_information[i] if self.low_information else ""
+        head = f"flagged:{self.invalid[i]}" if self.invalid[i] else f"low_information:{low}" if low else "ok"
         return ";".join([head, *self.notes[i]])
 
 

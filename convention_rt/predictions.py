@@ -49,7 +49,8 @@ class Predictions:
     bands_used : list of str
         Comma-separated bands in that window.
     status : list of str
-        ``ok`` or ``flagged:<why>``, then notes, ``;``-separated.
+        ``ok``, ``low_information:<why>`` (probabilities kept) or
+        ``flagged:<why>`` (NaN probabilities), then notes, ``;``-separated.
     classes : tuple of str
     model : str
         ``name/version`` of the model.
@@ -69,7 +70,7 @@ class Predictions:
 
     @property
     def ok(self) -> NDArray[np.bool_]:
-        """Objects that were classified, shape (n,), bool."""
+        """Objects that were classified (``ok`` or ``low_information``), shape (n,), bool."""
         return ~np.isnan(self.probabilities).any(axis=1) if len(self) else np.zeros(0, bool)
 
     @property
@@ -173,18 +174,12 @@ class PredictionWriter(AtomicWriter):
                 "bands_used", "status", "model", "model_version"]
 
     def _fits_columns(self) -> list[fits.Column]:
+        """The FITS columns, named exactly as the CSV and Parquet ones (FITS allows lower-case TTYPE)."""
         class_width = max(8, max(len(c.encode()) for c in self.classes))
-        return [
-            fits.Column("OBJECT_ID", "K" if self.id_width is None else f"{self.id_width}A"),
-            fits.Column("PREDICTED_CLASS", f"{class_width}A"),
-            *[fits.Column(f"P_{c.upper()}", "E") for c in self.classes],
-            fits.Column("SPREAD", "E"),
-            fits.Column("N_FRAMES", "J"),
-            fits.Column("BANDS_USED", f"{BANDS_WIDTH}A"),
-            fits.Column("STATUS", f"{STATUS_WIDTH}A"),
-            fits.Column("MODEL", f"{MODEL_WIDTH}A"),
-            fits.Column("MODEL_VERSION", f"{VERSION_WIDTH}A"),
-        ]
+        formats = ["K" if self.id_width is None else f"{self.id_width}A", f"{class_width}A",
+                   *["E"] * len(self.classes), "E", "J", f"{BANDS_WIDTH}A", f"{STATUS_WIDTH}A", f"{MODEL_WIDTH}A",
+                   f"{VERSION_WIDTH}A"]
+        return [fits.Column(name, form) for name, form in zip(self._column_names(), formats, strict=True)]
 
     def _arrow_schema(self, pa: Any) -> Any:
         fields = [pa.field("object_id", pa.int64() if self.id_width is None else pa.string()),
@@ -238,16 +233,16 @@ class PredictionWriter(AtomicWriter):
         name, _, version = predictions.model.partition("/")
         if self.format == "fits":
             rows = self._table.empty_rows(n)
-            rows["OBJECT_ID"] = ids if self.id_width is None else [i.encode() for i in ids]
-            rows["PREDICTED_CLASS"] = [c.encode() for c in predictions.predicted]
+            rows["object_id"] = ids if self.id_width is None else [i.encode() for i in ids]
+            rows["predicted_class"] = [c.encode() for c in predictions.predicted]
             for k, c in enumerate(self.classes):
-                rows[f"P_{c.upper()}"] = predictions.probabilities[:, k]
-            rows["SPREAD"] = predictions.spread
-            rows["N_FRAMES"] = predictions.n_frames
-            rows["BANDS_USED"] = [_fit(b, BANDS_WIDTH) for b in predictions.bands_used]
-            rows["STATUS"] = [_fit(s, STATUS_WIDTH) for s in predictions.status]
-            rows["MODEL"] = _fit(name, MODEL_WIDTH)
-            rows["MODEL_VERSION"] = _fit(version, VERSION_WIDTH)
+                rows[f"p_{c}"] = predictions.probabilities[:, k]
+            rows["spread"] = predictions.spread
+            rows["n_frames"] = predictions.n_frames
+            rows["bands_used"] = [_fit(b, BANDS_WIDTH) for b in predictions.bands_used]
+            rows["status"] = [_fit(s, STATUS_WIDTH) for s in predictions.status]
+            rows["model"] = _fit(name, MODEL_WIDTH)
+            rows["model_version"] = _fit(version, VERSION_WIDTH)
             self._table.append(rows)
         elif self.format == "csv":
             with self._output.writing():

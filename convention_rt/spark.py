@@ -384,7 +384,7 @@ def _classify_ranges(tasks: Iterator[pa.RecordBatch], *, job: CatalogJob,
     for batch in tasks:
         for index in batch.column(0).to_pylist():
             start, stop = ranges[index]
-            with Catalog(job.catalog, stamp_size=job.stamp_size) as catalog:
+            with classifier.open_catalog(job.catalog) as catalog:  # converted to, and checked against, its domain
                 if catalog.n_objects != job.n_objects:
                     raise CatalogError(str(job.catalog), f"has {catalog.n_objects} objects on this executor and "
                                        f"{job.n_objects} on the driver: the executors must see the driver's file "

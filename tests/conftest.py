@@ -9,8 +9,12 @@ import pytest
 from astropy.io import fits
 
 from convention_rt.catalog import FORMAT_NAME, FORMAT_VERSION, CatalogWriter
+from convention_rt.photometry import Photometry
 
 BANDS = ("g", "r", "i")
+#: What the stamps of the test catalogs are said to be: the shipped models' domain.
+PHOTOMETRY = Photometry(profile="lsst", pixel_scale=0.2, flux_unit="FLUXCAL", sky_subtracted=True,
+                        stamp_kind="science")
 
 
 def write_small_catalog(path: Path, *, n_objects: int = 6, epochs: int = 5, seed: int = 0,
@@ -18,7 +22,8 @@ def write_small_catalog(path: Path, *, n_objects: int = 6, epochs: int = 5, seed
     """A valid FRAMES catalog with labelled objects and time-shuffled epochs."""
     rng = np.random.default_rng(seed)
     classes = ["AGN", "SNIa", "SNOther", "Variable"]
-    with CatalogWriter(path, BANDS, stamp_shape=stamp_shape, header={"SOURCE": "tests"}) as writer:
+    with CatalogWriter(path, BANDS, photometry=PHOTOMETRY, stamp_shape=stamp_shape,
+                       header={"SOURCE": "tests"}) as writer:
         for k in range(n_objects):
             writer.add_object(
                 100 + k,
@@ -32,11 +37,14 @@ def write_small_catalog(path: Path, *, n_objects: int = 6, epochs: int = 5, seed
 
 def write_raw_catalog(path: Path, objects: list[fits.Column], epochs: list[fits.Column], *,
                       epochs_header: dict | None = None, primary_header: dict | None = None,
-                      with_objects: bool = True, with_epochs: bool = True) -> Path:
-    """Write arbitrary OBJECTS/EPOCHS tables (for malformed-file tests)."""
+                      with_objects: bool = True, with_epochs: bool = True,
+                      photometry: Photometry | None = PHOTOMETRY) -> Path:
+    """Write arbitrary OBJECTS/EPOCHS tables (for malformed-file tests), declaring ``photometry`` (None: nothing)."""
     primary = fits.PrimaryHDU()
     primary.header["CRTFMT"] = FORMAT_NAME
     primary.header["CRTVER"] = FORMAT_VERSION
+    for key, (value, comment) in (photometry.header() if photometry is not None else {}).items():
+        primary.header[key] = (value, comment)
     for key, value in (primary_header or {}).items():
         primary.header[key] = value
     hdus = [primary]
@@ -81,12 +89,19 @@ def small_catalog(tmp_path: Path) -> Path:
     return write_small_catalog(tmp_path / "small.fits")
 
 
+#: The tiny test models' domain: the test catalogs' photometry; never low information (min_frames 1,
+#: no distance from uniform required), so that their statuses stay those of the data.
+TINY_DOMAIN = dict(photometry=PHOTOMETRY, frames_range=(1, 6), min_frames=1, min_frames_rule="tests",
+                   min_uniform_distance=0.0)
+
+
 def tiny_card(**changes):
-    from convention_rt.model_card import BandStats, ModelCard
+    from convention_rt.model_card import BandStats, Domain, ModelCard
 
     values = dict(name="tiny-test", version="0.0.1", preset="tiny", classes=("AGN", "SNIa"),
                   bands=("g", "r"), stamp_size=32, seq_len=6, stem_window=3,
-                  normalisation={"g": BandStats(50.0, 5.0), "r": BandStats(40.0, 4.0)})
+                  normalisation={"g": BandStats(50.0, 5.0), "r": BandStats(40.0, 4.0)},
+                  domain=Domain(**TINY_DOMAIN))
     values.update(changes)
     return ModelCard(**values)
 

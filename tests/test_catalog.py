@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from conftest import BANDS, frame_columns, object_columns, write_raw_catalog, write_small_catalog
+from conftest import BANDS, PHOTOMETRY, frame_columns, object_columns, write_raw_catalog, write_small_catalog
 from convention_rt.catalog import Catalog, CatalogWriter, summarise
 from convention_rt.errors import CatalogError, UsageError
 
@@ -23,7 +23,7 @@ def test_round_trip_gives_back_time_ordered_native_frames(tmp_path):
     rng = np.random.default_rng(4)
     stamps = rng.normal(size=(4, 32, 32)).astype(np.float32)
     mjd = np.array([3.0, 1.0, 2.0, 0.5])
-    with CatalogWriter(tmp_path / "c.fits", BANDS) as writer:
+    with CatalogWriter(tmp_path / "c.fits", BANDS, photometry=PHOTOMETRY) as writer:
         writer.add_object(7, mjd=mjd, stamps=stamps, bands=["g", "r", "i", "g"], ra=1.5, dec=-2.0,
                           label="SNIa", typing="spec")
     (chunk,) = read_all(tmp_path / "c.fits")
@@ -52,7 +52,8 @@ def test_string_ids_and_cube_layout_with_missing_planes(tmp_path):
     cubes[0, 1] = np.nan  # a NaN-filled missing band
     present = np.ones((3, 3), bool)
     present[2, 0] = False  # an absent band
-    with CatalogWriter(tmp_path / "cube.fits", BANDS, layout="CUBES", id_width=16) as writer:
+    with CatalogWriter(tmp_path / "cube.fits", BANDS, photometry=PHOTOMETRY, layout="CUBES",
+                       id_width=16) as writer:
         writer.add_object("ZTF21aaaaaaa", mjd=[2.0, 0.0, 1.0], stamps=cubes, present=present)
     (chunk,) = read_all(tmp_path / "cube.fits")
     assert chunk.object_ids.tolist() == ["ZTF21aaaaaaa"]
@@ -253,7 +254,7 @@ def test_summary_of_problems(tmp_path):
 def test_writer_leaves_nothing_behind_on_error(tmp_path):
     target = tmp_path / "out.fits"
     with pytest.raises(UsageError, match="stamps must have shape"):
-        with CatalogWriter(target, BANDS) as writer:
+        with CatalogWriter(target, BANDS, photometry=PHOTOMETRY) as writer:
             writer.add_object(1, mjd=[0.0], stamps=np.zeros((1, 32, 32)), bands=["g"])
             writer.add_object(2, mjd=[0.0], stamps=np.zeros((1, 31, 32)), bands=["g"])
     assert os.listdir(tmp_path) == []
@@ -261,8 +262,8 @@ def test_writer_leaves_nothing_behind_on_error(tmp_path):
 
 def test_writer_refuses_to_overwrite_and_bad_values(tmp_path, small_catalog):
     with pytest.raises(UsageError, match="exists already"):
-        CatalogWriter(small_catalog, BANDS)
-    with CatalogWriter(tmp_path / "w.fits", BANDS) as writer:
+        CatalogWriter(small_catalog, BANDS, photometry=PHOTOMETRY)
+    with CatalogWriter(tmp_path / "w.fits", BANDS, photometry=PHOTOMETRY) as writer:
         with pytest.raises(UsageError, match="must be an integer"):
             writer.add_object("x", mjd=[0.0], stamps=np.zeros((1, 32, 32)), bands=["g"])
         with pytest.raises(UsageError, match="not among"):
@@ -564,7 +565,7 @@ def test_reading_after_close_is_a_usage_error(small_catalog):
 ])
 def test_writer_refuses_text_a_fits_column_cannot_hold_and_leaves_nothing(tmp_path, object_id, label, message):
     with pytest.raises(UsageError, match=message) as info:
-        with CatalogWriter(tmp_path / "w.fits", BANDS, id_width=16) as writer:
+        with CatalogWriter(tmp_path / "w.fits", BANDS, photometry=PHOTOMETRY, id_width=16) as writer:
             writer.add_object("ZTF20a", mjd=[0.0], stamps=np.zeros((1, 32, 32)), bands=["g"], label="AGN")
             writer.add_object(object_id, mjd=[0.0], stamps=np.zeros((1, 32, 32)), bands=["g"], label=label)
     assert "\n" not in str(info.value)
@@ -573,14 +574,15 @@ def test_writer_refuses_text_a_fits_column_cannot_hold_and_leaves_nothing(tmp_pa
 
 def test_writer_text_round_trips_exactly(tmp_path):
     text = "".join(chr(c) for c in range(0x21, 0x7F))[:16]
-    with CatalogWriter(tmp_path / "w.fits", BANDS, id_width=16, label_width=16) as writer:
+    with CatalogWriter(tmp_path / "w.fits", BANDS, photometry=PHOTOMETRY, id_width=16,
+                       label_width=16) as writer:
         writer.add_object(text, mjd=[0.0], stamps=np.zeros((1, 32, 32)), bands=["g"], label="a b~")
     (chunk,) = read_all(tmp_path / "w.fits")
     assert chunk.object_ids.tolist() == [text] and chunk.labels.tolist() == ["a b~"]
 
 
 def test_writer_refuses_integer_ids_beyond_int64(tmp_path):
-    with CatalogWriter(tmp_path / "w.fits", BANDS) as writer:
+    with CatalogWriter(tmp_path / "w.fits", BANDS, photometry=PHOTOMETRY) as writer:
         with pytest.raises(UsageError, match=r"object id 9223372036854775808 does not fit in int64 .*id_width=20"):
             writer.add_object(2**63, mjd=[0.0], stamps=np.zeros((1, 32, 32)), bands=["g"])
         writer.add_object(2**63 - 1, mjd=[0.0], stamps=np.zeros((1, 32, 32)), bands=["g"])
@@ -591,12 +593,12 @@ def test_writer_refuses_integer_ids_beyond_int64(tmp_path):
 
 def test_writer_refuses_non_ascii_band_names_before_writing(tmp_path):
     with pytest.raises(UsageError, match=r"band name 'ɡ' holds 'ɡ'"):
-        CatalogWriter(tmp_path / "w.fits", ["ɡ", "r"])
+        CatalogWriter(tmp_path / "w.fits", ["ɡ", "r"], photometry=PHOTOMETRY)
     assert os.listdir(tmp_path) == []
 
 
 def test_writer_removes_its_temporary_file_when_finishing_fails(tmp_path, monkeypatch):
-    writer = CatalogWriter(tmp_path / "w.fits", BANDS)
+    writer = CatalogWriter(tmp_path / "w.fits", BANDS, photometry=PHOTOMETRY)
     writer.add_object(1, mjd=[0.0], stamps=np.zeros((1, 32, 32)), bands=["g"])
     assert len(os.listdir(tmp_path)) == 1  # the temporary file
 

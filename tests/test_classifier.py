@@ -118,8 +118,8 @@ def test_writers_round_trip_and_are_atomic(classifier, small_catalog, tmp_path, 
     if suffix == ".fits":
         with fits.open(path) as hdul:
             table = hdul["PREDICTIONS"].data
-            assert table["OBJECT_ID"].tolist() == [r["object_id"] for r in rows]
-            np.testing.assert_allclose(table["P_AGN"], [r["p_AGN"] for r in rows], rtol=1e-6)
+            assert table["object_id"].tolist() == [r["object_id"] for r in rows]
+            np.testing.assert_allclose(table["p_AGN"], [r["p_AGN"] for r in rows], rtol=1e-6)
             assert hdul[0].header["MODEL"] == "tiny"
     elif suffix == ".csv":
         import csv
@@ -170,22 +170,24 @@ def sentinel_object(value: float, where: str, seed: int = 5):
 
 @pytest.mark.parametrize("value", [1e37, 3e38, -1e30])
 def test_sentinel_pixels_are_bad_pixels_never_an_ok_guess(shipped, value):
-    for where, status in [("patch", "ok;bad_pixels=25"),
-                          ("frame", "ok;bad_pixels=1024;mostly_bad_frames_dropped=1"),
+    # 10 frames: fewer than the shipped model's validated minimum, so classified with low_information
+    for where, status in [("patch", "low_information:few_frames;bad_pixels=25"),
+                          ("frame", "low_information:few_frames;bad_pixels=1024;mostly_bad_frames_dropped=1"),
                           ("all", "flagged:all_frames_mostly_bad;bad_pixels=10240;mostly_bad_frames_dropped=10")]:
         result = shipped.predict_object(*sentinel_object(value, where))
         as_nan = shipped.predict_object(*sentinel_object(np.nan, where))
         assert result.status == status == as_nan.status and result.predicted == as_nan.predicted
         np.testing.assert_array_equal(list(result.probabilities.values()), list(as_nan.probabilities.values()))
-        if status.startswith("ok"):
+        if status.startswith("low_information"):
             assert result.predicted and np.isfinite(list(result.probabilities.values())).all()
         else:
             assert result.predicted == "" and np.isnan(list(result.probabilities.values())).all()
     clean = shipped.predict_object(*sentinel_object(0.0, "none-replaced", seed=6))
     batch = shipped.predict_batch([sentinel_object(value, "patch"), sentinel_object(value, "all"),
                                    sentinel_object(0.0, "none-replaced", seed=6)], object_ids=["a", "b", "c"])
-    assert batch.status == ["ok;bad_pixels=25",
-                            "flagged:all_frames_mostly_bad;bad_pixels=10240;mostly_bad_frames_dropped=10", "ok"]
+    assert batch.status == ["low_information:few_frames;bad_pixels=25",
+                            "flagged:all_frames_mostly_bad;bad_pixels=10240;mostly_bad_frames_dropped=10",
+                            "low_information:few_frames"]
     assert batch.ok.tolist() == [True, False, True] and batch.predicted[2] == clean.predicted
     np.testing.assert_allclose(batch.probabilities[2], list(clean.probabilities.values()), rtol=1e-6)
 

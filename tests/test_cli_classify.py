@@ -27,10 +27,10 @@ def test_classify_writes_one_row_per_object_beside_the_catalog(capsys, tmp_path,
     output = tmp_path / "survey.predictions.fits"
     with fits.open(output) as hdul:
         table = hdul["PREDICTIONS"].data
-        assert table["OBJECT_ID"].tolist() == list(range(100, 106))
-        np.testing.assert_allclose(table["P_AGN"] + table["P_SNIA"], 1.0, rtol=1e-6)
-        assert set(table.columns.names) >= {"PREDICTED_CLASS", "SPREAD", "N_FRAMES", "BANDS_USED", "STATUS",
-                                            "MODEL", "MODEL_VERSION"}
+        assert table["object_id"].tolist() == list(range(100, 106))
+        np.testing.assert_allclose(table["p_AGN"] + table["p_SNIa"], 1.0, rtol=1e-6)
+        assert set(table.columns.names) >= {"predicted_class", "spread", "n_frames", "bands_used", "status",
+                                            "model", "model_version"}
         assert hdul[0].header["MODEL"] == "tiny-test" and hdul[0].header["DEVICE"] == "cpu"
     assert "6 objects" in out and "flagged: 0" in out
     code, _, err = run(capsys, "classify", catalog, "--model", tiny_model[0], "--device", "cpu")

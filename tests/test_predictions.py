@@ -49,7 +49,7 @@ def read_ids(path: Path) -> list[str]:
 
         return pq.read_table(path).column("object_id").to_pylist()
     table = Table.read(path, hdu="PREDICTIONS")  # decodes the UTF-8 bytes of FITS string columns
-    return [str(v) for v in table["OBJECT_ID"]]
+    return [str(v) for v in table["object_id"]]
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet", ".fits"])
@@ -69,7 +69,7 @@ def test_fits_text_columns_hold_utf8_and_long_text_is_cut_visibly(folder, result
     with PredictionWriter(path, results.classes, id_width=8) as writer:
         writer.write(results)
     with fits.open(path) as hdul:
-        status = hdul["PREDICTIONS"].data["STATUS"][0]
+        status = hdul["PREDICTIONS"].data["status"][0]
     assert status.endswith(b"+") and len(status) <= 200
     assert status[:-1].decode("utf-8") == ("ok;" + "é" * 150)[: len(status[:-1].decode("utf-8"))]
 

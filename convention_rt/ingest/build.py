@@ -10,6 +10,7 @@ only known at the end, so nothing is written before every input was read.
 from __future__ import annotations
 
 import math
+import os
 import tempfile
 import warnings
 from collections import Counter
@@ -30,7 +31,7 @@ from convention_rt.ingest.cutouts import STAMP_SIZE
 from convention_rt.ingest.packets import iter_packets
 from convention_rt.ingest.records import STAMP_KINDS, Alert, AlertError, IngestWarning, StampKind, Survey
 
-__all__ = ["ON_INVALID", "IngestReport", "PaddedCutout", "build_catalog"]
+__all__ = ["ON_INVALID", "IngestReport", "PaddedCutout", "build_catalog", "refuse_input_as_output"]
 
 InvalidPolicy = Literal["flag", "warn", "raise"]
 ON_INVALID: tuple[str, ...] = ("flag", "warn", "raise")
@@ -142,6 +143,7 @@ class _EpochStore:
         self.band: list[str] = []
         self.ra: list[float] = []
         self.dec: list[float] = []
+        self.zero_point: list[float] = []
         self._spool = tempfile.TemporaryFile(prefix="convention-rt-ingest-")
 
     def __len__(self) -> int:
@@ -154,6 +156,7 @@ class _EpochStore:
         self.band.append(alert.band)
         self.ra.append(alert.ra)
         self.dec.append(alert.dec)
+        self.zero_point.append(alert.zero_point)
         self._spool.write(np.ascontiguousarray(alert.stamp, dtype=np.float32).tobytes())
 
     def stamps(self) -> np.memmap:
@@ -200,7 +203,8 @@ def build_catalog(
     Raises
     ------
     UsageError
-        Bad options, ``out`` exists (without ``overwrite``) or its folder does not.
+        Bad options, ``out`` exists (without ``overwrite``) or its folder does
+        not, or ``out`` is one of the inputs (by any name or link).
     BadInputError
         An input file does not exist, or no alert could be used.
     AlertError
@@ -221,6 +225,7 @@ def build_catalog(
     if not files:
         raise UsageError("no input files given")
     out = Path(out)
+    refuse_input_as_output(files, out)
     if out.exists() and not overwrite:
         raise UsageError(f"{out}: exists already (add --overwrite, or overwrite=True in Python, to replace it)")
     if not out.parent.is_dir():
@@ -253,6 +258,25 @@ def build_catalog(
     finally:
         store.close()
     return report
+
+
+def refuse_input_as_output(inputs: Sequence[Path], out: Path) -> None:
+    """Stop before any work when ``out`` is one of the inputs (the same file, by any name or link).
+
+    Raises
+    ------
+    UsageError
+        Naming ``out`` and the input it is.
+    """
+    if not out.exists():
+        return
+    for path in inputs:
+        try:
+            same = path.exists() and os.path.samefile(path, out)
+        except OSError:  # an unreadable input is reported by the ingest itself
+            continue
+        if same:
+            raise UsageError(f"{out}: is the input file {path}; choose another --out")
 
 
 def _read_file(path: Path, survey: Survey, stamp: StampKind, report: IngestReport) -> Iterator[Alert]:
@@ -301,6 +325,8 @@ def _write(store: _EpochStore, report: IngestReport, survey: Survey, overwrite: 
     starts = np.flatnonzero(new_object)
     stops = np.r_[starts[1:], order.size]
     band = np.array(store.band)
+    zero_point = np.array(store.zero_point, dtype=np.float64)
+    photometry = survey.photometry(report.stamp)
     ra = np.array(store.ra, dtype=np.float64)
     dec = np.array(store.dec, dtype=np.float64)
     report.n_objects = int(starts.size)
@@ -309,15 +335,16 @@ def _write(store: _EpochStore, report: IngestReport, survey: Survey, overwrite: 
 
     stamps = store.stamps()
     try:
-        with CatalogWriter(report.path, survey.bands, layout="FRAMES", stamp_shape=(store.size, store.size),
-                           id_width=id_width, label_width=0, header=_header(report),
-                           overwrite=overwrite) as writer:
+        with CatalogWriter(report.path, survey.bands, photometry=photometry, layout="FRAMES",
+                           stamp_shape=(store.size, store.size), id_width=id_width, label_width=0,
+                           header=_header(report), overwrite=overwrite) as writer:
             for start, stop in zip(starts, stops, strict=True):
                 rows = order[start:stop]
                 object_id = store.object_id[rows[0]]
                 object_ra, object_dec = _mean_position(ra[rows], dec[rows])
                 writer.add_object(str(object_id) if string_ids else object_id, mjd=mjd[rows],
-                                  stamps=stamps[rows], bands=band[rows].tolist(), ra=object_ra, dec=object_dec)
+                                  stamps=stamps[rows], bands=band[rows].tolist(), ra=object_ra, dec=object_dec,
+                                  zero_point=zero_point[rows] if photometry.zero_point_per_epoch else None)
     finally:
         del stamps
 
@@ -353,7 +380,6 @@ def _header(report: IngestReport) -> dict[str, Any]:
     reasons = ",".join(f"{k}={v}" for k, v in sorted(report.skipped.items()))
     return {
         "SURVEY": (report.survey, "alert stream of the epochs"),
-        "CUTOUT": (report.stamp, "cut-out kind used as stamps"),
         "CREATOR": (f"convention-rt {__version__} ingest", "software"),
         "DATE": (datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"), "UTC time of writing"),
         "ONINVAL": (report.on_invalid, "policy for invalid alerts"),

@@ -6,7 +6,6 @@ them into one-line messages and exit codes (1 bad input, 2 usage).
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Callable
 from enum import Enum
@@ -15,8 +14,8 @@ from typing import Annotated
 
 import typer
 
-from convention_rt.errors import UsageError
 from convention_rt.ingest import IngestReport, IngestWarning, ingest_rubin, ingest_ztf
+from convention_rt.ingest.build import refuse_input_as_output
 
 __all__ = ["app"]
 
@@ -72,7 +71,7 @@ def rubin(inputs: Inputs, out: Out, stamp: StampOption = Stamp.science,
 
 def _run(ingest: Callable[..., IngestReport], inputs: list[Path], out: Path, stamp: Stamp,
          on_invalid: InvalidPolicy, overwrite: bool) -> None:
-    _refuse_input_as_output(inputs, out)
+    refuse_input_as_output(inputs, out)
     with warnings.catch_warnings():
         warnings.simplefilter("always", IngestWarning)
         warnings.showwarning = _echo_warning
@@ -80,19 +79,6 @@ def _run(ingest: Callable[..., IngestReport], inputs: list[Path], out: Path, sta
     typer.echo(f"wrote {report.summary()}")
     for line in report.notes():
         typer.echo(f"warning: {line}", err=True)
-
-
-def _refuse_input_as_output(inputs: list[Path], out: Path) -> None:
-    """Stop before any work when ``out`` is one of the inputs (same file, by any name or link)."""
-    if not out.exists():
-        return
-    for path in inputs:
-        try:
-            same = path.exists() and os.path.samefile(path, out)
-        except OSError:  # an unreadable input is reported by the ingest itself
-            continue
-        if same:
-            raise UsageError(f"{out}: is the input file {path}; choose another --out")
 
 
 def _echo_warning(message: Warning | str, *_: object, **__: object) -> None:

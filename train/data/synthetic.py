@@ -27,6 +27,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from convention_rt.catalog import CatalogWriter
+from convention_rt.photometry import Photometry
 from convention_rt.errors import ConventionError, UsageError
 from train.data.lightcurves import (
     CLASSES,
@@ -366,8 +367,10 @@ def generate(path: str | Path, *, n_objects: int, profile: str = "lsst", seed: i
         **survey.render.header(),
         "COMMAND": _command(path, n_objects, profile, seed, min_epochs, max_epochs),
     }
-    with CatalogWriter(path, survey.bands, layout="FRAMES", stamp_shape=(survey.render.stamp_size,) * 2,
-                       header=header, overwrite=overwrite) as writer:
+    photometry = Photometry(profile=profile, pixel_scale=survey.render.pixel_scale, flux_unit="FLUXCAL",
+                            sky_subtracted=survey.render.subtract_sky, stamp_kind="science")
+    with CatalogWriter(path, survey.bands, photometry=photometry, layout="FRAMES",
+                       stamp_shape=(survey.render.stamp_size,) * 2, header=header, overwrite=overwrite) as writer:
         for index in range(n_objects):
             rng = np.random.default_rng(streams[index + 1])
             n_epochs = int(rng.integers(min_epochs, max_epochs + 1))
