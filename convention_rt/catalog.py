@@ -997,12 +997,13 @@ def _compress(frames, band, mjd, offsets, keep):
 
 
 def _pad_with_background(stamps: NDArray[np.float32], size: int) -> NDArray[np.float32]:
-    """Centre-pad stamps (..., h, w) to (..., size, size) with each stamp's median."""
+    """Centre-pad stamps (..., h, w) to (..., size, size) with the median of each stamp's good pixels."""
     height, width = stamps.shape[-2:]
     flat = stamps.reshape(-1, height * width).astype(np.float64)
+    good = np.abs(flat) <= preprocess.MAX_PIXEL_MAGNITUDE  # NaN, inf and sentinels are bad pixels
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN stamps give NaN: counted later
-        level = np.nanmedian(np.where(np.isfinite(flat), flat, np.nan), axis=1) if flat.size else flat[:, 0]
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-bad stamps give NaN: counted later
+        level = np.nanmedian(np.where(good, flat, np.nan), axis=1) if flat.size else flat[:, 0]
     out = np.repeat(level.astype(np.float32), size * size).reshape(*stamps.shape[:-2], size, size)
     top, left = (size - height) // 2, (size - width) // 2
     out[..., top:top + height, left:left + width] = stamps

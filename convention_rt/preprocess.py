@@ -22,9 +22,12 @@ Padding slots have band id 0, zero stamps, zero time and ``mask == 0``.
 Bad pixels are NaN, infinite, or finite but beyond :data:`MAX_PIXEL_MAGNITUDE`
 in absolute value (sentinels such as -1e30 or 3e38 that some pipelines write
 into masked pixels: no flux in any unit in use comes near).  All three are
-counted alike (:func:`count_bad_pixels`) and replaced alike before
-normalisation; left in, such a pixel can overflow the model's float32
-arithmetic (the shipped models return a near-uniform guess from about 1e20 on).
+counted alike (:func:`count_bad_pixels`), replaced alike before normalisation,
+and a plane of nothing else is a missing band (:func:`separate_bands`); left
+in, such a pixel can overflow the model's float32 arithmetic (the shipped
+models return a near-uniform guess from about 1e20 on).  The kernels apply the
+rule to the float32 pixels, in the same pass that reads them; the bound is
+defined once, in the compiled module, and read from there.
 """
 
 from __future__ import annotations
@@ -53,15 +56,11 @@ __all__ = [
 
 WindowMode = Literal["latest", "random"]
 
-#: Largest plausible absolute pixel value; finite pixels beyond it are bad pixels, as NaN and inf are.
-#: 1e15 is far above any real cut-out (a pixel of a magnitude -7 source in nJy) and far below where
-#: the exported models' float32 arithmetic breaks down (about 1e20 after normalisation).
-MAX_PIXEL_MAGNITUDE = 1e15
-
-# |x| > MAX_PIXEL_MAGNITUDE, NaN and inf alike, as one comparison of the float32 bits without the sign:
-# every float32 whose magnitude bits exceed those of MAX_PIXEL_MAGNITUDE is out of range, infinite or NaN.
-_LIMIT_BITS = np.uint32(np.float32(MAX_PIXEL_MAGNITUDE).view(np.uint32))
-_SCAN_FRAMES = 256  # frames per block of the scan, so that its scratch buffer stays in cache
+#: Largest plausible absolute pixel value (1e15); finite pixels beyond it are bad pixels, as NaN and
+#: inf are.  Far above any real cut-out (a pixel of a magnitude -7 source in nJy) and far below where
+#: the exported models' float32 arithmetic breaks down (about 1e20 after normalisation).  Read from the
+#: compiled kernels, which apply it, so that the two cannot disagree.
+MAX_PIXEL_MAGNITUDE: float = _preprocess.MAX_PIXEL_MAGNITUDE
 
 
 @dataclass(frozen=True)
@@ -101,7 +100,8 @@ class Sequences:
     mask : ndarray, shape (n, M), bool
         True where the slot holds a real frame.
     n_bad : ndarray, shape (n, M), int32, or None
-        Bad (NaN/inf) pixels replaced in each slot, when normalisation ran.
+        Bad pixels (NaN, inf or beyond :data:`MAX_PIXEL_MAGNITUDE`) replaced in
+        each slot, when normalisation ran.
     """
 
     stamps: NDArray[np.float32]
@@ -175,32 +175,6 @@ def _check_frames(
     return frames, band_ids, mjd, _check_offsets(offsets, n_frames)
 
 
-def _frames_with_bad_pixels(frames: NDArray[np.float32]) -> NDArray[np.intp]:
-    """Indices of the frames holding at least one bad pixel (NaN, inf or out of range).
-
-    One vectorised pass: the largest magnitude (as float32 bits) of each frame,
-    block by block through a scratch buffer that stays in cache.
-    """
-    n_frames = frames.shape[0]
-    npix = frames.shape[1] * frames.shape[2]
-    if n_frames == 0 or npix == 0:
-        return np.zeros(0, dtype=np.intp)
-    bits = frames.reshape(n_frames, npix).view(np.uint32)
-    largest = np.empty(n_frames, dtype=np.uint32)
-    scratch = np.empty((min(_SCAN_FRAMES, n_frames), npix), dtype=np.uint32)
-    for start in range(0, n_frames, _SCAN_FRAMES):
-        stop = min(start + _SCAN_FRAMES, n_frames)
-        magnitude = scratch[:stop - start]
-        np.bitwise_and(bits[start:stop], np.uint32(0x7FFFFFFF), out=magnitude)
-        magnitude.max(axis=1, out=largest[start:stop])
-    return np.flatnonzero(largest > _LIMIT_BITS)
-
-
-def _out_of_range(frames: NDArray[np.float32]) -> NDArray[np.bool_]:
-    """Finite pixels beyond :data:`MAX_PIXEL_MAGNITUDE`, same shape as ``frames``."""
-    return np.isfinite(frames) & (np.abs(frames) > MAX_PIXEL_MAGNITUDE)
-
-
 def count_bad_pixels(frames: ArrayLike) -> NDArray[np.int32]:
     """Count the bad pixels of each frame: NaN, infinite, or beyond :data:`MAX_PIXEL_MAGNITUDE`.
 
@@ -214,12 +188,8 @@ def count_bad_pixels(frames: ArrayLike) -> NDArray[np.int32]:
     """
     frames = _array(frames, "frames", np.float32, 3)
     out = np.zeros(frames.shape[0], dtype=np.int32)
-    suspects = _frames_with_bad_pixels(frames)
-    if suspects.size:
-        subset = np.ascontiguousarray(frames[suspects])
-        counts = np.zeros(suspects.size, dtype=np.int32)
-        _preprocess.count_bad_pixels(subset, counts)  # NaN and inf
-        out[suspects] = counts + np.count_nonzero(_out_of_range(subset), axis=(1, 2)).astype(np.int32)
+    if frames.shape[0] and frames.shape[1] * frames.shape[2]:
+        _preprocess.count_bad_pixels(frames, out)
     return out
 
 
@@ -231,9 +201,10 @@ def separate_bands(
 ) -> SeparatedFrames:
     """Turn multi-band epochs into time-ordered single-band frames.
 
-    A plane is skipped when ``present`` says it is absent or when none of its
-    pixels is finite (a NaN-filled missing band).  Within an object, epochs are
-    ordered by time (stable), and the planes of one epoch by plane index.
+    A plane is skipped when ``present`` says it is absent or when all of its
+    pixels are bad (a missing band filled with NaN, inf or a sentinel value).
+    Within an object, epochs are ordered by time (stable), and the planes of
+    one epoch by plane index.
 
     Parameters
     ----------
@@ -322,35 +293,7 @@ def normalise_bands(
     n_bad = np.zeros(frames.shape[0], dtype=np.int32)
     if frames.shape[0] and frames.shape[1] * frames.shape[2]:
         _preprocess.normalise_bands(frames, band_ids, mean, std, out, n_bad)
-        _renormalise_out_of_range(frames, band_ids, mean, std, np.arange(frames.shape[0]), out, n_bad)
     return out, n_bad
-
-
-def _renormalise_out_of_range(frames: NDArray[np.float32], band_ids: NDArray[np.int32],
-                              mean: NDArray[np.float64], std: NDArray[np.float64], source: NDArray[np.int64],
-                              stamps: NDArray[np.float32], n_bad: NDArray[np.int32]) -> None:
-    """Normalise again, out-of-range pixels as NaN, the outputs whose frame holds such pixels.
-
-    ``stamps[k]`` and ``n_bad[k]`` are the normalised frame ``source[k]`` (-1:
-    padding) and its bad-pixel count, as the kernels wrote them; they treat NaN
-    and inf as bad but not finite out-of-range pixels, so the outputs of frames
-    holding any are rewritten here, by the same kernel, with those pixels set to
-    NaN.  Frames without any (nearly always all of them) cost one scan.
-    """
-    suspects = _frames_with_bad_pixels(frames)
-    if suspects.size == 0:
-        return
-    suspects = suspects[np.count_nonzero(_out_of_range(frames[suspects]), axis=(1, 2)) > 0]
-    slots = np.flatnonzero(np.isin(source, suspects))
-    if slots.size == 0:
-        return
-    masked = frames[source[slots]]  # a copy: the caller's frames stay as they are
-    masked[_out_of_range(masked)] = np.nan
-    fixed = np.empty_like(masked)
-    fixed_bad = np.zeros(slots.size, dtype=np.int32)
-    _preprocess.normalise_bands(masked, np.ascontiguousarray(band_ids[source[slots]]), mean, std, fixed, fixed_bad)
-    stamps[slots] = fixed
-    n_bad[slots] = fixed_bad
 
 
 def select_frames(
@@ -528,8 +471,4 @@ def prepare_sequences(
         frames, band_ids, mjd, selection, mean, std,
         out.stamps, out.band_ids, out.mjd, out.mask.view(np.uint8), out.n_bad,
     )
-    if frames.shape[0] and frames.shape[1] * frames.shape[2]:
-        n_slots = selection.size
-        _renormalise_out_of_range(frames, band_ids, mean, std, selection.reshape(n_slots),
-                                  out.stamps.reshape(n_slots, *frames.shape[1:]), out.n_bad.reshape(n_slots))
     return out

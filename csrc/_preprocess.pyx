@@ -6,24 +6,28 @@ Private: every function here trusts its caller.  ``convention_rt.preprocess``
 checks shapes, dtypes, contiguity and index ranges before calling in, so no
 loop below can read or write out of bounds.  Loops hold no Python objects and
 run without the GIL.
+
+A pixel is *bad* when it is NaN or its magnitude exceeds ``MAX_PIXEL_MAGNITUDE``
+(infinities included); the rule and the bound are defined once, in
+``normalise_frame.h`` (``crt_is_bad``, ``CRT_MAX_PIXEL_MAGNITUDE``), and every
+loop here and in that header uses them.
 """
 
-from libc.float cimport FLT_MAX
-from libc.math cimport fabsf
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
 
 cdef extern from "normalise_frame.h" nogil:
+    const double CRT_MAX_PIXEL_MAGNITUDE
+    int crt_is_bad(float x)
     int32_t crt_normalise_frame(const float* src, float* dst, ptrdiff_t npix,
                                 float mean, float inv_std)
     void crt_store_fence()
 
 
-cdef inline int _is_bad(float x) noexcept nogil:
-    # NaN or +-inf: one ordered comparison, false for NaN; branch-free so loops vectorise.
-    return not (fabsf(x) <= FLT_MAX)
+#: Largest plausible absolute pixel value: pixels beyond it are bad, as NaN and inf are.
+MAX_PIXEL_MAGNITUDE = CRT_MAX_PIXEL_MAGNITUDE
 
 
 # --------------------------------------------------------------------------
@@ -43,7 +47,7 @@ cdef inline double _uniform(uint64_t* state) noexcept nogil:
 
 
 # --------------------------------------------------------------------------
-# Median of the finite pixels (the fill level of bad pixels).
+# Median of the good pixels (the fill level of bad pixels).
 # --------------------------------------------------------------------------
 cdef void _select_kth(double* a, Py_ssize_t n, Py_ssize_t k) noexcept nogil:
     """Partially sort ``a`` so that ``a[k]`` is its k-th smallest value."""
@@ -91,22 +95,22 @@ cdef int32_t _normalise_frame(const float* src, float* dst, Py_ssize_t npix,
                               float mean, float inv_std, double* scratch) noexcept nogil:
     """dst = (src - mean) * inv_std in float32; bad pixels take the frame's median first.
 
-    Returns the number of bad (NaN or infinite) pixels.
+    Returns the number of bad pixels (NaN, or magnitude beyond MAX_PIXEL_MAGNITUDE).
     """
-    cdef Py_ssize_t p, n_finite
+    cdef Py_ssize_t p, n_good
     cdef int32_t n_bad = crt_normalise_frame(src, dst, npix, mean, inv_std)
     cdef float fill
     if n_bad == 0:
         return 0
-    n_finite = 0
+    n_good = 0
     for p in range(npix):
-        if not _is_bad(src[p]):
-            scratch[n_finite] = src[p]
-            n_finite += 1
-    fill = <float>_median(scratch, n_finite) if n_finite > 0 else mean
+        if not crt_is_bad(src[p]):
+            scratch[n_good] = src[p]
+            n_good += 1
+    fill = <float>_median(scratch, n_good) if n_good > 0 else mean
     fill = (fill - mean) * inv_std
     for p in range(npix):
-        if _is_bad(src[p]):
+        if crt_is_bad(src[p]):
             dst[p] = fill
     return n_bad
 
@@ -115,7 +119,7 @@ cdef int32_t _normalise_frame(const float* src, float* dst, Py_ssize_t npix,
 # Public kernels (called only through convention_rt.preprocess)
 # --------------------------------------------------------------------------
 def count_bad_pixels(const float[:, :, ::1] frames, int32_t[::1] out):
-    """Count NaN/inf pixels of each frame: frames (F, H, W) -> out (F,)."""
+    """Count the bad pixels of each frame: frames (F, H, W) -> out (F,)."""
     cdef Py_ssize_t f, p
     cdef Py_ssize_t npix = frames.shape[1] * frames.shape[2]
     cdef const float* src
@@ -125,28 +129,28 @@ def count_bad_pixels(const float[:, :, ::1] frames, int32_t[::1] out):
             src = &frames[f, 0, 0]
             n_bad = 0
             for p in range(npix):
-                n_bad += _is_bad(src[p])
+                n_bad += crt_is_bad(src[p])
             out[f] = n_bad
 
 
 def keep_planes(const float[:, :, :, ::1] cubes, const uint8_t[:, ::1] present,
                 uint8_t[:, ::1] keep):
-    """keep[t, b] = present[t, b] and plane (t, b) has a finite pixel."""
+    """keep[t, b] = present[t, b] and plane (t, b) has a good pixel."""
     cdef Py_ssize_t t, b, p
     cdef Py_ssize_t npix = cubes.shape[2] * cubes.shape[3]
     cdef const float* src
-    cdef uint8_t has_finite
+    cdef uint8_t has_good
     with nogil:
         for t in range(cubes.shape[0]):
             for b in range(cubes.shape[1]):
-                has_finite = 0
+                has_good = 0
                 if present[t, b]:
                     src = &cubes[t, b, 0, 0]
                     for p in range(npix):
-                        if not _is_bad(src[p]):
-                            has_finite = 1
+                        if not crt_is_bad(src[p]):
+                            has_good = 1
                             break
-                keep[t, b] = has_finite
+                keep[t, b] = has_good
 
 
 def gather_planes(const float[:, :, :, ::1] cubes, const int64_t[::1] order,

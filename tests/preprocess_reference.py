@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
+#: The documented bound on pixel magnitudes (docs/preprocessing.md), written here, not read from the
+#: module under test: a pixel is bad when it is NaN or its magnitude exceeds this bound (inf included).
+MAX_PIXEL_MAGNITUDE = 1e15
+
 GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 MIX2 = np.uint64(0x94D049BB133111EB)
@@ -23,16 +27,28 @@ def splitmix64_uniforms(seed: int, count: int) -> np.ndarray:
     return (z >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
 
 
+# For float32 pixels, |x| <= MAX_PIXEL_MAGNITUDE exactly when |x| <= the largest float32 not above it.
+_BOUND = np.float32(MAX_PIXEL_MAGNITUDE)
+if float(_BOUND) > MAX_PIXEL_MAGNITUDE:  # rounded up to a float32: take the one below
+    _BOUND = np.nextafter(_BOUND, np.float32(0))
+
+
+def is_bad(pixels: np.ndarray) -> np.ndarray:
+    """Bad pixels of a float32 array: NaN, or |x| > MAX_PIXEL_MAGNITUDE (so +-inf too), same shape."""
+    pixels = np.asarray(pixels, dtype=np.float32)
+    return ~((pixels >= -_BOUND) & (pixels <= _BOUND))  # both false for NaN
+
+
 def count_bad_pixels(frames: np.ndarray) -> np.ndarray:
-    return (~np.isfinite(frames)).sum(axis=(1, 2)).astype(np.int32)
+    return is_bad(frames).sum(axis=(1, 2)).astype(np.int32)
 
 
 def separate_bands(cubes, mjd, offsets, present=None):
     cubes = np.asarray(cubes, dtype=np.float32)
     n_epochs, n_planes, height, width = cubes.shape
     present = np.ones((n_epochs, n_planes), bool) if present is None else np.asarray(present, bool)
-    finite = np.isfinite(cubes).any(axis=(2, 3))
-    keep = present & finite
+    good = (~is_bad(cubes)).any(axis=(2, 3))
+    keep = present & good
     frames, planes, times, new_offsets = [], [], [], [0]
     for i in range(len(offsets) - 1):
         epochs = np.arange(offsets[i], offsets[i + 1])
@@ -55,13 +71,13 @@ def normalise_bands(frames, band_ids, mean, std):
     frames = np.asarray(frames, dtype=np.float32)
     n = frames.shape[0]
     flat = frames.reshape(n, frames.shape[1] * frames.shape[2]).copy()
-    bad = ~np.isfinite(flat)
+    bad = is_bad(flat)
     n_bad = bad.sum(axis=1).astype(np.int32)
     mean = np.asarray(mean, np.float64)[band_ids].astype(np.float32)
     inv_std = (1.0 / np.asarray(std, np.float64)[band_ids]).astype(np.float32)
     for f in np.flatnonzero(n_bad):
-        finite = flat[f][~bad[f]].astype(np.float64)
-        flat[f][bad[f]] = np.median(finite) if finite.size else mean[f]
+        good = flat[f][~bad[f]].astype(np.float64)
+        flat[f][bad[f]] = np.median(good) if good.size else mean[f]
     out = (flat - mean[:, None]) * inv_std[:, None]
     return out.reshape(frames.shape), n_bad
 

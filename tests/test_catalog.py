@@ -609,3 +609,14 @@ def test_writer_removes_its_temporary_file_when_finishing_fails(tmp_path, monkey
     with pytest.raises(OSError, match="no space left"):
         writer.close()
     assert os.listdir(tmp_path) == []
+
+
+def test_pad_policy_fills_with_the_median_of_good_pixels_only() -> None:
+    from convention_rt.catalog import _pad_with_background
+
+    stamps = np.full((2, 20, 20), 5.0, dtype=np.float32)
+    stamps[0, :12] = -1e30  # sentinels, most of the stamp: bad pixels
+    stamps[1, :6] = np.inf
+    padded = _pad_with_background(stamps, 32)
+    assert padded.shape == (2, 32, 32)
+    assert np.all(padded[:, 0, 0] == 5.0)

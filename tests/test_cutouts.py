@@ -184,3 +184,12 @@ def test_mask_of_another_shape_is_an_error() -> None:
     data = exposure_bytes(np.ones((30, 30), np.float32), np.zeros((29, 30), np.int32), np.ones((30, 30), np.float32))
     with pytest.raises(CutoutError, match="MASK plane has shape"):
         decode_image(data)
+
+
+def test_padding_level_ignores_sentinel_pixels_like_nan() -> None:
+    image = np.full((20, 20), 7.0, dtype=np.float32)
+    image[:12] = 3e38  # sentinels, most of the image: bad pixels, not sky
+    image[4, :3] = np.nan
+    stamp, padded = fit_stamp(image, 32)
+    assert padded
+    assert stamp[0, 0] == 7.0 and stamp[-1, -1] == 7.0

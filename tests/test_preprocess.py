@@ -2,24 +2,39 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import preprocess_reference as ref
-from convention_rt import preprocess
+from convention_rt import _preprocess, preprocess
 from convention_rt.errors import UsageError
 
-SPECIALS = [np.nan, np.inf, -np.inf]
+# The bound on pixel magnitudes seen from float32: 1e15 itself is not a float32, the nearest one
+# (999999986991104) lies below it and is a good pixel, as is the one before it; the next one up is
+# the first float32 beyond 1e15, a bad pixel.
+AT_BOUND = np.float32(1e15)
+BELOW_BOUND = np.nextafter(AT_BOUND, np.float32(0))
+ABOVE_BOUND = np.nextafter(AT_BOUND, np.float32(np.inf))
+FLT_MAX = np.finfo(np.float32).max
+# Bad in every way but NaN: infinities, sentinels that pipelines write, the bound's first neighbour out.
+SENTINELS = [np.inf, -np.inf, ABOVE_BOUND, -ABOVE_BOUND, 2e15, -2e15, -1e30, 1e37, 3e38, -3e38, FLT_MAX]
+EDGE_GOOD = [AT_BOUND, -AT_BOUND, BELOW_BOUND, -BELOW_BOUND]  # extreme but good pixels
+SPECIALS = [np.nan, *SENTINELS, *EDGE_GOOD]
+
+# Stamp shapes: H * W a multiple of 4 takes the SSE2 loop of the normalisation kernel (with a 16-byte
+# aligned output), any other the scalar loop; 32x32 is the stamp of the shipped models.
+SHAPES = st.one_of(st.tuples(st.integers(0, 5), st.integers(0, 5)), st.just((32, 32)), st.just((4, 4)))
 
 
 @st.composite
-def ragged_frames(draw, max_objects=6, max_count=9, max_side=5, n_bands=4):
-    """Random ragged frames with NaN/inf sprinkled in, including empty objects and stamps."""
+def ragged_frames(draw, max_objects=6, max_count=9, n_bands=4):
+    """Random ragged frames with bad and extreme pixels sprinkled in, including empty objects and stamps."""
     counts = draw(st.lists(st.integers(0, max_count), min_size=0, max_size=max_objects))
-    height = draw(st.integers(0, max_side))
-    width = draw(st.integers(0, max_side))
+    height, width = draw(SHAPES)
     n = int(sum(counts))
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
@@ -38,6 +53,21 @@ def ragged_frames(draw, max_objects=6, max_count=9, max_side=5, n_bands=4):
 
 STATS_MEAN = np.array([0.0, 10.0, -3.0, 0.5])
 STATS_STD = np.array([1.0, 2.0, 0.25, 30.0])
+
+
+def buffers_at(n_objects, seq_len, height, width, *, misaligned):
+    """Output buffers for prepare_sequences whose stamps start 16-byte aligned, or 4 bytes past.
+
+    Aligned (and H * W a multiple of 4), every slot is normalised by the SSE2 loop on x86;
+    misaligned, every slot by the scalar loop: the same inputs through both paths.
+    """
+    buffers = preprocess.allocate_sequences(n_objects, seq_len, height, width)
+    nbytes = buffers.stamps.nbytes
+    raw = np.empty(nbytes + 32, dtype=np.uint8)
+    start = (-raw.ctypes.data) % 16 + (4 if misaligned else 0)
+    stamps = raw[start:start + nbytes].view(np.float32).reshape(buffers.stamps.shape)
+    assert nbytes == 0 or stamps.ctypes.data % 16 == (4 if misaligned else 0)
+    return dataclasses.replace(buffers, stamps=stamps)
 
 
 @settings(max_examples=150, deadline=None)
@@ -78,13 +108,15 @@ def test_window_sequence_matches_reference(data, seq_len, mode, drop_prob):
 
 @settings(max_examples=150, deadline=None)
 @given(ragged_frames(), st.integers(1, 7), st.sampled_from(["latest", "random"]),
-       st.sampled_from([0.0, 0.5]))
-def test_prepare_sequences_equals_window_of_normalised(data, seq_len, mode, drop_prob):
+       st.sampled_from([0.0, 0.5]), st.booleans())
+def test_prepare_sequences_equals_window_of_normalised(data, seq_len, mode, drop_prob, misaligned):
     frames, band_ids, mjd, offsets, seeds = data
     if mode == "latest":
         drop_prob = 0.0
+    out = buffers_at(len(offsets) - 1, seq_len, *frames.shape[1:], misaligned=misaligned)
     got = preprocess.prepare_sequences(frames, band_ids, mjd, offsets, STATS_MEAN, STATS_STD,
-                                       seq_len, mode=mode, seeds=seeds, drop_prob=drop_prob)
+                                       seq_len, mode=mode, seeds=seeds, drop_prob=drop_prob, out=out)
+    assert got is out
     stamps, bands, times, mask, n_bad = ref.prepare_sequences(
         frames, band_ids, mjd, offsets, STATS_MEAN, STATS_STD, seq_len, mode, seeds, drop_prob)
     np.testing.assert_array_equal(got.band_ids, bands)
@@ -103,8 +135,10 @@ def ragged_cubes(draw):
     n = int(sum(counts))
     cubes = rng.normal(size=(n, n_planes, side, side)).astype(np.float32)
     missing = rng.random((n, n_planes)) < 0.3
-    cubes[missing] = np.nan  # NaN-filled missing planes
-    cubes[rng.random(cubes.shape) < 0.05] = np.inf  # stray bad pixels keep a plane
+    fill = rng.choice([np.nan, np.inf, -1e30, 3e38, ABOVE_BOUND], size=(n, n_planes))
+    cubes[missing] = fill[missing][:, None, None]  # missing planes filled with NaN or a sentinel
+    stray = rng.random(cubes.shape) < 0.05
+    cubes[stray] = rng.choice(SPECIALS, size=int(stray.sum()))  # stray bad pixels keep a plane
     present = rng.random((n, n_planes)) > 0.2  # absent planes
     mjd = rng.integers(0, 6, size=n).astype(np.float64)  # ties test the stable order
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
@@ -206,57 +240,99 @@ def test_wrappers_refuse_what_the_kernels_cannot_take(call, message):
         call()
 
 
-SENTINELS = [1e37, 3e38, -3e38, -1e30, 2e15, -2e15]
+
+def test_the_bound_is_read_from_the_kernels_and_is_the_documented_one():
+    assert preprocess.MAX_PIXEL_MAGNITUDE == _preprocess.MAX_PIXEL_MAGNITUDE == ref.MAX_PIXEL_MAGNITUDE == 1e15
+    assert BELOW_BOUND < AT_BOUND <= 1e15 < ABOVE_BOUND
+
+
+EDGES = [(AT_BOUND, False), (-AT_BOUND, False), (BELOW_BOUND, False), (-BELOW_BOUND, False),
+         (ABOVE_BOUND, True), (-ABOVE_BOUND, True), (np.inf, True), (-np.inf, True), (np.nan, True),
+         (FLT_MAX, True), (-1e30, True), (0.0, False)]
+
+
+@pytest.mark.parametrize("shape", [(3, 3), (4, 4), (32, 32)], ids=["scalar", "sse2-4x4", "sse2-32x32"])
+@pytest.mark.parametrize(("value", "bad"), EDGES, ids=[repr(float(v)) for v, _ in EDGES])
+def test_pixels_up_to_the_bound_are_good_and_beyond_it_bad(value, bad, shape):
+    frames = np.full((2, *shape), 5.0, dtype=np.float32)
+    frames[:, 1, 2] = value
+    frames[1, 0, 0] = np.nan  # a second frame with a NaN besides
+    expected_bad = [int(bad), int(bad) + 1]
+    np.testing.assert_array_equal(preprocess.count_bad_pixels(frames), expected_bad)
+    mean, std = [0.0, 1.0], [1.0, 2.0]
+    scaled = np.float32((np.float32(value) - np.float32(1.0)) * np.float32(0.5))
+    expected = np.full_like(frames, (5.0 - 1.0) / 2.0)
+    expected[:, 1, 2] = 2.0 if bad else scaled
+    normalised, n_bad = preprocess.normalise_bands(frames, [1, 1], mean, std)
+    np.testing.assert_array_equal(n_bad, expected_bad)
+    np.testing.assert_array_equal(normalised, expected)
+    for misaligned in (False, True):
+        out = buffers_at(1, 3, *shape, misaligned=misaligned)
+        got = preprocess.prepare_sequences(frames, [1, 1], [0.0, 1.0], [0, 2], mean, std, 3, out=out)
+        np.testing.assert_array_equal(got.n_bad, [expected_bad + [0]])
+        np.testing.assert_array_equal(got.stamps[0, :2], expected)
+    # A plane of nothing but this value is a missing band exactly when the value is bad.
+    cubes = np.stack([frames[:1], np.full((1, *shape), value, dtype=np.float32)], axis=1)
+    separated = preprocess.separate_bands(cubes, [0.0], [0, 1])
+    assert separated.plane.tolist() == ([0] if bad else [0, 1])
 
 
 @st.composite
 def frames_with_sentinels(draw):
-    """Ragged frames (NaN/inf sprinkled in) with out-of-range pixels, and the same frames with NaN there."""
+    """Ragged frames with sentinels (inf included) at some good pixels, the same frames with NaN there,
+    and output buffers that take the SSE2 or the scalar path."""
     frames, band_ids, mjd, offsets, seeds = draw(ragged_frames())
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    fraction = draw(st.sampled_from([0.0, 0.02, 0.3, 1.0]))
-    hit = (rng.random(frames.shape) < fraction) & np.isfinite(frames)
+    fraction = draw(st.sampled_from([0.0, 0.02, 0.3, 0.6, 1.0]))
+    hit = (rng.random(frames.shape) < fraction) & ~ref.is_bad(frames)
     with_sentinels = frames.copy()
     with_sentinels[hit] = rng.choice(SENTINELS, size=int(hit.sum()))
     with_nan = frames.copy()
     with_nan[hit] = np.nan
-    return with_sentinels, with_nan, band_ids, mjd, offsets, seeds
-
-
-def test_pixels_beyond_the_plausible_magnitude_are_bad_pixels():
-    frame = np.zeros((1, 3, 3), dtype=np.float32)
-    frame[0, 0] = [1e37, -1e30, 3e38]
-    frame[0, 1] = [-preprocess.MAX_PIXEL_MAGNITUDE, 5.0, 7.0]  # at the limit: a pixel like any other
-    frame[0, 2] = [2e15, np.nan, -np.inf]
-    assert preprocess.count_bad_pixels(frame).tolist() == [6]
-    out, n_bad = preprocess.normalise_bands(frame, [1], [0.0, 1.0], [1.0, 2.0])
-    assert n_bad.tolist() == [6]
-    np.testing.assert_array_equal(out[0, 0], (5.0 - 1.0) / 2.0)  # the median of the three good pixels
-    np.testing.assert_array_equal(out[0, 2], (5.0 - 1.0) / 2.0)
-    np.testing.assert_array_equal(out[0, 1, 1:], [2.0, 3.0])
+    return with_sentinels, with_nan, band_ids, mjd, offsets, seeds, draw(st.booleans())
 
 
 @settings(max_examples=150, deadline=None)
 @given(frames_with_sentinels())
-def test_out_of_range_pixels_take_the_path_of_nan(data):
+def test_sentinel_pixels_are_counted_and_replaced_as_nan(data):
     with_sentinels, with_nan, band_ids, *_ = data
-    np.testing.assert_array_equal(preprocess.count_bad_pixels(with_sentinels),
-                                  preprocess.count_bad_pixels(with_nan))
+    counted = preprocess.count_bad_pixels(with_sentinels)
+    np.testing.assert_array_equal(counted, preprocess.count_bad_pixels(with_nan))
+    np.testing.assert_array_equal(counted, ref.count_bad_pixels(with_nan))
     got, got_bad = preprocess.normalise_bands(with_sentinels, band_ids, STATS_MEAN, STATS_STD)
     expected, expected_bad = preprocess.normalise_bands(with_nan, band_ids, STATS_MEAN, STATS_STD)
     np.testing.assert_array_equal(got_bad, expected_bad)
     np.testing.assert_array_equal(got, expected)
-    assert np.all(np.isfinite(got)) and np.all(np.abs(got) < 1e15)
+    np.testing.assert_array_equal(got_bad, counted)
+    assert np.isfinite(got).all()
 
 
 @settings(max_examples=150, deadline=None)
 @given(frames_with_sentinels(), st.integers(1, 7), st.sampled_from(["latest", "random"]))
-def test_prepare_sequences_replaces_out_of_range_pixels_as_nan(data, seq_len, mode):
-    with_sentinels, with_nan, band_ids, mjd, offsets, seeds = data
+def test_prepare_sequences_replaces_sentinel_pixels_as_nan(data, seq_len, mode):
+    with_sentinels, with_nan, band_ids, mjd, offsets, seeds, misaligned = data
     args = (band_ids, mjd, offsets, STATS_MEAN, STATS_STD, seq_len)
     options = {"mode": mode, "seeds": seeds, "drop_prob": 0.5 if mode == "random" else 0.0}
-    got = preprocess.prepare_sequences(with_sentinels, *args, **options)
-    expected = preprocess.prepare_sequences(with_nan, *args, **options)
+    shape = (len(offsets) - 1, seq_len, *with_nan.shape[1:])
+    got = preprocess.prepare_sequences(with_sentinels, *args, **options,
+                                       out=buffers_at(*shape, misaligned=misaligned))
+    # NaN through the other path: both paths agree, whichever the sentinels take.
+    expected = preprocess.prepare_sequences(with_nan, *args, **options,
+                                            out=buffers_at(*shape, misaligned=not misaligned))
     np.testing.assert_array_equal(got.n_bad, expected.n_bad)
     np.testing.assert_array_equal(got.stamps, expected.stamps)
-    assert np.all(np.isfinite(got.stamps))
+    np.testing.assert_array_equal(got.mask, expected.mask)
+    assert np.isfinite(got.stamps).all()
+
+
+@settings(max_examples=100, deadline=None)
+@given(ragged_cubes())
+def test_planes_of_sentinels_are_missing_bands_as_planes_of_nan(data):
+    cubes, mjd, offsets, present = data
+    as_nan = np.where(ref.is_bad(cubes), np.float32(np.nan), cubes)
+    got = preprocess.separate_bands(cubes, mjd, offsets, present)
+    expected = preprocess.separate_bands(as_nan, mjd, offsets, present)
+    np.testing.assert_array_equal(got.offsets, expected.offsets)
+    np.testing.assert_array_equal(got.plane, expected.plane)
+    np.testing.assert_array_equal(got.mjd, expected.mjd)
+    np.testing.assert_array_equal(np.where(ref.is_bad(got.frames), np.nan, got.frames), expected.frames)

@@ -23,6 +23,7 @@ from astropy.io.fits.verify import VerifyError, VerifyWarning
 from numpy.typing import ArrayLike, NDArray
 
 from convention_rt.errors import BadInputError
+from convention_rt.preprocess import MAX_PIXEL_MAGNITUDE
 
 __all__ = [
     "BAD_MASK_PLANES",
@@ -241,5 +242,6 @@ def fit_stamp(
 
 
 def _background(image: NDArray[np.float32]) -> np.float32:
-    finite = image[np.isfinite(image)]
-    return np.float32(np.median(finite)) if finite.size else np.float32(np.nan)
+    """Median of the good pixels (not NaN, inf or beyond ``MAX_PIXEL_MAGNITUDE``); NaN if none."""
+    good = image[np.abs(image) <= MAX_PIXEL_MAGNITUDE]
+    return np.float32(np.median(good)) if good.size else np.float32(np.nan)
