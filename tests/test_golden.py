@@ -9,6 +9,8 @@ still shipped.
 
 from __future__ import annotations
 
+import dataclasses
+
 import csv
 import json
 from pathlib import Path
@@ -97,8 +99,13 @@ def test_golden_outputs_are_those_of_the_trained_checkpoint(entry):
     spec.loader.exec_module(make_golden)
     golden_outputs = make_golden.golden_outputs
 
-    config = entry.card().provenance["config"]
-    checkpoint = Path(__file__).parent.parent / config["run_dir"] / "ensemble.ckpt"
+    from train.checkpoint import Checkpoint
+
+    card = entry.card()
+    path = Path(__file__).parent.parent / card.provenance["config"]["run_dir"] / "ensemble.ckpt"
+    # the export's version and temperature (a calibrated release of the run's checkpoint)
+    checkpoint = dataclasses.replace(Checkpoint.load(path), version=card.version,
+                                     temperature=card.metrics.get("calibration", {}).get("temperature", 1.0))
     recomputed = golden_outputs(checkpoint)
     golden = golden_for(entry)
     assert recomputed["object_id"] == golden["object_id"] and recomputed["status"] == golden["status"]

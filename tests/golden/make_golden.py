@@ -2,6 +2,11 @@
 
     python tests/golden/make_golden.py runs/compact-4class/ensemble.ckpt \
         --out tests/golden/convention-compact-1.0.0.json
+    python tests/golden/make_golden.py runs/compact-4class-1.1.0/ensemble.ckpt --version 1.2.0 \
+        --evaluations runs/compact-4class-1.1.0 --out tests/golden/convention-compact-1.2.0.json
+
+(``--version`` and ``--evaluations`` as for ``python -m train.export``: the same
+checkpoint as exported, with its temperature.)
 
 The inputs are the sample catalog that ships with the package, preprocessed by the
 runtime (:func:`convention_rt.model_inputs.chunk_to_inputs` with the checkpoint's
@@ -15,6 +20,7 @@ card may predate domains): what the runtime must report.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -29,10 +35,11 @@ from convention_rt.errors import ModelError
 from convention_rt.model_inputs import chunk_to_inputs
 from convention_rt.registry import resolve_model
 from train.checkpoint import Checkpoint
+from train.export import with_evaluations
 
 
-def golden_outputs(checkpoint_path: Path, catalog_path: Path | None = None) -> dict[str, Any]:
-    """Per-object outputs of the checkpoint's ensemble on the sample catalog.
+def golden_outputs(checkpoint_path: Path | Checkpoint, catalog_path: Path | None = None) -> dict[str, Any]:
+    """Per-object outputs of the checkpoint's ensemble (at its temperature) on the sample catalog.
 
     Returns
     -------
@@ -42,7 +49,7 @@ def golden_outputs(checkpoint_path: Path, catalog_path: Path | None = None) -> d
         of the predicted class's probability), ``n_frames``, ``status``
         (NaN probabilities and spread for flagged objects).
     """
-    checkpoint = Checkpoint.load(checkpoint_path)
+    checkpoint = checkpoint_path if isinstance(checkpoint_path, Checkpoint) else Checkpoint.load(checkpoint_path)
     card = checkpoint.card()
     members = checkpoint.build_members()
     with Catalog(catalog_path or sample_catalog_path(), stamp_size=card.stamp_size) as catalog:
@@ -51,7 +58,8 @@ def golden_outputs(checkpoint_path: Path, catalog_path: Path | None = None) -> d
     seq = inputs.sequences
     with torch.no_grad():
         tensors = (torch.from_numpy(seq.stamps), torch.from_numpy(seq.band_ids), torch.from_numpy(inputs.times))
-        per_member = np.stack([torch.softmax(m(*tensors), dim=-1).numpy() for m in members], axis=1)
+        per_member = np.stack([torch.softmax(m(*tensors) / checkpoint.temperature, dim=-1).numpy()
+                               for m in members], axis=1)
     mean = per_member.mean(axis=1)
     best = mean.argmax(axis=1)
     spread = per_member[np.arange(len(chunk)), :, best].std(axis=1)
@@ -82,8 +90,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--version", default=None, help="as python -m train.export --version")
+    parser.add_argument("--evaluations", type=Path, default=None, metavar="RUN_DIR",
+                        help="as python -m train.export --evaluations")
     options = parser.parse_args(argv)
-    outputs = golden_outputs(options.checkpoint)
+    checkpoint = Checkpoint.load(options.checkpoint)
+    if options.version:
+        checkpoint = dataclasses.replace(checkpoint, version=options.version)
+    if options.evaluations:
+        checkpoint = with_evaluations(checkpoint, options.evaluations)
+    outputs = golden_outputs(checkpoint)
     options.out.write_text(json.dumps(outputs, indent=1) + "\n")
     print(f"{options.out}: {len(outputs['object_id'])} objects of {outputs['model']}")
     return 0
