@@ -189,6 +189,13 @@ def test_add_domain_rewrites_both_cards_and_keeps_the_graph(tmp_path):
                       primary_header={**{k: header[k] for k in ("SOURCE", "GENERATR")}, "SEED": 99})
     with pytest.raises(ModelError, match="not the training catalog of .*SEED = 99"):
         add_domain(folder, other)
+    hard = tmp_path / "hard.fits"  # the same header, but the benchmark's hard scene
+    write_raw_catalog(hard, object_columns([1], [0], [60]),
+                      frame_columns([1] * 60, np.arange(60.0), ["g"] * 60, np.zeros((60, 32, 32))), photometry=None,
+                      primary_header={**{k: header[k] for k in ("SOURCE", "GENERATR", "SEED", "NOBJ", "WHEELSHA",
+                                                                 "MAXEPO", "CLASSMAP")}, "SCENE": "hard"})
+    with pytest.raises(ModelError, match="SCENE = 'hard', the card's training data had 'standard'"):
+        add_domain(folder, hard)
 
 
 # -- CatalogWriter requires it, the reader reads it ---------------------------------------------------

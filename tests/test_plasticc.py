@@ -262,6 +262,98 @@ def test_build_refuses_to_overwrite(fake_build, fake_cache):
         build(fake_build.path, cache=fake_cache)
 
 
+# -- the static-scene variants ----------------------------------------------------------------------
+#: Per object of the stand-in wheel's standard build (seed 1): the sum and the sum of absolute values of
+#: its stamps (float64), as the builder wrote them before the scene variants existed.
+STANDARD_STAMP_SUMS = {
+    1000: (306493.0320555238, 307162.1160394073), 1007: (91328.044783303, 95522.80075376558),
+    1014: (86034.6922568237, 90347.69044285004), 1021: (35222.55926293456, 43452.03120048997),
+    1028: (56675.0871872717, 65385.764145615845), 1035: (76126.43621078948, 82697.30327707424),
+    1042: (47605.317346856966, 56326.856715214155), 1049: (49560.52739568165, 57023.49384731967),
+}
+
+
+def _stamps_by_object(path: Path) -> dict[int, np.ndarray]:
+    with fits.open(path) as hdul:
+        objects, stamps = hdul["OBJECTS"].data, hdul["EPOCHS"].data["STAMP"]
+        return {int(i): np.array(stamps[first:first + count])
+                for i, first, count in zip(objects["OBJECT_ID"], objects["FIRST_EPOCH"], objects["N_EPOCHS"])}
+
+
+@pytest.fixture(scope="module")
+def hard_build(fake_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> plasticc.BuildReport:
+    return build(tmp_path_factory.mktemp("hard") / "plasticc-hard.fits", cache=fake_cache, seed=1, scene="hard")
+
+
+def test_standard_scene_stamps_are_unchanged(fake_build):
+    stamps = _stamps_by_object(fake_build.path)
+    assert sorted(stamps) == sorted(STANDARD_STAMP_SUMS)
+    for object_id, (total, absolute) in STANDARD_STAMP_SUMS.items():
+        values = stamps[object_id].astype(np.float64)
+        assert values.sum() == pytest.approx(total, rel=1e-6) and np.abs(values).sum() == pytest.approx(absolute,
+                                                                                                       rel=1e-6)
+    header = fits.getheader(fake_build.path)
+    assert header["SCENE"] == "standard" and "--scene" not in header["COMMAND"] and "NUCFRAC" not in header
+    assert plasticc.scene_variant(header) == "standard"
+
+
+def test_hard_scene_changes_the_scene_and_nothing_else(fake_build, hard_build):
+    with fits.open(fake_build.path) as standard, fits.open(hard_build.path) as hard:
+        for column in standard["OBJECTS"].columns.names:           # ids, order, labels, typing, epochs
+            assert np.array_equal(standard["OBJECTS"].data[column], hard["OBJECTS"].data[column]), column
+        for column in ("OBJECT_ID", "MJD", "BAND"):
+            assert np.array_equal(standard["EPOCHS"].data[column], hard["EPOCHS"].data[column]), column
+        header = hard[0].header
+    assert hard_build.truth_path.read_text() == fake_build.truth_path.read_text()
+    standard_stamps, hard_stamps = _stamps_by_object(fake_build.path), _stamps_by_object(hard_build.path)
+    extragalactic = [1000 + 7 * i for i, t in enumerate(FAKE_TARGETS) if t in CLASS_MAP and t not in (92, 65)]
+    for object_id in extragalactic:                                    # another host: other stamps
+        assert not np.array_equal(standard_stamps[object_id], hard_stamps[object_id]), object_id
+    assert abs(np.median(hard_build.flux_error_ratio) - 1.0) < 0.15  # the noise still matches flux_err
+    assert header["SCENE"] == "hard" and plasticc.scene_variant(header) == "hard"
+    assert header["COMMAND"].endswith("--seed 1 --scene hard")
+    for keyword, value in plasticc.SCENES["hard"].header().items():
+        assert header[keyword] == (value[0] if isinstance(value, tuple) else value), keyword
+    assert str(plasticc.SCENE_STREAM) in header["SCNDRAW"]
+
+
+def test_hard_scene_is_class_blind(fake_cache, tmp_path, monkeypatch):
+    drawn: list[tuple[bool, bool]] = []
+    real_draw_scene = plasticc.draw_scene
+
+    def record(rng, prior, config, wavelength, *, z, transient):
+        drawn.append((z is not None, transient))
+        return real_draw_scene(rng, prior, config, wavelength, z=z, transient=transient)
+
+    monkeypatch.setattr(plasticc, "draw_scene", record)
+    build(tmp_path / "h.fits", cache=fake_cache, scene="hard")
+    targets = [t for _, t in sorted((1000 + 7 * i, t) for i, t in enumerate(FAKE_TARGETS) if t in CLASS_MAP)]
+    # every object gets a scene (field galaxies); a host only when extragalactic; only AGN are not transients
+    assert drawn == [(t not in (92, 65), t != 88) for t in targets]
+
+
+def test_hard_scene_is_reproducible(hard_build, fake_cache, tmp_path):
+    again = build(tmp_path / "again.fits", cache=fake_cache, seed=1, scene="hard")
+    assert _stamps_by_object(again.path).keys() == _stamps_by_object(hard_build.path).keys()
+    for object_id, stamps in _stamps_by_object(again.path).items():
+        assert stamps.tobytes() == _stamps_by_object(hard_build.path)[object_id].tobytes()
+
+
+def test_unknown_scene_is_refused(fake_cache, tmp_path, capsys):
+    with pytest.raises(UsageError, match="scene must be one of standard, hard, got 'easy'"):
+        build(tmp_path / "x.fits", cache=fake_cache, scene="easy")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--out", str(tmp_path / "x.fits"), "--cache", str(fake_cache), "--scene", "easy"])
+    assert exit_info.value.code == 2 and "invalid choice: 'easy'" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def test_cli_builds_the_hard_scene(fake_cache, tmp_path, capsys):
+    assert main(["--out", str(tmp_path / "h.fits"), "--cache", str(fake_cache), "--scene", "hard", "--quiet"]) == 0
+    assert fits.getheader(tmp_path / "h.fits")["SCENE"] == "hard"
+    assert "wrote" in capsys.readouterr().out
+
+
 # -- the real data -----------------------------------------------------------------------------------
 @pytest.mark.skipif(not (default_cache() / WHEEL_FILE).is_file(),
                     reason=f"the {plasticc.WHEEL} wheel is not cached in {default_cache()} "

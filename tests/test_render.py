@@ -8,11 +8,16 @@ import numpy as np
 import pytest
 from scipy.optimize import least_squares
 
+from train.data.lightcurves import REFERENCE_WAVELENGTH, flux_to_mag
 from train.data.render import (
     RenderConfig,
+    ScenePrior,
+    draw_field_galaxies,
     draw_host,
     draw_neighbours,
+    draw_scene,
     draw_seeing,
+    draw_shared_host,
     galactic_latitude,
     noise_flux_error,
     psf_flux,
@@ -174,3 +179,97 @@ def test_config_checks():
         RenderConfig(moffat_beta=1.0)
     assert RenderConfig(stamp_size=32, margin=16).grid_size == 64
     assert all(len(key) <= 8 for key in RenderConfig().header())
+
+
+# -- the class-blind scene (the hard benchmark variant) ------------------------------------
+def test_shared_host_is_the_same_galaxy_for_an_agn_and_a_transient():
+    prior = ScenePrior()
+    for seed in range(50):
+        agn = draw_shared_host(np.random.default_rng(seed), prior, z=0.4, wavelength=LSST_WAVELENGTH, transient=False)
+        sn = draw_shared_host(np.random.default_rng(seed), prior, z=0.4, wavelength=LSST_WAVELENGTH, transient=True)
+        # one prior: brightness, size and shape do not depend on the class, only the position in the host does
+        assert np.array_equal(agn.flux, sn.flux) and agn.r_eff == sn.r_eff and agn.sersic_n == sn.sersic_n
+        assert (agn.axis_ratio, agn.angle) == (sn.axis_ratio, sn.angle)
+
+
+def test_faint_hosts_are_dwarfs_of_the_same_prior():
+    bright = ScenePrior(faint_host_fraction=0.0)
+    faint = ScenePrior(faint_host_fraction=1.0)
+    for seed in range(20):
+        kwargs = dict(z=0.2, wavelength=LSST_WAVELENGTH, transient=True)
+        giant = draw_shared_host(np.random.default_rng(seed), bright, **kwargs)
+        dwarf = draw_shared_host(np.random.default_rng(seed), faint, **kwargs)
+        # same standard-normal draw: 3.5 mag fainter and, with R ~ L ** 0.25, 10 ** -0.35 times the size
+        np.testing.assert_allclose(dwarf.flux / giant.flux, 10.0 ** (-0.4 * 3.5), rtol=1e-12)
+        assert dwarf.r_eff / giant.r_eff == pytest.approx(10.0 ** -0.35, rel=1e-12)
+    rng = np.random.default_rng(1)
+    mags = [flux_to_mag(draw_shared_host(rng, ScenePrior(), z=0.2, wavelength=[REFERENCE_WAVELENGTH],
+                                         transient=True).flux[0]) for _ in range(3000)]
+    # at z = 0.2 (distance modulus 40.0) giants are ~19.8 mag, dwarfs ~23.3: the dwarf share is 0.2
+    assert abs(np.mean(np.array(mags) > 21.8) - 0.2) < 0.03
+
+
+def test_nuclear_offsets_are_shared_by_agn_and_a_share_of_transients():
+    prior = ScenePrior(nuclear_offset=0.0, nuclear_fraction=0.3)
+    rng = np.random.default_rng(2)
+    kwargs = dict(z=0.3, wavelength=LSST_WAVELENGTH)
+    agn = [draw_shared_host(rng, prior, transient=False, **kwargs) for _ in range(200)]
+    assert all(np.all(h.offset == 0) for h in agn)
+    transients = [draw_shared_host(rng, prior, transient=True, **kwargs) for _ in range(3000)]
+    assert abs(np.mean([np.all(h.offset == 0) for h in transients]) - 0.3) < 0.03
+    jittered = [draw_shared_host(rng, ScenePrior(nuclear_offset=0.1), transient=False, **kwargs) for _ in range(2000)]
+    assert np.std([h.offset for h in jittered]) == pytest.approx(0.1, rel=0.05)
+
+
+def test_field_galaxies_follow_the_counts_and_sit_anywhere():
+    config = RenderConfig()
+    prior = ScenePrior()
+    rng = np.random.default_rng(3)
+    drawn = [draw_field_galaxies(rng, prior, config, [REFERENCE_WAVELENGTH]) for _ in range(2000)]
+    half = (config.grid_size / 2 - 4) * config.pixel_scale
+    low, high = prior.galaxy_mag_range
+    ref, slope = prior.galaxy_reference_mag, prior.galaxy_count_slope
+    area = (2 * half / 60) ** 2
+    expected = prior.galaxy_density * (10 ** (slope * (high - ref)) - 10 ** (slope * (low - ref))) * area
+    assert np.mean([len(g) for g in drawn]) == pytest.approx(expected, rel=0.05)
+    galaxies = [galaxy for field in drawn for galaxy in field]
+    mags = flux_to_mag(np.array([g.flux[0] for g in galaxies]))     # the counts are in this band
+    assert np.all((mags >= low - 1e-9) & (mags <= high + 1e-9))
+    share = (1 - 10 ** (slope * (low - 24.0))) / (10 ** (slope * (high - 24.0)) - 10 ** (slope * (low - 24.0)))
+    assert np.mean(mags < 24.0) == pytest.approx(share, abs=0.02)
+    distance = np.hypot(*np.array([g.offset for g in galaxies]).T)
+    assert np.all(np.abs(np.array([g.offset for g in galaxies])) <= half)
+    assert np.any(distance < 0.5)                                     # no keep-out: an object can lie on one
+    sizes = np.array([g.r_eff for g in galaxies])
+    assert np.median(sizes[mags < 22]) > 2 * np.median(sizes[mags > 25])  # fainter: farther and smaller
+
+
+def test_scene_has_a_host_only_for_extragalactic_objects():
+    config, prior = RenderConfig(), ScenePrior(galaxy_density=40.0)
+    host, galaxies = draw_scene(np.random.default_rng(4), prior, config, LSST_WAVELENGTH, z=None, transient=False)
+    assert host is None and len(galaxies) > 0
+    host, _ = draw_scene(np.random.default_rng(4), prior, config, LSST_WAVELENGTH, z=0.3, transient=True)
+    assert host is not None and host.flux.shape == (6,)
+
+
+def test_field_galaxies_add_their_light_like_hosts():
+    config = RenderConfig(jitter=0.0)
+    args = (np.full(3, 50.0), np.ones(3), np.array([1, 2, 3]), np.array([0.7, 0.8, 0.9]))
+    galaxies = draw_field_galaxies(np.random.default_rng(5), ScenePrior(galaxy_density=60.0), config, LSST_WAVELENGTH)
+    assert len(galaxies) >= 2
+    together = render(*args, config=config, rng=np.random.default_rng(6), galaxies=galaxies)
+    alone = [render(*args, config=config, rng=np.random.default_rng(6), host=galaxy) for galaxy in galaxies]
+    np.testing.assert_allclose(together.background, sum(r.background for r in alone), rtol=1e-9, atol=1e-9)
+    none = render(*args, config=config, rng=np.random.default_rng(6))
+    assert render(*args, config=config, rng=np.random.default_rng(6), galaxies=()).stamps.tobytes() == \
+        none.stamps.tobytes()
+
+
+def test_scene_prior_checks():
+    with pytest.raises(ValueError, match="nuclear_fraction"):
+        ScenePrior(nuclear_fraction=1.5)
+    with pytest.raises(ValueError, match="galaxy_mag_range"):
+        ScenePrior(galaxy_mag_range=(26.0, 20.0))
+    with pytest.raises(ValueError, match="galaxy_count_slope"):
+        ScenePrior(galaxy_count_slope=0.0)
+    assert all(len(key) <= 8 for key in ScenePrior().header())

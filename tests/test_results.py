@@ -285,3 +285,16 @@ def test_an_interrupted_run_says_how_to_resume_in_one_line(tmp_path, monkeypatch
     assert results.main(["--root", str(tmp_path / "table"), "run", "--catalog", str(sample_catalog_path()),
                          "--only", "lc_lstm"]) == 130
     assert capsys.readouterr().err.strip().splitlines() == ["interrupted: run the same command to resume"]
+
+
+def test_the_early_table_reads_each_image_row_s_curve(tmp_path, monkeypatch):
+    plan = (results.Entry("a", "Model A", {"model": "compact"}), results.Entry("b", "Model B", {"model": "cnn_gru"}))
+    monkeypatch.setattr(results, "PLAN", plan)
+    assert results.render_early(tmp_path) == ""  # no curve yet: no table
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "early.json").write_text(json.dumps({"frames_seen": [1, 99], "per_fold": [
+        {"macro_f1": [0.2, 0.7]}, {"macro_f1": [0.4, 0.9]}]}))
+    table = results.render_early(tmp_path)
+    assert "| model | k = 1 | k = 99 |" in table
+    assert "| Model A | 0.300 | 0.800 |" in table
+    assert "Not yet scored early: Model B." in table

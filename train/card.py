@@ -188,6 +188,10 @@ def _same_catalog(path: Path, card: ModelCard) -> str | None:
     for keyword in _IDENTITY_KEYWORDS:
         if keyword in recorded and header.get(keyword) != recorded[keyword]:
             return f"{keyword} = {header.get(keyword)!r}, the card's training data had {recorded[keyword]!r}"
+    # the benchmark's scene: catalogs written before the keyword existed are standard ones
+    scene, recorded_scene = header.get("SCENE", "standard"), recorded.get("SCENE", "standard")
+    if scene != recorded_scene:
+        return f"SCENE = {scene!r}, the card's training data had {recorded_scene!r}"
     if not any(keyword in recorded for keyword in _IDENTITY_KEYWORDS):
         return "the card records no header of its training catalog to compare with"
     return None

@@ -14,6 +14,12 @@ splits and held-out objects, and write the same per-fold files.
   (a reference row at its first unfinished fold).
 * ``python -m train.results table`` writes the table between the markers of
   ``docs/results.md`` from whatever folds are finished (partial rows say so).
+* ``--benchmark hard`` (before the command) trains and tables the rows of the
+  hard benchmark instead (:data:`BENCHMARKS`: a catalog built with
+  ``python -m train.data.plasticc --scene hard``, rows in ``runs/results-hard``,
+  its own table markers, each row compared with the same row of the standard
+  benchmark).  A catalog is refused unless its ``SCENE`` is the benchmark's and
+  its objects are, in order, those of the catalog the folds were made on.
 
 The 3-class scores of a 4-class run come from its held-out probabilities with
 SNIa and SNOther summed into SN; the ``compact-3class`` entry is a model trained
@@ -42,7 +48,8 @@ from train.data.dataset import TASKS
 from train.machine import timing_key
 from train.reference.rows import ReferenceRow
 
-__all__ = ["PLAN", "TABLE_PROTOCOL", "Entry", "collect", "main", "render_table", "run_entry"]
+__all__ = ["BENCHMARKS", "PLAN", "TABLE_PROTOCOL", "Benchmark", "Entry", "check_catalog", "collect", "main",
+           "render_against", "render_table", "run_entry"]
 
 log = logging.getLogger("train")
 
@@ -51,6 +58,37 @@ log = logging.getLogger("train")
 TABLE_PROTOCOL: dict[str, Any] = {
     "folds": 5, "fold_limit": 3, "members": 1, "epochs": 30, "patience": 6, "batch_size": 128,
     "learning_rate": 1e-3, "dropout": 0.3, "precision": "bf16", "seed": 0,
+}
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """A variant of the benchmark catalog whose rows have their own results root and table.
+
+    Attributes
+    ----------
+    name : str
+        The catalog's static-scene variant, as :func:`train.data.plasticc.scene_variant`
+        reads it from the ``SCENE`` keyword (``standard`` when there is none).
+    root : Path
+        Default folder of the rows' run directories.
+    marker : str
+        The table goes between ``<!-- {marker}:begin -->`` and ``<!-- {marker}:end -->``.
+    """
+
+    name: str
+    root: Path
+    marker: str
+
+    @property
+    def markers(self) -> tuple[str, str]:
+        return f"<!-- {self.marker}:begin -->", f"<!-- {self.marker}:end -->"
+
+
+#: The benchmarks, by name: the standard catalog and the hard one (``--scene hard``).
+BENCHMARKS: dict[str, Benchmark] = {
+    "standard": Benchmark("standard", Path("runs/results"), "results-table"),
+    "hard": Benchmark("hard", Path("runs/results-hard"), "results-table-hard"),
 }
 
 
@@ -128,10 +166,74 @@ def _held_out_ids(path: Path) -> list[list[str]]:
         raise UsageError(str(exc)) from exc
 
 
+def _object_ids(path: str | Path) -> np.ndarray:
+    """The ``OBJECT_ID`` column of a catalog's ``OBJECTS`` table, in catalog order."""
+    from astropy.io import fits
+
+    with fits.open(path, memmap=True) as hdul:
+        return np.array(hdul["OBJECTS"].data["OBJECT_ID"])
+
+
+def check_catalog(catalog: str | Path, benchmark: Benchmark, reference_run: Path) -> None:
+    """Refuse a catalog of another benchmark, or one whose objects are not those the folds were made on.
+
+    Parameters
+    ----------
+    catalog : str or Path
+        The catalog the rows are to be trained on.
+    benchmark : Benchmark
+        Its ``SCENE`` must be ``benchmark.name``.
+    reference_run : Path
+        Its ``folds.json`` names the catalog the folds were made on; unless that is
+        ``catalog`` itself, both must hold the same object ids in the same order.
+        A missing or unreadable folds file is left to :func:`run_entry` to report.
+
+    Raises
+    ------
+    UsageError
+        The catalog is another benchmark's (say which ``--benchmark`` to pass).
+    ValueError
+        Its objects differ from the folds' catalog, or that catalog is not found.
+    convention_rt.errors.CatalogError
+        It is not a readable catalog.
+    """
+    from convention_rt.catalog import Catalog
+    from train.data.plasticc import scene_variant
+
+    with Catalog(catalog) as opened:
+        scene = scene_variant(opened.header)
+    if scene != benchmark.name:
+        hint = (f"pass --benchmark {scene}" if scene in BENCHMARKS
+                else f"no benchmark has that scene ({', '.join(BENCHMARKS)})")
+        raise UsageError(f"{catalog}: SCENE = {scene!r}, not a catalog of the {benchmark.name} benchmark; {hint}")
+    folds_file = reference_run / "folds.json"
+    try:
+        made_on = json.loads(folds_file.read_text()).get("catalog")
+    except (OSError, ValueError, AttributeError):
+        return
+    if not made_on or Path(made_on).resolve() == Path(catalog).resolve():
+        return
+    if not Path(made_on).is_file():
+        raise ValueError(f"{folds_file}: its folds were made on {made_on}, which is not found: cannot check that "
+                         f"{catalog} holds the same objects in the same order")
+    mine, theirs = _object_ids(catalog), _object_ids(made_on)
+    if mine.shape != theirs.shape or not np.array_equal(mine, theirs):
+        size = min(mine.size, theirs.size)
+        row = int(np.argmax(mine[:size] != theirs[:size])) if np.any(mine[:size] != theirs[:size]) else size
+        first = (f"first difference at row {row}: {mine[row] if row < mine.size else 'none'} against "
+                 f"{theirs[row] if row < theirs.size else 'none'}")
+        raise ValueError(f"{catalog}: OBJECTS: its {mine.size} object ids are not, in order, the {theirs.size} of "
+                         f"{made_on}, on which the folds of {folds_file} were made ({first}); build both from the "
+                         "same data, seed and --limit")
+
+
 def run_entry(entry: Entry, catalog: str, root: Path, reference_run: Path, threads: int, *,
               reuse_only: bool = False, precision: str | None = None, frames_cache: str | None = None,
-              plasticc_cache: str | None = None) -> None:
-    """Train one entry (resuming), on the folds of ``reference_run``.
+              plasticc_cache: str | None = None, benchmark: Benchmark = BENCHMARKS["standard"]) -> None:
+    """Train one entry (resuming), on the folds of ``reference_run``, for ``benchmark``.
+
+    The catalog must be one of ``benchmark``, with the objects of the catalog the
+    folds were made on (:func:`check_catalog`).
 
     Member 0 of a fold of the reference run is the same computation as member 0
     of the ``compact`` entry (same configuration, seeds and folds; the member
@@ -152,6 +254,7 @@ def run_entry(entry: Entry, catalog: str, root: Path, reference_run: Path, threa
     folds_file = reference_run / "folds.json"
     if not folds_file.exists():
         raise UsageError(f"{folds_file}: not found; the table reuses the folds of the shipped model's run")
+    check_catalog(catalog, benchmark, reference_run)
     from train.fit import FitConfig, check_architecture, fit, prepare
 
     if (run_dir / "folds.json").exists() and _held_out_ids(run_dir / "folds.json") != _held_out_ids(folds_file):
@@ -288,10 +391,11 @@ def _mean_std(values: list[float]) -> str:
 
 
 def render_table(results: dict[str, dict[str, Any]]) -> str:
-    """Markdown tables (4-class, 3-class, per-class recall, time) of the collected entries."""
+    """Markdown tables (4-class, 3-class, per-class recall, time) of the collected entries (in :data:`PLAN`'s order)."""
+    entries = [entry for entry in PLAN if entry.name in results]
     lines = ["| model | folds | 4-class accuracy | 4-class macro-F1 | 3-class accuracy | 3-class macro-F1 |",
              "|---|---|---|---|---|---|"]
-    for entry in PLAN:
+    for entry in entries:
         got = results[entry.name]
         folds = f"{got['folds']}/{got['planned']}"
         if entry.task == "3class":
@@ -303,7 +407,7 @@ def render_table(results: dict[str, dict[str, Any]]) -> str:
     classes = list(dict.fromkeys(TASKS["4class"].values()))
     lines += ["", "Recall per class (4-class runs):", "",
               "| model | " + " | ".join(classes) + " |", "|---|" + "---|" * len(classes)]
-    for entry in PLAN:
+    for entry in entries:
         got = results[entry.name]
         if entry.task == "4class":
             lines.append(f"| {entry.label} | " + " | ".join(_mean_std(got["recall"].get(c, [])) for c in classes)
@@ -313,7 +417,7 @@ def render_table(results: dict[str, dict[str, Any]]) -> str:
               "precision, bf16 on CPUs with bf16 units (AMX, AVX512-BF16), fp32 on CPUs with AVX2 alone, and by the "
               "CPU's matrix units where the epoch records them: \"bf16 on amx\"):", "",
               "| model | members finished | epochs per member | seconds per epoch |", "|---|---|---|---|"]
-    for entry in PLAN:
+    for entry in entries:
         got = results[entry.name]
         if got["boosting"]:  # no epochs: the fit's time and the iterations the validation split chose
             fits = got["boosting"]
@@ -325,10 +429,41 @@ def render_table(results: dict[str, dict[str, Any]]) -> str:
         seconds = ", ".join(f"{np.mean(values):.0f} ({key}, {len(values)} epoch{'s' * (len(values) != 1)})"
                             for key, values in sorted(got["seconds_per_epoch"].items())) or "–"
         lines.append(f"| {entry.label} | {len(got['epochs'])} | {epochs} | {seconds} |")
-    restarted = [f"{entry.label} ({'; '.join(results[entry.name]['restarted'])})" for entry in PLAN
+    restarted = [f"{entry.label} ({'; '.join(results[entry.name]['restarted'])})" for entry in entries
                  if results[entry.name]["restarted"]]
     lines += ["", "Members trained again from a fresh seed after a dead classifier head (restarts): "
               + (", ".join(restarted) if restarted else "none") + "."]
+    return "\n".join(lines)
+
+
+def render_early(root: Path) -> str:
+    """Lines of the early-classification table: 4-class macro-F1 against the first k frames seen.
+
+    Read from each row's ``early.json`` (``python -m train.early``); rows without one
+    are left out and named.  Empty when no row has one.
+    """
+    curves, missing = {}, []
+    for entry in PLAN:
+        early_file = root / entry.name / "early.json"
+        if entry.reference is not None or entry.task != "4class":
+            continue
+        if not early_file.exists():
+            missing.append(entry.label)
+            continue
+        early = json.loads(early_file.read_text())
+        if early["per_fold"]:
+            curves[entry.label] = (early["frames_seen"], np.array([f["macro_f1"] for f in early["per_fold"]]))
+    if not curves:
+        return ""
+    frames = next(iter(curves.values()))[0]
+    lines = ["", "Early classification (`python -m train.early`): 4-class macro-F1 of the held-out objects cut to "
+             "their first k frames in time, mean over the row's folds:", "",
+             "| model | " + " | ".join(f"k = {k}" for k in frames) + " |", "|---|" + "---|" * len(frames)]
+    for label, (seen, table) in curves.items():
+        if seen == frames:
+            lines.append(f"| {label} | " + " | ".join(f"{v:.3f}" for v in table.mean(axis=0)) + " |")
+    if missing:
+        lines += ["", "Not yet scored early: " + "; ".join(missing) + "."]
     return "\n".join(lines)
 
 
@@ -441,18 +576,63 @@ def render_claims(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-BEGIN, END = "<!-- results-table:begin -->", "<!-- results-table:end -->"
+def render_against(results: dict[str, dict[str, Any]], standard: dict[str, dict[str, Any]], name: str) -> str:
+    """One line per entry of ``results`` (benchmark ``name``): its macro-F1 against the same entry's in ``standard``.
+
+    Paired as the claims are (:func:`verdict`), on the held-out objects of the folds
+    both finished, in the entry's task: "standard above NAME" holds when the entry
+    scores lower on benchmark ``name``.  An entry missing from ``standard`` says so.
+    """
+    heading = (f"Against the standard benchmark (the same row there; macro-F1 on the same held-out objects, paired "
+               f"as the claims are, {RESAMPLES} resamples within each fold):")
+    lines = [heading, ""]
+    for entry in (entry for entry in PLAN if entry.name in results):
+        n_classes = len(set(TASKS[entry.task].values()))
+        if entry.name not in standard or not standard[entry.name]["held_out"]:
+            lines.append(f"- {entry.label}: not measured on the standard benchmark")
+            continue
+        here, there = results[entry.name], standard[entry.name]
+        per_fold = ", ".join(f"fold {fold} {macro_f1(*there['held_out'][fold][1:], n_classes):.3f} / "
+                             f"{macro_f1(*here['held_out'][fold][1:], n_classes):.3f}"
+                             for fold in sorted(set(here["held_out"]) & set(there["held_out"])))
+        lines.append(f"- {entry.label}: standard above {name}: "
+                     f"{verdict({'held_out': there['held_out']}, {'held_out': here['held_out']}, n_classes)}"
+                     + (f"; macro-F1 standard / {name}: {per_fold}" if per_fold else ""))
+    return "\n".join(lines)
 
 
-def write_table(document: Path, root: Path) -> str:
-    """Replace the text between the table markers of ``document``; returns the table."""
-    results = {entry.name: collect(entry, root) for entry in PLAN}
-    table = render_table(results) + "\n\n" + render_claims(results)
+BEGIN, END = BENCHMARKS["standard"].markers
+
+
+def write_table(document: Path, root: Path, benchmark: Benchmark = BENCHMARKS["standard"],
+                against: Path | None = None) -> str:
+    """Replace the text between the benchmark's table markers of ``document``; returns the table.
+
+    The standard benchmark's table has a row for every entry of :data:`PLAN`.
+    Another benchmark's has a row for every entry started under ``root``, the
+    claims those rows decide, and, when ``against`` (the standard benchmark's
+    root) is a folder, :func:`render_against` for each.
+    """
+    begin, end = benchmark.markers
+    if benchmark.name == "standard":
+        results = {entry.name: collect(entry, root) for entry in PLAN}
+        table = render_table(results) + render_early(root) + "\n\n" + render_claims(results)
+    else:
+        results = {entry.name: collect(entry, root) for entry in PLAN if (root / entry.name).is_dir()}
+        if not results:
+            raise UsageError(f"{root}: no row of the {benchmark.name} benchmark has started (python -m train.results "
+                             f"--benchmark {benchmark.name} run ...)")
+        table = render_table(results)
+        if any(better in results and worse in results for _, better, worse, _ in CLAIMS):
+            table += "\n\n" + render_claims(results)
+        if against is not None and against.is_dir():
+            standard = {name: collect(_entry(name), against) for name in results}
+            table += "\n\n" + render_against(results, standard, benchmark.name)
     text = document.read_text()
-    if BEGIN not in text or END not in text.partition(BEGIN)[2]:
-        raise UsageError(f"{document}: needs the markers {BEGIN} and {END}, in that order")
-    head, rest = text.split(BEGIN, 1)
-    document.write_text(f"{head}{BEGIN}\n{table}\n{END}{rest.split(END, 1)[1]}")
+    if begin not in text or end not in text.partition(begin)[2]:
+        raise UsageError(f"{document}: needs the markers {begin} and {end}, in that order")
+    head, rest = text.split(begin, 1)
+    document.write_text(f"{head}{begin}\n{table}\n{end}{rest.split(end, 1)[1]}")
     return table
 
 
@@ -481,7 +661,11 @@ def _removed_unless_trained(run_dir: Path, reference_run: Path) -> Iterator[None
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point: 0 done, 1 bad input, 2 usage, 130 interrupted."""
     parser = OneLineParser(prog="python -m train.results", description=__doc__.split("\n")[0])
-    parser.add_argument("--root", type=Path, default=Path("runs/results"), help="run directories of the entries")
+    parser.add_argument("--benchmark", choices=tuple(BENCHMARKS), default="standard",
+                        help="the catalog variant the rows are trained on and tabled for (default: standard)")
+    parser.add_argument("--root", type=Path, default=None,
+                        help="run directories of the entries (default: the benchmark's, "
+                             + ", ".join(f"{b.root} for {b.name}" for b in BENCHMARKS.values()) + ")")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="train the entries (resuming)")
     run.add_argument("--catalog", required=True)
@@ -502,23 +686,28 @@ def main(argv: list[str] | None = None) -> int:
                           "catalog builder's, python -m train.data.plasticc --help)")
     table = commands.add_parser("table", help="write the table into docs/results.md")
     table.add_argument("--document", type=Path, default=Path("docs/results.md"))
+    table.add_argument("--against", type=Path, default=BENCHMARKS["standard"].root,
+                       help="another benchmark's rows are compared with the same rows here (default: %(default)s)")
     options = parser.parse_args(argv)
+    benchmark = BENCHMARKS[options.benchmark]
+    root = options.root if options.root is not None else benchmark.root
     try:
         if options.command == "table":
-            if not options.root.is_dir():
-                raise UsageError(f"{options.root}: no such folder of results runs (see --root)")
-            print(write_table(options.document, options.root))
+            if not root.is_dir():
+                raise UsageError(f"{root}: no such folder of results runs (see --root)")
+            print(write_table(options.document, root, benchmark, options.against))
             return 0
         from train.fit import configure_logging
 
         entries = [_entry(name) for name in options.only] if options.only else list(PLAN)
         entries = [e for e in entries if not options.reuse_only or e.name == "compact"]
         for entry in entries:
-            with _removed_unless_trained(options.root / entry.name, options.reference_run):
-                configure_logging(options.root / entry.name)
-                run_entry(entry, options.catalog, options.root, options.reference_run, options.threads,
+            with _removed_unless_trained(root / entry.name, options.reference_run):
+                configure_logging(root / entry.name)
+                run_entry(entry, options.catalog, root, options.reference_run, options.threads,
                           reuse_only=options.reuse_only, precision=options.precision,
-                          frames_cache=options.frames_cache, plasticc_cache=options.plasticc_cache)
+                          frames_cache=options.frames_cache, plasticc_cache=options.plasticc_cache,
+                          benchmark=benchmark)
     except (ConventionError, ValueError, OSError) as exc:
         return report_failure(exc)
     except KeyboardInterrupt:

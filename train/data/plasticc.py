@@ -14,6 +14,11 @@ the renderer then adds noise once, at the catalog's ``flux_err``.
 Command line::
 
     python -m train.data.plasticc --out PATH [--cache DIR] [--seed S] [--limit N] [--max-epochs M]
+        [--scene standard|hard]
+
+``--scene hard`` draws the static scene class-blind (:class:`train.data.render.ScenePrior`):
+one host prior for every extragalactic class, transients on the nucleus too, field
+galaxies around every object.
 """
 
 from __future__ import annotations
@@ -40,8 +45,10 @@ from convention_rt.photometry import Photometry
 from train.data.lightcurves import CLASSES, flux_to_mag
 from train.data.render import (
     RenderConfig,
+    ScenePrior,
     draw_host,
     draw_neighbours,
+    draw_scene,
     draw_seeing,
     galactic_latitude,
     noise_flux_error,
@@ -54,6 +61,7 @@ __all__ = [
     "LEFT_OUT",
     "PHOTOMETRY",
     "PHOT_CONFUSION",
+    "SCENES",
     "THREE_CLASS",
     "WHEEL",
     "BuildReport",
@@ -65,6 +73,7 @@ __all__ = [
     "fetch_wheel",
     "main",
     "read_wheel",
+    "scene_variant",
     "smooth_lightcurve",
 ]
 
@@ -133,6 +142,18 @@ def declared_photometry(header: dict | object) -> Photometry | None:
     """
     get = getattr(header, "get")
     return PHOTOMETRY if get("GENERATR") == "train.data.plasticc" else None
+
+
+#: Static-scene variants (``--scene``): ``standard`` draws hosts by class (docs/data.md);
+#: ``hard`` draws the class-blind scene of :class:`~train.data.render.ScenePrior`.
+SCENES: dict[str, ScenePrior | None] = {"standard": None, "hard": ScenePrior()}
+#: The hard scene draws from ``default_rng([seed, object_id, SCENE_STREAM])``, apart from the object's own stream.
+SCENE_STREAM = 0x5CE7E
+
+
+def scene_variant(header: dict | object) -> str:
+    """The static-scene variant a catalog's header records (``SCENE``); ``standard`` when it records none."""
+    return str(getattr(header, "get")("SCENE", "standard")).strip()
 
 # Gaussian-process smoothing: Matern-3/2 in (time, wavelength); the wavelength
 # scale is fixed (as in the PLAsTiCC-winning Avocado classifier), the time scale
@@ -400,7 +421,8 @@ def _objects(data: PlasticcData, rows: NDArray[np.int64]) -> Iterator[tuple[int,
 
 
 def build(out: str | Path, *, cache: str | Path | None = None, seed: int = 0, limit: int | None = None,
-          max_epochs: int | None = None, overwrite: bool = False, progress: bool = False) -> BuildReport:
+          max_epochs: int | None = None, overwrite: bool = False, progress: bool = False,
+          scene: str = "standard") -> BuildReport:
     """Build the PLAsTiCC image benchmark.
 
     Parameters
@@ -420,11 +442,18 @@ def build(out: str | Path, *, cache: str | Path | None = None, seed: int = 0, li
     overwrite : bool
     progress : bool
         Print a line to stderr every 500 objects.
+    scene : {"standard", "hard"}
+        Static-scene variant (:data:`SCENES`).  ``hard`` replaces each object's host
+        by the class-blind scene (host and field galaxies), drawn from its own
+        stream; every other draw (seeing, neighbours, jitter, noise, typing and
+        labels) is the standard build's, the standard host being drawn and discarded.
 
     Returns
     -------
     BuildReport
     """
+    if scene not in SCENES:
+        raise UsageError(f"scene must be one of {', '.join(SCENES)}, got {scene!r}")
     if seed < 0:
         raise UsageError(f"seed must be non-negative, got {seed}")
     if limit is not None and limit < 1:
@@ -443,7 +472,9 @@ def build(out: str | Path, *, cache: str | Path | None = None, seed: int = 0, li
     rows = _select(meta, limit, seed)
     command = (f"python -m train.data.plasticc --out {out} --seed {seed}"
                + (f" --limit {limit}" if limit is not None else "")
-               + (f" --max-epochs {max_epochs}" if max_epochs is not None else ""))
+               + (f" --max-epochs {max_epochs}" if max_epochs is not None else "")
+               + (f" --scene {scene}" if scene != "standard" else ""))
+    prior = SCENES[scene]
     header: dict[str, object] = {
         "SOURCE": ("PLAsTiCC", "PLAsTiCC training set light curves"),
         "ORIGIN": (WHEEL, "PyPI wheel holding the csv files"),
@@ -465,6 +496,9 @@ def build(out: str | Path, *, cache: str | Path | None = None, seed: int = 0, li
         "BANDWL": (",".join(f"{b}:{w:g}" for b, w in zip(BANDS, WAVELENGTH)), "eff. wavelength (A)"),
         "FLUXUNIT": ("FLUXCAL", "flux of AB mag m is 10**(-0.4(m-27.5))"),
         **RENDER.header(),
+        "SCENE": (scene, "static scene: standard, or hard (class-blind)"),
+        **({} if prior is None else {**prior.header(), "SCNDRAW": (f"default_rng([SEED, id, {SCENE_STREAM}])",
+                                                                    "the hard scene's own stream")}),
         "COMMAND": command,
     }
     report = BuildReport(path=out, truth_path=truth_path)
@@ -496,8 +530,12 @@ def build(out: str | Path, *, cache: str | Path | None = None, seed: int = 0, li
                 host = draw_host(rng, z=z, wavelength=WAVELENGTH, centred=agn,
                                  abs_mag=(-21.5, 0.7) if agn else (-20.5, 1.0))
             neighbours = draw_neighbours(rng, RENDER, WAVELENGTH, latitude=float(galactic_latitude(ra, dec)))
+            galaxies: tuple = ()
+            if prior is not None:  # the class-blind scene replaces the host; rng's draws stay the standard ones
+                host, galaxies = draw_scene(np.random.default_rng([seed, object_id, SCENE_STREAM]), prior, RENDER,
+                                            WAVELENGTH, z=z if extragalactic else None, transient=true_label != "AGN")
             rendered = render(source, flux_err, band, fwhm, config=RENDER, rng=rng, host=host,
-                              neighbours=neighbours)
+                              neighbours=neighbours, galaxies=galaxies)
             model = np.clip(source, 0.0, None)[:, None, None] * rendered.psf + rendered.background
             ratios.append(noise_flux_error(rendered.stamps - model, rendered.psf, model) / flux_err)
             smoothing.append(smooth_sd / flux_err)
@@ -530,12 +568,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="random seed")
     parser.add_argument("--limit", type=int, default=None, help="build only N objects (class shares kept)")
     parser.add_argument("--max-epochs", type=int, default=None, help="keep at most M epochs per object")
+    parser.add_argument("--scene", choices=tuple(SCENES), default="standard",
+                        help="static scene: standard (hosts by class), or hard (class-blind; docs/data.md)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing files")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     args = parser.parse_args(argv)
     try:
         report = build(args.out, cache=args.cache, seed=args.seed, limit=args.limit, max_epochs=args.max_epochs,
-                       overwrite=args.overwrite, progress=not args.quiet)
+                       overwrite=args.overwrite, progress=not args.quiet, scene=args.scene)
     except ConventionError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

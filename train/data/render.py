@@ -8,6 +8,8 @@ carries the PSF wings of sources just outside the stamp), then cropped:
 * neighbour stars are static point sources placed at random;
 * an optional host galaxy is an elliptical Sersic profile (pixel-integrated on a
   5x oversampled grid), centred at an offset from the object;
+* optional field galaxies (:func:`draw_field_galaxies`) are Sersic profiles too,
+  placed at random like the neighbour stars;
 * each epoch has its own Moffat PSF (analytic optical transfer function, so no
   PSF image is ever sampled) times the pixel response, and its own sub-pixel
   registration offset (``jitter``) applied to the whole scene as a phase ramp.
@@ -25,6 +27,7 @@ is off, in which case the sky level ``s**2 / gain`` stays in.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -46,9 +49,13 @@ __all__ = [
     "Neighbours",
     "RenderConfig",
     "Rendered",
+    "ScenePrior",
+    "draw_field_galaxies",
     "draw_host",
     "draw_neighbours",
+    "draw_scene",
     "draw_seeing",
+    "draw_shared_host",
     "galactic_latitude",
     "moffat_otf",
     "noise_flux_error",
@@ -183,6 +190,74 @@ class Neighbours:
     flux: NDArray[np.float64]
 
 
+@dataclass(frozen=True, kw_only=True)
+class ScenePrior:
+    """A static scene drawn the same way for every class of object (class-blind).
+
+    Hosts of extragalactic objects, AGN and supernovae alike, come from one
+    luminosity prior (:func:`draw_shared_host`); a share of the transients sits on
+    the nucleus at the AGN's offsets; every object, Galactic or not, has field
+    galaxies around it (:func:`draw_field_galaxies`), so a star can lie on a galaxy.
+
+    Attributes
+    ----------
+    host_abs_mag : (float, float)
+        Mean and sd of the host's absolute magnitude (6200 A rest), every class.
+    faint_host_fraction : float
+        Share of hosts drawn from ``faint_host_abs_mag`` instead (dwarfs: below the
+        coadds' depth beyond z ~ 0.3, so the object looks hostless).
+    faint_host_abs_mag : (float, float)
+    nuclear_fraction : float
+        Share of transients on the nucleus; the others sit in an exponential disk.
+    nuclear_offset : float
+        RMS offset per axis (arcsec) of a nuclear object from its host's centre,
+        AGN and nuclear transients alike.
+    galaxy_density : float
+        Field galaxies per square arcmin brighter than ``galaxy_reference_mag`` (AB at 6200 A).
+    galaxy_reference_mag : float
+    galaxy_mag_range : (float, float)
+        Magnitude range of field galaxies.
+    galaxy_count_slope : float
+        Slope of the galaxy counts, d log10 N / dm.
+    galaxy_redshift : (float, float, float)
+        ``(z0, slope, scatter)``: a field galaxy of magnitude ``m`` has redshift
+        ``z0 * 10 ** (slope * (m - 22))`` times a log-normal scatter (natural log sd).
+    """
+
+    host_abs_mag: tuple[float, float] = (-20.5, 1.0)
+    faint_host_fraction: float = 0.2
+    faint_host_abs_mag: tuple[float, float] = (-17.0, 1.0)
+    nuclear_fraction: float = 0.3
+    nuclear_offset: float = 0.1
+    galaxy_density: float = 12.0
+    galaxy_reference_mag: float = 24.0
+    galaxy_mag_range: tuple[float, float] = (18.0, 26.5)
+    galaxy_count_slope: float = 0.31
+    galaxy_redshift: tuple[float, float, float] = (0.45, 0.12, 0.35)
+
+    def __post_init__(self) -> None:
+        if not (0.0 <= self.faint_host_fraction <= 1.0 and 0.0 <= self.nuclear_fraction <= 1.0):
+            raise ValueError("faint_host_fraction and nuclear_fraction must lie in [0, 1]")
+        if self.nuclear_offset < 0 or self.galaxy_density < 0 or self.galaxy_count_slope <= 0:
+            raise ValueError("nuclear_offset and galaxy_density must be non-negative, galaxy_count_slope positive")
+        if not self.galaxy_mag_range[0] < self.galaxy_mag_range[1]:
+            raise ValueError(f"galaxy_mag_range must be increasing, got {self.galaxy_mag_range}")
+
+    def header(self) -> dict[str, object]:
+        """Provenance keywords (at most 8 characters) describing this scene."""
+        return {"HOSTMAG": (f"{self.host_abs_mag[0]:g},{self.host_abs_mag[1]:g}",
+                            "host abs mag N(mean,sd), all classes"),
+                "FNTFRAC": (self.faint_host_fraction, "share of faint (dwarf) hosts"),
+                "FNTMAG": (f"{self.faint_host_abs_mag[0]:g},{self.faint_host_abs_mag[1]:g}",
+                           "faint host abs mag N(mean,sd)"),
+                "NUCFRAC": (self.nuclear_fraction, "share of transients on the nucleus"),
+                "NUCOFF": (self.nuclear_offset, "nuclear offset rms per axis (arcsec)"),
+                "GALDENS": (self.galaxy_density, "field galaxies per arcmin2 brighter than GALREF"),
+                "GALREF": (self.galaxy_reference_mag, "reference mag of GALDENS (AB, 6200 A)"),
+                "GALMAG": (f"{self.galaxy_mag_range[0]:g}-{self.galaxy_mag_range[1]:g}", "field galaxy mags"),
+                "GALSLOPE": (self.galaxy_count_slope, "field galaxy counts d log10 N / dm")}
+
+
 @dataclass(frozen=True)
 class Rendered:
     """Stamps of one object and what went into them (all arrays have T epochs first).
@@ -194,7 +269,7 @@ class Rendered:
     psf : ndarray, shape (T, H, W), float64
         Unit-flux image of the object (PSF at its jittered position, pixel-integrated).
     background : ndarray, shape (T, H, W), float64
-        Noiseless host and neighbours (what the stamp holds besides the object).
+        Noiseless host, field galaxies and neighbours (what the stamp holds besides the object).
     variance : ndarray, shape (T, H, W), float64
         Per-pixel noise variance.
     sky_level : ndarray, shape (T,), float64
@@ -327,6 +402,145 @@ def draw_host(rng: np.random.Generator, *, z: float, wavelength: ArrayLike, cent
                       axis_ratio=q, angle=angle, offset=offset)
 
 
+#: Half-light radius (kpc) of a galaxy of this absolute magnitude in the class-blind scene; R ~ L ** 0.25.
+_SIZE_KPC, _SIZE_MAG = 3.0, -20.5
+
+
+def _galaxy_shape(rng: np.random.Generator, abs_mag: float, z: float) -> tuple[float, float, float, float]:
+    """Half-light radius (arcsec), axis ratio, position angle and Sersic index of a galaxy at ``z``."""
+    r_kpc = _SIZE_KPC * 10.0 ** (rng.normal(0.0, 0.25) - 0.1 * (abs_mag - _SIZE_MAG))
+    return (float(r_kpc / kpc_per_arcsec(z)), float(rng.uniform(0.3, 1.0)), float(rng.uniform(0.0, math.pi)),
+            float(rng.uniform(0.8, 4.0)))
+
+
+def _galaxy_flux(abs_mag: float, z: float, wavelength: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Band fluxes of an Sbc-like galaxy of absolute magnitude ``abs_mag`` (6200 A rest) at ``z``."""
+    colour = galaxy_colour(wavelength / (1.0 + z)) - galaxy_colour(REFERENCE_WAVELENGTH)
+    return mag_to_flux(abs_mag + distance_modulus(z) - 2.5 * math.log10(1.0 + z) + colour)
+
+
+def _disk_offset(rng: np.random.Generator, r_eff: float, axis_ratio: float, angle: float) -> NDArray[np.float64]:
+    """Host centre minus object position (arcsec) for an object drawn from the host's exponential disk."""
+    radius = rng.gamma(2.0, r_eff / 1.678)  # exponential disk, scale length r_eff / 1.678
+    theta = rng.uniform(0.0, 2.0 * math.pi)
+    along, across = radius * math.cos(theta), axis_ratio * radius * math.sin(theta)
+    cos, sin = math.cos(angle), math.sin(angle)
+    return -np.array([along * cos - across * sin, along * sin + across * cos])
+
+
+def draw_shared_host(rng: np.random.Generator, prior: ScenePrior, *, z: float, wavelength: ArrayLike,
+                     transient: bool) -> HostGalaxy:
+    """Draw the host of an extragalactic object from the class-blind prior.
+
+    The absolute magnitude (6200 A rest) is normal with ``prior.host_abs_mag``, or
+    with ``prior.faint_host_abs_mag`` for a share ``prior.faint_host_fraction`` of
+    hosts; the half-light radius is log-normal around 3 kpc at magnitude -20.5
+    (0.25 dex, R ~ L ** 0.25) whatever the class; colours as in :func:`draw_host`.
+    A persistent nuclear source (``transient=False``, an AGN) and a share
+    ``prior.nuclear_fraction`` of transients sit on the nucleus, offset from the
+    host centre by a Gaussian of ``prior.nuclear_offset`` arcsec per axis; the
+    other transients sit in an exponential disk of the host's half-light radius.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+    prior : ScenePrior
+    z : float
+        Host redshift (clipped to 0.01 .. 4).
+    wavelength : array_like, shape (B,)
+        Effective wavelengths of the survey's bands (Angstrom).
+    transient : bool
+
+    Returns
+    -------
+    HostGalaxy
+    """
+    z = float(np.clip(z, 0.01, 4.0))
+    wavelength = np.asarray(wavelength, dtype=np.float64)
+    faint = rng.random() < prior.faint_host_fraction
+    magnitude = float(rng.normal(*(prior.faint_host_abs_mag if faint else prior.host_abs_mag)))
+    r_eff, axis_ratio, angle, sersic_n = _galaxy_shape(rng, magnitude, z)
+    if transient and rng.random() >= prior.nuclear_fraction:
+        offset = _disk_offset(rng, r_eff, axis_ratio, angle)
+    else:
+        offset = rng.normal(0.0, prior.nuclear_offset, 2)
+    return HostGalaxy(flux=_galaxy_flux(magnitude, z, wavelength), r_eff=r_eff, sersic_n=sersic_n,
+                      axis_ratio=axis_ratio, angle=angle, offset=offset)
+
+
+def draw_field_galaxies(rng: np.random.Generator, prior: ScenePrior, config: RenderConfig,
+                        wavelength: ArrayLike) -> tuple[HostGalaxy, ...]:
+    """Draw the field galaxies of the rendering grid: foreground and background, unrelated to the object.
+
+    Their number is Poisson with ``prior.galaxy_density`` per square arcmin at
+    ``prior.galaxy_reference_mag``, counts ``N(<m) ~ 10 ** (galaxy_count_slope m)``
+    within ``prior.galaxy_mag_range`` (AB at 6200 A), over the area where
+    :func:`draw_neighbours` puts stars; positions are uniform, with no keep-out
+    around the object (so an object can lie on one).  Each galaxy's redshift
+    follows its magnitude (``prior.galaxy_redshift``); its size and colours follow
+    from redshift and luminosity as for :func:`draw_shared_host`.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+    prior : ScenePrior
+    config : RenderConfig
+    wavelength : array_like, shape (B,)
+        Effective wavelengths of the survey's bands (Angstrom).
+
+    Returns
+    -------
+    tuple of HostGalaxy
+        ``offset`` is each galaxy's centre relative to the object (arcsec).
+    """
+    wavelength = np.asarray(wavelength, dtype=np.float64)
+    half = (config.grid_size / 2.0 - 4.0) * config.pixel_scale
+    area = (2.0 * half / 60.0) ** 2
+    low, high = prior.galaxy_mag_range
+    slope10 = prior.galaxy_count_slope
+    per_arcmin2 = prior.galaxy_density * (10.0 ** (slope10 * (high - prior.galaxy_reference_mag))
+                                          - 10.0 ** (slope10 * (low - prior.galaxy_reference_mag)))
+    count = int(rng.poisson(per_arcmin2 * area))
+    position = rng.uniform(-half, half, (count, 2))
+    slope = slope10 * math.log(10.0)
+    mags = low + np.log1p(rng.random(count) * np.expm1(slope * (high - low))) / slope  # inverse CDF of the counts
+    z0, z_slope, z_scatter = prior.galaxy_redshift
+    redshift = np.clip(z0 * 10.0 ** (z_slope * (mags - 22.0)) * np.exp(rng.normal(0.0, z_scatter, count)), 0.01, 4.0)
+    galaxies = []
+    for k in range(count):
+        z = float(redshift[k])
+        rest_colour = float(galaxy_colour(REFERENCE_WAVELENGTH / (1.0 + z)) - galaxy_colour(REFERENCE_WAVELENGTH))
+        abs_mag = float(mags[k] - distance_modulus(z) + 2.5 * math.log10(1.0 + z) - rest_colour)
+        r_eff, axis_ratio, angle, sersic_n = _galaxy_shape(rng, abs_mag, z)
+        galaxies.append(HostGalaxy(flux=_galaxy_flux(abs_mag, z, wavelength), r_eff=r_eff, sersic_n=sersic_n,
+                                   axis_ratio=axis_ratio, angle=angle, offset=position[k].copy()))
+    return tuple(galaxies)
+
+
+def draw_scene(rng: np.random.Generator, prior: ScenePrior, config: RenderConfig, wavelength: ArrayLike, *,
+               z: float | None, transient: bool) -> tuple[HostGalaxy | None, tuple[HostGalaxy, ...]]:
+    """The class-blind static scene of one object: its host (none when ``z`` is None) and the field galaxies.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+    prior : ScenePrior
+    config : RenderConfig
+    wavelength : array_like, shape (B,)
+    z : float or None
+        Host redshift of an extragalactic object; None for a Galactic one.
+    transient : bool
+        As for :func:`draw_shared_host`.
+
+    Returns
+    -------
+    host : HostGalaxy or None
+    galaxies : tuple of HostGalaxy
+    """
+    host = None if z is None else draw_shared_host(rng, prior, z=z, wavelength=wavelength, transient=transient)
+    return host, draw_field_galaxies(rng, prior, config, wavelength)
+
+
 def galactic_latitude(ra: ArrayLike, dec: ArrayLike) -> NDArray[np.float64]:
     """Galactic latitude (degrees) of ICRS positions ``ra``, ``dec`` (degrees), any shape."""
     ra, dec = np.radians(np.asarray(ra, dtype=np.float64)), np.radians(np.asarray(dec, dtype=np.float64))
@@ -396,7 +610,7 @@ def _sersic_image(host: HostGalaxy, config: RenderConfig) -> NDArray[np.float64]
 
 def render(flux: ArrayLike, flux_err: ArrayLike, band: ArrayLike, fwhm: ArrayLike, *,
            config: RenderConfig, rng: np.random.Generator, host: HostGalaxy | None = None,
-           neighbours: Neighbours | None = None) -> Rendered:
+           neighbours: Neighbours | None = None, galaxies: Sequence[HostGalaxy] = ()) -> Rendered:
     """Render the stamps of one object, all epochs at once.
 
     Parameters
@@ -415,6 +629,8 @@ def render(flux: ArrayLike, flux_err: ArrayLike, band: ArrayLike, fwhm: ArrayLik
         Draws the jitter, then the pixel noise.
     host : HostGalaxy, optional
     neighbours : Neighbours, optional
+    galaxies : sequence of HostGalaxy
+        Field galaxies (:func:`draw_field_galaxies`), rendered like the host.
 
     Returns
     -------
@@ -460,7 +676,11 @@ def render(flux: ArrayLike, flux_err: ArrayLike, band: ArrayLike, fwhm: ArrayLik
     if host is not None:
         host_hat = np.fft.rfft2(_sersic_image(host, config))
         background_hat += host.flux[band][:, None, None] * host_hat * shift_origin
-    background = np.fft.irfft2(background_hat, s=(n, n))[crop] if crowded or host is not None \
+    if len(galaxies):
+        galaxy_hat = np.fft.rfft2(np.stack([_sersic_image(galaxy, config) for galaxy in galaxies]))  # (G, n, m)
+        galaxy_flux = np.stack([galaxy.flux[band] for galaxy in galaxies])                            # (G, T)
+        background_hat += np.einsum("gt,gnm->tnm", galaxy_flux, galaxy_hat) * shift_origin
+    background = np.fft.irfft2(background_hat, s=(n, n))[crop] if crowded or host is not None or len(galaxies) \
         else np.zeros_like(psf)
 
     model = flux[:, None, None] * psf + background
