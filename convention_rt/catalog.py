@@ -40,7 +40,9 @@ from convention_rt.errors import BadInputError, CatalogError, UsageError
 from convention_rt.fits_rows import TableRows, read_at
 from convention_rt.fits_stream import AtomicWriter, StreamingTable
 from convention_rt.model_card import ModelCard
-from convention_rt.photometry import HEADER_KEYWORDS, ZERO_POINT_COLUMN, DomainCheck, Photometry, compare
+from convention_rt.object_arrays import MJD_LIMIT, mjd_problem
+from convention_rt.photometry import (HEADER_KEYWORDS, ZERO_POINT_COLUMN, ZERO_POINT_RANGE, DomainCheck, Photometry,
+                                     compare)
 
 __all__ = [
     "FORMAT_NAME",
@@ -169,6 +171,22 @@ def _fail(path: Path | str, message: str, **where: Any) -> CatalogError:
     return CatalogError(str(path), message, **where)
 
 
+def _positive_int(value: object, name: str, what: str, minimum: int = 1) -> int:
+    """``value`` as an int after checking it is a whole number of at least ``minimum`` (UsageError naming ``name``)."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise UsageError(f"{name} must be a whole number of at least {minimum} ({what}), got {value!r}")
+    return int(value)
+
+
+def _positive_shape(shape: object) -> tuple[int, int]:
+    """``stamp_shape`` as (height, width) after checking both sides are whole numbers of at least 1."""
+    if (isinstance(shape, str | bytes) or not hasattr(shape, "__len__") or len(shape) != 2  # type: ignore[arg-type]
+            or any(isinstance(side, bool) or not isinstance(side, int | np.integer) or side < 1
+                   for side in shape)):  # type: ignore[union-attr]
+        raise UsageError(f"stamp_shape must be (height, width) in pixels, each at least 1, got {shape!r}")
+    return int(shape[0]), int(shape[1])  # type: ignore[index]
+
+
 def _check_text(text: str, what: str) -> None:
     """Refuse text a FITS character column cannot hold exactly (printable ASCII only)."""
     if not all(" " <= char <= "~" for char in text):
@@ -291,7 +309,7 @@ class Catalog:
         except IsADirectoryError:
             raise _fail(path, "is a folder, not a catalog file") from None
         except OSError as exc:
-            raise _fail(path, f"cannot be opened ({exc.strerror or exc})") from exc
+            raise _fail(path, f"cannot be read: {exc.strerror or exc}") from exc
         if stat.S_ISDIR(status.st_mode):
             raise _fail(path, "is a folder, not a catalog file")
         if not stat.S_ISREG(status.st_mode):
@@ -351,6 +369,10 @@ class Catalog:
                 )
 
     def _hdu(self, name: str) -> fits.BinTableHDU:
+        indices = [index for index, hdu in enumerate(self._hdul) if hdu.name.strip().upper() == name]
+        if len(indices) > 1:
+            raise _fail(self.path, f"{len(indices)} HDUs are named {name} (HDUs {indices[0]} and {indices[1]}): "
+                        "a catalog has one; remove or rename the others", hdu=name)
         try:
             hdu = self._hdul[name]
         except KeyError:
@@ -474,6 +496,11 @@ class Catalog:
                                            shape=(len(bands),))
 
         self.stamp_shape: tuple[int, int] = tuple(int(s) for s in stamp_shape[-2:])  # type: ignore[assignment]
+        if min(self.stamp_shape, default=0) < 1:
+            dim = epochs.columns[self._f_stamp].dim
+            raise _fail(path, f"stamps must be at least 1x1 pixels, got {self.stamp_shape[0]}x"
+                        f"{self.stamp_shape[1]} (TDIM {dim!r}, TFORM {epochs.columns[self._f_stamp].format}): "
+                        "write the stamps with their real size", hdu="EPOCHS", column="STAMP")
         self._check_stamp_shape()
         self.n_objects = o.n_rows
         self.n_epochs = e.n_rows
@@ -699,8 +726,8 @@ class Catalog:
             block = slice(row_offsets[i], row_offsets[i + 1])
             if np.any(epoch_ids[block] != object_ids[i]):
                 invalid[i] = "epoch_rows_belong_to_another_object"
-            elif not np.all(np.isfinite(mjd[block])):
-                invalid[i] = "non_finite_mjd"
+            elif mjd_problem(mjd[block]):
+                invalid[i] = mjd_problem(mjd[block])
             elif self.domain is not None and self.domain.reason:
                 invalid[i] = self.domain.reason
                 if self.domain.note:
@@ -893,8 +920,8 @@ def chunk_from_objects(
         if (codes < 0).any():
             unknown = "/".join(sorted({name for name, c in zip(names, codes) if c < 0}))
             notes[i].append(f"unknown_band_frames={int((codes < 0).sum())}({unknown})")
-        if not np.all(np.isfinite(times)):
-            invalid[i] = "non_finite_mjd"
+        if mjd_problem(times):
+            invalid[i] = mjd_problem(times)
         elif times.size == 0:
             invalid[i] = "no_epochs"
         frames.append(stamps)
@@ -1132,9 +1159,11 @@ class CatalogWriter(AtomicWriter):
         self.photometry = _check_photometry(photometry, header or {})
         self.bands = bands
         self.layout = layout
-        self.stamp_shape = (int(stamp_shape[0]), int(stamp_shape[1]))
-        self.id_width = id_width
-        self.label_width = int(label_width)
+        self.stamp_shape = _positive_shape(stamp_shape)
+        self.id_width = None if id_width is None else _positive_int(id_width, "id_width", "characters of string "
+                                                                    "object ids (None for integer ids)")
+        self.label_width = _positive_int(label_width, "label_width", "characters of the LABEL column; 0 for "
+                                                                  "none", minimum=0)
         self._band_width = max(8, max(len(b) for b in bands))
         self._objects: dict[str, list[Any]] = {k: [] for k in
                                                 ("OBJECT_ID", "RA", "DEC", "FIRST_EPOCH", "N_EPOCHS",
@@ -1235,8 +1264,8 @@ class CatalogWriter(AtomicWriter):
         expected = (n, height, width) if self.layout == "FRAMES" else (n, len(self.bands), height, width)
         if stamps_arr.shape != expected:
             raise UsageError(f"object {value}: stamps must have shape {expected}, got {stamps_arr.shape}")
-        if not np.all(np.isfinite(mjd_arr)):
-            raise UsageError(f"object {value}: mjd must be finite")
+        if mjd_problem(mjd_arr):
+            raise UsageError(f"object {value}: mjd must be finite times within +-{MJD_LIMIT:g} days (MJD)")
         if typing not in ("", "spec", "phot"):
             raise UsageError(f"object {value}: typing must be '', 'spec' or 'phot', got {typing!r}")
         _check_text(label, f"object {value}: label {label!r}")
@@ -1248,8 +1277,11 @@ class CatalogWriter(AtomicWriter):
                 raise UsageError(f"object {value}: the catalog's zero point varies per epoch: give zero_point, "
                                  f"one AB zero point per epoch")
             zero_points = np.asarray(zero_point, dtype=np.float64).reshape(-1)
-            if zero_points.shape != (n,) or not np.all(np.isfinite(zero_points)):
-                raise UsageError(f"object {value}: zero_point must hold {n} finite AB zero points, one per epoch, "
+            low, high = ZERO_POINT_RANGE
+            if zero_points.shape != (n,) or not np.all(np.isfinite(zero_points)) \
+                    or not np.all((zero_points > low) & (zero_points < high)):
+                raise UsageError(f"object {value}: zero_point must hold {n} finite AB zero points between {low:g} "
+                                 f"and {high:g}, one per epoch, "
                                  f"got {np.asarray(zero_point).tolist()!r}")
         elif zero_point is not None:
             raise UsageError(f"object {value}: zero_point per epoch given, but the catalog's photometry has one "

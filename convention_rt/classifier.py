@@ -48,8 +48,8 @@ from numpy.typing import ArrayLike
 from convention_rt.catalog import (
     MOSTLY_BAD_FRACTION, Catalog, InvalidPolicy, ObjectChunk, StampPolicy, chunk_from_objects,
 )
-from convention_rt.errors import BadInputError, CatalogError, ModelError, UsageError
-from convention_rt.history import HistoryCache
+from convention_rt.errors import BadInputError, CatalogError, InputTypeError, ModelError, UsageError
+from convention_rt.history import HistoryCache, check_object_id
 from convention_rt.model_inputs import ModelInputs, chunk_to_inputs
 from convention_rt.object_arrays import check_object, check_objects
 from convention_rt.photometry import Photometry, compare
@@ -207,10 +207,16 @@ class Classifier:
             if inputs.invalid[i] and inputs.invalid[i] != chunk.invalid[i]:
                 what = f"flagged {inputs.invalid[i]}: not classified"
             elif inputs.low_information and inputs.low_information[i]:
-                minimum = self.card.domain.min_frames if self.card.domain is not None else 0
-                what = (f"low information ({inputs.low_information[i].replace(',', ', ')}): "
-                        f"{int(inputs.sequences.n_frames[i])} frame(s) seen, the model's validated minimum is "
-                        f"{minimum}")
+                domain = self.card.domain
+                reasons = inputs.low_information[i].split(",")
+                details = []
+                if "few_frames" in reasons:
+                    details.append(f"{int(inputs.sequences.n_frames[i])} frame(s) seen, the model's validated "
+                                   f"minimum is {domain.min_frames if domain is not None else 0}")
+                if "near_uniform" in reasons:
+                    details.append(f"its probabilities are within {domain.min_uniform_distance if domain else 0:g} "
+                                   f"of uniform: the model cannot tell its classes apart")
+                what = f"low information ({', '.join(reasons)}): " + "; ".join(details)
             else:
                 continue
             object_id = chunk.object_ids[i]
@@ -376,6 +382,10 @@ class Classifier:
             time, a band the model does not know, or a stamp more than half bad
             pixels (NaN, inf or beyond ``MAX_PIXEL_MAGNITUDE``).
         """
+        if not isinstance(cache, HistoryCache):
+            raise InputTypeError(f"cache must be a HistoryCache, got {type(cache).__name__}; build one with "
+                                 f"HistoryCache(max_frames=classifier.card.seq_len) and pass it to every call")
+        check_object_id(object_id)
         what = f"object {object_id}"
         new_stamps, new_bands, new_mjd = check_object(stamps, bands, mjd, what=what,
                                                       stamp_size=self.card.stamp_size)

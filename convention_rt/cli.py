@@ -33,9 +33,9 @@ from convention_rt.errors import ConventionError, Interrupted, UsageError
 from convention_rt.ingest.cli import InvalidPolicy
 from convention_rt.ingest.cli import app as ingest_app
 from convention_rt.predictions import FORMATS, PredictionWriter
-from convention_rt.publish import output_error
+from convention_rt.publish import output_error, output_path
 from convention_rt.registry import DEFAULT_MODEL, list_models, resolve_model
-from convention_rt.session import load_card
+from convention_rt.session import check_threads, load_card
 
 __all__ = ["app", "main"]
 
@@ -168,6 +168,7 @@ def validate(
 
 def _check_output(output: Path, catalog: Path, overwrite: bool) -> None:
     """Errors about the output file, before any work: usage (exit 2), an unwritable folder (exit 3)."""
+    output_path(output)  # a name too long for a file
     if output.suffix.lower() not in FORMATS:
         raise UsageError(f"{output}: output must end in .fits, .csv or .parquet")
     if not output.parent.is_dir():
@@ -194,7 +195,8 @@ def classify(
         show_default=False)] = None,
     device: Annotated[DeviceChoice, typer.Option(help="auto: CUDA when usable, else CPU.")] = DeviceChoice.auto,
     batch_size: Annotated[int, typer.Option(help="Objects per inference call.", min=1)] = 64,
-    threads: Annotated[Optional[int], typer.Option(help="ONNX Runtime threads (default: all cores).", min=1,
+    threads: Annotated[Optional[int], typer.Option(
+        help="ONNX Runtime threads, at most the CPUs available (default: all of them).", min=1,
                                                    show_default=False)] = None,
     chunk_size: Annotated[int, typer.Option(help="Objects read per chunk (bounds memory).", min=1)] = 256,
     stamp_policy: StampPolicyOption = StampPolicy.error,
@@ -203,6 +205,7 @@ def classify(
 ) -> None:
     """Classify every object of a catalog; one output row per object."""
     output = output or catalog.with_name(f"{catalog.stem}.predictions.fits")
+    check_threads(threads, "--threads")
     _check_output(output, catalog, overwrite)
     started = time.perf_counter()
     entry = resolve_model(model)
@@ -253,8 +256,17 @@ def flag_summary(heads: Counter, total: int) -> str:
     if not others:
         return ""
     listed = ", ".join(f"{head} x{count}" for head, count in sorted(others.items(), key=lambda item: -item[1]))
-    return (f"{sum(others.values())} of {total} object(s) not ok: {listed} (flagged: not classified; "
-            f"low_information: classified, on too little; see the status column and docs/usage.md)")
+    kinds: set[str] = set()
+    for head in others:
+        kind, _, why = head.partition(":")
+        kinds.update([kind] if kind != "low_information" else why.split(","))
+    meanings = [meaning for kind, meaning in (
+        ("flagged", "flagged: not classified"),
+        ("few_frames", "few_frames: classified, on fewer frames than the model's validated minimum"),
+        ("near_uniform", "near_uniform: classified, but its probabilities are close to uniform"),
+    ) if kind in kinds]
+    return (f"{sum(others.values())} of {total} object(s) not ok: {listed} ("
+            + "; ".join(meanings + ["see the status column and docs/usage.md"]) + ")")
 
 
 @app.command()

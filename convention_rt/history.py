@@ -31,10 +31,19 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from convention_rt.errors import BadInputError, UsageError
-from convention_rt.object_arrays import check_object
+from convention_rt.errors import BadInputError, InputTypeError, UsageError
+from convention_rt.object_arrays import MJD_LIMIT, check_object, mjd_problem
 
-__all__ = ["HistoryCache"]
+__all__ = ["HistoryCache", "check_object_id"]
+
+
+def check_object_id(object_id: Any) -> None:
+    """Refuse an object id a cache cannot key on (an unhashable one, e.g. a list or an array)."""
+    try:
+        hash(object_id)
+    except TypeError:
+        raise InputTypeError(f"object id {object_id!r} is a {type(object_id).__name__}, which cannot key a history; "
+                             f"give a str or an int") from None
 
 
 class HistoryCache:
@@ -49,8 +58,13 @@ class HistoryCache:
     """
 
     def __init__(self, max_objects: int = 10_000, max_frames: int = 99) -> None:
+        for name, value in (("max_objects", max_objects), ("max_frames", max_frames)):
+            if isinstance(value, bool) or not isinstance(value, int | np.integer):
+                raise UsageError(f"{name} must be a whole number (int), got {value!r}; e.g. "
+                                 f"HistoryCache(max_objects=10_000, max_frames=99)")
         if max_objects < 1 or max_frames < 1:
             raise UsageError(f"max_objects and max_frames must be at least 1, got {max_objects} and {max_frames}")
+        max_objects, max_frames = int(max_objects), int(max_frames)
         self.max_objects = max_objects
         self.max_frames = max_frames
         self.evicted = 0
@@ -93,13 +107,14 @@ class HistoryCache:
             no frames, a non-finite time, or stamps of another size than the
             object's history.
         """
+        check_object_id(object_id)
         what = f"object {object_id}"
         new_stamps, new_bands, new_mjd = check_object(stamps, bands, mjd, what=what)
         if new_mjd.size == 0:
             raise BadInputError(f"{what}: the alert has no stamps (history unchanged); give at least one")
-        if not np.all(np.isfinite(new_mjd)):
-            raise BadInputError(f"{what}: mjd {new_mjd.tolist()} is not finite (history unchanged); "
-                                f"give the observation time of each stamp")
+        if mjd_problem(new_mjd):
+            raise BadInputError(f"{what}: mjd {new_mjd.tolist()} is not finite or beyond +-{MJD_LIMIT:g} days "
+                                f"(history unchanged); give the observation time (MJD) of each stamp")
         with self._lock:
             old = self._histories.get(object_id)
             if old is not None:

@@ -331,10 +331,8 @@ class ModelCard:
             if values.get("domain") is not None:
                 values["domain"] = Domain.from_dict(values["domain"])
             return cls(**values)
-        except ModelError as exc:
-            if str(exc).startswith("domain:"):
-                raise ModelError(f"{source}: not a valid model card: {exc}") from exc
-            raise
+        except ModelError as exc:  # a field's check: name the card's file too
+            raise ModelError(f"{source}: not a valid model card: {exc}") from exc
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ModelError(f"{source}: not a valid model card: {exc}") from exc
 

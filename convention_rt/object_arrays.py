@@ -24,12 +24,26 @@ from numpy.typing import ArrayLike, NDArray
 
 from convention_rt.errors import BadInputError, InputTypeError
 
-__all__ = ["ObjectArrays", "check_object", "check_objects", "object_ids_array"]
+__all__ = ["MJD_LIMIT", "ObjectArrays", "check_object", "check_objects", "mjd_problem", "object_ids_array"]
+
+#: Largest plausible |MJD| in days (MJD 1e6 is the year 4597): beyond it a time is a placeholder or an
+#: error, and differences of such times overflow the model's float32 inputs.
+MJD_LIMIT = 1e6
 
 #: (stamps (T, H, W) float32, band names (T,), mjd (T,) float64), as checked.
 ObjectArrays = tuple[NDArray[np.float32], list[str], NDArray[np.float64]]
 
 _REAL_KINDS = "iuf"  # integer, unsigned, floating: what a pixel or a time may be
+
+
+def mjd_problem(mjd: ArrayLike) -> str:
+    """The flag of an object's times: ``non_finite_mjd``, ``mjd_out_of_range`` (beyond :data:`MJD_LIMIT`) or ""."""
+    times = np.asarray(mjd, dtype=np.float64)
+    if not np.all(np.isfinite(times)):
+        return "non_finite_mjd"
+    if times.size and np.abs(times).max() > MJD_LIMIT:
+        return "mjd_out_of_range"
+    return ""
 
 
 def _real_array(value: Any, what: str, name: str, example: str) -> np.ndarray:

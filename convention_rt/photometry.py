@@ -45,6 +45,7 @@ __all__ = [
     "HEADER_KEYWORDS",
     "NJY_ZERO_POINT",
     "PIXEL_SCALE_RTOL",
+    "ZERO_POINT_RANGE",
     "STAMP_KINDS",
     "ZERO_POINT_COLUMN",
     "DomainCheck",
@@ -86,6 +87,11 @@ FLAG_NAMES: dict[str, str] = {
     "profile": "survey", "pixel_scale": "pixel_scale", "flux_unit": "flux_unit", "zero_point": "zero_point",
     "sky_subtracted": "sky", "stamp_kind": "stamp_kind",
 }
+
+
+#: Open range (AB mag) of plausible zero points of one unit of flux (a count, a nJy, a FLUXCAL unit...):
+#: a per-epoch zero point outside it counts as missing (its object is flagged ``out_of_domain:zero_point``).
+ZERO_POINT_RANGE: tuple[float, float] = (0.0, 50.0)
 
 
 def flux_scale(from_zero_point: ArrayLike, to_zero_point: float) -> NDArray[np.float64] | float:
@@ -382,12 +388,18 @@ class DomainCheck:
         return f"domain_unknown={'/'.join(self.unknown)}" if self.differs and self.unknown else ""
 
     def epoch_scale(self, zero_points: ArrayLike) -> NDArray[np.float64]:
-        """Per-epoch conversion factors from per-epoch zero points (NaN where a zero point is not finite)."""
+        """Per-epoch conversion factors from per-epoch zero points.
+
+        NaN (a missing zero point) where a zero point is not finite or outside
+        :data:`ZERO_POINT_RANGE` (AB mag): such a value is a placeholder or an
+        error, and would scale the stamp to 0 or to inf.
+        """
         zero_points = np.asarray(zero_points, dtype=np.float64)
+        low, high = ZERO_POINT_RANGE
         with np.errstate(invalid="ignore"):
-            scale = np.asarray(flux_scale(zero_points, self.target_zero_point), dtype=np.float64).reshape(
-                zero_points.shape)
-        scale[~np.isfinite(zero_points)] = np.nan
+            plausible = (zero_points > low) & (zero_points < high)
+        scale = np.full(zero_points.shape, np.nan)
+        scale[plausible] = flux_scale(zero_points[plausible], self.target_zero_point)
         return scale
 
     def summary(self) -> str:

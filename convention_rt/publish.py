@@ -40,12 +40,16 @@ from typing import IO, Any
 
 from convention_rt.errors import ConventionError, OutputError, OutputExistsError, UsageError
 
-__all__ = ["StagedOutput", "clean_stale", "output_error", "output_path", "process_running", "publish",
+__all__ = ["NAME_MAX", "StagedOutput", "clean_stale", "output_error", "output_path", "process_running", "publish",
            "temporary_path"]
 
 log = logging.getLogger(__name__)
 
 TEMPORARY_SUFFIX = ".part"
+#: Longest file name, in bytes, of the filesystems convention-rt writes to (ext4, XFS, APFS, NTFS...).
+NAME_MAX = 255
+# Longest output name kept whole in a temporary name: room for ".", ".<pid of up to 10 digits>.<8 hex>.part".
+_STEM_MAX = NAME_MAX - len(".." + "9" * 10 + "." + "f" * 8 + TEMPORARY_SUFFIX)
 _TEMPORARY_FIELDS = re.compile(r"(?P<pid>[0-9]+)\.[0-9a-f]+")
 # link(2) errors meaning "this filesystem makes no hard links": claim the name with O_EXCL instead.
 _NO_HARD_LINKS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EMLINK, errno.EXDEV})
@@ -56,23 +60,48 @@ _HINTS = {errno.ENOSPC: "free some space or write elsewhere", errno.EDQUOT: "fre
 
 
 def output_path(path: Any) -> Path:
-    """``path`` as a Path, or a :class:`~convention_rt.errors.UsageError` for what cannot name a file."""
+    """``path`` as a Path, or a :class:`~convention_rt.errors.UsageError` for what cannot name a file.
+
+    A file name longer than :data:`NAME_MAX` bytes is refused here, before any work.
+    """
     if isinstance(path, bytes):
         path = os.fsdecode(path)
     if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
         raise UsageError(f"an output must be named by a non-empty str or Path, got {path!r}")
-    return Path(path)
+    path = Path(path)
+    length = len(os.fsencode(path.name))
+    if length > NAME_MAX:
+        raise UsageError(f"{path}: the file name is {length} bytes long, more than the {NAME_MAX} a file name may "
+                         f"have; choose a shorter name")
+    return path
+
+
+def _stem(name: str) -> str:
+    """The part of an output's name its temporary names carry: all of it, or its first bytes when long.
+
+    Room is kept for the longest process id, so the temporary name of any
+    output name of up to :data:`NAME_MAX` bytes fits, and every run to the same
+    output uses the same stem (which :func:`clean_stale` looks for).
+    """
+    encoded = os.fsencode(name)
+    if len(encoded) <= _STEM_MAX:
+        return name
+    return os.fsdecode(encoded[:_STEM_MAX])  # a character cut in two stays its bytes (surrogate escapes)
 
 
 def temporary_path(path: str | Path) -> Path:
-    """A fresh temporary name beside ``path``: ``.NAME.<pid>.<8 hex digits>.part``."""
+    """A fresh temporary name beside ``path``: ``.NAME.<pid>.<8 hex digits>.part``.
+
+    NAME is the output's name, cut to its first bytes when the whole would be
+    longer than a file name may be (:data:`NAME_MAX` bytes).
+    """
     path = Path(path)
-    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}{TEMPORARY_SUFFIX}")
+    return path.with_name(f".{_stem(path.name)}.{os.getpid()}.{secrets.token_hex(4)}{TEMPORARY_SUFFIX}")
 
 
 def _temporaries(path: Path) -> Iterator[tuple[Path, int]]:
     """The temporary names of ``path`` present in its folder, with the process id each names."""
-    prefix = f".{path.name}."
+    prefix = f".{_stem(path.name)}."
     try:
         entries = list(os.scandir(path.parent))
     except OSError:  # a missing or unreadable folder is reported when the temporary file is created

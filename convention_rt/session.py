@@ -21,6 +21,7 @@ import ctypes
 import importlib.util
 import io
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Literal
@@ -29,12 +30,12 @@ import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
 
-from convention_rt.errors import ModelError
+from convention_rt.errors import ModelError, UsageError
 from convention_rt.model_card import ModelCard, sha256_of
 
 __all__ = [
-    "CARD_METADATA_KEY", "INPUT_NAMES", "OUTPUT_NAME", "ModelSession", "check_card", "cuda_unavailable_reason",
-    "load_card",
+    "CARD_METADATA_KEY", "INPUT_NAMES", "OUTPUT_NAME", "ModelSession", "available_cpus", "check_card",
+    "check_threads", "cuda_unavailable_reason", "load_card",
 ]
 
 log = logging.getLogger("convention_rt")
@@ -44,8 +45,38 @@ INPUT_NAMES = ("stamps", "band_ids", "times")
 OUTPUT_NAME = "probabilities"
 Device = Literal["auto", "cpu", "cuda"]
 
+_PROBABILITY_TOLERANCE = 1e-3  # how far a member's outputs may be from [0, 1] and from summing to 1
 _CUDA = "CUDAExecutionProvider"
 _CPU = "CPUExecutionProvider"
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on: its affinity mask where the system has one, else the CPU count."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def check_threads(threads: object, name: str = "threads") -> int | None:
+    """``threads`` as an int, after checking it is a whole number from 1 to :func:`available_cpus`.
+
+    More threads than CPUs only slow a run down, and a very large number makes
+    ONNX Runtime create that many threads (out of memory, or a hang).
+
+    Raises
+    ------
+    UsageError
+        Naming ``name``, the value and the CPUs available.
+    """
+    if threads is None:
+        return None
+    if isinstance(threads, bool) or not isinstance(threads, int | np.integer):
+        raise UsageError(f"{name} must be a whole number of threads, got {threads!r}")
+    cpus = available_cpus()
+    if not 1 <= threads <= cpus:
+        raise UsageError(f"{name} must be from 1 to {cpus} (the CPUs available to this process), got {threads}; "
+                         f"leave it out to use all of them")
+    return int(threads)
 
 
 def cuda_unavailable_reason() -> str | None:
@@ -98,6 +129,7 @@ def load_card(model_path: str | Path, card: ModelCard | str | Path | None = None
     given = _given_card(model_path, card)
     if given is not None and not verify:
         return given[0]
+    _check_readable(model_path)
     try:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # read, not run
@@ -110,6 +142,17 @@ def load_card(model_path: str | Path, card: ModelCard | str | Path | None = None
         found, source = given
     check_card(found, source, model_path, session)
     return found
+
+
+def _check_readable(model_path: Path) -> None:
+    """Refuse a model file that cannot be read (ONNX Runtime's own message shows an errno number only)."""
+    try:
+        with open(model_path, "rb") as handle:
+            handle.read(1)
+    except FileNotFoundError:
+        raise ModelError(f"{model_path}: model file not found") from None
+    except OSError as exc:
+        raise ModelError(f"{model_path}: cannot read: {exc.strerror or exc}") from exc
 
 
 def _given_card(model_path: Path, card: ModelCard | str | Path | None) -> tuple[ModelCard, str] | None:
@@ -194,7 +237,8 @@ class ModelSession:
         embedded in the model's metadata.
     device : {"auto", "cpu", "cuda"}
     threads : int, optional
-        Intra-op threads (ONNX Runtime's default, all cores, when omitted).
+        Intra-op threads, from 1 to the CPUs available to the process (ONNX
+        Runtime's default, all cores, when omitted); more is a UsageError.
     verify_checksum : bool
         Refuse a model file whose sha256 differs from the card's.
 
@@ -215,13 +259,13 @@ class ModelSession:
         threads: int | None = None,
         verify_checksum: bool = True,
     ) -> None:
+        threads = check_threads(threads)
         self.model_path = Path(model_path)
         if not self.model_path.is_file():
             raise ModelError(f"{self.model_path}: model file not found")
+        _check_readable(self.model_path)
         if device not in ("auto", "cpu", "cuda"):
             raise ModelError(f"device must be auto, cpu or cuda, got {device!r}")
-        if threads is not None and threads < 1:
-            raise ModelError(f"threads must be at least 1, got {threads}")
         given = _given_card(self.model_path, card)
         self.card = given[0] if given is not None else load_card(self.model_path)
         card_source = given[1] if given is not None else f"{self.model_path} (metadata)"
@@ -296,6 +340,12 @@ class ModelSession:
         Returns
         -------
         ndarray, shape (n, members, classes), float32
+
+        Raises
+        ------
+        ModelError
+            Inputs of the wrong shape, or finite outputs that are not probabilities
+            (outside [0, 1], or a member's not summing to 1 within 1e-3).
         """
         feeds = {
             "stamps": np.ascontiguousarray(stamps, dtype=np.float32),
@@ -312,7 +362,7 @@ class ModelSession:
         if n == 0:
             return np.zeros((0, self.card.members, len(self.card.classes)), dtype=np.float32)
         if not self.variable_length:
-            return self._run_feeds(feeds)
+            return self._checked(self._run_feeds(feeds))
         lengths = sequence_lengths(feeds["band_ids"], self.card.stem_window)
         out = np.empty((n, self.card.members, len(self.card.classes)), dtype=np.float32)
         for length in np.unique(lengths):
@@ -320,7 +370,29 @@ class ModelSession:
             group = {name: array[rows, :length] for name, array in feeds.items()} if len(rows) < n else \
                 {name: array[:, :length] for name, array in feeds.items()}
             out[rows] = self._run_feeds({name: np.ascontiguousarray(a) for name, a in group.items()})
-        return out
+        return self._checked(out)
+
+    def _checked(self, out: NDArray[np.float32]) -> NDArray[np.float32]:
+        """``out`` after checking each member's finite outputs are probabilities: in [0, 1], summing to 1.
+
+        Rows with a NaN or inf are left to the caller (a per-object ``non_finite_output``
+        flag); any other value out of range means the model itself is wrong.
+        """
+        finite = np.isfinite(out).all(axis=-1)
+        values = out[finite]
+        if values.size == 0:
+            return out
+        tolerance = _PROBABILITY_TOLERANCE
+        if values.min() < -tolerance or values.max() > 1 + tolerance:
+            problem = f"values from {values.min():.6g} to {values.max():.6g}, outside [0, 1]"
+        else:
+            sums = values.astype(np.float64).sum(axis=-1)
+            worst = sums[np.argmax(np.abs(sums - 1))]
+            if abs(worst - 1) <= tolerance:
+                return out
+            problem = f"a member's class probabilities sum to {worst:.6g}, not 1"
+        raise ModelError(f"{self.model_path}: output {OUTPUT_NAME!r} is not class probabilities ({problem}): "
+                         f"the model must end with a softmax over the classes of each member; re-export it")
 
     def _run_feeds(self, feeds: dict[str, np.ndarray]) -> NDArray[np.float32]:
         if self.device == "cuda":

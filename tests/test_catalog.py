@@ -270,6 +270,8 @@ def test_writer_refuses_to_overwrite_and_bad_values(tmp_path, small_catalog):
             writer.add_object(1, mjd=[0.0], stamps=np.zeros((1, 32, 32)), bands=["y"])
         with pytest.raises(UsageError, match="mjd must be finite"):
             writer.add_object(1, mjd=[np.nan], stamps=np.zeros((1, 32, 32)), bands=["g"])
+        with pytest.raises(UsageError, match=r"mjd must be finite times within \+-1e\+06 days"):
+            writer.add_object(1, mjd=[-2e6], stamps=np.zeros((1, 32, 32)), bands=["g"])
         writer.add_object(1, mjd=[0.0], stamps=np.zeros((1, 32, 32)), bands=["g"])
         with pytest.raises(UsageError, match="written already"):
             writer.add_object(1, mjd=[0.0], stamps=np.zeros((1, 32, 32)), bands=["g"])
@@ -620,3 +622,53 @@ def test_pad_policy_fills_with_the_median_of_good_pixels_only() -> None:
     padded = _pad_with_background(stamps, 32)
     assert padded.shape == (2, 32, 32)
     assert np.all(padded[:, 0, 0] == 5.0)
+
+
+@pytest.mark.parametrize(("argument", "value", "message"), [
+    ("stamp_shape", (0, 0), r"stamp_shape must be \(height, width\) in pixels, each at least 1, got \(0, 0\)"),
+    ("stamp_shape", (-32, -32), r"stamp_shape must be .* got \(-32, -32\)"),
+    ("stamp_shape", (32,), r"stamp_shape must be .* got \(32,\)"),
+    ("id_width", 0, r"id_width must be a whole number of at least 1 \(characters of string object ids"),
+    ("id_width", -5, r"id_width must be a whole number of at least 1 .* got -5"),
+    ("label_width", -1, r"label_width must be a whole number of at least 0 .* got -1"),
+    ("label_width", "16", r"label_width must be a whole number of at least 0 .* got '16'"),
+])
+def test_writer_refuses_impossible_sizes_before_writing(tmp_path, argument, value, message):
+    with pytest.raises(UsageError, match=message):
+        CatalogWriter(tmp_path / "w.fits", BANDS, photometry=PHOTOMETRY, **{argument: value})
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("policy", ["error", "pad", "crop"])
+def test_a_catalog_of_empty_stamps_is_refused_naming_the_stamp_column(tmp_path, policy):
+    path = write_raw_catalog(tmp_path / "empty.fits", object_columns([1], [0], [2]),
+                             frame_columns([1, 1], [59000.0, 59001.0], ["g", "r"], np.zeros((2, 0, 0), np.float32),
+                                           stamp_format="0E"))
+    with pytest.raises(CatalogError, match=rf"^{path}: EPOCHS\.STAMP: stamps must be at least 1x1 pixels, got "
+                                           rf"0x0 \(TDIM '\(0,0\)', TFORM 0E\)"):
+        read_all(path, stamp_policy=policy)
+
+
+def test_times_beyond_the_plausible_range_flag_their_object_without_a_warning(tmp_path):
+    """pytest turns warnings into errors: an overflow while casting the times would fail here."""
+    stamps = np.random.default_rng(0).normal(50.0, 5.0, size=(6, 32, 32)).astype(np.float32)
+    mjd = [59000.0, 1e300, 59000.0, 59001.0, -1.5e6, 59000.0]
+    path = write_raw_catalog(tmp_path / "t.fits", object_columns([1, 2, 3], [0, 2, 4], [2, 2, 2]),
+                             frame_columns([1, 1, 2, 2, 3, 3], mjd, ["g"] * 6, stamps))
+    statuses = [c.status(i) for c in read_all(path, on_invalid="flag") for i in range(len(c))]
+    assert statuses == ["flagged:mjd_out_of_range", "ok", "flagged:mjd_out_of_range"]
+    with pytest.raises(CatalogError, match=r"t\.fits: OBJECTS: object 1: mjd out of range"):
+        read_all(path, on_invalid="raise")
+
+
+@pytest.mark.parametrize("name", ["OBJECTS", "EPOCHS"])
+def test_a_table_hdu_given_twice_is_refused_naming_both(tmp_path, small_catalog, name):
+    with fits.open(small_catalog) as hdul:
+        copy = hdul[name].copy()
+        if name == "OBJECTS":
+            copy.data["N_EPOCHS"][:] = 1  # other content: which one would be read is not for the reader to guess
+        index = [h.name for h in hdul].index(name)
+        fits.HDUList([h.copy() for h in hdul] + [copy]).writeto(tmp_path / "twice.fits")
+    with pytest.raises(CatalogError, match=rf"twice\.fits: {name}: 2 HDUs are named {name} \(HDUs {index} and 3\): "
+                                           r"a catalog has one; remove or rename the others"):
+        read_all(tmp_path / "twice.fits")

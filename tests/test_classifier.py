@@ -60,6 +60,16 @@ def test_flagged_objects_get_nan_never_a_made_up_value(classifier):
     assert result.status[2].startswith("flagged:all_frames_mostly_bad")
 
 
+@pytest.mark.parametrize("mjd", [[1e300, 1.0, 2.0], [59000.0, 59001.0, -1e7]])
+def test_times_beyond_the_plausible_range_are_flagged_without_a_warning(classifier, mjd):
+    """pytest turns warnings into errors: an overflow while casting the times would fail here."""
+    stamps = np.random.default_rng(0).normal(50, 5, (3, 32, 32))
+    single = classifier.predict_object(stamps, ["g", "r", "g"], mjd)
+    assert single.status.startswith("flagged:mjd_out_of_range") and single.predicted == ""
+    assert np.isnan(list(single.probabilities.values())).all()
+    assert classifier.predict_object(stamps, ["g", "r", "g"], [59000.0, 59001.0, 59002.0]).status == "ok"
+
+
 def test_bad_shapes_are_refused(classifier):
     with pytest.raises(BadInputError, match="object 0: stamps"):
         classifier.predict_object(np.zeros((2, 31, 32)), ["g", "g"], [1.0, 2.0])

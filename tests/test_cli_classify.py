@@ -146,6 +146,21 @@ def test_bad_options_are_one_line(capsys, tmp_path, option, value):
     assert "see 'convention-rt classify --help'" in lines[0] and not out
 
 
+@pytest.mark.parametrize("threads", ["3", "64", "100000"])
+def test_more_threads_than_cpus_is_one_line_exit_2_before_any_work(capsys, monkeypatch, tmp_path, tiny_model,
+                                                                   threads):
+    from convention_rt import session
+
+    monkeypatch.setattr(session.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    catalog = write_small_catalog(tmp_path / "survey.fits")
+    code, out, err = run(capsys, "classify", catalog, "--model", tiny_model[0], "--device", "cpu",
+                         "--threads", threads, "-o", tmp_path / "p.csv")
+    assert code == 2 and not out
+    assert err.strip().splitlines() == [f"error: --threads must be from 1 to 2 (the CPUs available to this "
+                                        f"process), got {threads}; leave it out to use all of them"]
+    assert not (tmp_path / "p.csv").exists()
+
+
 def test_the_catalog_is_checked_before_the_model_is_loaded(capsys, tmp_path):
     code, _, err = run(capsys, "classify", tmp_path / "missing.fits")  # default device auto: no info line
     assert code == 1 and err.strip().splitlines() == [f"error: {tmp_path / 'missing.fits'}: no such file"]
@@ -319,7 +334,7 @@ def test_an_unreadable_model_is_exit_3_naming_the_model(capsys, monkeypatch, tmp
     code, _, err = run(capsys, "classify", catalog, "--model", model, "--device", "cpu", "-o", tmp_path / "p.csv")
     assert code == 3
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"error: {model}: ") and os.strerror(errno.EACCES) in lines[0]
+    assert lines == [f"error: {model}: cannot read: {os.strerror(errno.EACCES)}"]
     assert not (tmp_path / "p.csv").exists()
 
 
@@ -363,3 +378,41 @@ def test_an_output_that_is_a_folder_is_a_usage_error(capsys, tmp_path, tiny_mode
     code, _, err = run(capsys, "classify", catalog, "--model", tiny_model[0], "-o", tmp_path / "p.csv", "--overwrite")
     assert code == 2 and err.strip() == f"error: {tmp_path / 'p.csv'}: is a folder; choose a file name"
     assert (tmp_path / "p.csv").is_dir()
+
+
+def test_an_output_name_too_long_for_a_file_is_one_line_exit_2(capsys, tmp_path, tiny_model):
+    catalog = write_small_catalog(tmp_path / "survey.fits")
+    long_name = tmp_path / ("p" * 252 + ".csv")
+    code, out, err = run(capsys, "classify", catalog, "--model", tiny_model[0], "--device", "cpu", "-o", long_name)
+    assert code == 2 and not out
+    assert err.strip().splitlines() == [f"error: {long_name}: the file name is 256 bytes long, more than the 255 a "
+                                        f"file name may have; choose a shorter name"]
+    fits_name = "p" * 246 + ".csv"  # 250 bytes: legal, and its temporary name must fit too
+    code, _, err = run(capsys, "classify", catalog, "--model", tiny_model[0], "--device", "cpu", "-o",
+                       tmp_path / fits_name)
+    assert code == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["survey.fits", "card.json", "model.onnx",
+                                                                 fits_name])
+
+
+@pytest.mark.parametrize("command", ["classify", "validate"])
+def test_an_unreadable_catalog_is_exit_1_naming_the_file(capsys, monkeypatch, tmp_path, tiny_model, command):
+    import errno
+    import os
+
+    from convention_rt import catalog as catalog_module
+
+    catalog = write_small_catalog(tmp_path / "survey.fits")
+    real_open = os.open
+
+    def open_unreadable(path, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        if os.fspath(path) == str(catalog):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(catalog))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(catalog_module.os, "open", open_unreadable)
+    extra = ["--model", tiny_model[0], "--device", "cpu", "-o", tmp_path / "p.csv"] if command == "classify" else []
+    code, out, err = run(capsys, command, catalog, *extra)
+    assert code == 1 and not out
+    assert err.strip().splitlines() == [f"error: {catalog}: cannot be read: {os.strerror(errno.EACCES)}"]
+    assert not (tmp_path / "p.csv").exists()

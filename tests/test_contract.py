@@ -250,6 +250,26 @@ def test_an_epoch_without_a_finite_zero_point_flags_its_object(tmp_path):
         read_all(path, PHOTOMETRY, on_invalid="raise")
 
 
+@pytest.mark.parametrize("zero_point", [1e30, -1000.0, 0.0, 50.0, -np.inf])
+def test_an_implausible_zero_point_counts_as_missing_without_a_numpy_warning(tmp_path, zero_point):
+    """pytest turns warnings into errors: an overflow in the conversion would fail here."""
+    columns = frame_columns([1, 1, 2, 3], [1.0, 2.0, 1.0, 1.0], ["g"] * 4, np.ones((4, 32, 32)))
+    columns.append(fits.Column("MAGZP", "D", array=np.array([26.0, zero_point, 27.5, zero_point])))
+    counts = Photometry(profile="lsst", pixel_scale=0.2, flux_unit="DN", zero_point_per_epoch=True,
+                        sky_subtracted=True, stamp_kind="science")
+    path = write_raw_catalog(tmp_path / "zp.fits", object_columns([1, 2, 3], [0, 2, 3], [2, 1, 1]), columns,
+                             photometry=counts)
+    _, chunk = read_all(path, PHOTOMETRY)
+    assert [chunk.status(i) for i in range(3)] == ["flagged:out_of_domain:zero_point;epochs_without_zero_point=1",
+                                                   "ok", "flagged:out_of_domain:zero_point;"
+                                                   "epochs_without_zero_point=1"]
+    np.testing.assert_array_equal(chunk.frames[:, 0, 0], [1.0])
+    with CatalogWriter(tmp_path / "w.fits", BANDS, photometry=counts) as writer:
+        with pytest.raises(UsageError, match="zero_point must hold 1 finite AB zero points between 0 and 50"):
+            writer.add_object(1, mjd=[1.0], stamps=np.ones((1, 32, 32)), bands=["g"], zero_point=[zero_point])
+        writer.add_object(1, mjd=[1.0], stamps=np.ones((1, 32, 32)), bands=["g"], zero_point=[26.0])
+
+
 @pytest.mark.parametrize(("header", "message"), [
     ({"PIXSCALE": "small"}, "PRIMARY.PIXSCALE: must be a number"),
     ({"FLUXUNIT": "mag"}, "PRIMARY.FLUXUNIT: flux_unit must be one of FLUXCAL, nJy, DN"),

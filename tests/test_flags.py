@@ -144,6 +144,13 @@ def test_low_information_follows_the_policy(tmp_path, capsys):
     code, _, err = run(capsys, "validate", catalog, "--model", model)
     assert code == 1 and "6 object(s) have fewer frames than the model's validated minimum (3)" in err
 
+    flat = model_with(tmp_path / "flat", min_uniform_distance=0.99)  # every object near uniform, none few frames
+    code, _, err = run(capsys, "classify", catalog, "--model", flat, "--device", "cpu", "-o", tmp_path / "c.csv",
+                       "--on-invalid", "raise")
+    assert code == 1 and err.strip() == (f"error: {catalog}: OBJECTS: object 100: low information (near_uniform): "
+                                         f"its probabilities are within 0.99 of uniform: the model cannot tell its "
+                                         f"classes apart")
+
 
 def test_out_of_domain_follows_the_policy(tmp_path, capsys, tiny_model):
     catalog = tmp_path / "ztf.fits"
@@ -185,6 +192,12 @@ def test_the_summary_line_counts_what_is_not_ok():
     assert flag_summary({"ok": 5}, 5) == ""
     line = flag_summary({"ok": 1, "low_information:few_frames": 2, "flagged:out_of_domain:sky": 3}, 6)
     assert line.startswith("5 of 6 object(s) not ok: flagged:out_of_domain:sky x3, low_information:few_frames x2")
+    assert line.endswith("(flagged: not classified; few_frames: classified, on fewer frames than the model's "
+                         "validated minimum; see the status column and docs/usage.md)")
+    line = flag_summary({"low_information:near_uniform": 2}, 2)
+    assert line == ("2 of 2 object(s) not ok: low_information:near_uniform x2 (near_uniform: classified, but its "
+                    "probabilities are close to uniform; see the status column and docs/usage.md)")
+    assert "few_frames: classified" in flag_summary({"low_information:few_frames,near_uniform": 1}, 1)
 
 
 # -- the same column names in every format ---------------------------------------------------------------

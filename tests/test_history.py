@@ -34,6 +34,7 @@ REFUSED_BY_THE_CACHE = [
     (lambda: (np.ones((16, 16)), ["g"], 59010.0), BadInputError, "differ from its history's"),
     (lambda: (np.ones((32, 32)), ["g"], np.nan), BadInputError, "is not finite"),
     (lambda: (np.ones((32, 32)), ["g"], np.inf), BadInputError, "is not finite"),
+    (lambda: (np.ones((32, 32)), ["g"], 1e300), BadInputError, r"is not finite or beyond \+-1e\+06 days"),
     (lambda: (np.ones((2, 32, 32)), ["g"], [1.0, 2.0]), BadInputError, "must agree"),
     (lambda: (np.zeros((0, 32, 32)), [], []), BadInputError, "no stamps"),
     (lambda: ([["a"] * 32] * 32, ["g"], 59010.0), InputTypeError, "not real numbers"),
@@ -68,6 +69,22 @@ def test_a_refused_first_alert_is_not_stored():
 def test_cache_bounds_must_be_positive():
     with pytest.raises(UsageError, match="at least 1, got 0 and 99"):
         HistoryCache(max_objects=0)
+    for value in ("10", 2.5, True, None):
+        with pytest.raises(UsageError, match=rf"max_objects must be a whole number \(int\), got {value!r}"):
+            HistoryCache(value)
+
+
+def test_api_misuse_of_alerts_raises_the_projects_errors(classifier):
+    stamp, bands, mjd = np.full((32, 32), 50.0), ["g"], 59000.0
+    cache = HistoryCache()
+    for object_id in (["a"], np.array([1, 2]), {"id": 1}):
+        with pytest.raises(InputTypeError, match=r"object id .* cannot key a history; give a str or an int"):
+            cache.add(object_id, stamp, bands, mjd)
+        with pytest.raises(InputTypeError, match="cannot key a history"):
+            classifier.predict_alert(cache, object_id, stamp, bands, mjd)
+    assert len(cache) == 0
+    with pytest.raises(InputTypeError, match=r"cache must be a HistoryCache, got dict; build one with HistoryCache"):
+        classifier.predict_alert({}, "a", stamp, bands, mjd)
 
 
 # Refused by the classifier before the cache sees them: the model could never use them.

@@ -474,3 +474,36 @@ def test_object_id_that_is_not_ascii_is_an_invalid_alert(tmp_path: Path, base: t
 
     report = ingest_ztf([path], tmp_path / "catalog.fits")
     assert report.skipped == {"bad_value": 1} and sorted(catalog_objects(tmp_path / "catalog.fits")) == ["ZTF99good"]
+
+
+@pytest.mark.parametrize("errno_name", ["ENOSPC", "EFBIG"])
+@pytest.mark.parametrize("failing", ["write", "flush"])
+def test_a_full_spool_is_one_line_exit_3_naming_its_folder(tmp_path: Path, monkeypatch: Any, capsys: Any,
+                                                           fastavro: Any, errno_name: str, failing: str) -> None:
+    import errno
+    import os
+    import tempfile
+
+    from convention_rt.cli import main
+    from convention_rt.ingest import build
+
+    code = getattr(errno, errno_name)
+
+    class FullSpool(io.BytesIO):
+        def write(self, data):  # noqa: ANN001, ANN202
+            if failing == "write":
+                raise OSError(code, os.strerror(code))
+            return super().write(data)
+
+        def flush(self) -> None:
+            if failing == "flush":
+                raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(build.tempfile, "TemporaryFile", lambda **kwargs: FullSpool())
+    out = tmp_path / "catalog.fits"
+    assert main(["ingest", "ztf", str(AVRO_32), "-o", str(out)]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {tempfile.gettempdir()}: cannot write the temporary file that holds the stamps while "
+                   f"ingesting: {os.strerror(code)} (free some space there, or set TMPDIR to a folder with room "
+                   f"for the stamps, about the size of the catalog)"]
+    assert list(tmp_path.iterdir()) == []

@@ -54,6 +54,22 @@ def test_invalid_cards_are_refused(changes, message):
         make_card(**changes)
 
 
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda d: d["normalisation"]["g"].update(std=float("nan")), r"band 'g': mean must be finite and std positive"),
+    (lambda d: d["normalisation"]["g"].update(std=0.0), r"band 'g': mean must be finite and std positive"),
+    (lambda d: d.update(seq_len=7), "seq_len 7 is not a multiple of stem_window"),
+    (lambda d: d.update(stem_window=0), "stamp_size, seq_len and stem_window must be positive"),
+    (lambda d: d.update(window="random"), "window 'random' is not supported"),
+])
+def test_a_card_file_with_an_invalid_field_names_the_file_and_the_field(tmp_path, change, message):
+    data = make_card().to_dict()
+    change(data)
+    path = tmp_path / "card.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ModelError, match=rf"^{path}: not a valid model card: model card '.*': {message}"):
+        ModelCard.load(path)
+
+
 def test_broken_json_names_the_file(tmp_path):
     path = tmp_path / "card.json"
     path.write_text("{not json")

@@ -231,3 +231,30 @@ def test_publish_refuses_without_overwrite_at_the_last_moment(tmp_path):
     with pytest.raises(OutputExistsError):
         publish(temporary, out, overwrite=False)
     assert out.read_bytes() == b"old" and temporary.read_bytes() == b"new"
+
+
+@pytest.mark.parametrize("length", [229, 230, 236, 255])
+@pytest.mark.parametrize("letter", ["p", "é"])  # 1 and 2 bytes per character
+def test_outputs_of_the_longest_names_are_written_and_their_stale_files_found(tmp_path, length, letter):
+    suffix = ".csv"
+    name = letter * ((length - len(suffix)) // len(letter.encode())) + suffix
+    out = tmp_path / name
+    temporary = temporary_path(out)
+    assert len(os.fsencode(temporary.name)) <= crt_publish.NAME_MAX
+    stale = temporary.with_name(temporary.name.replace(f".{os.getpid()}.", f".{dead_pid()}.", 1))
+    stale.write_bytes(b"partial")  # a run that died: the next one removes it
+    output = staged(out, b"done\n")
+    assert not stale.exists()
+    assert output.publish() == out and out.read_bytes() == b"done\n" and parts(tmp_path) == []
+
+
+def test_a_name_too_long_for_a_file_is_a_usage_error_before_anything_is_written(tmp_path):
+    from convention_rt.publish import output_path
+
+    name = "p" * 252 + ".csv"
+    with pytest.raises(UsageError, match=r"the file name is 256 bytes long, more than the 255 a file name may "
+                                         r"have; choose a shorter name$"):
+        output_path(tmp_path / name)
+    with pytest.raises(UsageError, match="256 bytes long"):
+        StagedOutput(tmp_path / name)
+    assert list(tmp_path.iterdir()) == []

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import tiny_card, write_tiny_onnx
 from convention_rt import session as session_module
-from convention_rt.errors import ModelError
+from convention_rt.errors import ModelError, UsageError
 from convention_rt.session import ModelSession
 
 
@@ -105,8 +105,57 @@ def test_missing_or_wrong_models_are_refused(tmp_path):
     write_tiny_onnx(tmp_path / "m9.onnx", seq_len=9)
     with pytest.raises(ModelError, match="does not match the card"):
         ModelSession(tmp_path / "m9.onnx", card=tiny_card(), device="cpu")
-    with pytest.raises(ModelError, match="threads must be at least 1"):
+    with pytest.raises(UsageError, match="threads must be from 1 to"):
         ModelSession(tmp_path / "m9.onnx", card=tiny_card(), threads=0)
+
+
+@pytest.mark.parametrize("threads", [3, 1000, 100_000])
+def test_more_threads_than_cpus_is_a_usage_error_naming_the_cpus(tiny_model, monkeypatch, threads):
+    from convention_rt.classifier import Classifier
+
+    monkeypatch.setattr(session_module.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert session_module.available_cpus() == 2
+    for make in (lambda: ModelSession(tiny_model[0], device="cpu", threads=threads),
+                 lambda: Classifier(tiny_model[0], device="cpu", threads=threads)):
+        with pytest.raises(UsageError, match=rf"^threads must be from 1 to 2 \(the CPUs available to this "
+                                             rf"process\), got {threads}; leave it out"):
+            make()
+    with pytest.raises(UsageError, match="whole number of threads, got '2'"):
+        ModelSession(tiny_model[0], device="cpu", threads="2")
+    assert ModelSession(tiny_model[0], device="cpu", threads=2).run(*feeds()).shape == (3, 1, 2)
+
+
+def write_scaled_onnx(path, scale: float, shift: float = 0.0):
+    """The tiny model with its softmax output mapped to ``scale * p + shift``: not probabilities unless 1, 0."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    write_tiny_onnx(path)
+    model = onnx.load(path)
+    graph = model.graph
+    graph.node[-1].output[0] = "unscaled"
+    graph.node.extend([helper.make_node("Mul", ["unscaled", "scale"], ["scaled"]),
+                       helper.make_node("Add", ["scaled", "shift"], ["probabilities"])])
+    graph.initializer.extend([numpy_helper.from_array(np.array(scale, np.float32), "scale"),
+                              numpy_helper.from_array(np.array(shift, np.float32), "shift")])
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, path)
+    return path
+
+
+@pytest.mark.parametrize(("scale", "shift", "problem"), [
+    (10.0, 0.0, r"values from .* to .*, outside \[0, 1\]"),
+    (1.0, -0.6, r"values from -0\.1\d* to -0\.0\d*, outside \[0, 1\]"),
+    (0.5, 0.0, r"a member's class probabilities sum to 0\.5, not 1"),
+])
+def test_outputs_that_are_not_probabilities_are_a_model_error(tmp_path, scale, shift, problem):
+    model = write_scaled_onnx(tmp_path / "scaled.onnx", scale, shift)
+    session = ModelSession(model, card=tiny_card(), device="cpu")
+    with pytest.raises(ModelError, match=rf"scaled\.onnx: output 'probabilities' is not class probabilities "
+                                         rf"\({problem}\): the model must end with a softmax"):
+        session.run(*feeds())
+    fine = ModelSession(write_scaled_onnx(tmp_path / "fine.onnx", 1.0), card=tiny_card(), device="cpu")
+    np.testing.assert_allclose(fine.run(*feeds()).sum(axis=-1), 1.0, rtol=1e-6)
 
 
 def test_run_checks_input_shapes(tiny_model):
@@ -129,3 +178,26 @@ def test_length_buckets_and_the_frames_each_row_needs():
     assert sequence_lengths(band_ids, 3).tolist() == [3, 3, 3, 6, 99]
     band_ids[1, 40] = 2  # a real frame after padding still counts
     assert sequence_lengths(band_ids, 3)[1] == 3 * 15
+
+
+def test_an_unreadable_model_says_cannot_read_not_an_onnx_runtime_error(tiny_model, monkeypatch):
+    import builtins
+    import errno
+    import os
+
+    from convention_rt.session import load_card
+
+    model = tiny_model[0]
+    real_open = builtins.open
+
+    def open_unreadable(file, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        if os.fspath(file) == str(model):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(model))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", open_unreadable)
+    monkeypatch.setattr(session_module.ort, "InferenceSession", lambda path, *a, **k: (_ for _ in ()).throw(
+        RuntimeError("[ONNXRuntimeError] : 1 : FAIL : system error number 13")))  # what ONNX Runtime says
+    for call in (lambda: load_card(model), lambda: ModelSession(model, device="cpu", verify_checksum=False)):
+        with pytest.raises(ModelError, match=rf"^{model}: cannot read: Permission denied$"):
+            call()

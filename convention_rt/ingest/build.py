@@ -26,10 +26,11 @@ from numpy.typing import NDArray
 
 from convention_rt._version import __version__
 from convention_rt.catalog import INT64_MAX, INT64_MIN, CatalogWriter
-from convention_rt.errors import BadInputError, UsageError
+from convention_rt.errors import BadInputError, OutputError, UsageError
 from convention_rt.ingest.cutouts import STAMP_SIZE
 from convention_rt.ingest.packets import iter_packets
 from convention_rt.ingest.records import STAMP_KINDS, Alert, AlertError, IngestWarning, StampKind, Survey
+from convention_rt.publish import output_path
 
 __all__ = ["ON_INVALID", "IngestReport", "PaddedCutout", "build_catalog", "refuse_input_as_output"]
 
@@ -144,7 +145,11 @@ class _EpochStore:
         self.ra: list[float] = []
         self.dec: list[float] = []
         self.zero_point: list[float] = []
-        self._spool = tempfile.TemporaryFile(prefix="convention-rt-ingest-")
+        self.folder = tempfile.gettempdir()
+        try:
+            self._spool = tempfile.TemporaryFile(prefix="convention-rt-ingest-")
+        except OSError as exc:
+            raise self._spool_error(exc) from exc
 
     def __len__(self) -> int:
         return len(self.mjd)
@@ -157,15 +162,33 @@ class _EpochStore:
         self.ra.append(alert.ra)
         self.dec.append(alert.dec)
         self.zero_point.append(alert.zero_point)
-        self._spool.write(np.ascontiguousarray(alert.stamp, dtype=np.float32).tobytes())
+        try:
+            self._spool.write(np.ascontiguousarray(alert.stamp, dtype=np.float32).tobytes())
+        except OSError as exc:
+            raise self._spool_error(exc) from exc
 
     def stamps(self) -> np.memmap:
         """All spooled stamps, shape (N, size, size), float32, read-only."""
-        self._spool.flush()
-        return np.memmap(self._spool, dtype=np.float32, mode="r", shape=(len(self), self.size, self.size))
+        try:
+            self._spool.flush()
+            return np.memmap(self._spool, dtype=np.float32, mode="r", shape=(len(self), self.size, self.size))
+        except OSError as exc:
+            raise self._spool_error(exc) from exc
+
+    def _spool_error(self, exc: OSError) -> OutputError:
+        """A system error of the spool as one line naming its folder, with what to do."""
+        reason = exc.strerror or " ".join(str(exc).split()) or type(exc).__name__
+        error = OutputError(f"{self.folder}: cannot write the temporary file that holds the stamps while "
+                            f"ingesting: {reason} (free some space there, or set TMPDIR to a folder with room "
+                            f"for the stamps, about the size of the catalog)")
+        error.errno = exc.errno
+        return error
 
     def close(self) -> None:
-        self._spool.close()
+        try:
+            self._spool.close()
+        except OSError:  # buffered stamps that no longer matter: the run failed or they were read already
+            pass
 
 
 def build_catalog(
@@ -224,7 +247,7 @@ def build_catalog(
     files = [Path(p) for p in paths]
     if not files:
         raise UsageError("no input files given")
-    out = Path(out)
+    out = output_path(out)
     refuse_input_as_output(files, out)
     if out.exists() and not overwrite:
         raise UsageError(f"{out}: exists already (add --overwrite, or overwrite=True in Python, to replace it)")
@@ -266,8 +289,9 @@ def refuse_input_as_output(inputs: Sequence[Path], out: Path) -> None:
     Raises
     ------
     UsageError
-        Naming ``out`` and the input it is.
+        Naming ``out`` and the input it is; or a name too long for a file.
     """
+    output_path(out)
     if not out.exists():
         return
     for path in inputs:
