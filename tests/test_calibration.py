@@ -7,6 +7,7 @@ import pytest
 
 pytest.importorskip("torch")  # the train extra (scipy, torch)
 from train.calibration import (  # noqa: E402
+    choose_way,
     expected_calibration_error,
     fit_temperature,
     negative_log_likelihood,
@@ -63,3 +64,15 @@ def test_a_calibrated_predictor_has_a_small_error_and_an_overconfident_one_a_lar
 def test_fit_temperature_needs_objects() -> None:
     with pytest.raises(ValueError, match="no objects"):
         fit_temperature(np.zeros((1, 0, 3)), np.zeros(0, dtype=int))
+
+
+def test_a_way_is_chosen_only_when_it_lowers_both_the_log_likelihood_and_the_calibration_error() -> None:
+    def fold(nll, ece, inner, other):
+        return {"nll": nll, "ece": ece, "inner_validation": {"nll": inner[0], "ece": inner[1]},
+                "other_folds": {"nll": other[0], "ece": other[1]}}
+
+    assert choose_way([fold(0.40, 0.04, (0.41, 0.03), (0.39, 0.03))]) == "other_folds"
+    assert choose_way([fold(0.40, 0.04, (0.38, 0.04), (0.39, 0.03))]) == "inner_validation"
+    # the CNN + GRU case: a lower log-likelihood bought with a worse calibration error
+    assert choose_way([fold(0.3642, 0.020, (0.37, 0.03), (0.3640, 0.025))]) == "none"
+    assert choose_way([]) == "none"

@@ -32,7 +32,7 @@ from scipy.optimize import minimize_scalar
 from train.files import write_atomically
 from train.runs import evaluate_runs, run_parser
 
-__all__ = ["CALIBRATION_FILE", "calibrate_run", "expected_calibration_error", "fit_temperature", "main",
+__all__ = ["CALIBRATION_FILE", "calibrate_run", "choose_way", "expected_calibration_error", "fit_temperature", "main",
            "negative_log_likelihood", "reliability", "tempered"]
 
 log = logging.getLogger("train")
@@ -137,6 +137,34 @@ def expected_calibration_error(probabilities: NDArray[np.floating], labels: NDAr
     return float(np.sum(gap * count) / max(count.sum(), 1))
 
 
+def choose_way(per_fold: list[dict[str, Any]]) -> str:
+    """The way of fitting T to ship: held-out NLL and ECE both better than T = 1's, on average over folds.
+
+    Parameters
+    ----------
+    per_fold : list of dict
+        Per fold ``nll`` and ``ece`` at T = 1 and, per way (``inner_validation``,
+        ``other_folds``), the same at that way's temperature.
+
+    Returns
+    -------
+    str
+        Among the ways whose mean held-out negative log-likelihood is below T = 1's
+        and whose mean expected calibration error is not above it, the one with the
+        lowest mean negative log-likelihood; ``"none"`` when no way qualifies.
+    """
+    if not per_fold:
+        return "none"
+    base_nll, base_ece = np.mean([f["nll"] for f in per_fold]), np.mean([f["ece"] for f in per_fold])
+    winners = {}
+    for way in ("inner_validation", "other_folds"):
+        if all(way in f for f in per_fold):
+            nll, ece = np.mean([f[way]["nll"] for f in per_fold]), np.mean([f[way]["ece"] for f in per_fold])
+            if nll < base_nll and ece <= base_ece:
+                winners[way] = nll
+    return min(winners, key=winners.get) if winners else "none"
+
+
 def _member_probabilities(members: Sequence[Any], data: Any, idx: np.ndarray, card: Any,
                           batch_size: int) -> NDArray[np.float32]:
     from train.fit import predict
@@ -159,8 +187,8 @@ def calibrate_run(run_dir: Path, catalog: str, *, frames_cache: str | None = Non
     * ``other_folds``: on the held-out objects of the other finished folds, scored
       by their own members (trained the same way, never on this fold's objects).
 
-    ``chosen`` names the way with the lower mean held-out negative log-likelihood,
-    or ``none`` when neither is below T = 1's: the temperature to ship is then 1.
+    ``chosen`` names the way that wins (:func:`choose_way`), or ``none``: the
+    temperature to ship is then 1.
     The reliability tables pool the held-out objects of all folds, at T = 1 and at
     each fold's temperature of the chosen way.
 
@@ -218,13 +246,8 @@ def calibrate_run(run_dir: Path, catalog: str, *, frames_cache: str | None = Non
                  "; ".join(f"{way} T = {fold[way]['temperature']:.3f}: NLL {fold[way]['nll']:.4f}, "
                            f"ECE {fold[way]['ece']:.4f}" for way in ("inner_validation", "other_folds")
                            if way in fold))
-    result: dict[str, Any] = {"bins": bins, "per_fold": per_fold, "chosen": "none"}
+    result: dict[str, Any] = {"bins": bins, "per_fold": per_fold, "chosen": choose_way(per_fold)}
     if per_fold:
-        mean_nll = {way: float(np.mean([f[way]["nll"] for f in per_fold]))
-                    for way in ("inner_validation", "other_folds") if all(way in f for f in per_fold)}
-        best = min(mean_nll, key=mean_nll.get)
-        if mean_nll[best] < np.mean([f["nll"] for f in per_fold]):
-            result["chosen"] = best
         labels = np.concatenate(held_out_labels)
         temperatures = [f[result["chosen"]]["temperature"] if result["chosen"] != "none" else 1.0
                         for f in per_fold]
