@@ -302,6 +302,22 @@ def info(
         table.add_row("metrics", f"accuracy {_score(cv['accuracy'], card.metrics)}, macro-F1 "
                       f"{_score(cv['macro_f1'], card.metrics)} "
                       f"({_folds_text(card.metrics)}, {card.metrics.get('evaluated_on', 'held-out data')})")
+    early = card.metrics.get("early")
+    if early:
+        table.add_row("early", "macro-F1 on the first k frames: " + ", ".join(
+            f"{k}: {v:.2f}" for k, v in zip(early["frames_seen"], early["macro_f1"]["mean"]))
+            + f" ({early['folds']} folds)")
+    calibration = card.metrics.get("calibration")
+    if calibration:
+        way = calibration["chosen"]
+        text = f"temperature {calibration['temperature']:.3f}"
+        if way != "none":
+            text += (f" (fitted on {way.replace('_', ' ')}): held-out ECE {calibration['ece']['mean']:.3f} -> "
+                     f"{calibration[way]['ece']['mean']:.3f}, NLL {calibration['nll']['mean']:.3f} -> "
+                     f"{calibration[way]['nll']['mean']:.3f}")
+        else:
+            text += f" (none helped): held-out ECE {calibration['ece']['mean']:.3f}"
+        table.add_row("calibration", text + f" ({calibration['folds']} folds)")
     provenance = card.provenance
     if "training_catalog" in provenance:
         data = provenance.get("training_data", {})

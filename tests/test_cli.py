@@ -10,8 +10,8 @@ import pytest
 from conftest import frame_columns, object_columns, write_raw_catalog
 from convention_rt import __version__
 from convention_rt.cli import main
-
 from convention_rt.data import sample_catalog_path
+from convention_rt.registry import resolve_model
 
 
 def run(capsys, *args: str) -> tuple[int, str, str]:
@@ -179,3 +179,15 @@ def test_main_takes_paths_and_numbers_and_refuses_other_words_in_one_line(capsys
     code = main("validate x.fits")
     assert code == 2 and capsys.readouterr().err.strip() == (
         "error: main() takes a list of words such as ['classify', 'catalog.fits'], got 'validate x.fits'")
+
+
+def test_info_shows_the_early_curve_and_the_calibration_of_the_default_model(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "300")  # one line per row
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    card = resolve_model(None).card()
+    early = card.metrics["early"]
+    assert f"1: {early['macro_f1']['mean'][0]:.2f}" in out and f"({early['folds']} folds)" in out
+    calibration = card.metrics["calibration"]
+    assert f"temperature {calibration['temperature']:.3f}" in out
+    assert f"held-out ECE {calibration['ece']['mean']:.3f} ->" in out
