@@ -10,13 +10,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from astropy.io import fits
 
-from convention_rt.catalog import Catalog, summarise
-from convention_rt.errors import UsageError
-from train.data import plasticc
-from train.data.lightcurves import CLASSES
-from train.data.plasticc import (
+pytest.importorskip("scipy")  # the train extra: the renderer needs scipy
+
+from astropy.io import fits  # noqa: E402
+
+from convention_rt.catalog import Catalog, summarise  # noqa: E402
+from convention_rt.errors import UsageError  # noqa: E402
+from train.data import plasticc  # noqa: E402
+from train.data.lightcurves import CLASSES  # noqa: E402
+from train.data.plasticc import (  # noqa: E402
     CLASS_MAP,
     LEFT_OUT,
     LIGHTCURVES,

@@ -6,10 +6,13 @@ import math
 
 import numpy as np
 import pytest
-from scipy.optimize import least_squares
 
-from train.data.lightcurves import REFERENCE_WAVELENGTH, flux_to_mag
-from train.data.render import (
+pytest.importorskip("scipy")  # the train extra: the renderer needs scipy
+
+from scipy.optimize import least_squares  # noqa: E402
+
+from train.data.lightcurves import REFERENCE_WAVELENGTH, flux_to_mag  # noqa: E402
+from train.data.render import (  # noqa: E402
     RenderConfig,
     ScenePrior,
     draw_field_galaxies,

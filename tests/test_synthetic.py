@@ -8,13 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from astropy.io import fits
 
-from convention_rt.catalog import Catalog, summarise
-from convention_rt.data import sample_catalog_path
-from convention_rt.errors import UsageError
-from train.data.lightcurves import CLASSES, Agn, Flare, Supernova, flux_to_mag, mag_to_flux
-from train.data.synthetic import PROFILES, draw_cadence, draw_object, generate, main
+pytest.importorskip("scipy")  # the train extra: the renderer needs scipy
+
+from astropy.io import fits  # noqa: E402
+
+from convention_rt.catalog import Catalog, summarise  # noqa: E402
+from convention_rt.data import sample_catalog_path  # noqa: E402
+from convention_rt.errors import UsageError  # noqa: E402
+from train.data.lightcurves import CLASSES, Agn, Flare, Supernova, flux_to_mag, mag_to_flux  # noqa: E402
+from train.data.synthetic import PROFILES, draw_cadence, draw_object, generate, main  # noqa: E402
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "data.md"
 
