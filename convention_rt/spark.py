@@ -39,7 +39,7 @@ from convention_rt.classifier import Classifier
 from convention_rt.errors import BadInputError, CatalogError, ConventionError, ModelError, UsageError
 from convention_rt.model_card import ModelCard
 from convention_rt.predictions import Predictions
-from convention_rt.publish import StagedOutput
+from convention_rt.publish import StagedOutput, output_path
 from convention_rt.registry import DEFAULT_MODEL, resolve_model
 from convention_rt.session import load_card
 
@@ -399,9 +399,9 @@ def _check_output(output: str | Path, *, overwrite: bool) -> Path:
     Raises
     ------
     UsageError
-        Not ``*.parquet``, or existing without ``overwrite``.
+        Not ``*.parquet``, a name longer than a file name may be, or existing without ``overwrite``.
     """
-    output = Path(output).resolve()
+    output = output_path(output).resolve()
     if output.suffix.lower() != ".parquet":
         raise UsageError(f"{output}: output must end in .parquet (a Parquet dataset folder)")
     if output.exists() and not overwrite:

@@ -187,6 +187,9 @@ def test_output_must_be_parquet_and_is_kept_without_overwrite(run, tmp_path, mod
                        "--model", model)
     assert code == 2 and "exists already (add --overwrite" in err
     assert (tmp_path / "out.parquet").read_bytes() == b"keep"
+    long_name = tmp_path / ("a" * 250 + ".parquet")
+    code, _, err = run("spark-classify", catalog, "-o", long_name, "--master", "local[1]", "--model", model)
+    assert code == 2 and "more than the 255 a file name may have" in err and err.count("\n") == 1
 
 
 # -- on Spark --------------------------------------------------------------------------------------
