@@ -1,3 +1,3 @@
-from convention_rt.cli import main
+from convention_rt.launcher import main
 
 main()

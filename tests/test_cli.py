@@ -191,3 +191,25 @@ def test_info_shows_the_early_curve_and_the_calibration_of_the_default_model(cap
     calibration = card.metrics["calibration"]
     assert f"temperature {calibration['temperature']:.3f}" in out
     assert f"held-out ECE {calibration['ece']['mean']:.3f} ->" in out
+
+
+def test_version_is_answered_without_loading_the_runtime():
+    import subprocess
+    import sys
+
+    script = ("import sys\nfrom convention_rt.launcher import main\ncode = main(['--version'])\n"
+              "print(code, [m for m in ('astropy', 'onnxruntime', 'numpy', 'typer') if m in sys.modules])")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.splitlines() == [f"convention-rt {__version__}", "0 []"]
+
+
+def test_the_entry_point_runs_the_command_line_and_exits_with_its_code(tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "convention_rt", "validate", str(tmp_path / "missing.fits")],
+                          capture_output=True, text=True)
+    assert done.returncode == 1 and done.stderr.startswith("error: ") and "missing.fits" in done.stderr
+    from convention_rt.launcher import main as launch
+
+    assert launch(["models"]) == 0
