@@ -14,7 +14,7 @@ import logging
 import os
 import zipfile
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -32,7 +32,7 @@ try:
 except ImportError:  # Windows: runs starting side by side may each write the copy
     fcntl = None
 
-__all__ = ["LabelledObjects", "TASKS", "band_statistics", "load_labelled"]
+__all__ = ["LabelledObjects", "TASKS", "band_statistics", "labelled_rows", "load_labelled", "log_skipped"]
 
 log = logging.getLogger("train")
 
@@ -202,6 +202,50 @@ def _save_rest(target: Path, data: LabelledObjects, stamp_size: int) -> None:
         os.fsync(handle.fileno())
 
 
+def labelled_rows(catalog: Catalog, class_map: dict[str, str], skipped: Counter,
+                  limit: int | None = None) -> Iterator[tuple[ObjectChunk, int, str]]:
+    """The objects of a task, in catalog order: (chunk, row in the chunk, label) of each.
+
+    Objects the reader flags and objects whose label is not in ``class_map`` are
+    left out and counted in ``skipped`` (``flagged:<why>``, ``label:<label>``).
+
+    Parameters
+    ----------
+    catalog : Catalog
+        Opened, with labels.
+    class_map : dict of str to str
+        Catalog label -> task class (a value of :data:`TASKS`).
+    skipped : collections.Counter
+        Updated in place.
+    limit : int, optional
+        Look at the first ``limit`` objects of the catalog only.
+
+    Yields
+    ------
+    tuple of (ObjectChunk, int, str)
+    """
+    seen = 0
+    limit = catalog.n_objects if limit is None else limit
+    for chunk in catalog.iter_chunks(max_objects=512):
+        for i in range(len(chunk)):
+            if seen >= limit:
+                return
+            seen += 1
+            label = str(chunk.labels[i])
+            if chunk.invalid[i]:
+                skipped[f"flagged:{chunk.invalid[i]}"] += 1
+            elif label not in class_map:
+                skipped[f"label:{label or '(none)'}"] += 1
+            else:
+                yield chunk, i, label
+
+
+def log_skipped(path: str | Path, skipped: Counter) -> None:
+    """One log line naming what :func:`labelled_rows` left out of ``path`` (nothing when nothing was)."""
+    if skipped:
+        log.info("left out of %s: %s", path, ", ".join(f"{k} x{v}" for k, v in sorted(skipped.items())))
+
+
 def _read_labelled(path: str | Path, task: str, max_objects: int | None, stamp_size: int,
                    frames_out: BinaryIO | None = None) -> LabelledObjects:
     """:func:`load_labelled` from the catalog; with ``frames_out``, the frames go there instead of memory.
@@ -214,43 +258,27 @@ def _read_labelled(path: str | Path, task: str, max_objects: int | None, stamp_s
     with Catalog(path, stamp_size=stamp_size) as catalog:
         if not catalog.has_labels:
             raise ValueError(f"{path}: OBJECTS has no LABEL column: nothing to train on")
-        limit = catalog.n_objects if max_objects is None else min(max_objects, catalog.n_objects)
         shape = (catalog.n_epochs * (len(catalog.bands) if catalog.layout == "CUBES" else 1) if frames_out is None
                  else 0, stamp_size, stamp_size)
         frames = np.empty(shape, dtype=np.float32)  # untouched pages cost nothing
         band_parts, mjd_parts, counts, ids, labels, typing = [], [], [], [], [], []
         skipped: Counter = Counter()
         used = 0
-        seen = 0
-        for chunk in catalog.iter_chunks(max_objects=512):
-            for i in range(len(chunk)):
-                if seen >= limit:
-                    break
-                seen += 1
-                label = str(chunk.labels[i])
-                if chunk.invalid[i]:
-                    skipped[f"flagged:{chunk.invalid[i]}"] += 1
-                    continue
-                if label not in class_map:
-                    skipped[f"label:{label or '(none)'}"] += 1
-                    continue
-                a, b = chunk.offsets[i], chunk.offsets[i + 1]
-                if frames_out is None:
-                    frames[used:used + b - a] = chunk.frames[a:b]
-                else:
-                    frames_out.write(np.ascontiguousarray(chunk.frames[a:b], dtype="<f4").tobytes())
-                used += b - a
-                band_parts.append(chunk.band[a:b])
-                mjd_parts.append(chunk.mjd[a:b])
-                counts.append(b - a)
-                ids.append(chunk.object_ids[i])
-                labels.append(classes.index(class_map[label]))
-                typing.append(str(chunk.typing[i]) if chunk.typing is not None else "")
-            if seen >= limit:
-                break
+        for chunk, i, label in labelled_rows(catalog, class_map, skipped, max_objects):
+            a, b = chunk.offsets[i], chunk.offsets[i + 1]
+            if frames_out is None:
+                frames[used:used + b - a] = chunk.frames[a:b]
+            else:
+                frames_out.write(np.ascontiguousarray(chunk.frames[a:b], dtype="<f4").tobytes())
+            used += b - a
+            band_parts.append(chunk.band[a:b])
+            mjd_parts.append(chunk.mjd[a:b])
+            counts.append(b - a)
+            ids.append(chunk.object_ids[i])
+            labels.append(classes.index(class_map[label]))
+            typing.append(str(chunk.typing[i]) if chunk.typing is not None else "")
         bands = catalog.bands
-    if skipped:
-        log.info("left out of %s: %s", path, ", ".join(f"{k} x{v}" for k, v in sorted(skipped.items())))
+    log_skipped(path, skipped)
     offsets = np.zeros(len(counts) + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
     return LabelledObjects(

@@ -7,7 +7,6 @@ frames can be handed to a feature function while the catalog streams past.
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -16,11 +15,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from convention_rt.catalog import Catalog
-from train.data.dataset import TASKS, LabelledObjects
+from train.data.dataset import TASKS, LabelledObjects, labelled_rows, log_skipped
 
 __all__ = ["FrameFeatures", "read_objects"]
 
-log = logging.getLogger("train")
 
 #: ``(frames (T, H, W) float32, band (T,) int32 index into the catalog's bands) -> (K,) float64``.
 FrameFeatures = Callable[[NDArray[np.float32], NDArray[np.int32]], NDArray[np.float64]]
@@ -71,25 +69,16 @@ def read_objects(path: str | Path, task: str = "4class", *, frame_features: Fram
         if not catalog.has_labels:
             raise ValueError(f"{path}: OBJECTS has no LABEL column: nothing to train on")
         bands = catalog.bands
-        for chunk in catalog.iter_chunks(max_objects=512):
-            for i in range(len(chunk)):
-                label = str(chunk.labels[i])
-                if chunk.invalid[i]:
-                    skipped[f"flagged:{chunk.invalid[i]}"] += 1
-                    continue
-                if label not in class_map:
-                    skipped[f"label:{label or '(none)'}"] += 1
-                    continue
-                a, b = chunk.offsets[i], chunk.offsets[i + 1]
-                ids.append(chunk.object_ids[i])
-                labels.append(classes.index(class_map[label]))
-                typing.append(str(chunk.typing[i]) if chunk.typing is not None else "")
-                bands_of.append(chunk.band[a:b])
-                mjds.append(chunk.mjd[a:b])
-                if frame_features is not None:
-                    rows.append(np.asarray(frame_features(chunk.frames[a:b], chunk.band[a:b]), dtype=np.float64))
-    if skipped:
-        log.info("left out of %s: %s", path, ", ".join(f"{k} x{v}" for k, v in sorted(skipped.items())))
+        for chunk, i, label in labelled_rows(catalog, class_map, skipped):
+            a, b = chunk.offsets[i], chunk.offsets[i + 1]
+            ids.append(chunk.object_ids[i])
+            labels.append(classes.index(class_map[label]))
+            typing.append(str(chunk.typing[i]) if chunk.typing is not None else "")
+            bands_of.append(chunk.band[a:b])
+            mjds.append(chunk.mjd[a:b])
+            if frame_features is not None:
+                rows.append(np.asarray(frame_features(chunk.frames[a:b], chunk.band[a:b]), dtype=np.float64))
+    log_skipped(path, skipped)
     offsets = np.zeros(len(ids) + 1, dtype=np.int64)
     np.cumsum([m.size for m in mjds], out=offsets[1:])
     objects = LabelledObjects(
