@@ -35,7 +35,7 @@ from convention_rt.model_card import ModelCard, sha256_of
 
 __all__ = [
     "CARD_METADATA_KEY", "INPUT_NAMES", "OUTPUT_NAME", "ModelSession", "available_cpus", "check_card",
-    "check_threads", "cuda_unavailable_reason", "load_card",
+    "check_threads", "cuda_unavailable_reason", "frames_needed", "length_buckets", "load_card", "sequence_lengths",
 ]
 
 log = logging.getLogger("convention_rt")
@@ -414,12 +414,12 @@ class ModelSession:
         return dict(self._session.get_modelmeta().custom_metadata_map)
 
 
-def sequence_lengths(band_ids: NDArray[np.int64], window: int) -> NDArray[np.int64]:
-    """Frames each row needs: its real frames rounded up to a length bucket of whole windows.
+def frames_needed(band_ids: NDArray[np.int64], window: int) -> NDArray[np.int64]:
+    """Frames each row needs: up to its last real frame, rounded up to whole windows (one at least).
 
-    Real frames come first in every row (band id 0 is padding), so a row's last
-    real frame ends its needed windows.  Lengths are rounded up to the buckets of
-    :func:`length_buckets`, which bounds the number of runs per batch.
+    Real frames come first in every row (band id 0 is padding); the windows after
+    the last real frame change nothing in eval mode, so a row cut there gives the
+    padded row's probabilities.
 
     Parameters
     ----------
@@ -435,9 +435,28 @@ def sequence_lengths(band_ids: NDArray[np.int64], window: int) -> NDArray[np.int
     seq_len = band_ids.shape[1]
     real = band_ids != 0
     last = np.where(real.any(axis=1), seq_len - np.argmax(real[:, ::-1], axis=1), 1)
-    windows = -(-last // window)
-    buckets = length_buckets(seq_len // window)
-    return buckets[np.searchsorted(buckets, windows)] * window
+    return -(-last // window) * window
+
+
+def sequence_lengths(band_ids: NDArray[np.int64], window: int) -> NDArray[np.int64]:
+    """Frames each row is run at: :func:`frames_needed` rounded up to a length bucket.
+
+    Lengths are rounded up to the buckets of :func:`length_buckets`, which bounds
+    the number of runs per batch.
+
+    Parameters
+    ----------
+    band_ids : ndarray, shape (n, M), int64
+    window : int
+        Frames per stem window K; M is a multiple of K.
+
+    Returns
+    -------
+    ndarray, shape (n,), int64
+        Multiples of ``window`` in ``[window, M]``.
+    """
+    buckets = length_buckets(band_ids.shape[1] // window)
+    return buckets[np.searchsorted(buckets, frames_needed(band_ids, window) // window)] * window
 
 
 def length_buckets(n_windows: int) -> NDArray[np.int64]:

@@ -166,7 +166,7 @@ def test_run_checks_input_shapes(tiny_model):
 
 
 def test_length_buckets_and_the_frames_each_row_needs():
-    from convention_rt.session import length_buckets, sequence_lengths
+    from convention_rt.session import frames_needed, length_buckets, sequence_lengths
 
     assert length_buckets(33).tolist() == [1, 2, 3, 4, 6, 8, 11, 15, 21, 29, 33]
     assert length_buckets(1).tolist() == [1]
@@ -175,6 +175,12 @@ def test_length_buckets_and_the_frames_each_row_needs():
     band_ids = np.zeros((5, 99), dtype=np.int64)
     for row, real in enumerate([0, 1, 3, 4, 99]):
         band_ids[row, :real] = 1
+    assert frames_needed(band_ids, 3).tolist() == [3, 3, 3, 6, 99]
+    band_ids[3, :8] = 1  # 8 frames: 3 windows, run at the bucket of 3
+    assert frames_needed(band_ids, 3)[3] == 9 and sequence_lengths(band_ids, 3)[3] == 9
+    band_ids[3, :14] = 1  # 14 frames: 5 windows, run at the bucket of 6
+    assert frames_needed(band_ids, 3)[3] == 15 and sequence_lengths(band_ids, 3)[3] == 18
+    band_ids[3, 4:] = 0
     assert sequence_lengths(band_ids, 3).tolist() == [3, 3, 3, 6, 99]
     band_ids[1, 40] = 2  # a real frame after padding still counts
     assert sequence_lengths(band_ids, 3)[1] == 3 * 15

@@ -27,6 +27,7 @@ import torch
 from convention_rt.catalog import ObjectChunk
 from convention_rt.model_card import ModelCard
 from convention_rt.model_inputs import chunk_to_inputs
+from convention_rt.session import frames_needed
 from train.data.dataset import LabelledObjects
 from train.files import write_atomically
 from train.runs import evaluate_runs, run_parser
@@ -95,20 +96,6 @@ def random_prefixes(chunk: ObjectChunk, rng: np.random.Generator, probability: f
     return first_frames(chunk, np.where(cut, np.clip(length, 1, np.maximum(counts, 1)), np.maximum(counts, 1)))
 
 
-def _windows_needed(band_ids: np.ndarray, window: int) -> int:
-    """Frames of the batch's longest sequence, rounded up to whole windows: the rest is padding.
-
-    In eval mode a ConvEntion model gives the same logits without those padding
-    windows (``ConvEntion`` notes), and computes only what the objects have.
-    Models without stem windows (``window`` 1) keep the whole sequence.
-    """
-    if window <= 1:
-        return band_ids.shape[1]
-    real = np.flatnonzero((band_ids != 0).any(axis=0))
-    last = int(real[-1]) + 1 if real.size else 1
-    return min(band_ids.shape[1], -(-last // window) * window)
-
-
 def early_curve(members: Sequence[torch.nn.Module], data: LabelledObjects, idx: np.ndarray, card: ModelCard,
                 frames_seen: Sequence[int] = FRAMES_SEEN, batch_size: int = 256) -> dict[str, Any]:
     """Ensemble scores of the objects ``idx`` cut to their first k frames, for each k.
@@ -143,7 +130,10 @@ def early_curve(members: Sequence[torch.nn.Module], data: LabelledObjects, idx: 
                 rows = idx[start:start + batch_size]
                 inputs = chunk_to_inputs(first_frames(data.chunk(rows), k), card)
                 seq = inputs.sequences
-                length = _windows_needed(seq.band_ids, card.stem_window)
+                # the batch's padding windows change nothing in eval mode (ConvEntion notes): not computed;
+                # models without stem windows (baselines: stem_window 1) keep the whole sequence
+                length = int(frames_needed(seq.band_ids, card.stem_window).max()) if card.stem_window > 1 \
+                    else seq.band_ids.shape[1]
                 tensors = (torch.from_numpy(seq.stamps[:, :length]), torch.from_numpy(seq.band_ids[:, :length]),
                            torch.from_numpy(inputs.times[:, :length]))
                 frames_used += int(np.count_nonzero(seq.band_ids))

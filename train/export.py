@@ -51,7 +51,7 @@ from torch import nn
 
 from convention_rt.errors import ConventionError, ModelError
 from convention_rt.model_card import ModelCard, sha256_of
-from convention_rt.session import CARD_METADATA_KEY, INPUT_NAMES, OUTPUT_NAME
+from convention_rt.session import CARD_METADATA_KEY, INPUT_NAMES, OUTPUT_NAME, sequence_lengths
 from train.card import card_with_domain
 from train.checkpoint import Checkpoint
 from train.command_line import OneLineParser, report_failure
@@ -176,13 +176,12 @@ def _agreement(model: nn.Module, session: ort.InferenceSession, card: ModelCard)
 
 
 def _length_agreement(model: nn.Module, session: ort.InferenceSession, card: ModelCard) -> float:
-    """Largest difference between each object cut to its own windows (ONNX) and padded (PyTorch)."""
+    """Largest difference between each object cut as the runtime runs it (ONNX) and padded (PyTorch)."""
     batch = example_batch(card, 8, seed=11)
     expected = _torch_outputs(model, batch)
-    window = card.stem_window
+    lengths = sequence_lengths(batch["band_ids"], card.stem_window)
     worst = 0.0
-    for row, band_ids in enumerate(batch["band_ids"]):
-        length = max(window, -(-int(np.count_nonzero(band_ids)) // window) * window)
+    for row, length in enumerate(lengths):
         cut = {name: batch[name][row:row + 1, :length] for name in INPUT_NAMES}
         (actual,) = session.run([OUTPUT_NAME], cut)
         worst = max(worst, float(np.max(np.abs(actual - expected[row:row + 1]))))
