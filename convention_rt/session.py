@@ -267,13 +267,11 @@ class ModelSession:
         if device not in ("auto", "cpu", "cuda"):
             raise ModelError(f"device must be auto, cpu or cuda, got {device!r}")
         given = _given_card(self.model_path, card)
-        self.card = given[0] if given is not None else load_card(self.model_path)
-        card_source = given[1] if given is not None else f"{self.model_path} (metadata)"
-        if verify_checksum and self.card.sha256:
+        if given is not None and verify_checksum and given[0].sha256:  # an embedded card has no checksum
             digest = sha256_of(self.model_path)
-            if digest != self.card.sha256:
+            if digest != given[0].sha256:
                 raise ModelError(f"{self.model_path}: sha256 {digest[:12]}... does not match the card's "
-                                 f"{self.card.sha256[:12]}... (damaged or replaced file)")
+                                 f"{given[0].sha256[:12]}... (damaged or replaced file)")
 
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -293,6 +291,9 @@ class ModelSession:
             log.info("CUDA provider did not start: running on the CPU")
             self.device = "cpu"
         self.providers: list[str] = self._session.get_providers()
+        # without a card file, the card embedded in the model, read from this session
+        self.card, card_source = given if given is not None else (
+            _embedded_card(self._session, self.model_path), f"{self.model_path} (metadata)")
         check_card(self.card, card_source, self.model_path, self._session)
         self._check_signature()
 
