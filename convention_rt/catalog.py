@@ -726,8 +726,8 @@ class Catalog:
             block = slice(row_offsets[i], row_offsets[i + 1])
             if np.any(epoch_ids[block] != object_ids[i]):
                 invalid[i] = "epoch_rows_belong_to_another_object"
-            elif mjd_problem(mjd[block]):
-                invalid[i] = mjd_problem(mjd[block])
+            elif problem := mjd_problem(mjd[block]):
+                invalid[i] = problem
             elif self.domain is not None and self.domain.reason:
                 invalid[i] = self.domain.reason
                 if self.domain.note:
@@ -920,8 +920,8 @@ def chunk_from_objects(
         if (codes < 0).any():
             unknown = "/".join(sorted({name for name, c in zip(names, codes) if c < 0}))
             notes[i].append(f"unknown_band_frames={int((codes < 0).sum())}({unknown})")
-        if mjd_problem(times):
-            invalid[i] = mjd_problem(times)
+        if problem := mjd_problem(times):
+            invalid[i] = problem
         elif times.size == 0:
             invalid[i] = "no_epochs"
         frames.append(stamps)
