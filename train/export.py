@@ -364,7 +364,8 @@ def _refresh_card(checkpoint: Checkpoint, out_dir: Path) -> ExportResult | None:
                         graph_reused=True)
 
 
-def _mean_std(values: list[list[float]]) -> dict[str, list[float]]:
+def _mean_std(values: list[float] | list[list[float]]) -> dict[str, Any]:
+    """Mean and standard deviation over folds (the first axis): floats for a list, lists for a table."""
     table = np.asarray(values, dtype=float)
     return {"mean": table.mean(axis=0).tolist(), "std": table.std(axis=0).tolist()}
 
@@ -406,17 +407,14 @@ def with_evaluations(checkpoint: Checkpoint, run_dir: Path) -> Checkpoint:
         raise ValueError(f"{calibration_file}: no calibration of a finished fold ({exc}); "
                          f"run python -m train.calibration {run_dir} --catalog CATALOG first") from exc
 
-    def spread(values: list[float]) -> dict[str, float]:
-        return {"mean": float(np.mean(values)), "std": float(np.std(values))}
-
     summary: dict[str, Any] = {"chosen": chosen, "temperature": temperature, "folds": len(folds),
-                               "bins": calibration["bins"], "nll": spread([f["nll"] for f in folds]),
-                               "ece": spread([f["ece"] for f in folds])}
+                               "bins": calibration["bins"], "nll": _mean_std([f["nll"] for f in folds]),
+                               "ece": _mean_std([f["ece"] for f in folds])}
     for way in ("inner_validation", "other_folds"):
         if all(way in f for f in folds):
             summary[way] = {"temperature": [f[way]["temperature"] for f in folds],
-                            "nll": spread([f[way]["nll"] for f in folds]),
-                            "ece": spread([f[way]["ece"] for f in folds])}
+                            "nll": _mean_std([f[way]["nll"] for f in folds]),
+                            "ece": _mean_std([f[way]["ece"] for f in folds])}
     summary["reliability"] = calibration["reliability"]
     summary["reliability_calibrated"] = calibration["reliability_calibrated"]
     metrics = {**checkpoint.metrics, "calibration": summary}
