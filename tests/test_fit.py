@@ -209,10 +209,13 @@ def test_ablations_train_through_the_same_protocol(tmp_path):
         config(tmp_path / "x", model="cnn_gru", attention="dot")
     with pytest.raises(ValueError, match="prefix_truncation must be"):
         config(tmp_path / "x", prefix_truncation=1.5)
-    dot = fit(config(tmp_path / "dot", epochs=1, attention="dot", prefix_truncation=0.5))
+    with pytest.raises(ValueError, match="apply to ConvEntion models"):
+        config(tmp_path / "x", model="cnn_gru", difference_channel=True)
+    dot = fit(config(tmp_path / "dot", epochs=1, attention="dot", prefix_truncation=0.5, difference_channel=True))
     assert dot["cross_validation"]["folds"] == 2
     weights = torch.load(tmp_path / "dot" / "state" / "fold0_member0.best.pt", weights_only=True)
     assert "blocks.0.attention.query.weight" in weights and "blocks.0.attention.logits.weight" not in weights
+    assert weights["stem.layers.0.conv.weight"].shape[1] == 3  # stamp, difference, band plane
 
 
 def test_prefix_truncation_cuts_training_draws_only(tmp_path):

@@ -149,6 +149,9 @@ class FitConfig:
     attention : str or None
         Override of the preset's attention: ``"dot"`` (query-dependent) or
         ``"published"`` (see :class:`train.model.config.ModelConfig`).
+    difference_channel : bool
+        Give ConvEntion frames a difference channel against the object's per-band
+        mean frame (:attr:`train.model.config.ModelConfig.difference_channel`).
     prefix_truncation : float
         Share of the training draws cut to a random prefix of their frames
         (log-uniform length from 1 frame to all), so that the model learns to
@@ -186,6 +189,7 @@ class FitConfig:
     positional_encoding: str | None = None
     band_input: str | None = None
     attention: str | None = None
+    difference_channel: bool = False
     prefix_truncation: float = 0.0
     export_out: str | None = None
     export_members: str = "fold0"
@@ -214,8 +218,9 @@ class FitConfig:
         if self.attention not in (None, "published", "dot"):
             raise ValueError(f"attention must be 'published' or 'dot', got {self.attention!r}")
         if self.model not in ("paper", "compact") and (self.positional_encoding or self.band_input
-                                                       or self.attention):
-            raise ValueError("positional_encoding, band_input and attention apply to ConvEntion models, "
+                                                       or self.attention or self.difference_channel):
+            raise ValueError("positional_encoding, band_input, attention and difference_channel apply to "
+                             "ConvEntion models, "
                              f"not {self.model}")
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
@@ -230,6 +235,8 @@ class FitConfig:
                 changes["positional_encoding"] = self.positional_encoding
             if self.attention is not None:
                 changes["attention"] = self.attention
+            if self.difference_channel:
+                changes["difference_channel"] = True
             if self.band_input == "stacked":  # one channel per band of this catalog
                 changes.update(band_input="stacked", band_embedding=False, n_band_ids=n_band_ids)
         return dataclasses.replace(base, **changes)

@@ -123,6 +123,13 @@ class ModelConfig:
         variance 1, then an affine map as ``norm_affine`` says) before the head.
         The paper's head has no such norm (``False``); see :func:`_compact` for why
         the compact preset has it.
+    difference_channel : bool
+        Give each frame a second stamp channel: its stamp minus the mean stamp of
+        the object's real frames in the same band (a difference image against the
+        object's own per-band reference, computed in the graph from the same
+        inputs; :class:`train.model.convention.BandReference`).  Every window then
+        sees how the object differs from its usual self, which a window alone
+        cannot tell.  Needs band-separated single-channel frames.
     band_input : {"separated", "stacked"}
         ``"separated"``: each frame is one band's stamp (the paper's band
         separation).  ``"stacked"``: the model takes the same band-separated
@@ -152,6 +159,7 @@ class ModelConfig:
     stamp_channels: int = 1
     norm_affine: NormAffine = "element"
     head_norm: bool = False
+    difference_channel: bool = False
     band_input: BandInput = "separated"
 
     def __post_init__(self) -> None:
@@ -190,6 +198,9 @@ class ModelConfig:
         if self.band_input == "stacked" and (self.band_embedding or self.stamp_channels != 1):
             fail("band_input='stacked' takes band-separated stamps (stamp_channels=1) and puts each band "
                  "in its own channel: set band_embedding=False")
+        if self.difference_channel and (self.stamp_channels != 1 or self.band_input != "separated"):
+            fail("difference_channel needs band-separated single-channel frames "
+                 "(stamp_channels=1, band_input='separated')")
         if not self.stem:
             fail("stem needs at least one layer")
         if self.stem[-1].channels != self.d_model:
@@ -220,7 +231,7 @@ class ModelConfig:
         """Channels of one frame entering the stem (stamp channels plus the band plane)."""
         if self.band_input == "stacked":
             return self.n_band_ids - 1
-        return self.stamp_channels + int(self.band_embedding)
+        return self.stamp_channels * (1 + int(self.difference_channel)) + int(self.band_embedding)
 
     def stem_shapes(self) -> tuple[tuple[int, int, int], ...]:
         """Output (height, width, time) of each stem layer for one window."""

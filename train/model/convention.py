@@ -5,6 +5,7 @@ Data flow for a batch of B sequences of M frames (N = M / K windows):
 
     stamps (B, M, H, W), band_ids (B, M), times (B, M)
       -> frames (B, M, 2, H, W): [stamp, band plane]
+         (B, M, 3, H, W): [stamp, stamp - band reference, band plane] with difference_channel
       -> stem over windows of K frames -> (B, N, D, h, w)
       -> + positional encoding
       -> L x [x + Attn(LN(x)); x + FFN(LN(x))]
@@ -32,6 +33,7 @@ from train.model.stem import Conv2dStem, Conv3dStem
 
 __all__ = [
     "NARROW_STEM_CHANNELS",
+    "BandReference",
     "ClassifierHead",
     "ConvEntion",
     "FeatureNorm",
@@ -389,6 +391,43 @@ class ClassifierHead(nn.Module):
         return self.layers(self.norm(features))
 
 
+class BandReference(nn.Module):
+    """Each frame minus the mean of the object's real frames in the same band.
+
+    An in-graph difference image against the object's own per-band reference:
+    ``d_m = x_m - mean{x_j : band_j = band_m, j real}``, zero on padding frames.
+    Two batched matrix products with the one-hot band matrix (no loop, no
+    data-dependent shape), in float32 even under bf16 autocast (a bf16 reference
+    would round away differences of a few per mille of a bright host).  Padding
+    frames enter no mean, so cutting a sequence after its last real window
+    leaves every difference unchanged.
+
+    Parameters
+    ----------
+    n_band_ids : int
+        Band vocabulary size including padding id 0.
+    """
+
+    def __init__(self, n_band_ids: int) -> None:
+        super().__init__()
+        self.register_buffer("bands", torch.arange(1, n_band_ids), persistent=False)
+
+    def forward(self, stamps: Tensor, band_ids: Tensor) -> Tensor:
+        """``(B, M, H, W)`` float32 stamps zeroed on padding, ``(B, M)`` int64 band ids -> ``(B, M, H, W)`` float32."""
+        device_type = stamps.device.type if stamps.device.type in ("cpu", "cuda") else "cpu"
+        with torch.autocast(device_type=device_type, enabled=False):
+            flat = stamps.float().flatten(2)  # (B, M, H*W)
+            one_hot = (band_ids.unsqueeze(-1) == self.bands).float()  # (B, M, bands)
+            counts = one_hot.sum(dim=1).clamp(min=1.0)  # (B, bands)
+            means = torch.matmul(one_hot.transpose(1, 2), flat) / counts.unsqueeze(-1)  # (B, bands, H*W)
+            reference = torch.matmul(one_hot, means)  # (B, M, H*W); 0 on padding
+            return (flat - reference).view_as(stamps)
+
+    def functional_macs(self, stamps: Tensor) -> int:
+        """MACs of one call for ``(B, M, H, W)`` stamps: the two band-matrix products."""
+        return 2 * stamps.numel() * self.bands.numel()
+
+
 class ConvEntion(nn.Module):
     """ConvEntion classifier of image time series.
 
@@ -427,6 +466,7 @@ class ConvEntion(nn.Module):
         self.band_embedding = (
             nn.Embedding(config.n_band_ids, side * side, padding_idx=0) if config.band_embedding else None
         )
+        self.band_reference = BandReference(config.n_band_ids) if config.difference_channel else None
         self.stem: Conv3dStem | Conv2dStem = Conv3dStem(config)
         self.positional_encoding = PositionalEncoding(config)
         self.blocks = nn.ModuleList(TransformerBlock(config) for _ in range(config.layers))
@@ -464,7 +504,8 @@ class ConvEntion(nn.Module):
         return self.head(features)
 
     def frames(self, stamps: Tensor, band_ids: Tensor) -> Tensor:
-        """Stem input: each frame's stamp channels (zeroed on padding) and its band plane.
+        """Stem input: each frame's stamp channels (zeroed on padding), its difference
+        with the object's band reference when ``config.difference_channel``, and its band plane.
 
         Parameters
         ----------
@@ -481,6 +522,9 @@ class ConvEntion(nn.Module):
         if stamps.ndim == 4:
             stamps = stamps.unsqueeze(2)
         frames = stamps * (band_ids != 0).to(stamps.dtype)[:, :, None, None, None]
+        if self.band_reference is not None:
+            difference = self.band_reference(frames[:, :, 0], band_ids)
+            frames = torch.cat([frames, difference.unsqueeze(2)], dim=2)
         if self.band_embedding is None:
             return frames
         side = self.config.stamp_size
@@ -496,6 +540,8 @@ class ConvEntion(nn.Module):
         stages: dict[str, list[nn.Module]] = {}
         if self.band_embedding is not None:
             stages["embedding"] = [self.band_embedding]
+        if self.band_reference is not None:
+            stages["band_reference"] = [self.band_reference]
         for index, layer in enumerate(self.stem.layers, start=1):
             stages[f"stem.conv{index}"] = [layer]
         for index, block in enumerate(self.blocks, start=1):
