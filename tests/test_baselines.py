@@ -154,14 +154,14 @@ def test_onnx_export_with_dynamic_batch_matches_torch(tmp_path, name: str) -> No
 
 
 def test_build_model_covers_every_name() -> None:
-    assert MODEL_NAMES == ("paper", "compact", "cnn_gru", "cnn_lstm", "lc_lstm")
-    kinds = {"paper": ConvEntion, "compact": ConvEntion, "cnn_gru": FrameRNNClassifier,
+    assert MODEL_NAMES == ("paper", "compact", "broker", "cnn_gru", "cnn_lstm", "lc_lstm")
+    kinds = {"paper": ConvEntion, "compact": ConvEntion, "broker": ConvEntion, "cnn_gru": FrameRNNClassifier,
              "cnn_lstm": FrameRNNClassifier, "lc_lstm": LightCurveLSTM}
     for name in MODEL_NAMES:
         assert type(build_model(name)) is kinds[name]
     assert isinstance(build_model("cnn_gru").rnn, torch.nn.GRU)
     assert isinstance(build_model("cnn_lstm").rnn, torch.nn.LSTM)
-    with pytest.raises(KeyError, match="paper, compact, cnn_gru"):
+    with pytest.raises(KeyError, match="paper, compact, broker, cnn_gru"):
         build_model("transformer")
     with pytest.raises(TypeError):
         build_model(3)  # type: ignore[arg-type]

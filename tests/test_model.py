@@ -95,7 +95,7 @@ def paper_model() -> ConvEntion:
 
 
 def test_presets_are_registered_and_unknown_names_list_them() -> None:
-    assert PRESETS == ("paper", "compact")
+    assert PRESETS == ("paper", "compact", "broker")
     for name in PRESETS:
         assert isinstance(get_preset(name), ModelConfig)
     with pytest.raises(KeyError, match="paper, compact"):

@@ -9,7 +9,7 @@ the transformer and the head.  Presets are registered by name
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 __all__ = ["PRESETS", "SDSS_CLASSES", "ModelConfig", "StemLayer", "get_preset"]
@@ -324,7 +324,33 @@ def _compact() -> ModelConfig:
     )
 
 
-_REGISTRY = {"paper": _paper, "compact": _compact}
+def _broker() -> ModelConfig:
+    """ConvEntion for alert brokers: a difference channel at 0.07 G multiply-accumulates per member.
+
+    The compact preset with three changes, so that a 3-member ensemble costs at
+    most 0.25 G multiply-accumulates per object:
+
+    - A difference channel (``difference_channel``): each frame also enters the
+      stem minus the object's mean frame in its band, so every window sees how
+      the object differs from its usual self.
+    - A 3x3 first stem layer instead of 5x5 (still stride 2, so every pixel is
+      read): the first layer reads three channels per frame and is the stem's
+      costliest (45.6 M multiply-accumulates at 5x5, 16.4 M at 3x3).
+    - A feed-forward block of D channels instead of 2D.
+
+    Measured with ``python -m train.model summary --preset broker``: 70.0 M
+    multiply-accumulates and 66,700 parameters per object.
+    """
+    compact = _compact()
+    return replace(
+        compact,
+        stem=(StemLayer(channels=8, kernel=3, stride=2, padding=1, time_padding=1), *compact.stem[1:]),
+        ffn_channels=compact.d_model,
+        difference_channel=True,
+    )
+
+
+_REGISTRY = {"paper": _paper, "compact": _compact, "broker": _broker}
 
 #: Names accepted by :func:`get_preset`.
 PRESETS: tuple[str, ...] = tuple(_REGISTRY)
