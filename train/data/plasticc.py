@@ -14,16 +14,20 @@ the renderer then adds noise once, at the catalog's ``flux_err``.
 Command line::
 
     python -m train.data.plasticc --out PATH [--cache DIR] [--seed S] [--limit N] [--max-epochs M]
-        [--scene standard|hard]
+        [--scene standard|hard|difference]
 
 ``--scene hard`` draws the static scene class-blind (:class:`train.data.render.ScenePrior`):
 one host prior for every extragalactic class, transients on the nucleus too, field
-galaxies around every object.
+galaxies around every object.  ``--scene difference`` writes the standard build as
+difference stamps, as alert streams carry them: each science stamp minus its noiseless,
+PSF-matched template (host, neighbours and the object's template flux), which leaves
+the object's change in flux and the noise.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import math
 import os
@@ -58,6 +62,8 @@ from train.data.render import (
 __all__ = [
     "BANDS",
     "CLASS_MAP",
+    "DIFFERENCE_PHOTOMETRY",
+    "DIFFERENCE_SCENES",
     "LEFT_OUT",
     "PHOTOMETRY",
     "PHOT_CONFUSION",
@@ -73,6 +79,7 @@ __all__ = [
     "fetch_wheel",
     "main",
     "read_wheel",
+    "scene_photometry",
     "scene_variant",
     "smooth_lightcurve",
 ]
@@ -120,6 +127,8 @@ RENDER = RenderConfig(pixel_scale=0.2, gain=0.015, moffat_beta=3.0)
 #: What the stamps of a catalog built here are: simulated LSST science stamps, in FLUXCAL, the sky subtracted.
 PHOTOMETRY = Photometry(profile="lsst", pixel_scale=RENDER.pixel_scale, flux_unit="FLUXCAL",
                         sky_subtracted=RENDER.subtract_sky, stamp_kind="science")
+#: What the stamps of a difference catalog (``--scene difference``) are: science minus template, sky-free.
+DIFFERENCE_PHOTOMETRY = dataclasses.replace(PHOTOMETRY, sky_subtracted=True, stamp_kind="difference")
 
 
 def declared_photometry(header: dict | object) -> Photometry | None:
@@ -127,8 +136,9 @@ def declared_photometry(header: dict | object) -> Photometry | None:
 
     Catalogs of builder version 1.0 predate the photometric contract keywords
     (``PROFILE``, ``CUTOUT``; the others they carry); what this builder renders
-    is :data:`PHOTOMETRY` whatever its version, so it declares them.  Later
-    builds write every keyword.
+    is :data:`PHOTOMETRY` whatever its version (:data:`DIFFERENCE_PHOTOMETRY` for
+    a difference catalog, its ``SCENE``), so it declares them.  Later builds
+    write every keyword.
 
     Parameters
     ----------
@@ -138,15 +148,19 @@ def declared_photometry(header: dict | object) -> Photometry | None:
     Returns
     -------
     Photometry or None
-        :data:`PHOTOMETRY` when ``GENERATR`` names this builder, else None.
+        :func:`scene_photometry` of its ``SCENE`` when ``GENERATR`` names this builder, else None.
     """
     get = getattr(header, "get")
-    return PHOTOMETRY if get("GENERATR") == "train.data.plasticc" else None
+    return scene_photometry(scene_variant(header)) if get("GENERATR") == "train.data.plasticc" else None
 
 
 #: Static-scene variants (``--scene``): ``standard`` draws hosts by class (docs/data.md);
-#: ``hard`` draws the class-blind scene of :class:`~train.data.render.ScenePrior`.
-SCENES: dict[str, ScenePrior | None] = {"standard": None, "hard": ScenePrior()}
+#: ``hard`` draws the class-blind scene of :class:`~train.data.render.ScenePrior`;
+#: ``difference`` is the standard build written as difference stamps (:data:`DIFFERENCE_SCENES`).
+SCENES: dict[str, ScenePrior | None] = {"standard": None, "hard": ScenePrior(), "difference": None}
+#: Variants whose stamps are difference stamps: each science stamp minus its noiseless, PSF-matched
+#: template (host, field galaxies, neighbours and ``tflux_<band>`` times the PSF).
+DIFFERENCE_SCENES: frozenset[str] = frozenset({"difference"})
 #: The hard scene draws from ``default_rng([seed, object_id, SCENE_STREAM])``, apart from the object's own stream.
 SCENE_STREAM = 0x5CE7E
 
@@ -154,6 +168,12 @@ SCENE_STREAM = 0x5CE7E
 def scene_variant(header: dict | object) -> str:
     """The static-scene variant a catalog's header records (``SCENE``); ``standard`` when it records none."""
     return str(getattr(header, "get")("SCENE", "standard")).strip()
+
+
+def scene_photometry(scene: str) -> Photometry:
+    """What the stamps of a catalog of variant ``scene`` are: :data:`DIFFERENCE_PHOTOMETRY` or :data:`PHOTOMETRY`."""
+    return DIFFERENCE_PHOTOMETRY if scene in DIFFERENCE_SCENES else PHOTOMETRY
+
 
 # Gaussian-process smoothing: Matern-3/2 in (time, wavelength); the wavelength
 # scale is fixed (as in the PLAsTiCC-winning Avocado classifier), the time scale
@@ -389,6 +409,11 @@ class BuildReport:
         Measured (from the stamp's pixels) over catalog flux error, per stamp.
     smoothing_ratio : ndarray, shape (n_stamps,), float64
         GP posterior sd over catalog flux error, per stamp.
+    clipped_depth : ndarray, shape (C,), float64
+        At each of the ``C`` epochs whose source flux (template plus smoothed
+        difference flux) is negative, and is rendered as 0, minus that flux over the
+        catalog flux error.  A difference stamp shows ``-tflux`` there, not the
+        smoothed difference flux.
     """
 
     path: Path
@@ -401,6 +426,7 @@ class BuildReport:
     typing: dict[str, int] = field(default_factory=dict)
     flux_error_ratio: NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
     smoothing_ratio: NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
+    clipped_depth: NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
 
     def summary(self) -> str:
         """A few human-readable lines."""
@@ -412,6 +438,8 @@ class BuildReport:
             f"classes {self.classes}; recorded labels {self.recorded}; typing {self.typing}",
             f"measured / catalog flux error: median {np.median(ratio):.3f}, rms {np.sqrt(np.mean(ratio**2)):.3f}; "
             f"GP smoothing sd / flux error: median {np.median(self.smoothing_ratio):.3f}",
+            f"negative source flux rendered as 0: {self.clipped_depth.size} stamps"
+            + (f", median depth {np.median(self.clipped_depth):.2f} flux errors" if self.clipped_depth.size else ""),
         ])
 
 
@@ -442,11 +470,15 @@ def build(out: str | Path, *, cache: str | Path | None = None, seed: int = 0, li
     overwrite : bool
     progress : bool
         Print a line to stderr every 500 objects.
-    scene : {"standard", "hard"}
+    scene : {"standard", "hard", "difference"}
         Static-scene variant (:data:`SCENES`).  ``hard`` replaces each object's host
         by the class-blind scene (host and field galaxies), drawn from its own
         stream; every other draw (seeing, neighbours, jitter, noise, typing and
         labels) is the standard build's, the standard host being drawn and discarded.
+        ``difference`` makes every draw of the standard build and writes each stamp
+        minus its noiseless template (:func:`train.data.render.render`'s
+        ``template_flux``): ``(max(tflux + smoothed, 0) - tflux) * psf`` plus the
+        science noise, declared :data:`DIFFERENCE_PHOTOMETRY`.
 
     Returns
     -------
@@ -475,6 +507,7 @@ def build(out: str | Path, *, cache: str | Path | None = None, seed: int = 0, li
                + (f" --max-epochs {max_epochs}" if max_epochs is not None else "")
                + (f" --scene {scene}" if scene != "standard" else ""))
     prior = SCENES[scene]
+    difference = scene in DIFFERENCE_SCENES
     header: dict[str, object] = {
         "SOURCE": ("PLAsTiCC", "PLAsTiCC training set light curves"),
         "ORIGIN": (WHEEL, "PyPI wheel holding the csv files"),
@@ -496,7 +529,9 @@ def build(out: str | Path, *, cache: str | Path | None = None, seed: int = 0, li
         "BANDWL": (",".join(f"{b}:{w:g}" for b, w in zip(BANDS, WAVELENGTH)), "eff. wavelength (A)"),
         "FLUXUNIT": ("FLUXCAL", "flux of AB mag m is 10**(-0.4(m-27.5))"),
         **RENDER.header(),
-        "SCENE": (scene, "static scene: standard, or hard (class-blind)"),
+        "SCENE": (scene, "standard scene, written as difference stamps" if difference
+                  else "static scene: standard, or hard (class-blind)"),
+        **({"DIFFIMG": ("science - template", "template: scene + tflux x PSF, noiseless")} if difference else {}),
         **({} if prior is None else {**prior.header(), "SCNDRAW": (f"default_rng([SEED, id, {SCENE_STREAM}])",
                                                                     "the hard scene's own stream")}),
         "COMMAND": command,
@@ -504,10 +539,11 @@ def build(out: str | Path, *, cache: str | Path | None = None, seed: int = 0, li
     report = BuildReport(path=out, truth_path=truth_path)
     ratios: list[NDArray[np.float64]] = []
     smoothing: list[NDArray[np.float64]] = []
+    clipped: list[NDArray[np.float64]] = []
     truth_lines = ["object_id,target,true_label,label,label_3class,typing,z,ddf,n_epochs"]
     tflux = np.stack([meta[f"tflux_{b}"] for b in BANDS], axis=1)
-    with CatalogWriter(out, BANDS, photometry=PHOTOMETRY, layout="FRAMES", stamp_shape=(RENDER.stamp_size,) * 2,
-                       header=header, overwrite=overwrite) as writer:
+    with CatalogWriter(out, BANDS, photometry=scene_photometry(scene), layout="FRAMES",
+                       stamp_shape=(RENDER.stamp_size,) * 2, header=header, overwrite=overwrite) as writer:
         for done, (row, points) in enumerate(_objects(data, rows)):
             object_id = int(meta["object_id"][row])
             rng = np.random.default_rng([seed, object_id])
@@ -535,10 +571,14 @@ def build(out: str | Path, *, cache: str | Path | None = None, seed: int = 0, li
                 host, galaxies = draw_scene(np.random.default_rng([seed, object_id, SCENE_STREAM]), prior, RENDER,
                                             WAVELENGTH, z=z if extragalactic else None, transient=true_label != "AGN")
             rendered = render(source, flux_err, band, fwhm, config=RENDER, rng=rng, host=host,
-                              neighbours=neighbours, galaxies=galaxies)
+                              neighbours=neighbours, galaxies=galaxies,
+                              template_flux=tflux[row, band] if difference else None)
             model = np.clip(source, 0.0, None)[:, None, None] * rendered.psf + rendered.background
-            ratios.append(noise_flux_error(rendered.stamps - model, rendered.psf, model) / flux_err)
+            # a difference stamp is the science stamp minus its template; its noise follows the science model
+            template = rendered.background + tflux[row, band][:, None, None] * rendered.psf if difference else 0.0
+            ratios.append(noise_flux_error(rendered.stamps - (model - template), rendered.psf, model) / flux_err)
             smoothing.append(smooth_sd / flux_err)
+            clipped.append(-source[source < 0] / flux_err[source < 0])
 
             typing, label = _typing_and_label(true_label, source, z, rng)
             writer.add_object(object_id, mjd=mjd, stamps=rendered.stamps, bands=[BANDS[b] for b in band],
@@ -557,6 +597,7 @@ def build(out: str | Path, *, cache: str | Path | None = None, seed: int = 0, li
     report.seconds = time.perf_counter() - started
     report.flux_error_ratio = np.concatenate(ratios)
     report.smoothing_ratio = np.concatenate(smoothing)
+    report.clipped_depth = np.concatenate(clipped)
     return report
 
 
@@ -569,7 +610,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="build only N objects (class shares kept)")
     parser.add_argument("--max-epochs", type=int, default=None, help="keep at most M epochs per object")
     parser.add_argument("--scene", choices=tuple(SCENES), default="standard",
-                        help="static scene: standard (hosts by class), or hard (class-blind; docs/data.md)")
+                        help="static scene: standard (hosts by class), hard (class-blind), or difference (the "
+                             "standard build as difference stamps, science minus template; docs/data.md)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing files")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     args = parser.parse_args(argv)

@@ -21,7 +21,10 @@ error of the object (the estimator of :func:`psf_flux`) equals the requested
 ``flux_err`` exactly in expectation; the sky carries at least
 ``min_sky_fraction`` of that variance.  Stamps are sky-subtracted (as SDSS
 corrected frames and Rubin calibrated exposures are) unless ``subtract_sky``
-is off, in which case the sky level ``s**2 / gain`` stays in.
+is off, in which case the sky level ``s**2 / gain`` stays in.  Given the object's
+template flux, :func:`render` returns difference stamps instead: the science stamps
+minus the noiseless template (static scene, sky, template flux times the PSF), which
+leave the object's change in flux and the science stamps' noise.
 """
 
 from __future__ import annotations
@@ -265,7 +268,7 @@ class Rendered:
     Attributes
     ----------
     stamps : ndarray, shape (T, H, W), float32
-        The science stamps.
+        The science stamps, or the difference stamps (:func:`render`'s ``template_flux``).
     psf : ndarray, shape (T, H, W), float64
         Unit-flux image of the object (PSF at its jittered position, pixel-integrated).
     background : ndarray, shape (T, H, W), float64
@@ -610,7 +613,8 @@ def _sersic_image(host: HostGalaxy, config: RenderConfig) -> NDArray[np.float64]
 
 def render(flux: ArrayLike, flux_err: ArrayLike, band: ArrayLike, fwhm: ArrayLike, *,
            config: RenderConfig, rng: np.random.Generator, host: HostGalaxy | None = None,
-           neighbours: Neighbours | None = None, galaxies: Sequence[HostGalaxy] = ()) -> Rendered:
+           neighbours: Neighbours | None = None, galaxies: Sequence[HostGalaxy] = (),
+           template_flux: ArrayLike | None = None) -> Rendered:
     """Render the stamps of one object, all epochs at once.
 
     Parameters
@@ -631,6 +635,12 @@ def render(flux: ArrayLike, flux_err: ArrayLike, band: ArrayLike, fwhm: ArrayLik
     neighbours : Neighbours, optional
     galaxies : sequence of HostGalaxy
         Field galaxies (:func:`draw_field_galaxies`), rendered like the host.
+    template_flux : array_like, shape (T,), float64, optional
+        The object's flux in the template.  When given, the stamps are difference
+        stamps: the science stamps minus the noiseless, PSF-matched template (the
+        host, field galaxies and neighbours, ``template_flux * psf`` and, when the
+        sky is not subtracted, the sky level), taken in float64 before the cast to
+        float32.  Every draw (jitter, noise) is the science stamps'.
 
     Returns
     -------
@@ -645,6 +655,10 @@ def render(flux: ArrayLike, flux_err: ArrayLike, band: ArrayLike, fwhm: ArrayLik
         raise ValueError("flux, flux_err, band and fwhm must all have shape (T,)")
     if np.any(~(flux_err > 0)) or np.any(~(fwhm > 0)):
         raise ValueError("flux_err and fwhm must be positive")
+    if template_flux is not None:
+        template_flux = np.asarray(template_flux, dtype=np.float64)
+        if template_flux.shape != (count,):
+            raise ValueError(f"template_flux must have shape ({count},), got {template_flux.shape}")
 
     n, size, margin = config.grid_size, config.stamp_size, config.margin
     fy = np.fft.fftfreq(n)                 # (n,) cycles per pixel
@@ -695,7 +709,9 @@ def render(flux: ArrayLike, flux_err: ArrayLike, band: ArrayLike, fwhm: ArrayLik
     noise = np.sqrt(variance) * rng.standard_normal(variance.shape)
     sky_level = sky_var / config.gain
     stamps = model + noise
-    if not config.subtract_sky:
+    if template_flux is not None:  # science minus template: what is left is the change of the object, and noise
+        stamps = stamps - background - template_flux[:, None, None] * psf
+    elif not config.subtract_sky:
         stamps = stamps + sky_level[:, None, None]
     return Rendered(stamps=stamps.astype(np.float32), psf=psf, background=background, variance=variance,
                     sky_level=sky_level, jitter=jitter)
