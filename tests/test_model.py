@@ -434,9 +434,9 @@ def test_batch_members_are_independent_and_batch_size_one_works() -> None:
     with torch.no_grad():
         batch = model(stamps, band_ids, times)
         single = torch.cat([model(stamps[i:i + 1], band_ids[i:i + 1], times[i:i + 1]) for i in range(3)])
-        features = model.forward_features(stamps, band_ids, times)
+        features, summary = model.forward_features(stamps, band_ids, times)
     torch.testing.assert_close(batch, single, atol=1e-5, rtol=1e-5)
-    assert features.shape == (3, 4, 4, 4)
+    assert features.shape == (3, 4, 4, 4) and summary is None
     torch.testing.assert_close(model.forward_head(features), batch)
 
 

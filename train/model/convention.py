@@ -10,7 +10,8 @@ Data flow for a batch of B sequences of M frames (N = M / K windows):
       -> + positional encoding
       -> L x [x + Attn(LN(x)); x + FFN(LN(x))]
       -> max over valid positions -> (B, D, h, w)        (end of forward_features)
-      -> flatten, Dropout, Linear, ReLU, Dropout, Linear -> (B, classes)
+         [and a GRU over the windows -> (B, R) with window_recurrence = R]
+      -> [FeatureNorm,] flatten, [concat GRU state,] Dropout, Linear, ReLU, Dropout, Linear -> (B, classes)
 
 Padding: frames with band id 0 are padding; their stamps are zeroed.  A window
 is valid if any of its frames is real.  Invalid windows are excluded from the
@@ -41,6 +42,7 @@ __all__ = [
     "MaskedLayerNorm",
     "PositionalEncoding",
     "TransformerBlock",
+    "WindowRecurrence",
     "attend_once_per_sequence",
     "check_inputs",
     "masked_max",
@@ -362,22 +364,68 @@ class FeatureNorm(nn.Module):
         return centred * torch.rsqrt(variance + self.eps) * self.weight + self.bias
 
 
-class ClassifierHead(nn.Module):
-    """[FeatureNorm,] Flatten, Dropout, Linear -> width, ReLU, Dropout, Linear -> classes.
+class WindowRecurrence(nn.Module):
+    """A GRU over the windows in time order; its state at the last valid window.
+
+    Each window's input is its map's mean and maximum per channel (2D values) and
+    ``log1p`` of the days since the previous window (0 for the first).  Windows
+    hold real frames first, so the last valid window is number ``valid.sum() - 1``,
+    and padding windows after it never reach the state read (the GRU is causal):
+    a sequence cut after its last valid window gives the same state.
 
     Parameters
     ----------
     config : ModelConfig
-        Supplies D, the map size, the width, the dropout, the classes and
-        whether the features are normalised first (``head_norm``).
+        Supplies D and the width R (``window_recurrence``).
     """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        features = config.d_model * config.map_size**2
+        self.gru = nn.GRU(2 * config.d_model + 1, config.window_recurrence, batch_first=True)
+
+    def forward(self, x: Tensor, window_times: Tensor, valid: Tensor) -> Tensor:
+        """Summarise the sequence.
+
+        Parameters
+        ----------
+        x : Tensor
+            ``(B, N, D, h, w)`` float32 transformer output.
+        window_times : Tensor
+            ``(B, N)`` float32 days of each window since the first real frame.
+        valid : Tensor
+            ``(B, N)`` bool.
+
+        Returns
+        -------
+        Tensor
+            ``(B, R)`` float32.
+        """
+        gap = torch.diff(window_times, dim=1, prepend=window_times[:, :1]).clamp(min=0.0)
+        steps = torch.cat([x.mean(dim=(3, 4)), x.amax(dim=(3, 4)),
+                           torch.log1p(gap.masked_fill(~valid, 0.0)).unsqueeze(-1).to(x.dtype)], dim=-1)
+        outputs, _ = self.gru(steps)
+        last = (valid.sum(dim=1) - 1).clamp(min=0)
+        state = torch.gather(outputs, 1, last[:, None, None].expand(-1, 1, outputs.shape[2]))[:, 0]
+        return state * valid.any(dim=1).to(state.dtype)[:, None]
+
+
+class ClassifierHead(nn.Module):
+    """[FeatureNorm,] Flatten, [concat the window recurrence,] Dropout, Linear -> width, ReLU, Dropout, Linear -> classes.
+
+    Parameters
+    ----------
+    config : ModelConfig
+        Supplies D, the map size, the width, the dropout, the classes,
+        whether the features are normalised first (``head_norm``) and the width
+        of the window recurrence's state joined to them.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        features = config.d_model * config.map_size**2 + config.window_recurrence
         shape = (config.d_model, config.map_size, config.map_size)
         self.norm = FeatureNorm(shape, config.norm_affine) if config.head_norm else nn.Identity()
-        self.layers = nn.Sequential(
+        self.layers = nn.Sequential(  # the Flatten is a no-op on the joined (B, F) features; kept for the weights' names
             nn.Flatten(),
             nn.Dropout(config.dropout),
             nn.Linear(features, config.head_width),
@@ -386,9 +434,12 @@ class ClassifierHead(nn.Module):
             nn.Linear(config.head_width, len(config.classes)),
         )
 
-    def forward(self, features: Tensor) -> Tensor:
-        """``(B, D, h, w)`` float32 -> ``(B, classes)`` float32 logits."""
-        return self.layers(self.norm(features))
+    def forward(self, features: Tensor, summary: Tensor | None = None) -> Tensor:
+        """``(B, D, h, w)`` float32 features [and ``(B, R)`` float32 summary] -> ``(B, classes)`` float32 logits."""
+        flat = self.norm(features).flatten(1)
+        if summary is not None:
+            flat = torch.cat([flat, summary.to(flat.dtype)], dim=1)
+        return self.layers(flat)
 
 
 class BandReference(nn.Module):
@@ -470,22 +521,26 @@ class ConvEntion(nn.Module):
         self.stem: Conv3dStem | Conv2dStem = Conv3dStem(config)
         self.positional_encoding = PositionalEncoding(config)
         self.blocks = nn.ModuleList(TransformerBlock(config) for _ in range(config.layers))
+        self.recurrence = WindowRecurrence(config) if config.window_recurrence else None
         self.head = ClassifierHead(config)
 
     def forward(self, stamps: Tensor, band_ids: Tensor, times: Tensor) -> Tensor:
         """Classify sequences: ``(B, classes)`` float32 logits (see the class notes for inputs)."""
-        return self.forward_head(self.forward_features(stamps, band_ids, times))
+        return self.forward_head(*self.forward_features(stamps, band_ids, times))
 
-    def forward_features(self, stamps: Tensor, band_ids: Tensor, times: Tensor) -> Tensor:
-        """Everything up to the head: the maximum of the transformer output over valid positions.
+    def forward_features(self, stamps: Tensor, band_ids: Tensor,
+                         times: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Everything up to the head: the maximum of the transformer output over valid
+        positions, and the window recurrence's summary.
 
-        The max over positions belongs here because it is the last step that
-        needs the padding mask.
+        Both belong here because they are the last steps that need the padding mask.
 
         Returns
         -------
-        Tensor
+        features : Tensor
             ``(B, D, h, w)`` float32.
+        summary : Tensor or None
+            ``(B, R)`` float32 with ``config.window_recurrence = R``, else None.
         """
         if not (torch.jit.is_tracing() or torch.compiler.is_compiling()):  # traced shapes are not ints
             check_inputs(self.config, stamps, band_ids, times)
@@ -497,11 +552,17 @@ class ConvEntion(nn.Module):
         x = self.positional_encoding(x, times, real)
         for block in self.blocks:
             x = block(x, valid)
-        return masked_max(x, valid)
+        return masked_max(x, valid), self.summary(x, times, real, valid)
 
-    def forward_head(self, features: Tensor) -> Tensor:
-        """``(B, D, h, w)`` float32 features -> ``(B, classes)`` float32 logits."""
-        return self.head(features)
+    def summary(self, x: Tensor, times: Tensor, real: Tensor, valid: Tensor) -> Tensor | None:
+        """The window recurrence's ``(B, R)`` float32 state of ``(B, N, D, h, w)`` transformer outputs, or None."""
+        if self.recurrence is None:
+            return None
+        return self.recurrence(x, self.positional_encoding.window_times(times, real), valid)
+
+    def forward_head(self, features: Tensor, summary: Tensor | None = None) -> Tensor:
+        """``(B, D, h, w)`` float32 features [and ``(B, R)`` float32 summary] -> ``(B, classes)`` float32 logits."""
+        return self.head(features, summary)
 
     def frames(self, stamps: Tensor, band_ids: Tensor) -> Tensor:
         """Stem input: each frame's stamp channels (zeroed on padding), its difference
@@ -547,6 +608,8 @@ class ConvEntion(nn.Module):
         for index, block in enumerate(self.blocks, start=1):
             stages[f"layer{index}.attention"] = [block.norm1, block.attention]
             stages[f"layer{index}.ffn"] = [block.norm2, block.ffn]
+        if self.recurrence is not None:
+            stages["recurrence"] = [self.recurrence]
         stages["head"] = [self.head]
         return stages
 
