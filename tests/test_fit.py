@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,10 +12,13 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("sklearn")
 
-from train import fit as fit_module  # noqa: E402
+from train.data.dataset import band_statistics  # noqa: E402
+from train.distributed import SINGLE_PROCESS  # noqa: E402
 from train.fit import FitConfig, fit  # noqa: E402
+from train.fit import batches, command_line, evaluation, folds, member, protocol, provenance  # noqa: E402
 
 from convention_rt.data import sample_catalog_path  # noqa: E402
+from convention_rt.model_card import ModelCard  # noqa: E402
 from convention_rt.session import ModelSession  # noqa: E402
 
 pytestmark = [pytest.mark.torch, pytest.mark.slow]
@@ -31,7 +35,7 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     reference = fit(config(tmp_path / "straight"))
 
     calls = {"n": 0}
-    original = fit_module._save_state
+    original = member._save_state
 
     def stop_after_three(*args, **kwargs):
         original(*args, **kwargs)
@@ -39,10 +43,10 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
         if calls["n"] == 3:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(fit_module, "_save_state", stop_after_three)
+    monkeypatch.setattr(member, "_save_state", stop_after_three)
     with pytest.raises(KeyboardInterrupt):
         fit(config(tmp_path / "resumed"))
-    monkeypatch.setattr(fit_module, "_save_state", original)
+    monkeypatch.setattr(member, "_save_state", original)
     # resumed with its frames mapped from a cache and smaller evaluation batches (ways of running,
     # like threads): the same result
     resumed = fit(config(tmp_path / "resumed", frames_cache=str(tmp_path / "cache"), eval_batch_size=5))
@@ -64,7 +68,7 @@ def test_run_dir_with_another_configuration_is_refused(tmp_path):
         fit(config(tmp_path / "run", epochs=3))
 
 
-_original_train_member = fit_module.train_member
+_original_train_member = protocol.train_member
 
 
 def _interrupted(*args, **kwargs):
@@ -73,13 +77,13 @@ def _interrupted(*args, **kwargs):
 
 def test_fit_exports_a_model_the_runtime_loads(tmp_path, monkeypatch):
     exports = []
-    original = fit_module._export
+    original = protocol.export_ensemble
 
     def recording_export(*args, **kwargs):
         exports.append(len(args[8]))  # folds evaluated when exporting
         original(*args, **kwargs)
 
-    monkeypatch.setattr(fit_module, "_export", recording_export)
+    monkeypatch.setattr(protocol, "export_ensemble", recording_export)
     run = config(tmp_path / "run", epochs=1, task="3class", export_out=str(tmp_path / "export"))
     metrics = fit(run)
     # the fold-0 ensemble is exported as soon as fold 0 is done, then again with each fold's metrics
@@ -96,10 +100,10 @@ def test_fit_exports_a_model_the_runtime_loads(tmp_path, monkeypatch):
     assert not list((tmp_path / "run" / "state").glob("*member0.pt"))  # finished members keep no resume state
     for name in ("fold1_member0.best.json", "fold1_member0.best.pt"):
         (tmp_path / "run" / "state" / name).unlink()  # fold 1 to be trained again: its scores leave the card
-    monkeypatch.setattr(fit_module, "train_member", _interrupted)
+    monkeypatch.setattr(protocol, "train_member", _interrupted)
     with pytest.raises(KeyboardInterrupt):
         fit(run)
-    monkeypatch.setattr(fit_module, "train_member", _original_train_member)
+    monkeypatch.setattr(protocol, "train_member", _original_train_member)
     assert exports == [1, 2, 1, 2, 1]
     assert ModelSession(tmp_path / "export" / "model.onnx", device="cpu").card.metrics["cross_validation"][
         "folds"] == 1
@@ -122,7 +126,7 @@ def test_fit_exports_a_model_the_runtime_loads(tmp_path, monkeypatch):
         tmp_path / "run" / "ensemble.ckpt").config
     assert json.loads((tmp_path / "run" / "architecture.json").read_text()) == \
         session.card.provenance["architecture"]
-    assert session.card.provenance["source_revision"] == fit_module.SOURCE_REVISION
+    assert session.card.provenance["source_revision"] == provenance.SOURCE_REVISION
 
 
 def test_export_destination_is_checked_before_training(tmp_path):
@@ -137,8 +141,8 @@ def test_export_destination_is_checked_before_training(tmp_path):
 def test_command_line_reads_yaml_and_flags(tmp_path):
     yaml_path = tmp_path / "fit.yaml"
     yaml_path.write_text(f"catalog: {sample_catalog_path()}\nfolds: 2\nmembers: 1\nepochs: 1\nbatch_size: 8\n")
-    parsed, command = fit_module._parse(["--config", str(yaml_path), "--run-dir", str(tmp_path / "r"),
-                                         "--epochs", "3"])
+    parsed, command = command_line._parse(["--config", str(yaml_path), "--run-dir", str(tmp_path / "r"),
+                                           "--epochs", "3"])
     assert parsed.epochs == 3 and parsed.folds == 2 and parsed.run_dir == str(tmp_path / "r")
     assert command.startswith("python -m train.fit --config")
     with pytest.raises(ValueError, match="model must be one of"):
@@ -156,30 +160,27 @@ def test_bf16_training_runs_and_evaluates_in_fp32(tmp_path):
 
 def test_precision_may_change_when_a_run_resumes_and_each_epoch_names_its_own(tmp_path, monkeypatch):
     run = dict(epochs=2, fold_limit=1, export_out=str(tmp_path / "export"))
-    original = fit_module._save_state
+    original = member._save_state
 
     def stop_after_the_first_epoch(*args, **kwargs):
         original(*args, **kwargs)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(fit_module, "_save_state", stop_after_the_first_epoch)
+    monkeypatch.setattr(member, "_save_state", stop_after_the_first_epoch)
     with pytest.raises(KeyboardInterrupt):
         fit(config(tmp_path / "run", precision="bf16", **run))
-    monkeypatch.setattr(fit_module, "_save_state", original)
+    monkeypatch.setattr(member, "_save_state", original)
     state_file = tmp_path / "run" / "state" / "fold0_member0.pt"
     state = torch.load(state_file, weights_only=True)
     assert [epoch["precision"] for epoch in state["state"]["history"]] == ["bf16"]
-    for epoch in state["state"]["history"]:  # as saved before epochs named their precision
-        del epoch["precision"]
-    torch.save(state, state_file)
 
     metrics = fit(config(tmp_path / "run", precision="fp32", **run))  # resumed in another precision: not refused
     record = json.loads((tmp_path / "run" / "state" / "fold0_member0.best.json").read_text())
     precisions = [epoch["precision"] for epoch in record["history"]]
-    assert precisions[0] == "bf16" and set(precisions[1:]) == {"fp32"}  # the unnamed epoch: the saved run's
-    units = fit_module.CPU["matrix_units"]
+    assert precisions[0] == "bf16" and set(precisions[1:]) == {"fp32"}
+    units = provenance.CPU["matrix_units"]
     assert [(e["cpu"], e["matrix_units"]) for e in record["history"]] == [
-        (fit_module.CPU["cpu"], units)] * len(precisions)
+        (provenance.CPU["cpu"], units)] * len(precisions)
     assert sorted(metrics["seconds_per_epoch"]) == [f"bf16 on {units}", f"fp32 on {units}"]
     assert metrics["seconds_per_epoch"][f"bf16 on {units}"] == record["history"][0]["seconds"]
     card = ModelSession(tmp_path / "export" / "model.onnx", device="cpu").card
@@ -189,7 +190,8 @@ def test_precision_may_change_when_a_run_resumes_and_each_epoch_names_its_own(tm
     record_file = tmp_path / "run" / "state" / "fold0_member0.best.json"
     record_file.write_text(json.dumps({**record, "history": [
         {k: v for k, v in epoch.items() if k != "precision"} for epoch in record["history"]]}))
-    fit(config(tmp_path / "run", precision="bf16", **run))  # finished: the record is named, nothing trained
+    # a record of runs/results/cnn_gru or lc_lstm: named with the saved run's precision, nothing trained
+    fit(config(tmp_path / "run", precision="bf16", **run))
     assert {epoch["precision"] for epoch in json.loads(record_file.read_text())["history"]} == {"fp32"}
 
 
@@ -219,15 +221,15 @@ def test_ablations_train_through_the_same_protocol(tmp_path):
 
 
 def test_prefix_truncation_cuts_training_draws_only(tmp_path):
-    prepared = fit_module.prepare(config(tmp_path / "run"))
+    prepared = protocol.prepare(config(tmp_path / "run"))
     data, card = prepared.data, prepared.card
     indices = np.arange(len(data))
-    full = fit_module.model_inputs(data, indices, card, rng=np.random.default_rng(0))
-    cut = fit_module.model_inputs(data, indices, card, rng=np.random.default_rng(0), prefix_truncation=1.0)
+    full = batches.model_inputs(data, indices, card, rng=np.random.default_rng(0))
+    cut = batches.model_inputs(data, indices, card, rng=np.random.default_rng(0), prefix_truncation=1.0)
     frames = lambda inputs: (inputs[1] != 0).sum(dim=1)  # noqa: E731
     assert (frames(cut) <= frames(full)).all() and (frames(cut) < frames(full)).any()
-    evaluation = fit_module.model_inputs(data, indices, card, prefix_truncation=1.0)  # no rng: inference windows
-    torch.testing.assert_close(frames(evaluation), frames(fit_module.model_inputs(data, indices, card)))
+    inference = batches.model_inputs(data, indices, card, prefix_truncation=1.0)  # no rng: inference windows
+    torch.testing.assert_close(frames(inference), frames(batches.model_inputs(data, indices, card)))
 
 
 def test_run_saved_before_a_field_existed_resumes(tmp_path):
@@ -332,6 +334,36 @@ def test_runs_starting_side_by_side_write_one_frames_cache(tmp_path, monkeypatch
     assert np.array_equal(loaded[0].frames, loaded[1].frames, equal_nan=True)
 
 
+def test_the_frames_cache_key_follows_its_version_not_the_source(tmp_path, monkeypatch):
+    from train.data import dataset
+
+    catalog = tmp_path / "catalog.fits"
+    catalog.write_bytes(sample_catalog_path().read_bytes())
+    key = dataset._cache_key(catalog, "4class", None, 32)
+    assert dataset._cache_key(catalog, "4class", None, 32) == key
+    read_bytes, read_text = Path.read_bytes, Path.read_text
+
+    def edited_bytes(path):  # every source file of the reader and of this package, as if edited
+        return read_bytes(path) + (b"\n# edited\n" if path.suffix == ".py" else b"")
+
+    def edited_text(path, *args, **kwargs):
+        return read_text(path, *args, **kwargs) + ("\n# edited\n" if path.suffix == ".py" else "")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Path, "read_bytes", edited_bytes)
+        patch.setattr(Path, "read_text", edited_text)
+        assert Path(dataset.__file__).read_bytes().endswith(b"# edited\n")  # the edit is seen
+        assert dataset._cache_key(catalog, "4class", None, 32) == key
+    monkeypatch.setattr(dataset, "FRAMES_CACHE_VERSION", dataset.FRAMES_CACHE_VERSION + 1)
+    assert dataset._cache_key(catalog, "4class", None, 32) != key
+    monkeypatch.undo()
+    assert dataset._cache_key(catalog, "3class", None, 32) != key  # the reading arguments still count
+    dataset.load_labelled(catalog, "4class", frames_cache=tmp_path / "cache")
+    monkeypatch.setattr(dataset, "FRAMES_CACHE_VERSION", dataset.FRAMES_CACHE_VERSION + 1)
+    dataset.load_labelled(catalog, "4class", frames_cache=tmp_path / "cache")  # another version: another copy
+    assert len(list((tmp_path / "cache").glob("*.f32"))) == 2
+
+
 def test_head_units_active_counts_the_hidden_units_that_fire(tmp_path):
     from train.data.dataset import load_labelled
     from train.model import build_model
@@ -339,40 +371,39 @@ def test_head_units_active_counts_the_hidden_units_that_fire(tmp_path):
     run = config(tmp_path / "run")
     data = load_labelled(run.catalog, run.task)
     model_config = run.model_config(data.classes, len(data.bands) + 1)
-    card = fit_module.ModelCard(name="t", version="0", preset="compact", classes=data.classes,
-                                bands=data.bands, stamp_size=32, seq_len=model_config.seq_len,
-                                stem_window=model_config.stem_window,
-                                normalisation=fit_module.band_statistics(data))
+    card = ModelCard(name="t", version="0", preset="compact", classes=data.classes, bands=data.bands,
+                     stamp_size=32, seq_len=model_config.seq_len, stem_window=model_config.stem_window,
+                     normalisation=band_statistics(data))
     idx = np.arange(len(data))
     torch.manual_seed(0)
     model = build_model(model_config)
-    active, width = fit_module.head_units_active(model, data, idx, card)
-    assert width == model_config.head_width and active > fit_module.DEAD_HEAD_SHARE * width
-    assert fit_module.head_units_active(model, data, idx, card, batch_size=5) == (active, width)
-    np.testing.assert_allclose(fit_module.predict(model, data, idx, card, batch_size=5),
-                               fit_module.predict(model, data, idx, card), atol=1e-6)  # memory, not results
-    assert not fit_module.head_is_dead((active, width))
+    active, width = member.head_units_active(model, data, idx, card)
+    assert width == model_config.head_width and active > member.DEAD_HEAD_SHARE * width
+    assert member.head_units_active(model, data, idx, card, batch_size=5) == (active, width)
+    np.testing.assert_allclose(evaluation.predict(model, data, idx, card, batch_size=5),
+                               evaluation.predict(model, data, idx, card), atol=1e-6)  # memory, not results
+    assert not member.head_is_dead((active, width))
     hidden = model.head.layers[2]
     with torch.no_grad():
         hidden.bias[:] = -1e6  # every unit negative for every object: no gradient reaches the body
         hidden.bias[0] = 1e6
-    assert fit_module.head_units_active(model, data, idx, card) == (1, width)
-    assert fit_module.head_is_dead((1, width)) and fit_module.head_is_dead((3, 32))
-    assert not fit_module.head_is_dead((4, 32)) and not fit_module.head_is_dead(None)
+    assert member.head_units_active(model, data, idx, card) == (1, width)
+    assert member.head_is_dead((1, width)) and member.head_is_dead((3, 32))
+    assert not member.head_is_dead((4, 32)) and not member.head_is_dead(None)
     baseline = build_model(config(tmp_path / "b", model="cnn_gru").model_config(data.classes, len(data.bands) + 1))
-    assert fit_module.head_units_active(baseline, data, idx, card) is None
+    assert member.head_units_active(baseline, data, idx, card) is None
 
 
 def test_member_seed_of_the_first_attempt_is_unchanged():
     run = config("unused")
-    assert fit_module.member_seed(run, 1, 2) == fit_module.member_seed(run, 1, 2, 0) == [0, 1, 2]  # as before
-    seeds = {tuple(fit_module.member_seed(run, 1, 2, k)) for k in range(fit_module.MAX_RESTARTS + 1)}
-    assert len(seeds) == fit_module.MAX_RESTARTS + 1
+    assert member.member_seed(run, 1, 2) == member.member_seed(run, 1, 2, 0) == [0, 1, 2]  # as before
+    seeds = {tuple(member.member_seed(run, 1, 2, k)) for k in range(member.MAX_RESTARTS + 1)}
+    assert len(seeds) == member.MAX_RESTARTS + 1
 
 
 def _declare_dead_once(monkeypatch):
     """The first head check on each validation set (one per fold) reports a dead head; later ones measure."""
-    original = fit_module.head_units_active
+    original = member.head_units_active
     checked: set = set()
 
     def dead_once(model, data, idx, card, batch_size=256):
@@ -382,7 +413,7 @@ def _declare_dead_once(monkeypatch):
             return (0, 32)
         return original(model, data, idx, card, batch_size)
 
-    monkeypatch.setattr(fit_module, "head_units_active", dead_once)
+    monkeypatch.setattr(member, "head_units_active", dead_once)
 
 
 def test_member_with_a_dead_head_starts_again_from_a_fresh_seed(tmp_path, monkeypatch):
@@ -407,18 +438,18 @@ def test_run_stopped_after_a_restart_resumes_to_the_same_result(tmp_path, monkey
     reference = fit(config(tmp_path / "straight", fold_limit=1))
     _declare_dead_once(monkeypatch)
     calls = {"n": 0}
-    original = fit_module._save_state
+    original = member._save_state
 
-    def stop_after_the_restart(path, model, optimizer, state, group=fit_module.SINGLE_PROCESS):
+    def stop_after_the_restart(path, model, optimizer, state, group=SINGLE_PROCESS):
         original(path, model, optimizer, state, group)
         calls["n"] += 1
         if state.restarts == 1 and state.epochs_run == 2 and state.epoch == 0:  # just restarted
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(fit_module, "_save_state", stop_after_the_restart)
+    monkeypatch.setattr(member, "_save_state", stop_after_the_restart)
     with pytest.raises(KeyboardInterrupt):
         fit(config(tmp_path / "resumed", fold_limit=1))
-    monkeypatch.setattr(fit_module, "_save_state", original)
+    monkeypatch.setattr(member, "_save_state", original)
     resumed = fit(config(tmp_path / "resumed", fold_limit=1))
     assert resumed["per_fold"] == reference["per_fold"]
     for run in ("straight", "resumed"):
@@ -441,10 +472,10 @@ def test_bad_configuration_is_one_line_and_writes_nothing(tmp_path, capsys, yaml
     yaml_path.write_text(yaml_text.format(catalog=sample_catalog_path()))
     if "missing" in message:
         with pytest.raises(SystemExit) as stopped:
-            fit_module.main(["--config", str(yaml_path), "--run-dir", str(tmp_path / "run")])
+            command_line.main(["--config", str(yaml_path), "--run-dir", str(tmp_path / "run")])
         assert stopped.value.code == 2
     else:
-        assert fit_module.main(["--config", str(yaml_path), "--run-dir", str(tmp_path / "run")]) == 2
+        assert command_line.main(["--config", str(yaml_path), "--run-dir", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert message in err and err.startswith("error: ") and err.count("\n") == 1
     assert not (tmp_path / "run").exists()
@@ -453,7 +484,7 @@ def test_bad_configuration_is_one_line_and_writes_nothing(tmp_path, capsys, yaml
 def test_yaml_numbers_and_nulls_are_read_as_their_fields(tmp_path):
     yaml_path = tmp_path / "run.yaml"
     yaml_path.write_text("catalog: c.fits\nrun_dir: r\nlearning_rate: 1e-3\ndropout: 0\nfold_limit: null\n")
-    parsed, _ = fit_module._parse(["--config", str(yaml_path)])
+    parsed, _ = command_line._parse(["--config", str(yaml_path)])
     assert parsed.learning_rate == 0.001 and parsed.dropout == 0.0 and parsed.fold_limit is None
 
 
@@ -461,14 +492,14 @@ def test_bad_input_is_refused_before_the_run_directory_is_touched(tmp_path, caps
     run_dir = tmp_path / "run"
     not_fits = tmp_path / "notes.fits"
     not_fits.write_text("not a catalog")
-    assert fit_module.main(["--catalog", str(tmp_path / "missing.fits"), "--run-dir", str(run_dir)]) == 1
-    assert fit_module.main(["--catalog", str(not_fits), "--run-dir", str(run_dir)]) == 1
+    assert command_line.main(["--catalog", str(tmp_path / "missing.fits"), "--run-dir", str(run_dir)]) == 1
+    assert command_line.main(["--catalog", str(not_fits), "--run-dir", str(run_dir)]) == 1
     # 6 objects of the sample's 24 in 2 folds: too few of some class
-    assert fit_module.main(["--catalog", str(sample_catalog_path()), "--run-dir", str(run_dir),
-                            "--max-objects", "6", "--folds", "2"]) == 1
+    assert command_line.main(["--catalog", str(sample_catalog_path()), "--run-dir", str(run_dir),
+                              "--max-objects", "6", "--folds", "2"]) == 1
     (tmp_path / "exports" / "x").mkdir(parents=True)
-    assert fit_module.main(["--catalog", str(sample_catalog_path()), "--run-dir", str(run_dir),
-                            "--export-out", str(tmp_path / "exports")]) == 3
+    assert command_line.main(["--catalog", str(sample_catalog_path()), "--run-dir", str(run_dir),
+                              "--export-out", str(tmp_path / "exports")]) == 3
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 4 and all(line.startswith("error: ") for line in lines)
     assert "missing.fits: no such file" in lines[0] and "notes.fits" in lines[1]
@@ -477,7 +508,7 @@ def test_bad_input_is_refused_before_the_run_directory_is_touched(tmp_path, caps
     assert not run_dir.exists()
     run_dir.mkdir()
     (run_dir / "folds.json").write_text("{broken")
-    assert fit_module.main(["--catalog", str(sample_catalog_path()), "--run-dir", str(run_dir)]) == 1
+    assert command_line.main(["--catalog", str(sample_catalog_path()), "--run-dir", str(run_dir)]) == 1
     assert "folds.json: not a folds file" in capsys.readouterr().err
     assert sorted(p.name for p in run_dir.iterdir()) == ["folds.json"]
 
@@ -490,20 +521,20 @@ def _symmetries(frames: torch.Tensor) -> list[torch.Tensor]:
 
 def test_augment_applies_one_symmetry_of_the_square_per_object():
     stamps = torch.randn(64, 3, 5, 5)
-    out = fit_module.augment(stamps, torch.Generator().manual_seed(0))
+    out = batches.augment(stamps, torch.Generator().manual_seed(0))
     used = []
     for original, augmented in zip(stamps, out):
         matches = [k for k, image in enumerate(_symmetries(original)) if torch.equal(image, augmented)]
         assert len(matches) == 1  # the same transform for every frame of the object
         used.append(matches[0])
     assert len(set(used)) == 8  # every symmetry is drawn
-    again = fit_module.augment(stamps, torch.Generator().manual_seed(0))
+    again = batches.augment(stamps, torch.Generator().manual_seed(0))
     assert torch.equal(out, again)  # the generator alone decides
 
 
 def test_balanced_draws_give_every_class_an_equal_share():
     labels = np.repeat([0, 1, 2, 3], [5, 200, 60, 1000])
-    weights = fit_module.balanced_weights(labels)
+    weights = batches.balanced_weights(labels)
     assert weights.shape == labels.shape and weights.sum() == pytest.approx(1.0)
     draws = np.random.default_rng(0).choice(labels.size, size=200_000, replace=True, p=weights)
     shares = np.bincount(labels[draws], minlength=4) / draws.size
@@ -518,9 +549,9 @@ def test_read_folds_refuses_what_make_folds_did_not_write(tmp_path, text):
     path = tmp_path / "folds.json"
     path.write_bytes(text.encode("utf-8", "surrogateescape"))
     with pytest.raises(ValueError, match=r"folds\.json: not a folds file of train\.fit"):
-        fit_module.read_folds(path)
+        folds.read_folds(path)
     path.write_text('{"seed": 0, "held_out": [["a", "b"], ["c"]]}')
-    assert fit_module.read_folds(path) == [["a", "b"], ["c"]]
+    assert folds.read_folds(path) == [["a", "b"], ["c"]]
 
 
 def test_weights_of_another_architecture_are_refused_in_one_line(tmp_path):
@@ -531,10 +562,10 @@ def test_weights_of_another_architecture_are_refused_in_one_line(tmp_path):
     changed = build_model(dataclasses.replace(config, head_norm=True))
     path = tmp_path / "state" / "fold0_member0.pt"
     with pytest.raises(ValueError) as caught:
-        fit_module.load_weights(changed, before, path)
+        member.load_weights(changed, before, path)
     message = str(caught.value)
     assert "\n" not in message and str(path) in message and "another architecture" in message
-    fit_module.load_weights(changed, changed.state_dict(), path)  # matching weights load
+    member.load_weights(changed, changed.state_dict(), path)  # matching weights load
 
 
 def _files(folder):
@@ -547,14 +578,14 @@ def test_an_architecture_record_older_than_a_field_holds_its_default(tmp_path):
 
     run_dir = tmp_path / "run"
     args = ["--catalog", str(sample_catalog_path()), "--run-dir", str(run_dir)]
-    model_config = fit_module.prepare(fit_module._parse(args)[0]).model_config
+    model_config = protocol.prepare(command_line._parse(args)[0]).model_config
     record = config_to_dict(model_config)
     del record["attention"]
     run_dir.mkdir()
     (run_dir / "architecture.json").write_text(json.dumps(record))
-    fit_module.check_architecture(run_dir, model_config)  # the default: accepted
+    protocol.check_architecture(run_dir, model_config)  # the default: accepted
     with pytest.raises(ValueError, match=r"\(attention differ\)"):
-        fit_module.check_architecture(run_dir, dataclasses.replace(model_config, attention="dot"))
+        protocol.check_architecture(run_dir, dataclasses.replace(model_config, attention="dot"))
 
 
 def test_a_run_of_another_architecture_is_refused_before_anything_is_written(tmp_path, capsys):
@@ -563,30 +594,30 @@ def test_a_run_of_another_architecture_is_refused_before_anything_is_written(tmp
 
     run_dir = tmp_path / "run"
     args = ["--catalog", str(sample_catalog_path()), "--run-dir", str(run_dir)]
-    prepared = fit_module.prepare(fit_module._parse(args)[0])
+    prepared = protocol.prepare(command_line._parse(args)[0])
     earlier = dataclasses.replace(prepared.model_config, head_norm=not prepared.model_config.head_norm)
     # a run directory older than architecture.json: judged by a saved member state
     (run_dir / "state").mkdir(parents=True)
     torch.save({"model": build_model(earlier).state_dict(), "optimizer": {}, "state": {}},
                run_dir / "state" / "fold0_member0.pt")
     before = _files(run_dir)
-    assert fit_module.main(args) == 1
+    assert command_line.main(args) == 1
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "fold0_member0.pt: saved weights of another architecture" in lines[0]
     assert _files(run_dir) == before
     (run_dir / "state" / "fold0_member0.pt").write_bytes(b"damaged")
-    assert fit_module.main(args) == 1
+    assert command_line.main(args) == 1
     assert "fold0_member0.pt: not a saved state of train.fit" in capsys.readouterr().err
     # with the record a run writes, the differing fields are named
     (run_dir / "state" / "fold0_member0.pt").unlink()
     (run_dir / "architecture.json").write_text(json.dumps(config_to_dict(earlier)))
     before = _files(run_dir)
-    assert fit_module.main(args) == 1
+    assert command_line.main(args) == 1
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "architecture.json: the run was trained with another architecture (head_norm" in lines[0]
     assert _files(run_dir) == before
     (run_dir / "architecture.json").write_text(json.dumps(config_to_dict(prepared.model_config)))
-    fit_module.check_architecture(run_dir, prepared.model_config)  # the same architecture passes
+    protocol.check_architecture(run_dir, prepared.model_config)  # the same architecture passes
 
 
 def test_source_revision_names_the_commit_and_local_changes(monkeypatch):
@@ -596,17 +627,18 @@ def test_source_revision_names_the_commit_and_local_changes(monkeypatch):
 
     def fake_git(command, **kwargs):
         assert "--no-optional-locks" in command  # never takes the index lock of a user's git
+        assert command[command.index("-C") + 1] == str(Path(__file__).resolve().parents[1])  # the checkout
         if "rev-parse" in command:
             return subprocess.CompletedProcess(command, 0, answers["rev-parse"], "")
         return subprocess.CompletedProcess(command, 0, answers["status"], "")
 
-    monkeypatch.setattr(fit_module.subprocess, "run", fake_git)
-    assert fit_module.source_revision() == "0123456789abcdef0123456789abcdef01234567"
-    answers["status"] = " M train/fit.py\n"
-    assert fit_module.source_revision() == "0123456789abcdef0123456789abcdef01234567+modified"
+    monkeypatch.setattr(provenance.subprocess, "run", fake_git)
+    assert provenance.source_revision() == "0123456789abcdef0123456789abcdef01234567"
+    answers["status"] = " M train/fit/member.py\n"
+    assert provenance.source_revision() == "0123456789abcdef0123456789abcdef01234567+modified"
 
     def no_git(command, **kwargs):
         raise FileNotFoundError("git")
 
-    monkeypatch.setattr(fit_module.subprocess, "run", no_git)
-    assert fit_module.source_revision() is None
+    monkeypatch.setattr(provenance.subprocess, "run", no_git)
+    assert provenance.source_revision() is None

@@ -22,7 +22,6 @@ from typing import BinaryIO
 import numpy as np
 from numpy.typing import NDArray
 
-import convention_rt
 from convention_rt.catalog import Catalog, ObjectChunk
 from convention_rt.model_card import BandStats
 from train.files import write_atomically
@@ -117,7 +116,7 @@ def load_labelled(path: str | Path, task: str = "4class", *, max_objects: int | 
     frames_cache : str or Path, optional
         Folder of memory-mapped copies of what this function returns: the first
         call for a catalog (its path, size, modification time and inode), these
-        arguments and this version of the reading code writes one there (``.f32``
+        arguments and :data:`FRAMES_CACHE_VERSION` writes one there (``.f32``
         raw little-endian frames, ``.npz`` the rest, under a ``.lock``); later
         calls, in any process, map it instead of reading the catalog, so that runs
         side by side share one copy of the frames in the page cache instead of
@@ -176,20 +175,18 @@ def _map_cached(frames_file: Path, rest_file: Path) -> LabelledObjects:
             bands=tuple(rest["bands"].tolist()))
 
 
+#: Version of the frames a catalog reads into and of their cached copy: bump when the frames read from a
+#: catalog change (the reader :class:`convention_rt.catalog.Catalog`, what :func:`load_labelled` keeps of
+#: its objects) or the copy's layout does; copies written under another version are not used again.
+FRAMES_CACHE_VERSION = 3
+
+
 def _cache_key(path: str | Path, task: str, max_objects: int | None, stamp_size: int) -> str:
-    """What a cached copy depends on: the catalog file as it is now, the arguments and the reading code."""
+    """What a cached copy depends on: the catalog file as it is now, the arguments and :data:`FRAMES_CACHE_VERSION`."""
     status = Path(path).stat()
-    identity = hashlib.sha256(json.dumps(
-        [str(Path(path).resolve()), status.st_size, status.st_mtime_ns, status.st_ino, task, max_objects,
-         stamp_size, _CACHE_FORMAT]).encode())
-    # the reader, its preprocessing and this module: a change to any of them may change the frames
-    for source in sorted(Path(convention_rt.__file__).parent.glob("*.py")) + [Path(__file__)]:
-        identity.update(source.read_bytes())
-    return identity.hexdigest()[:16]
-
-
-#: Version of the cached copy's layout (a change makes earlier copies unused).
-_CACHE_FORMAT = 2
+    identity = json.dumps([str(Path(path).resolve()), status.st_size, status.st_mtime_ns, status.st_ino, task,
+                           max_objects, stamp_size, FRAMES_CACHE_VERSION])
+    return hashlib.sha256(identity.encode()).hexdigest()[:16]
 
 
 def _save_rest(target: Path, data: LabelledObjects, stamp_size: int) -> None:

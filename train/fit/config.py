@@ -1,0 +1,170 @@
+"""The configuration of a ``train.fit`` run: :class:`FitConfig`, its checks and the architecture it builds."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from train.data.dataset import TASKS
+from train.model import MODEL_NAMES, BaselineConfig, ModelConfig, get_baseline, get_preset
+
+__all__ = ["FitConfig"]
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Everything a training run depends on (YAML keys = field names).
+
+    Attributes
+    ----------
+    catalog : str
+        Training catalog (convention-rt format, with labels).
+    run_dir : str
+        Folder for folds, checkpoints, logs and metrics; reused to resume.
+    model : str
+        Architecture: paper, compact (ConvEntion presets), cnn_gru, cnn_lstm, lc_lstm (baselines).
+    task : {"4class", "3class"}
+        Classes: AGN, SNIa, SNOther, Variable; or AGN, SN, Variable.
+    folds : int
+        Cross-validation folds.
+    members : int
+        Ensemble members per fold.
+    fold_limit : int or None
+        Train and evaluate only the first ``fold_limit`` folds of the ``folds``-fold
+        split (the split itself does not change); ``None``: all of them.
+    epochs : int
+        Maximum epochs per stage.
+    patience : int
+        Early stopping: epochs without a better validation macro-F1.
+    batch_size : int
+        Objects per optimiser step.
+    eval_batch_size : int
+        Objects per evaluation batch (validation, held-out scoring, head check):
+        it sets the evaluation's memory (the paper preset's forward holds about
+        33 MB per object, the compact preset's far less), not its results. Like
+        ``threads``, it may change when a run resumes.
+    learning_rate : float
+        Adam's learning rate.
+    dropout : float
+        Dropout probability of the model.
+    frame_drop : float
+        Probability of dropping each frame (augmentation).
+    validation_fraction : float
+        Share of the training folds held out for early stopping.
+    seed : int
+        Seed of the folds, the validation splits, the weights and every draw.
+    threads : int
+        PyTorch CPU threads.
+    precision : {"fp32", "bf16"}
+        Training arithmetic; bf16 autocast (weights stay fp32; evaluation and
+        export in fp32) is about 1.5x faster on CPUs with bf16 matrix units and
+        far slower on CPUs without them. Like ``threads``, it may change when a
+        run resumes; each epoch's record names the precision it ran in.
+    max_objects : int or None
+        Use only the first objects of the catalog (quick runs).
+    frames_cache : str or None
+        Folder for a memory-mapped copy of the training frames, written on a
+        run's first start and shared by later runs on the same catalog (runs side
+        by side then hold one copy of the frames in the page cache instead of one
+        each in memory); None: each run holds the frames in its own memory. Like
+        ``threads``, it may change when a run resumes.
+    positional_encoding : str or None
+        Override of the preset's encoding (ablation "none").
+    band_input : str or None
+        Override of the preset's band input: ``"stacked"`` is the ablation without
+        band separation and band embedding (zero-filled multi-band frames per night).
+    attention : str or None
+        Override of the preset's attention: ``"dot"`` (query-dependent) or
+        ``"published"`` (see :class:`train.model.config.ModelConfig`).
+    difference_channel : bool
+        Give ConvEntion frames a difference channel against the object's per-band
+        mean frame (:attr:`train.model.config.ModelConfig.difference_channel`).
+    prefix_truncation : float
+        Share of the training draws cut to a random prefix of their frames
+        (log-uniform length from 1 frame to all), so that the model learns to
+        classify objects from their first alerts (``train.early``); 0: none.
+    export_out : str or None
+        Folder to export the ensemble to at the end.
+    export_members : {"fold0", "all"}
+        Which members the exported ensemble holds (all = folds x members).
+    name : str
+        Registry name of the exported model.
+    version : str
+        Version of the exported model.
+    """
+
+    catalog: str
+    run_dir: str
+    model: str = "compact"
+    task: str = "4class"
+    folds: int = 5
+    members: int = 3
+    fold_limit: int | None = None
+    epochs: int = 100
+    patience: int = 10
+    batch_size: int = 128
+    eval_batch_size: int = 256
+    learning_rate: float = 1e-3
+    dropout: float = 0.3
+    frame_drop: float = 0.1
+    validation_fraction: float = 0.1
+    seed: int = 0
+    threads: int = 2
+    precision: str = "fp32"
+    max_objects: int | None = None
+    frames_cache: str | None = None
+    positional_encoding: str | None = None
+    band_input: str | None = None
+    attention: str | None = None
+    difference_channel: bool = False
+    prefix_truncation: float = 0.0
+    export_out: str | None = None
+    export_members: str = "fold0"
+    name: str = "convention-compact"
+    version: str = "1.0.0"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.model not in MODEL_NAMES:
+            raise ValueError(f"model must be one of {MODEL_NAMES}, got {self.model!r}")
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {sorted(TASKS)}, got {self.task!r}")
+        if self.folds < 2 or self.members < 1 or self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1:
+            raise ValueError("folds >= 2, members >= 1, epochs >= 1, batch_size >= 1 and eval_batch_size >= 1 "
+                             "are required")
+        if self.fold_limit is not None and not 1 <= self.fold_limit <= self.folds:
+            raise ValueError(f"fold_limit must be in [1, folds={self.folds}], got {self.fold_limit}")
+        if not 0.0 < self.validation_fraction < 0.5 or not 0.0 <= self.frame_drop < 1.0:
+            raise ValueError("validation_fraction must be in (0, 0.5) and frame_drop in [0, 1)")
+        if not 0.0 <= self.prefix_truncation <= 1.0:
+            raise ValueError(f"prefix_truncation must be in [0, 1], got {self.prefix_truncation}")
+        if self.export_members not in ("fold0", "all"):
+            raise ValueError("export_members must be 'fold0' or 'all'")
+        if self.band_input not in (None, "separated", "stacked"):
+            raise ValueError(f"band_input must be 'separated' or 'stacked', got {self.band_input!r}")
+        if self.attention not in (None, "published", "dot"):
+            raise ValueError(f"attention must be 'published' or 'dot', got {self.attention!r}")
+        if self.model not in ("paper", "compact") and (self.positional_encoding or self.band_input
+                                                       or self.attention or self.difference_channel):
+            raise ValueError("positional_encoding, band_input, attention and difference_channel apply to "
+                             "ConvEntion models, "
+                             f"not {self.model}")
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
+
+    def model_config(self, classes: tuple[str, ...], n_band_ids: int) -> ModelConfig | BaselineConfig:
+        """The architecture for this run's classes and bands."""
+        base = get_preset(self.model) if self.model in ("paper", "compact") else get_baseline(self.model)
+        changes: dict[str, Any] = {"classes": classes, "dropout": self.dropout,
+                                   "n_band_ids": max(base.n_band_ids, n_band_ids)}
+        if isinstance(base, ModelConfig):
+            if self.positional_encoding is not None:
+                changes["positional_encoding"] = self.positional_encoding
+            if self.attention is not None:
+                changes["attention"] = self.attention
+            if self.difference_channel:
+                changes["difference_channel"] = True
+            if self.band_input == "stacked":  # one channel per band of this catalog
+                changes.update(band_input="stacked", band_embedding=False, n_band_ids=n_band_ids)
+        return dataclasses.replace(base, **changes)

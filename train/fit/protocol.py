@@ -1,0 +1,288 @@
+"""The whole protocol: every check before a run writes anything (:func:`prepare`), then the folds (:func:`fit`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
+
+from convention_rt.model_card import ModelCard
+from train.checkpoint import config_to_dict
+from train.data.dataset import LabelledObjects, band_statistics, load_labelled
+from train.distributed import SINGLE_PROCESS, Group
+from train.files import write_atomically
+from train.fit.config import FitConfig
+from train.fit.evaluation import evaluated_on, fold_summary, plot_confusion, predict, scores, write_predictions
+from train.fit.export_step import export_ensemble, export_is_current
+from train.fit.folds import evaluation_subset, inner_split, make_folds
+from train.fit.member import load_weights, train_member
+from train.fit.provenance import SOURCE_REVISION
+from train.machine import timing_key
+from train.model import BaselineConfig, ModelConfig, build_model, training_form
+
+__all__ = ["ARCHITECTURE_FILE", "EXECUTION_FIELDS", "Prepared", "check_architecture", "fit", "name_epoch_precisions",
+           "prepare"]
+
+log = logging.getLogger("train")
+
+
+#: The run's model architecture (:func:`train.checkpoint.config_to_dict`), beside ``config.json``.
+ARCHITECTURE_FILE = "architecture.json"
+
+
+def check_architecture(run_dir: Path, model_config: ModelConfig | BaselineConfig) -> None:
+    """Refuse a run directory that holds a run of another architecture than ``model_config``.
+
+    Presets can change between versions while ``config.json`` names only the preset,
+    so the architecture is compared as well: with ``architecture.json``, or, in a run
+    directory older than that record (``runs/results/lc_lstm``), with the parameter
+    names and shapes of a saved member state.
+
+    Parameters
+    ----------
+    run_dir : Path
+        The run directory (it may not exist yet).
+    model_config : ModelConfig or BaselineConfig
+        The architecture this run builds.
+
+    Raises
+    ------
+    ValueError
+        One line naming the file that shows another architecture, or an unreadable one.
+    """
+    wanted = json.loads(json.dumps(config_to_dict(model_config)))
+    record = run_dir / ARCHITECTURE_FILE
+    if record.exists():
+        try:
+            saved = json.loads(record.read_text())
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{record}: not an architecture record of train.fit ({exc})") from exc
+        if isinstance(saved, dict):  # fields newer than the record hold their defaults in it
+            defaults = json.loads(json.dumps({f.name: f.default for f in dataclasses.fields(model_config)
+                                              if f.default is not dataclasses.MISSING}))
+            saved = {**{k: v for k, v in defaults.items() if k in wanted and k not in saved}, **saved}
+        if saved != wanted:
+            differing = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k)) \
+                if isinstance(saved, dict) else ["all"]
+            raise ValueError(f"{record}: the run was trained with another architecture "
+                             f"({', '.join(differing)} differ); use another --run-dir")
+        return
+    states = sorted((run_dir / "state").glob("*.pt")) if (run_dir / "state").is_dir() else []
+    if not states:
+        return
+    try:
+        saved_state = torch.load(states[0], map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many kinds on a damaged file
+        detail = " ".join(str(exc).split())[:200]
+        raise ValueError(f"{states[0]}: not a saved state of train.fit ({detail})") from exc
+    weights = saved_state.get("model", saved_state) if isinstance(saved_state, dict) else {}
+    shapes = {k: tuple(v.shape) for k, v in weights.items() if isinstance(v, torch.Tensor)}
+    if shapes != {k: tuple(v.shape) for k, v in build_model(model_config).state_dict().items()}:
+        raise ValueError(f"{states[0]}: saved weights of another architecture than this run's model builds; "
+                         "train it in another --run-dir")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What a run needs before it writes anything: checked data, statistics, architecture, card, folds."""
+
+    data: LabelledObjects
+    stats: dict[str, Any]
+    bands: tuple[str, ...]
+    model_config: ModelConfig | BaselineConfig
+    card: ModelCard
+    folds: list[list[str]]
+    #: Precision of the epochs recorded before a run's records named theirs: the saved configuration's.
+    earlier_precision: str = "fp32"
+
+
+#: Fields that may change when a run resumes: how it runs, not what it computes.
+EXECUTION_FIELDS = ("threads", "precision", "export_out", "fold_limit", "frames_cache", "eval_batch_size")
+
+
+def name_epoch_precisions(state_dir: Path, earlier: str) -> None:
+    """Name the precision of every recorded epoch that does not: ``earlier``, the run's until now.
+
+    Member records (``*.best.json``) written before epochs named their precision
+    (those of ``runs/results/cnn_gru`` and ``runs/results/lc_lstm``) are rewritten in
+    place, before the run's ``config.json`` (which says what that precision was) is
+    replaced: :func:`fit` reads each finished member's precisions from its record.
+    """
+    for record_file in sorted(state_dir.glob("fold*_member*.best.json")):
+        record = json.loads(record_file.read_text())
+        if any("precision" not in epoch for epoch in record["history"]):
+            history = [{**epoch, "precision": epoch.get("precision", earlier)} for epoch in record["history"]]
+            text = json.dumps({**record, "history": history}) + "\n"
+            write_atomically(record_file, lambda path: path.write_text(text))
+
+
+def prepare(config: FitConfig) -> Prepared:
+    """Read and check everything a run depends on, writing nothing in the run directory.
+
+    With ``config.frames_cache``, the cached copy of the frames is written (or
+    mapped) first: it does not depend on the run, and a later run reuses it.
+
+    Raises
+    ------
+    ValueError
+        Another configuration saved in ``run_dir``, too few objects for the folds
+        or a fold's validation split, an unusable folds file or architecture
+        (:class:`convention_rt.errors.CatalogError` for an unreadable catalog,
+        :class:`convention_rt.errors.ModelError` for a refused export destination).
+    """
+    run_dir = Path(config.run_dir)
+    saved_config = run_dir / "config.json"
+    earlier_precision = config.precision
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ValueError(f"{run_dir}: is a file, not a run directory")
+    if saved_config.exists():
+        try:
+            previous = json.loads(saved_config.read_text())
+        except ValueError as exc:
+            raise ValueError(f"{saved_config}: not a run configuration ({exc})") from exc
+        as_dict = dataclasses.asdict(config)
+        significant = {k: v for k, v in as_dict.items() if k not in EXECUTION_FIELDS}
+        defaults = dataclasses.asdict(FitConfig(catalog="", run_dir=""))  # fields newer than the saved run
+        if {k: previous.get(k, defaults[k]) for k in significant} != significant:
+            raise ValueError(f"{run_dir}: holds a run with another configuration; use another --run-dir")
+        earlier_precision = previous.get("precision", defaults["precision"])
+    if config.export_out:  # refused now, not after hours of training
+        from train.export import check_destination
+
+        check_destination(Path(config.export_out), overwrite=True)
+    data = load_labelled(config.catalog, config.task, max_objects=config.max_objects,
+                         frames_cache=config.frames_cache)
+    stats = band_statistics(data)
+    bands = tuple(b for b in data.bands if b in stats)
+    model_config = config.model_config(data.classes, len(bands) + 1)
+    card = ModelCard(
+        name=config.name, version=config.version, preset=config.model, classes=data.classes, bands=bands,
+        stamp_size=model_config.stamp_size, seq_len=model_config.seq_len,
+        stem_window=getattr(model_config, "stem_window", 1), normalisation=stats,
+        time_encoding=getattr(model_config, "positional_encoding", "") == "time",
+    )
+    check_architecture(run_dir, model_config)
+    folds = make_folds(data, config, run_dir / "folds.json", write=False)
+    index_of = {str(i): k for k, i in enumerate(data.object_ids)}
+    for fold, held_out_ids in enumerate(folds[:config.fold_limit]):
+        held_out = np.array(sorted(index_of[i] for i in held_out_ids))
+        inner_split(data, np.setdiff1d(np.arange(len(data)), held_out), config, fold)
+    return Prepared(data, stats, bands, model_config, card, folds, earlier_precision)
+
+
+def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS,
+        prepared: Prepared | None = None) -> dict[str, Any]:
+    """Run the protocol; returns the metrics written to ``run_dir/metrics.json``.
+
+    Everything is checked (:func:`prepare`, unless given) before anything is
+    written.  With a process ``group`` (``torchrun``), every rank runs this
+    function; rank 0 alone writes files.
+    """
+    prepared = prepared or prepare(config)
+    data, stats, bands, model_config, card = (prepared.data, prepared.stats, prepared.bands,
+                                              prepared.model_config, prepared.card)
+    run_dir = Path(config.run_dir)
+    group.barrier()  # every rank has compared with the saved configuration before rank 0 rewrites it
+    if group.is_main:
+        (run_dir / "state").mkdir(parents=True, exist_ok=True)
+        name_epoch_precisions(run_dir / "state", prepared.earlier_precision)
+        write_atomically(run_dir / "config.json",
+                         lambda path: path.write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n"))
+        make_folds(data, config, run_dir / "folds.json")
+        architecture = json.dumps(config_to_dict(model_config), indent=2) + "\n"
+        write_atomically(run_dir / ARCHITECTURE_FILE, lambda path: path.write_text(architecture))
+    group.barrier()
+    torch.set_num_threads(config.threads)
+    log.info("%s: %d labelled objects, %d frames; classes %s", config.catalog, len(data), data.frames.shape[0],
+             dict(zip(data.classes, data.class_counts().tolist())))
+    folds = prepared.folds
+    index_of = {str(i): k for k, i in enumerate(data.object_ids)}
+
+    per_fold, members_out, precisions_out = [], [], []
+    timings: dict[str, list[float]] = {}
+    console = Console(stderr=True)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console, transient=True,
+                  disable=not (console.is_terminal and group.is_main)) as progress:
+        for fold, held_out_ids in enumerate(folds[:config.fold_limit]):
+            held_out = np.array(sorted(index_of[i] for i in held_out_ids))
+            train_idx = np.setdiff1d(np.arange(len(data)), held_out)
+            fold_file = run_dir / f"fold{fold}.json"
+            member_states, member_precisions = [], []
+            for member in range(config.members):
+                member_file = run_dir / "state" / f"fold{fold}_member{member}.best.pt"
+                if member_file.with_suffix(".json").exists():  # written last: the member is finished
+                    best = torch.load(member_file, map_location="cpu", weights_only=True)
+                    record = json.loads(member_file.with_suffix(".json").read_text())
+                else:
+                    best, state = train_member(
+                        data, train_idx, card, model_config, config, fold=fold, member=member,
+                        state_path=run_dir / "state" / f"fold{fold}_member{member}.pt", progress=progress,
+                        group=group)
+                    record = {"seconds": state.seconds, "epochs": state.epochs_run, "restarts": state.restarts,
+                              "head_units_active": state.head_units_active, "source_revision": SOURCE_REVISION,
+                              "history": state.history}
+                    if group.is_main:
+                        write_atomically(member_file, lambda path: torch.save(best, path))
+                        write_atomically(member_file.with_suffix(".json"),
+                                          lambda path: path.write_text(json.dumps(record) + "\n"))
+                        # finished: its resume state (weights, optimiser, best weights) is not read again
+                        (run_dir / "state" / f"fold{fold}_member{member}.pt").unlink(missing_ok=True)
+                    group.barrier()
+                member_states.append(best)
+                member_precisions.append(sorted({epoch["precision"] for epoch in record["history"]}))
+                for epoch in record["history"]:
+                    timings.setdefault(timing_key(epoch, prepared.earlier_precision), []).append(epoch["seconds"])
+            scored = evaluation_subset(data, held_out)
+            probabilities = []
+            for member, best in enumerate(member_states):
+                model = training_form(build_model(model_config))
+                load_weights(model, best, run_dir / "state" / f"fold{fold}_member{member}.best.pt")
+                probabilities.append(predict(model, data, scored, card, config.eval_batch_size, group=group))
+            ensemble = np.mean(probabilities, axis=0)
+            fold_scores = scores(data.labels[scored], ensemble, data.classes)
+            if group.is_main:
+                fold_file.write_text(json.dumps(fold_scores, indent=2) + "\n")
+                write_predictions(run_dir / f"fold{fold}.predictions.json", data, scored, ensemble)
+            log.info("fold %d: held-out accuracy %.4f, macro-F1 %.4f (%d objects)", fold,
+                     fold_scores["accuracy"], fold_scores["macro_f1"], fold_scores["n"])
+            per_fold.append(fold_scores)
+            if config.export_members == "all" or fold == 0:
+                members_out.extend(member_states)
+                precisions_out.extend(member_precisions)
+            ensemble_ready = config.export_members == "fold0" or fold == len(folds[:config.fold_limit]) - 1
+            if config.export_out and ensemble_ready and group.is_main \
+                    and not export_is_current(run_dir, Path(config.export_out), per_fold, config.members):
+                export_ensemble(config, command, run_dir, model_config, members_out, precisions_out, bands,
+                                stats, per_fold, evaluated_on(data))
+            group.barrier()
+
+    summary = fold_summary(per_fold, data.classes)
+    metrics = {
+        "task": config.task, "model": config.model, "cross_validation": summary, "per_fold": per_fold,
+        "seconds_per_epoch": {key: float(np.mean(values)) for key, values in sorted(timings.items())},
+        "exported_members": config.export_members,
+        "evaluated_on": evaluated_on(data),
+    }
+    if group.is_main:
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        title = f"{config.model} {config.task}: {len(per_fold)} of {config.folds} folds, mean ± std"
+        plot_confusion(summary, data.classes, title, run_dir / "confusion.png")
+        log.info("cross-validation: accuracy %.4f ± %.4f, macro-F1 %.4f ± %.4f", summary["accuracy"]["mean"],
+                 summary["accuracy"]["std"], summary["macro_f1"]["mean"], summary["macro_f1"]["std"])
+    group.barrier()
+    return metrics
