@@ -140,6 +140,8 @@ PLAN: tuple[Entry, ...] = (
     Entry("compact-difference-channel",
           "ConvEntion-compact, with a difference channel (each frame minus the object's mean frame in its band)",
           {"model": "compact", "difference_channel": True}),
+    Entry("broker", "ConvEntion-broker (difference channel, recency summary, 70 M MACs), trained on random prefixes",
+          {"model": "broker", "prefix_truncation": 0.5}),
     # The paper's preset trains at ~4 objects/s on one core (bench/training.py): ~20 minutes
     # per epoch of both stages, so it gets fold 0 and at most 5 epochs per stage. Its
     # evaluation forward holds ~33 MB per object: 32 objects per batch keep it near 1 GB.
@@ -490,6 +492,7 @@ CLAIMS: tuple[tuple[str, str, str, str], ...] = (
     ("training on prefixes above training on whole windows (scored on whole windows)", "compact-prefix-truncation",
      "compact", "4class"),
     ("a difference channel helps", "compact-difference-channel", "compact", "4class"),
+    ("ConvEntion-broker above CNN + GRU", "broker", "cnn_gru", "4class"),
     ("training on 3 classes above the 4-class model scored on 3 classes", "compact-3class", "compact", "3class"),
     # against the reference rows: do the image models beat what needs no image model?
     *((f"{image_label} above {reference_label}", image, reference, "4class")

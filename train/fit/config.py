@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from train.data.dataset import TASKS
-from train.model import MODEL_NAMES, BaselineConfig, ModelConfig, get_baseline, get_preset
+from train.model import MODEL_NAMES, PRESETS, BaselineConfig, ModelConfig, get_baseline, get_preset
 
 __all__ = ["FitConfig"]
 
@@ -145,7 +145,7 @@ class FitConfig:
             raise ValueError(f"band_input must be 'separated' or 'stacked', got {self.band_input!r}")
         if self.attention not in (None, "published", "dot"):
             raise ValueError(f"attention must be 'published' or 'dot', got {self.attention!r}")
-        if self.model not in ("paper", "compact") and (self.positional_encoding or self.band_input
+        if self.model not in PRESETS and (self.positional_encoding or self.band_input
                                                        or self.attention or self.difference_channel):
             raise ValueError("positional_encoding, band_input, attention and difference_channel apply to "
                              "ConvEntion models, "
@@ -155,7 +155,7 @@ class FitConfig:
 
     def model_config(self, classes: tuple[str, ...], n_band_ids: int) -> ModelConfig | BaselineConfig:
         """The architecture for this run's classes and bands."""
-        base = get_preset(self.model) if self.model in ("paper", "compact") else get_baseline(self.model)
+        base = get_preset(self.model) if self.model in PRESETS else get_baseline(self.model)
         changes: dict[str, Any] = {"classes": classes, "dropout": self.dropout,
                                    "n_band_ids": max(base.n_band_ids, n_band_ids)}
         if isinstance(base, ModelConfig):

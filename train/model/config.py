@@ -130,13 +130,13 @@ class ModelConfig:
         inputs; :class:`train.model.convention.BandReference`).  Every window then
         sees how the object differs from its usual self, which a window alone
         cannot tell.  Needs band-separated single-channel frames.
-    window_recurrence : int
-        Width R of a GRU run over the windows in time order (each window's
-        features averaged and maximised over its map, and the log of the days
-        since the previous window), whose state at the last valid window joins
-        the pooled features before the head
-        (:class:`train.model.convention.WindowRecurrence`): an order-aware summary
-        of the sequence beside the max over windows.  0: none (the paper).
+    recency_summary : int
+        Width R of an order-aware summary of the windows that joins the pooled
+        features before the head: R means over the valid windows of projected
+        window features, each weighted by ``exp(-days before the latest window /
+        tau_r)`` with learnt time scales (:class:`train.model.convention.RecencySummary`).
+        The published attention gives every window the same weights, so without
+        it only the positional encoding tells windows apart.  0: none (the paper).
     band_input : {"separated", "stacked"}
         ``"separated"``: each frame is one band's stamp (the paper's band
         separation).  ``"stacked"``: the model takes the same band-separated
@@ -167,7 +167,7 @@ class ModelConfig:
     norm_affine: NormAffine = "element"
     head_norm: bool = False
     difference_channel: bool = False
-    window_recurrence: int = 0
+    recency_summary: int = 0
     band_input: BandInput = "separated"
 
     def __post_init__(self) -> None:
@@ -209,8 +209,8 @@ class ModelConfig:
         if self.difference_channel and (self.stamp_channels != 1 or self.band_input != "separated"):
             fail("difference_channel needs band-separated single-channel frames "
                  "(stamp_channels=1, band_input='separated')")
-        if self.window_recurrence < 0:
-            fail(f"window_recurrence must be 0 (none) or a width, got {self.window_recurrence}")
+        if self.recency_summary < 0:
+            fail(f"recency_summary must be 0 (none) or a width, got {self.recency_summary}")
         if not self.stem:
             fail("stem needs at least one layer")
         if self.stem[-1].channels != self.d_model:
@@ -337,7 +337,7 @@ def _compact() -> ModelConfig:
 def _broker() -> ModelConfig:
     """ConvEntion for alert brokers: a difference channel at 0.07 G multiply-accumulates per member.
 
-    The compact preset with three changes, so that a 3-member ensemble costs at
+    The compact preset with four changes, so that a 3-member ensemble costs at
     most 0.25 G multiply-accumulates per object:
 
     - A difference channel (``difference_channel``): each frame also enters the
@@ -347,13 +347,13 @@ def _broker() -> ModelConfig:
       read): the first layer reads three channels per frame and is the stem's
       costliest (45.6 M multiply-accumulates at 5x5, 16.4 M at 3x3).
     - A feed-forward block of D channels instead of 2D.
-    - A GRU of 32 units over the windows in time order (``window_recurrence``),
-      whose last state joins the max over windows before the head: the published
-      attention gives every window the same weights, so without it nothing in the
-      model knows which window came first.
+    - 32 recency-weighted means of the windows' features (``recency_summary``,
+      time scales from 1 to 300 days) join the max over windows before the head:
+      the published attention gives every window the same weights, so without them
+      only the positional encoding tells the model what happened last.
 
-    Measured with ``python -m train.model summary --preset broker``: 70.2 M
-    multiply-accumulates and 74,156 parameters per object.
+    Measured with ``python -m train.model summary --preset broker``: 70.0 M
+    multiply-accumulates and 68,844 parameters per object.
     """
     compact = _compact()
     return replace(
@@ -361,7 +361,7 @@ def _broker() -> ModelConfig:
         stem=(StemLayer(channels=8, kernel=3, stride=2, padding=1, time_padding=1), *compact.stem[1:]),
         ffn_channels=compact.d_model,
         difference_channel=True,
-        window_recurrence=32,
+        recency_summary=32,
     )
 
 

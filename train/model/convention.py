@@ -10,8 +10,8 @@ Data flow for a batch of B sequences of M frames (N = M / K windows):
       -> + positional encoding
       -> L x [x + Attn(LN(x)); x + FFN(LN(x))]
       -> max over valid positions -> (B, D, h, w)        (end of forward_features)
-         [and a GRU over the windows -> (B, R) with window_recurrence = R]
-      -> [FeatureNorm,] flatten, [concat GRU state,] Dropout, Linear, ReLU, Dropout, Linear -> (B, classes)
+         [and R recency-weighted means over the windows -> (B, R) with recency_summary = R]
+      -> [FeatureNorm,] flatten, [concat recency summary,] Dropout, Linear, ReLU, Dropout, Linear -> (B, classes)
 
 Padding: frames with band id 0 are padding; their stamps are zeroed.  A window
 is valid if any of its frames is real.  Invalid windows are excluded from the
@@ -42,7 +42,7 @@ __all__ = [
     "MaskedLayerNorm",
     "PositionalEncoding",
     "TransformerBlock",
-    "WindowRecurrence",
+    "RecencySummary",
     "attend_once_per_sequence",
     "check_inputs",
     "masked_max",
@@ -364,24 +364,30 @@ class FeatureNorm(nn.Module):
         return centred * torch.rsqrt(variance + self.eps) * self.weight + self.bias
 
 
-class WindowRecurrence(nn.Module):
-    """A GRU over the windows in time order; its state at the last valid window.
+class RecencySummary(nn.Module):
+    """R features of the windows, each a mean weighted by how recent the window is.
 
-    Each window's input is its map's mean and maximum per channel (2D values) and
-    ``log1p`` of the days since the previous window (0 for the first).  Windows
-    hold real frames first, so the last valid window is number ``valid.sum() - 1``,
-    and padding windows after it never reach the state read (the GRU is causal):
-    a sequence cut after its last valid window gives the same state.
+    Each window gives ``u = tanh(Linear([map mean, map max, log1p(days since the
+    previous window)]))``, ``(R,)``; feature r is the mean of ``u_r`` over the valid
+    windows weighted by ``exp(-(t_last - t) / tau_r)``, where ``t`` is the window's
+    time, ``t_last`` the latest valid window's and ``tau_r`` a learnt time scale
+    (initialised from 1 to 300 days, log-spaced).  Short and long scales side by side
+    tell the head what the object does now against what it did before, which the
+    max over windows cannot.  Sums over valid windows only, with no loop and no
+    data-dependent shape: exact when a sequence is cut after its last valid window,
+    and exported with a dynamic sequence axis.
 
     Parameters
     ----------
     config : ModelConfig
-        Supplies D and the width R (``window_recurrence``).
+        Supplies D and the width R (``recency_summary``).
     """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        self.gru = nn.GRU(2 * config.d_model + 1, config.window_recurrence, batch_first=True)
+        width = config.recency_summary
+        self.project = nn.Linear(2 * config.d_model + 1, width)
+        self.log_scale = nn.Parameter(torch.linspace(0.0, math.log(300.0), width))
 
     def forward(self, x: Tensor, window_times: Tensor, valid: Tensor) -> Tensor:
         """Summarise the sequence.
@@ -398,31 +404,33 @@ class WindowRecurrence(nn.Module):
         Returns
         -------
         Tensor
-            ``(B, R)`` float32.
+            ``(B, R)`` float32; zeros for sequences without a valid window.
         """
+        window_times = window_times.float()
         gap = torch.diff(window_times, dim=1, prepend=window_times[:, :1]).clamp(min=0.0)
-        steps = torch.cat([x.mean(dim=(3, 4)), x.amax(dim=(3, 4)),
-                           torch.log1p(gap.masked_fill(~valid, 0.0)).unsqueeze(-1).to(x.dtype)], dim=-1)
-        outputs, _ = self.gru(steps)
-        last = (valid.sum(dim=1) - 1).clamp(min=0)
-        state = torch.gather(outputs, 1, last[:, None, None].expand(-1, 1, outputs.shape[2]))[:, 0]
-        return state * valid.any(dim=1).to(state.dtype)[:, None]
+        steps = torch.cat([x.float().mean(dim=(3, 4)), x.float().amax(dim=(3, 4)),
+                           torch.log1p(gap.masked_fill(~valid, 0.0)).unsqueeze(-1)], dim=-1)
+        values = torch.tanh(self.project(steps))  # (B, N, R)
+        latest = window_times.masked_fill(~valid, -math.inf).amax(dim=1, keepdim=True)  # (B, 1)
+        age = (latest - window_times).masked_fill(~valid, 0.0).clamp(min=0.0)  # (B, N) days before the latest
+        weights = torch.exp(-age.unsqueeze(-1) / torch.exp(self.log_scale)) * valid.unsqueeze(-1).float()
+        return (weights * values).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-12)
 
 
 class ClassifierHead(nn.Module):
-    """[FeatureNorm,] Flatten, [concat the window recurrence,] Dropout, Linear -> width, ReLU, Dropout, Linear -> classes.
+    """[FeatureNorm,] Flatten, [concat the recency summary,] Dropout, Linear -> width, ReLU, Dropout, Linear -> classes.
 
     Parameters
     ----------
     config : ModelConfig
         Supplies D, the map size, the width, the dropout, the classes,
         whether the features are normalised first (``head_norm``) and the width
-        of the window recurrence's state joined to them.
+        of the recency summary joined to them.
     """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        features = config.d_model * config.map_size**2 + config.window_recurrence
+        features = config.d_model * config.map_size**2 + config.recency_summary
         shape = (config.d_model, config.map_size, config.map_size)
         self.norm = FeatureNorm(shape, config.norm_affine) if config.head_norm else nn.Identity()
         self.layers = nn.Sequential(  # the Flatten is a no-op on the joined (B, F) features; kept for the weights' names
@@ -521,7 +529,7 @@ class ConvEntion(nn.Module):
         self.stem: Conv3dStem | Conv2dStem = Conv3dStem(config)
         self.positional_encoding = PositionalEncoding(config)
         self.blocks = nn.ModuleList(TransformerBlock(config) for _ in range(config.layers))
-        self.recurrence = WindowRecurrence(config) if config.window_recurrence else None
+        self.recency = RecencySummary(config) if config.recency_summary else None
         self.head = ClassifierHead(config)
 
     def forward(self, stamps: Tensor, band_ids: Tensor, times: Tensor) -> Tensor:
@@ -531,7 +539,7 @@ class ConvEntion(nn.Module):
     def forward_features(self, stamps: Tensor, band_ids: Tensor,
                          times: Tensor) -> tuple[Tensor, Tensor | None]:
         """Everything up to the head: the maximum of the transformer output over valid
-        positions, and the window recurrence's summary.
+        positions, and the recency summary.
 
         Both belong here because they are the last steps that need the padding mask.
 
@@ -540,7 +548,7 @@ class ConvEntion(nn.Module):
         features : Tensor
             ``(B, D, h, w)`` float32.
         summary : Tensor or None
-            ``(B, R)`` float32 with ``config.window_recurrence = R``, else None.
+            ``(B, R)`` float32 with ``config.recency_summary = R``, else None.
         """
         if not (torch.jit.is_tracing() or torch.compiler.is_compiling()):  # traced shapes are not ints
             check_inputs(self.config, stamps, band_ids, times)
@@ -555,10 +563,10 @@ class ConvEntion(nn.Module):
         return masked_max(x, valid), self.summary(x, times, real, valid)
 
     def summary(self, x: Tensor, times: Tensor, real: Tensor, valid: Tensor) -> Tensor | None:
-        """The window recurrence's ``(B, R)`` float32 state of ``(B, N, D, h, w)`` transformer outputs, or None."""
-        if self.recurrence is None:
+        """The recency summary, ``(B, R)`` float32, of ``(B, N, D, h, w)`` transformer outputs, or None."""
+        if self.recency is None:
             return None
-        return self.recurrence(x, self.positional_encoding.window_times(times, real), valid)
+        return self.recency(x, self.positional_encoding.window_times(times, real), valid)
 
     def forward_head(self, features: Tensor, summary: Tensor | None = None) -> Tensor:
         """``(B, D, h, w)`` float32 features [and ``(B, R)`` float32 summary] -> ``(B, classes)`` float32 logits."""
@@ -608,8 +616,8 @@ class ConvEntion(nn.Module):
         for index, block in enumerate(self.blocks, start=1):
             stages[f"layer{index}.attention"] = [block.norm1, block.attention]
             stages[f"layer{index}.ffn"] = [block.norm2, block.ffn]
-        if self.recurrence is not None:
-            stages["recurrence"] = [self.recurrence]
+        if self.recency is not None:
+            stages["recency"] = [self.recency]
         stages["head"] = [self.head]
         return stages
 

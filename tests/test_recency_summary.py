@@ -1,7 +1,8 @@
-"""Tests of the window recurrence (``window_recurrence=R``) and of the broker preset that uses it."""
+"""Tests of the recency summary (``recency_summary=R``) and of the broker preset that uses it."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import pytest
@@ -10,36 +11,45 @@ torch = pytest.importorskip("torch")
 
 from test_model import randomise_norms, tiny_config, with_padding  # noqa: E402
 from train.model import ConvEntion, example_inputs, get_preset, measure, to_conv2d_stem  # noqa: E402
-from train.model.convention import WindowRecurrence  # noqa: E402
+from train.model.convention import RecencySummary  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
 
-def test_state_is_the_gru_run_over_each_sequence_s_valid_windows_alone() -> None:
+def test_summary_equals_the_per_object_weighted_mean_of_its_valid_windows() -> None:
     torch.manual_seed(0)
-    config = tiny_config(window_recurrence=5)
-    recurrence = WindowRecurrence(config).eval()
+    config = tiny_config(recency_summary=5)
+    summary = RecencySummary(config).eval()
     x = torch.randn(3, 6, config.d_model, 2, 2)
     times = torch.cumsum(torch.rand(3, 6) * 10.0, dim=1)
     valid = torch.tensor([[True] * 6, [True, True, False, False, False, False], [False] * 6])
     with torch.no_grad():
-        state = recurrence(x, times, valid)
+        actual = summary(x, times, valid)
         for row, count in enumerate(valid.sum(dim=1).tolist()):
             if count == 0:
-                torch.testing.assert_close(state[row], torch.zeros(5))
+                torch.testing.assert_close(actual[row], torch.zeros(5))
                 continue
-            gap = torch.diff(times[row, :count], prepend=times[row, :1])
-            steps = torch.cat([x[row, :count].mean(dim=(2, 3)), x[row, :count].amax(dim=(2, 3)),
-                               torch.log1p(gap).unsqueeze(-1)], dim=-1)
-            _, final = recurrence.gru(steps.unsqueeze(0))
-            torch.testing.assert_close(state[row], final[0, 0], atol=1e-6, rtol=1e-5)
+            expected = torch.zeros(5)
+            for r in range(5):
+                scale = float(torch.exp(summary.log_scale[r]))
+                numerator = denominator = 0.0
+                for n in range(count):
+                    gap = float(times[row, n] - times[row, n - 1]) if n else 0.0
+                    step = torch.cat([x[row, n].mean(dim=(1, 2)), x[row, n].amax(dim=(1, 2)),
+                                      torch.tensor([math.log1p(gap)])])
+                    value = float(torch.tanh(summary.project(step))[r])
+                    weight = math.exp(-float(times[row, count - 1] - times[row, n]) / scale)
+                    numerator += weight * value
+                    denominator += weight
+                expected[r] = numerator / denominator
+            torch.testing.assert_close(actual[row], expected, atol=1e-5, rtol=1e-5)
 
 
-def test_window_order_changes_the_logits_with_a_recurrence_only() -> None:
+def test_window_order_changes_the_logits_with_a_recency_summary_only() -> None:
     """Without it (no positional encoding, norms per channel) the published attention and the max ignore the order."""
     torch.manual_seed(0)
     for width, changes in ((0, False), (6, True)):
-        model = randomise_norms(ConvEntion(tiny_config(window_recurrence=width, positional_encoding="none",
+        model = randomise_norms(ConvEntion(tiny_config(recency_summary=width, positional_encoding="none",
                                                           norm_affine="channel")))
         stamps, band_ids, times = example_inputs(model.config, 2, seed=1)
         window = model.config.stem_window
@@ -50,7 +60,7 @@ def test_window_order_changes_the_logits_with_a_recurrence_only() -> None:
         assert (not torch.allclose(forward, backward, atol=1e-5)) is changes
 
 
-@pytest.mark.parametrize("make", [lambda: tiny_config(window_recurrence=4, difference_channel=True),
+@pytest.mark.parametrize("make", [lambda: tiny_config(recency_summary=4, difference_channel=True),
                                   lambda: get_preset("broker")])
 def test_cut_sequences_padding_and_the_exported_copy_give_the_same_logits(make) -> None:
     torch.manual_seed(0)
@@ -81,9 +91,30 @@ def test_broker_preset_fits_three_members_in_a_quarter_gmac() -> None:
         model(*example_inputs(model.config, 1))
     assert cost.macs == counter.get_total_flops() // 2
     assert 3 * cost.macs <= 250_000_000
-    assert {s.name for s in cost.stages} >= {"band_reference", "recurrence"}
+    assert {s.name for s in cost.stages} >= {"band_reference", "recency"}
 
 
 def test_negative_width_is_refused() -> None:
-    with pytest.raises(ValueError, match="window_recurrence must be"):
-        replace(tiny_config(), window_recurrence=-1)
+    with pytest.raises(ValueError, match="recency_summary must be"):
+        replace(tiny_config(), recency_summary=-1)
+
+
+def test_exported_graph_reproduces_pytorch_at_every_length(tmp_path) -> None:
+    import numpy as np
+
+    from test_export import make_checkpoint
+    from train import export as export_module
+
+    from convention_rt.session import ModelSession
+
+    checkpoint = make_checkpoint(tiny_config(recency_summary=4, difference_channel=True, norm_affine="channel"))
+    result = export_module.export_checkpoint(checkpoint, tmp_path / "gru" / "0.1.0")
+    session = ModelSession(result.model_path, device="cpu")
+    batch = export_module.example_batch(session.card, 3, seed=7)
+    window = session.card.stem_window
+    batch["band_ids"] = with_padding(torch.from_numpy(batch["band_ids"]), [2, window + 1, 4 * window]).numpy()
+    members = checkpoint.build_members()
+    with torch.no_grad():
+        inputs = [torch.from_numpy(batch[k]) for k in ("stamps", "band_ids", "times")]
+        expected = torch.stack([torch.softmax(m(*inputs), -1) for m in members], 1).numpy()
+    np.testing.assert_allclose(session.run(batch["stamps"], batch["band_ids"], batch["times"]), expected, atol=1e-4)
