@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import logging
 import time
-import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,28 +44,32 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from convention_rt.catalog import (
-    MOSTLY_BAD_FRACTION, Catalog, InvalidPolicy, ObjectChunk, StampPolicy, chunk_from_objects,
-)
-from convention_rt.errors import BadInputError, CatalogError, InputTypeError, ModelError, UsageError
+from convention_rt.catalog import Catalog
+from convention_rt.chunks import ObjectChunk
+from convention_rt.errors import BadInputError, InputTypeError, ModelError, UsageError
 from convention_rt.history import HistoryCache, check_object_id
-from convention_rt.model_inputs import ModelInputs, chunk_to_inputs
+from convention_rt.model_card import ModelCard
 from convention_rt.object_arrays import check_object, check_objects
 from convention_rt.photometry import Photometry, compare
+from convention_rt.policies import InvalidObjectWarning, OnInvalid, StampPolicy, apply_on_invalid
 from convention_rt.predictions import Predictions
+from convention_rt.provenance import Provenance
 from convention_rt.preprocess import Sequences, allocate_sequences, count_bad_pixels
-from convention_rt.registry import resolve_model
+from convention_rt.registry import ModelEntry, resolve_model
 from convention_rt.session import Device, ModelSession
+from convention_rt.status import Reason, format_status
+from convention_rt.transform import (
+    MOSTLY_BAD_FRACTION, ModelInputs, epochs_from_objects, model_band_ids, to_frames, to_inputs,
+)
 
 __all__ = ["Classifier", "ClassificationWarning", "ObjectPrediction"]
 
 log = logging.getLogger(__name__)
 
-_POLICIES = ("flag", "warn", "raise")
 
-
-class ClassificationWarning(UserWarning):
-    """An object flagged or of low information after it was read, under ``on_invalid="warn"``."""
+#: The warning of an object flagged or of low information under ``on_invalid="warn"``
+#: (:class:`convention_rt.policies.InvalidObjectWarning`, for catalogs and objects in memory alike).
+ClassificationWarning = InvalidObjectWarning
 
 
 @dataclass(frozen=True)
@@ -102,24 +105,29 @@ class Classifier:
 
     Parameters
     ----------
-    model : str or Path, optional
+    model : str, Path or ModelEntry, optional
         Shipped model ``NAME`` or ``NAME/VERSION``, or a path to a ``.onnx``
-        file (with ``card.json`` beside it) or to its folder; default: the
+        file (with ``card.json`` beside it) or to its folder, or a model
+        :func:`~convention_rt.registry.resolve_model` found; default: the
         package's default model.
     device : {"auto", "cpu", "cuda"}
     threads : int, optional
         ONNX Runtime intra-op threads.
     batch_size : int
         Objects per ONNX Runtime call.
+    card : ModelCard, optional
+        The model's card, when the caller has loaded it already
+        (:func:`~convention_rt.registry.open_card`); it is checked against the model.
     """
 
-    def __init__(self, model: str | Path | None = None, *, device: Device = "auto", threads: int | None = None,
-                 batch_size: int = 64) -> None:
+    def __init__(self, model: str | Path | ModelEntry | None = None, *, device: Device = "auto",
+                 threads: int | None = None, batch_size: int = 64, card: ModelCard | None = None) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or batch_size < 1:
             raise UsageError(f"batch_size must be a whole number of objects, at least 1, got {batch_size!r}")
-        entry = resolve_model(model)
-        card_path = entry.card_path if entry.card_path.is_file() else None
-        self.session = ModelSession(entry.model_path, card_path, device=device, threads=threads)
+        entry = model if isinstance(model, ModelEntry) else resolve_model(model)
+        if card is None:
+            card = entry.card_path if entry.card_path.is_file() else None
+        self.session = ModelSession(entry.model_path, card, device=device, threads=threads)
         self.card = self.session.card
         self.batch_size = int(batch_size)
         self.timings = {"preprocess": 0.0, "inference": 0.0}
@@ -135,10 +143,14 @@ class Classifier:
         """``name/version`` of the model."""
         return f"{self.card.name}/{self.card.version}"
 
+    def provenance(self, source: str | Path | None = None) -> Provenance:
+        """Where this classifier's results on ``source`` (a file, or None for objects in memory) come from."""
+        return Provenance.of(self.card, source=source, device=self.session.device)
+
     # -- core ---------------------------------------------------------------------------------
     def predict_chunk(self, chunk: ObjectChunk, out: Sequences | None = None, *,
-                      on_invalid: InvalidPolicy = "flag", source: str | Path | None = None) -> Predictions:
-        """Classify the objects of a reader chunk.
+                      on_invalid: OnInvalid | str = OnInvalid.flag, source: str | Path | None = None) -> Predictions:
+        """Classify the objects of a chunk of clean frames (:func:`convention_rt.transform.to_frames`).
 
         Parameters
         ----------
@@ -146,9 +158,10 @@ class Classifier:
         out : Sequences, optional
             Reusable preprocessing buffers sized for this chunk.
         on_invalid : {"flag", "warn", "raise"}
-            For what is found here rather than by the reader (no frame in the
-            model's bands, a non-finite model output, low information): keep the
-            status only, also warn (:class:`ClassificationWarning`), or raise.
+            For every object flagged (when read or here: no frame in the model's
+            bands, a non-finite model output) or of low information, once it is
+            classified: keep the status only, also warn (:class:`ClassificationWarning`),
+            or raise.
         source : str or Path, optional
             The catalog the chunk comes from, named in warnings and errors.
 
@@ -160,12 +173,15 @@ class Classifier:
         ------
         CatalogError
             Under ``on_invalid="raise"`` (a :class:`BadInputError` without ``source``),
-            at the first object flagged or of low information here.
+            at the first object flagged or of low information.
         """
-        if on_invalid not in _POLICIES:
-            raise UsageError(f"on_invalid must be one of {', '.join(_POLICIES)}, got {on_invalid!r}")
+        return self._classify(chunk, out, OnInvalid.parse(on_invalid, "on_invalid"), source)
+
+    def _classify(self, chunk: ObjectChunk, out: Sequences | None, on_invalid: OnInvalid,
+                  source: str | Path | None, said: str = "") -> Predictions:
+        """:meth:`predict_chunk`; ``said`` is a flag of the whole source said already (skipped by the policy)."""
         started = time.perf_counter()
-        inputs = chunk_to_inputs(chunk, self.card, out=out)
+        inputs = to_inputs(chunk, self.card, out=out)
         preprocessed = time.perf_counter()
         n = len(chunk)
         seq = inputs.sequences
@@ -181,7 +197,7 @@ class Classifier:
                                  f"objects, the card says ({rows.size}, {self.card.members}, {n_classes})")
             finite = np.isfinite(members).all(axis=(1, 2))
             for i in rows[~finite]:  # never a class made up from NaN or inf: flagged, NaN probabilities
-                inputs.invalid[i] = "non_finite_output"
+                inputs.statuses[i].flag_as(Reason.non_finite_output)
             rows, members = rows[finite], members[finite]
             mean = members.mean(axis=1)
             best = mean.argmax(axis=1)
@@ -192,45 +208,30 @@ class Classifier:
         n_frames = np.where(inputs.valid, seq.n_frames, 0)
         if self.card.domain is not None:
             inputs.low_information = self.card.domain.low_information(probabilities, n_frames)
-        self._apply_policy(chunk, inputs, on_invalid, source)
-        status = [inputs.status(i) for i in range(n)]
+        apply_on_invalid(on_invalid, inputs.statuses, chunk.object_ids, source=source, said=said,
+                         low_information=lambda i: self._low_information_words(inputs, i))
         return Predictions(object_ids=chunk.object_ids, probabilities=probabilities, spread=spread,
                            n_frames=n_frames, bands_used=inputs.bands_used,
-                           status=status, classes=self.card.classes, model=self.model)
+                           status=[format_status(status) for status in inputs.statuses],
+                           classes=self.card.classes, model=self.model, provenance=self.provenance(source))
 
-    def _apply_policy(self, chunk: ObjectChunk, inputs: ModelInputs, on_invalid: InvalidPolicy,
-                      source: str | Path | None) -> None:
-        """``warn`` or ``raise`` for the flags found after reading and for low information (``flag``: nothing)."""
-        if on_invalid == "flag":
-            return
-        for i in range(len(chunk)):
-            if inputs.invalid[i] and inputs.invalid[i] != chunk.invalid[i]:
-                what = f"flagged {inputs.invalid[i]}: not classified"
-            elif inputs.low_information and inputs.low_information[i]:
-                domain = self.card.domain
-                reasons = inputs.low_information[i].split(",")
-                details = []
-                if "few_frames" in reasons:
-                    details.append(f"{int(inputs.sequences.n_frames[i])} frame(s) seen, the model's validated "
-                                   f"minimum is {domain.min_frames if domain is not None else 0}")
-                if "near_uniform" in reasons:
-                    details.append(f"its probabilities are within {domain.min_uniform_distance if domain else 0:g} "
-                                   f"of uniform: the model cannot tell its classes apart")
-                what = f"low information ({', '.join(reasons)}): " + "; ".join(details)
-            else:
-                continue
-            object_id = chunk.object_ids[i]
-            if on_invalid == "raise":
-                if source is not None:
-                    raise CatalogError(str(source), what, hdu="OBJECTS", object_id=object_id)
-                raise BadInputError(f"object {object_id}: {what}")
-            where = f"{source}: OBJECTS: " if source is not None else ""
-            warnings.warn(f"{where}object {object_id}: {what}", ClassificationWarning, stacklevel=4)
+    def _low_information_words(self, inputs: ModelInputs, i: int) -> str:
+        """Why object ``i`` is of low information, in words, for warnings and errors."""
+        domain = self.card.domain
+        reasons = inputs.statuses[i].low_information
+        details = []
+        if Reason.few_frames in reasons:
+            details.append(f"{int(inputs.sequences.n_frames[i])} frame(s) seen, the model's validated "
+                           f"minimum is {domain.min_frames if domain is not None else 0}")
+        if Reason.near_uniform in reasons:
+            details.append(f"its probabilities are within {domain.min_uniform_distance if domain else 0:g} "
+                           f"of uniform: the model cannot tell its classes apart")
+        return "; ".join(details)
 
     # -- public entry points ---------------------------------------------------------------------
     def predict_batch(self, objects: Iterable[tuple[ArrayLike, Sequence[str], ArrayLike]],
-                      object_ids: Sequence[Any] | None = None, *,
-                      photometry: Photometry | None = None) -> Predictions:
+                      object_ids: Sequence[Any] | None = None, *, photometry: Photometry | None = None,
+                      on_invalid: OnInvalid | str = OnInvalid.flag) -> Predictions:
         """Classify objects held in memory.
 
         Objects go through the model ``batch_size`` at a time, so memory stays
@@ -251,6 +252,10 @@ class Classifier:
             and, if they differ from the model's domain in what cannot be
             converted, flagged ``out_of_domain:<what>``.  None: the stamps are
             taken to be like the model's training stamps (``card.domain``).
+        on_invalid : {"flag", "warn", "raise"}
+            For objects flagged or of low information, as for catalogs: keep the
+            status only (default), also warn (:class:`ClassificationWarning`), or
+            raise a :class:`BadInputError` naming the first one.
 
         Returns
         -------
@@ -264,10 +269,12 @@ class Classifier:
             ``TypeError``) for values of the wrong kind.  Problems of the data
             (non-finite times, no frames, unknown bands, bad pixels, stamps out
             of the model's domain) flag the object instead: NaN probabilities
-            and a status saying why.
+            and a status saying why (under ``on_invalid="raise"``, the first one
+            raises).
         UsageError
             ``photometry`` is not a :class:`Photometry`, or has a zero point per epoch.
         """
+        on_invalid = OnInvalid.parse(on_invalid, "on_invalid")
         reason, scale = self._in_memory_domain(photometry)
         checked, ids = check_objects(objects, object_ids, stamp_size=self.card.stamp_size)
         if scale != 1.0:  # in float64, then rounded once
@@ -281,13 +288,13 @@ class Classifier:
         parts = []
         for start in range(0, len(checked), self.batch_size):
             batch = checked[start:start + self.batch_size]
-            chunk = chunk_from_objects(batch, bands, ids[start:start + self.batch_size], stamp_size=size)
-            if reason:
-                for i, invalid in enumerate(chunk.invalid):
-                    chunk.invalid[i] = invalid or reason
+            epochs = epochs_from_objects(batch, bands, ids[start:start + self.batch_size], stamp_size=size)
+            if reason:  # as a catalog out of the model's domain: every object, when read
+                for status in epochs.statuses:
+                    status.flag_as(reason)
             if len(batch) != buffers.stamps.shape[0]:  # the last, shorter batch
                 buffers = allocate_sequences(len(batch), self.card.seq_len, size, size)
-            parts.append(self.predict_chunk(chunk, out=buffers))
+            parts.append(self._classify(to_frames(epochs), buffers, on_invalid, None))
         if len(parts) == 1:
             return parts[0]
         return Predictions(
@@ -297,7 +304,7 @@ class Classifier:
             spread=np.concatenate([p.spread for p in parts]) if parts else np.zeros(0, dtype=np.float32),
             n_frames=np.concatenate([p.n_frames for p in parts]) if parts else np.zeros(0, dtype=np.int64),
             bands_used=[b for p in parts for b in p.bands_used], status=[s for p in parts for s in p.status],
-            classes=self.card.classes, model=self.model)
+            classes=self.card.classes, model=self.model, provenance=self.provenance())
 
     def _in_memory_domain(self, photometry: Photometry | None) -> tuple[str, float]:
         """(flag, flux scale) of in-memory stamps declared as ``photometry``."""
@@ -317,7 +324,8 @@ class Classifier:
         return check.reason, check.scale if check.scale is not None else 1.0
 
     def predict_object(self, stamps: ArrayLike, bands: Sequence[str], mjd: ArrayLike, *,
-                       photometry: Photometry | None = None) -> ObjectPrediction:
+                       photometry: Photometry | None = None,
+                       on_invalid: OnInvalid | str = OnInvalid.flag) -> ObjectPrediction:
         """Classify one object with low latency.
 
         Parameters
@@ -330,6 +338,8 @@ class Classifier:
             Observation times.
         photometry : Photometry, optional
             What the stamps are, as in :meth:`predict_batch`.
+        on_invalid : {"flag", "warn", "raise"}
+            As in :meth:`predict_batch`.
 
         Returns
         -------
@@ -340,7 +350,7 @@ class Classifier:
         BadInputError
             As :meth:`predict_batch`.
         """
-        result = self.predict_batch([(stamps, bands, mjd)], photometry=photometry)
+        result = self.predict_batch([(stamps, bands, mjd)], photometry=photometry, on_invalid=on_invalid)
         return ObjectPrediction(
             predicted=result.predicted[0],
             probabilities={c: float(p) for c, p in zip(self.classes, result.probabilities[0])},
@@ -349,7 +359,8 @@ class Classifier:
         )
 
     def predict_alert(self, cache: HistoryCache, object_id: Any, stamps: ArrayLike, bands: Sequence[str] | str,
-                      mjd: ArrayLike, *, photometry: Photometry | None = None) -> ObjectPrediction:
+                      mjd: ArrayLike, *, photometry: Photometry | None = None,
+                      on_invalid: OnInvalid | str = OnInvalid.flag) -> ObjectPrediction:
         """Add an alert's cut-outs to the object's history and classify the whole history.
 
         The alert is checked against the model before it touches ``cache``:
@@ -368,6 +379,8 @@ class Classifier:
         photometry : Photometry, optional
             What the stamps of the object's history are, as in :meth:`predict_batch`
             (the history is stored as given and converted when classified).
+        on_invalid : {"flag", "warn", "raise"}
+            For the object's history, as in :meth:`predict_batch`.
 
         Returns
         -------
@@ -389,7 +402,7 @@ class Classifier:
         what = f"object {object_id}"
         new_stamps, new_bands, new_mjd = check_object(stamps, bands, mjd, what=what,
                                                       stamp_size=self.card.stamp_size)
-        unknown = sorted({b for b in new_bands if self.card.band_id(b) == 0})
+        unknown = sorted({b for b, k in zip(new_bands, model_band_ids(new_bands, self.card)) if k == 0})
         if unknown:
             raise BadInputError(f"{what}: band {'/'.join(unknown)} is not one of the model's bands "
                                 f"({', '.join(self.card.bands)}); alert refused, history unchanged")
@@ -401,10 +414,10 @@ class Classifier:
                                 f"alert refused, history unchanged")
         self._in_memory_domain(photometry)  # a photometry that cannot be used is refused before storing
         history = cache.add(object_id, new_stamps, new_bands, new_mjd)  # checks the times, refuses before storing
-        return self.predict_object(*history, photometry=photometry)
+        return self.predict_object(*history, photometry=photometry, on_invalid=on_invalid)
 
-    def open_catalog(self, path: str | Path, *, stamp_policy: StampPolicy = "error",
-                     on_invalid: InvalidPolicy = "flag") -> Catalog:
+    def open_catalog(self, path: str | Path, *, stamp_policy: StampPolicy | str = StampPolicy.error,
+                     on_invalid: OnInvalid | str = OnInvalid.flag) -> Catalog:
         """Open a catalog for this model: its stamp size, and its domain as the reader's ``target``.
 
         Stamps are converted to the model's flux unit and zero point; a catalog
@@ -420,8 +433,9 @@ class Classifier:
         return Catalog(path, stamp_size=self.card.stamp_size, stamp_policy=stamp_policy, on_invalid=on_invalid,
                        target=target)
 
-    def predict_catalog(self, path: str | Path, *, stamp_policy: StampPolicy = "error",
-                        on_invalid: InvalidPolicy = "flag", chunk_objects: int = 256) -> Iterator[Predictions]:
+    def predict_catalog(self, path: str | Path, *, stamp_policy: StampPolicy | str = StampPolicy.error,
+                        on_invalid: OnInvalid | str = OnInvalid.flag,
+                        chunk_objects: int = 256) -> Iterator[Predictions]:
         """Classify a catalog chunk by chunk (memory bounded by the chunk size).
 
         The catalog is opened with :meth:`open_catalog`; ``on_invalid`` applies to
@@ -435,12 +449,23 @@ class Classifier:
         with self.open_catalog(path, stamp_policy=stamp_policy, on_invalid=on_invalid) as catalog:
             yield from self.predict_opened(catalog, chunk_objects=chunk_objects)
 
-    def predict_opened(self, catalog: Catalog, *, chunk_objects: int = 256) -> Iterator[Predictions]:
+    def predict_opened(self, catalog: Catalog, *, chunk_objects: int = 256, start: int = 0,
+                       stop: int | None = None) -> Iterator[Predictions]:
         """:meth:`predict_catalog` for a catalog the caller has opened (and closes).
 
         Open it with :meth:`open_catalog` so that its stamps are converted to the
-        model's unit and checked against its domain; the catalog's ``on_invalid``
-        applies to the flags found here too.
+        model's unit and checked against its domain.  Each chunk is read
+        (:meth:`Catalog.iter_epochs <convention_rt.catalog.Catalog.iter_epochs>`),
+        transformed (:mod:`convention_rt.transform`) and classified; then the
+        catalog's ``on_invalid`` applies, once, to every flag.
+
+        Parameters
+        ----------
+        catalog : Catalog
+        chunk_objects : int
+            Objects per chunk.
+        start, stop : int, optional
+            Only the objects of OBJECTS rows ``start:stop`` (one worker's share).
 
         Yields
         ------
@@ -448,8 +473,9 @@ class Classifier:
             One per chunk of at most ``chunk_objects`` objects.
         """
         buffers: Sequences | None = None
-        for chunk in catalog.iter_chunks(max_objects=chunk_objects):
-            n = len(chunk)
+        for epochs in catalog.iter_epochs(max_objects=chunk_objects, start=start, stop=stop):
+            n = len(epochs)
             if buffers is None or buffers.stamps.shape[0] != n:
                 buffers = allocate_sequences(n, self.card.seq_len, self.card.stamp_size, self.card.stamp_size)
-            yield self.predict_chunk(chunk, out=buffers, on_invalid=catalog.on_invalid, source=catalog.path)
+            yield self._classify(to_frames(epochs), buffers, catalog.on_invalid, catalog.path,
+                                 said=catalog.domain_reason)

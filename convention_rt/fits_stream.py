@@ -22,9 +22,9 @@ import numpy as np
 from astropy.io import fits
 
 from convention_rt.errors import UsageError
-from convention_rt.publish import StagedOutput, output_path
+from convention_rt.publish import AtomicWriter, StagedOutput, output_path
 
-__all__ = ["AtomicWriter", "StreamingTable", "header_text"]
+__all__ = ["StreamingTable", "header_text"]
 
 FITS_BLOCK = 2880
 # Printable ASCII but "%": kept as they are when a value must be percent-encoded.
@@ -42,25 +42,6 @@ def header_text(value: Any) -> Any:
     if isinstance(value, str) and not (value.isascii() and value.isprintable()):
         return quote(value, safe=_HEADER_SAFE)
     return value
-
-
-class AtomicWriter:
-    """The writers' context protocol: :meth:`close` (into place) on success, :meth:`abort` on error."""
-
-    def close(self) -> Path:
-        raise NotImplementedError
-
-    def abort(self) -> None:
-        raise NotImplementedError
-
-    def __enter__(self):  # noqa: ANN204 (returns the subclass)
-        return self
-
-    def __exit__(self, exc_type: type | None, *exc: object) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
 
 class StreamingTable(AtomicWriter):

@@ -38,6 +38,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from convention_rt.policies import StampKind
+
 __all__ = [
     "FIXED_ZERO_POINTS",
     "FLUXCAL_ZERO_POINT",
@@ -69,7 +71,7 @@ FLUX_UNITS: tuple[str, ...] = ("FLUXCAL", "nJy", "DN")
 FIXED_ZERO_POINTS: dict[str, float] = {"FLUXCAL": FLUXCAL_ZERO_POINT, "nJy": NJY_ZERO_POINT}
 """Units whose zero point is part of their definition; ``DN`` has none of its own."""
 
-STAMP_KINDS: tuple[str, ...] = ("science", "difference", "template")
+STAMP_KINDS: tuple[str, ...] = StampKind.values()
 
 PIXEL_SCALE_RTOL = 0.02
 """Pixel scales within 2% of each other are the same; anything else would need resampling."""

@@ -1,10 +1,12 @@
 """Classification results: the table of one batch, and writers for FITS, CSV and Parquet.
 
-One row per object: object id, predicted class, a probability column per
-class, the ensemble spread, frames used, bands used, status, model name and
-version.  Flagged objects get NaN probabilities, an empty class and a status
-saying why: never a made-up value.  Writers stream row blocks to a temporary
-file and publish it when complete (:mod:`convention_rt.publish`).
+One row per object, in the columns of :mod:`convention_rt.schema`: object id,
+predicted class, a probability column per class, the ensemble spread, frames
+used, bands used, status, model name and version.  Flagged objects get NaN
+probabilities, an empty class and a status saying why: never a made-up value.
+Writers stream row blocks to a temporary file and publish it when complete
+(:mod:`convention_rt.publish`), with the results' :mod:`~convention_rt.provenance`
+in the file's header (FITS) or metadata (Parquet).
 """
 
 from __future__ import annotations
@@ -20,16 +22,14 @@ from astropy.io import fits
 from numpy.typing import NDArray
 
 from convention_rt.errors import BadInputError, UsageError
-from convention_rt.fits_stream import AtomicWriter, StreamingTable
-from convention_rt.publish import StagedOutput, output_path
+from convention_rt.fits_stream import StreamingTable
+from convention_rt.provenance import Provenance
+from convention_rt.publish import AtomicWriter, StagedOutput, output_path
+from convention_rt.schema import OutputColumn, arrow_batch, arrow_schema, prediction_columns
 
 __all__ = ["FORMATS", "Predictions", "PredictionWriter"]
 
 FORMATS = {".fits": "fits", ".fit": "fits", ".csv": "csv", ".parquet": "parquet"}
-STATUS_WIDTH = 200
-BANDS_WIDTH = 32
-MODEL_WIDTH = 32
-VERSION_WIDTH = 16
 
 
 @dataclass
@@ -54,6 +54,8 @@ class Predictions:
     classes : tuple of str
     model : str
         ``name/version`` of the model.
+    provenance : Provenance or None
+        Where the results come from (set by the classifier).
     """
 
     object_ids: NDArray[Any]
@@ -64,6 +66,7 @@ class Predictions:
     status: list[str]
     classes: tuple[str, ...]
     model: str
+    provenance: Provenance | None = None
 
     def __len__(self) -> int:
         return int(self.object_ids.shape[0])
@@ -79,18 +82,23 @@ class Predictions:
         best = np.nan_to_num(self.probabilities, nan=-1.0).argmax(axis=1) if len(self) else []
         return [self.classes[k] if ok else "" for k, ok in zip(best, self.ok)]
 
-    def rows(self) -> list[dict[str, Any]]:
-        """The table as dictionaries, one per object (column name -> value)."""
+    def columns(self) -> dict[str, Any]:
+        """The values of each column of :func:`~convention_rt.schema.prediction_columns`, in its order.
+
+        Numbers as numpy arrays (``n_frames`` int64, probabilities and spread
+        float32), text as lists of str, object ids as given.
+        """
+        n = len(self)
         name, _, version = self.model.partition("/")
-        out = []
-        for i, predicted in enumerate(self.predicted):
-            row: dict[str, Any] = {"object_id": self.object_ids[i].item(), "predicted_class": predicted}
-            row.update({f"p_{c}": float(self.probabilities[i, k]) for k, c in enumerate(self.classes)})
-            row.update({"spread": float(self.spread[i]), "n_frames": int(self.n_frames[i]),
-                        "bands_used": self.bands_used[i], "status": self.status[i],
-                        "model": name, "model_version": version})
-            out.append(row)
-        return out
+        return {"object_id": self.object_ids, "predicted_class": self.predicted,
+                **{f"p_{c}": self.probabilities[:, k] for k, c in enumerate(self.classes)},
+                "spread": self.spread, "n_frames": self.n_frames, "bands_used": self.bands_used,
+                "status": self.status, "model": [name] * n, "model_version": [version] * n}
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The table as dictionaries, one per object (column name -> value as a Python scalar)."""
+        columns = self.columns()
+        return [{key: _scalar(values[i]) for key, values in columns.items()} for i in range(len(self))]
 
 
 class PredictionWriter(AtomicWriter):
@@ -117,8 +125,12 @@ class PredictionWriter(AtomicWriter):
         None for integer object ids, else the maximum id length in UTF-8 bytes.
     overwrite : bool
         Replace an existing file.
+    provenance : Provenance, optional
+        Where the results come from (:meth:`Classifier.provenance
+        <convention_rt.classifier.Classifier.provenance>`): FITS header keywords,
+        Parquet key-value metadata (CSV has no place for it).
     header : dict, optional
-        Provenance keywords (FITS header; Parquet key-value metadata; CSV ignores them).
+        More keywords, written after those of ``provenance``.
 
     Raises
     ------
@@ -130,7 +142,8 @@ class PredictionWriter(AtomicWriter):
     """
 
     def __init__(self, path: str | Path, classes: tuple[str, ...], *, id_width: int | None = None,
-                 overwrite: bool = False, header: dict[str, Any] | None = None) -> None:
+                 overwrite: bool = False, provenance: Provenance | None = None,
+                 header: dict[str, Any] | None = None) -> None:
         self.path = output_path(path)
         self.format = FORMATS.get(self.path.suffix.lower())
         if self.format is None:
@@ -142,12 +155,13 @@ class PredictionWriter(AtomicWriter):
         if self.path.exists() and not overwrite:
             raise UsageError(f"{self.path}: exists already (add --overwrite to replace it)")
         self.id_width = None if id_width is None else int(id_width)
+        self.columns: tuple[OutputColumn, ...] = prediction_columns(self.classes, id_width=self.id_width)
         self.rows_written = 0
         self._closed = False
-        self._header = header or {}
+        self._header = {**(provenance.header() if provenance is not None else {}), **(header or {})}
         if self.format == "fits":
-            self._table = StreamingTable(self.path, self._fits_columns(), name="PREDICTIONS",
-                                         primary_header=self._header, overwrite=overwrite)
+            self._table = StreamingTable(self.path, [fits.Column(c.name, c.fits_form) for c in self.columns],
+                                         name="PREDICTIONS", primary_header=self._header, overwrite=overwrite)
             return
         if self.format == "parquet":
             try:
@@ -156,40 +170,19 @@ class PredictionWriter(AtomicWriter):
             except ImportError as exc:
                 raise UsageError("Parquet output needs pyarrow: pip install 'convention-rt[ingest]'") from exc
             self._pa = pa
-            self._schema = self._arrow_schema(pa)
+            metadata = {str(k): str(v[0] if isinstance(v, tuple) else v) for k, v in self._header.items()}
+            self._schema = arrow_schema(self.columns, metadata)
         self._output = StagedOutput(self.path, overwrite=overwrite, text=self.format == "csv")
         try:
             with self._output.writing():
                 if self.format == "csv":
                     self._csv = csv.writer(self._output.file)
-                    self._csv.writerow(self._column_names())
+                    self._csv.writerow([c.name for c in self.columns])
                 else:
                     self._parquet = pq.ParquetWriter(self._output.file, self._schema)
         except BaseException:
             self._output.discard()
             raise
-
-    def _column_names(self) -> list[str]:
-        return ["object_id", "predicted_class", *[f"p_{c}" for c in self.classes], "spread", "n_frames",
-                "bands_used", "status", "model", "model_version"]
-
-    def _fits_columns(self) -> list[fits.Column]:
-        """The FITS columns, named exactly as the CSV and Parquet ones (FITS allows lower-case TTYPE)."""
-        class_width = max(8, max(len(c.encode()) for c in self.classes))
-        formats = ["K" if self.id_width is None else f"{self.id_width}A", f"{class_width}A",
-                   *["E"] * len(self.classes), "E", "J", f"{BANDS_WIDTH}A", f"{STATUS_WIDTH}A", f"{MODEL_WIDTH}A",
-                   f"{VERSION_WIDTH}A"]
-        return [fits.Column(name, form) for name, form in zip(self._column_names(), formats, strict=True)]
-
-    def _arrow_schema(self, pa: Any) -> Any:
-        fields = [pa.field("object_id", pa.int64() if self.id_width is None else pa.string()),
-                  pa.field("predicted_class", pa.string()),
-                  *[pa.field(f"p_{c}", pa.float32()) for c in self.classes],
-                  pa.field("spread", pa.float32()), pa.field("n_frames", pa.int32()),
-                  pa.field("bands_used", pa.string()), pa.field("status", pa.string()),
-                  pa.field("model", pa.string()), pa.field("model_version", pa.string())]
-        metadata = {str(k): str(v[0] if isinstance(v, tuple) else v) for k, v in self._header.items()}
-        return pa.schema(fields, metadata=metadata)
 
     def _object_ids(self, predictions: Predictions) -> list[Any]:
         """The batch's ids as the id column holds them: int, or str (checked against ``id_width`` bytes)."""
@@ -229,33 +222,26 @@ class PredictionWriter(AtomicWriter):
         n = len(predictions)
         if n == 0:
             return
-        ids = self._object_ids(predictions)
-        name, _, version = predictions.model.partition("/")
+        values = predictions.columns()
+        values["object_id"] = self._object_ids(predictions)
         if self.format == "fits":
             rows = self._table.empty_rows(n)
-            rows["object_id"] = ids if self.id_width is None else [i.encode() for i in ids]
-            rows["predicted_class"] = [c.encode() for c in predictions.predicted]
-            for k, c in enumerate(self.classes):
-                rows[f"p_{c}"] = predictions.probabilities[:, k]
-            rows["spread"] = predictions.spread
-            rows["n_frames"] = predictions.n_frames
-            rows["bands_used"] = [_fit(b, BANDS_WIDTH) for b in predictions.bands_used]
-            rows["status"] = [_fit(s, STATUS_WIDTH) for s in predictions.status]
-            rows["model"] = _fit(name, MODEL_WIDTH)
-            rows["model_version"] = _fit(version, VERSION_WIDTH)
+            for column in self.columns:
+                if column.name == "object_id" and column.kind == "string":
+                    rows[column.name] = [i.encode() for i in values[column.name]]  # checked: they fit
+                elif column.kind == "string":
+                    rows[column.name] = [_fit(text, column.width) for text in values[column.name]]
+                else:
+                    rows[column.name] = values[column.name]
             self._table.append(rows)
         elif self.format == "csv":
             with self._output.writing():
-                for object_id, row in zip(ids, predictions.rows()):
-                    row["object_id"] = object_id
-                    self._csv.writerow(["" if isinstance(v, float) and np.isnan(v) else v for v in row.values()])
+                for i in range(n):
+                    row = [_scalar(values[c.name][i]) for c in self.columns]
+                    self._csv.writerow(["" if isinstance(v, float) and np.isnan(v) else v for v in row])
         else:
-            pa = self._pa
-            rows = predictions.rows()
-            columns = {key: [row[key] for row in rows] for key in self._column_names()}
-            columns["object_id"] = ids
             with self._output.writing():
-                self._parquet.write_table(pa.table(columns, schema=self._schema))
+                self._parquet.write_table(self._pa.Table.from_batches([arrow_batch(self._schema, values)]))
         self.rows_written += n
 
     def close(self) -> Path:
@@ -299,6 +285,15 @@ def _check_classes(classes: Any) -> tuple[str, ...]:
             len({c.upper() for c in classes}) != len(classes):
         raise UsageError(f"classes must be distinct non-empty names (also ignoring case), got {classes!r}")
     return classes
+
+
+def _scalar(value: Any) -> Any:
+    """A table value as a Python scalar: numpy numbers as int or float, the rest as it is."""
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
 def _fit(text: str, width: int) -> bytes:

@@ -40,8 +40,8 @@ from typing import IO, Any
 
 from convention_rt.errors import ConventionError, OutputError, OutputExistsError, UsageError
 
-__all__ = ["NAME_MAX", "StagedOutput", "clean_stale", "output_error", "output_path", "process_running", "publish",
-           "temporary_path"]
+__all__ = ["NAME_MAX", "AtomicWriter", "StagedOutput", "clean_stale", "output_error", "output_path",
+           "process_running", "publish", "temporary_path"]
 
 log = logging.getLogger(__name__)
 
@@ -374,3 +374,27 @@ class StagedOutput:
             pass
         finally:
             _remove(self.temporary)
+
+
+class AtomicWriter:
+    """The writers' context protocol: :meth:`close` (publish) on success, :meth:`abort` (discard) on error.
+
+    Every writer of a file (:class:`~convention_rt.predictions.PredictionWriter`,
+    :class:`~convention_rt.fits_stream.StreamingTable` and so
+    :class:`~convention_rt.catalog_writer.CatalogWriter`) is one, built on a :class:`StagedOutput`.
+    """
+
+    def close(self) -> Path:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):  # noqa: ANN204 (returns the subclass)
+        return self
+
+    def __exit__(self, exc_type: type | None, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()

@@ -13,7 +13,7 @@ from pathlib import Path
 from convention_rt.errors import ModelError
 from convention_rt.model_card import ModelCard
 
-__all__ = ["DEFAULT_MODEL", "ModelEntry", "list_models", "resolve_model"]
+__all__ = ["DEFAULT_MODEL", "ModelEntry", "list_models", "open_card", "resolve_model"]
 
 #: Name of the model used when none is asked for.
 DEFAULT_MODEL = "convention-compact"
@@ -82,3 +82,20 @@ def resolve_model(spec: str | Path | None = None, root: Path | None = None) -> M
         shipped = ", ".join(f"{e.name}/{e.version}" for e in list_models(root)) or "none"
         raise ModelError(f"no model {text!r} (shipped models: {shipped}; or give a path to a .onnx file)")
     return candidates[-1]
+
+
+def open_card(spec: str | Path | None = None) -> tuple[ModelEntry, ModelCard]:
+    """Find a model (:func:`resolve_model`) and load its card, checked against the model file.
+
+    The card is ``card.json`` beside the model, else the one embedded in the
+    model's metadata (:func:`convention_rt.session.load_card`).
+
+    Raises
+    ------
+    ModelError
+        No such model, or a card that is missing, invalid or not the model's.
+    """
+    from convention_rt.session import load_card  # ONNX Runtime, only when a card is checked
+
+    entry = resolve_model(spec)
+    return entry, load_card(entry.model_path)

@@ -24,7 +24,6 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import onnxruntime as ort
@@ -32,6 +31,7 @@ from numpy.typing import NDArray
 
 from convention_rt.errors import ModelError, UsageError
 from convention_rt.model_card import ModelCard, sha256_of
+from convention_rt.policies import Device
 
 __all__ = [
     "CARD_METADATA_KEY", "INPUT_NAMES", "OUTPUT_NAME", "ModelSession", "available_cpus", "check_card",
@@ -43,7 +43,6 @@ log = logging.getLogger("convention_rt")
 CARD_METADATA_KEY = "convention_rt.model_card"
 INPUT_NAMES = ("stamps", "band_ids", "times")
 OUTPUT_NAME = "probabilities"
-Device = Literal["auto", "cpu", "cuda"]
 
 _PROBABILITY_TOLERANCE = 1e-3  # how far a member's outputs may be from [0, 1] and from summing to 1
 _CUDA = "CUDAExecutionProvider"
@@ -264,7 +263,7 @@ class ModelSession:
         if not self.model_path.is_file():
             raise ModelError(f"{self.model_path}: model file not found")
         _check_readable(self.model_path)
-        if device not in ("auto", "cpu", "cuda"):
+        if device not in Device.values():
             raise ModelError(f"device must be auto, cpu or cuda, got {device!r}")
         given = _given_card(self.model_path, card)
         if given is not None and verify_checksum and given[0].sha256:  # an embedded card has no checksum

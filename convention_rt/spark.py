@@ -13,7 +13,8 @@ and model, built on the first batch and reused by every later batch and task.
   by chunk and classifies it; the results go to a Parquet dataset written under
   a temporary name and renamed into place.
 
-``spark_classify_command`` is the ``convention-rt spark-classify`` command.
+:func:`classify_on_spark` runs a :class:`CatalogJob` end to end: the library
+call of ``convention-rt spark-classify`` (:mod:`convention_rt.cli.spark`).
 pyspark (the ``spark`` extra) is imported only when Spark is used.
 """
 
@@ -28,10 +29,9 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import typer
 from numpy.typing import NDArray
 
 from convention_rt.catalog import Catalog
@@ -39,19 +39,19 @@ from convention_rt.classifier import Classifier
 from convention_rt.errors import BadInputError, CatalogError, ConventionError, ModelError, UsageError
 from convention_rt.model_card import ModelCard
 from convention_rt.predictions import Predictions
+from convention_rt.provenance import Provenance
 from convention_rt.publish import StagedOutput, output_path
-from convention_rt.registry import DEFAULT_MODEL, resolve_model
-from convention_rt.session import load_card
+from convention_rt.registry import open_card
+from convention_rt.schema import OutputColumn, arrow_batch, arrow_schema, prediction_columns, spark_schema
 
 if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
     from pyspark.sql import SparkSession
-    from pyspark.sql.types import StructType
     from pyspark.sql.udf import UserDefinedFunction
 
-__all__ = ["CatalogJob", "classification_udf", "classify_objects", "get_classifier", "object_ranges",
-           "spark_classify_command"]
+__all__ = ["CatalogJob", "SparkReport", "classification_udf", "classify_objects", "classify_on_spark",
+           "get_classifier", "object_ranges"]
 
 _INSTALL_HINT = "pip install 'convention-rt[spark]' (Spark also needs Java 17 or later)"
 # Errors raised on executors reach the driver inside Spark's error text, as "module.Class: message".
@@ -105,54 +105,20 @@ def _model_reference(model: str | Path | None = None) -> tuple[str, ModelCard]:
     ModelError
         No such model, or a card that cannot be read.
     """
-    entry = resolve_model(model)
-    card = load_card(entry.model_path)
+    entry, card = open_card(model)
     reference = str(entry.model_path.resolve()) if not entry.version else f"{entry.name}/{entry.version}"
     return reference, card
 
 
 # -- the output table ------------------------------------------------------------------------------
-def _columns(classes: tuple[str, ...], *, string_ids: bool | None) -> list[tuple[str, str]]:
-    """(name, Arrow type) of the output columns, those of ``PredictionWriter``'s Parquet files.
-
-    ``string_ids`` None leaves out the ``object_id`` column.
-    """
-    columns = [] if string_ids is None else [("object_id", "string" if string_ids else "int64")]
-    return [*columns, ("predicted_class", "string"), *[(f"p_{c}", "float32") for c in classes],
-            ("spread", "float32"), ("n_frames", "int32"), ("bands_used", "string"), ("status", "string"),
-            ("model", "string"), ("model_version", "string")]
-
-
-def _arrow_schema(columns: list[tuple[str, str]]) -> pa.Schema:
-    import pyarrow as pa
-
-    return pa.schema([pa.field(name, getattr(pa, kind)()) for name, kind in columns])
-
-
-def _spark_schema(columns: list[tuple[str, str]]) -> StructType:
-    from pyspark.sql import types
-
-    kinds = {"string": types.StringType(), "int64": types.LongType(), "int32": types.IntegerType(),
-             "float32": types.FloatType()}
-    return types.StructType([types.StructField(name, kinds[kind]) for name, kind in columns])
-
-
 def _to_arrow(predictions: Predictions, schema: pa.Schema) -> pa.RecordBatch:
-    """One batch of results as Arrow; NaN probabilities stay NaN (never null)."""
+    """One batch of results as Arrow in the columns of :mod:`convention_rt.schema`; NaN stays NaN (never null)."""
     import pyarrow as pa
 
-    n = len(predictions)
-    name, _, version = predictions.model.partition("/")
-    values: dict[str, Any] = {
-        "predicted_class": predictions.predicted,
-        **{f"p_{c}": predictions.probabilities[:, k] for k, c in enumerate(predictions.classes)},
-        "spread": predictions.spread, "n_frames": predictions.n_frames.astype(np.int32),
-        "bands_used": predictions.bands_used, "status": predictions.status,
-        "model": [name] * n, "model_version": [version] * n}
-    if "object_id" in schema.names:
-        ids = predictions.object_ids
-        values["object_id"] = ids.astype(str) if schema.field("object_id").type == pa.string() else ids
-    return pa.RecordBatch.from_arrays([pa.array(values[f.name], type=f.type) for f in schema], schema=schema)
+    values = predictions.columns()
+    if "object_id" in schema.names and schema.field("object_id").type == pa.string():
+        values["object_id"] = predictions.object_ids.astype(str)
+    return arrow_batch(schema, values)
 
 
 # -- DataFrames of objects: the pandas UDF -------------------------------------------------------
@@ -210,8 +176,10 @@ def classify_objects(object_id: pd.Series, stamps: pd.Series, bands: pd.Series, 
     objects = [(_stamp_cube(i, s, size), [str(b) for b in names], np.asarray(times, dtype=np.float64))
                for i, s, names, times in zip(object_id, stamps, bands, mjd)]
     predictions = classifier.predict_batch(objects, object_ids=object_id.to_numpy())
-    schema = _arrow_schema(_columns(classifier.classes, string_ids=None))
-    return _to_arrow(predictions, schema).to_pandas(types_mapper=pd.ArrowDtype)
+    schema = arrow_schema(prediction_columns(classifier.classes, object_id=False))
+    frame = _to_arrow(predictions, schema).to_pandas(types_mapper=pd.ArrowDtype)
+    frame.attrs["provenance"] = predictions.provenance.metadata() if predictions.provenance else {}
+    return frame
 
 
 def classification_udf(model: str | Path | None = None) -> UserDefinedFunction:
@@ -250,7 +218,7 @@ def classification_udf(model: str | Path | None = None) -> UserDefinedFunction:
 
     classify.__annotations__ = {"object_id": pd.Series, "stamps": pd.Series, "bands": pd.Series,
                                 "mjd": pd.Series, "return": pd.DataFrame}
-    return pandas_udf(classify, returnType=_spark_schema(_columns(card.classes, string_ids=None)))
+    return pandas_udf(classify, returnType=spark_schema(prediction_columns(card.classes, object_id=False)))
 
 
 # -- catalogs: the distributed job -----------------------------------------------------------------
@@ -291,6 +259,8 @@ class CatalogJob:
         Whether object ids are strings (else int64).
     chunk_size : int
         Objects per chunk read and classified by a task (memory per task).
+    provenance : Provenance or None
+        Where the results come from, written to the dataset's ``_common_metadata``.
     """
 
     catalog: Path
@@ -300,6 +270,7 @@ class CatalogJob:
     n_objects: int
     string_ids: bool
     chunk_size: int = 256
+    provenance: Provenance | None = None
 
     @classmethod
     def plan(cls, catalog: str | Path, *, model: str | Path | None = None, chunk_size: int = 256) -> CatalogJob:
@@ -318,12 +289,13 @@ class CatalogJob:
         with Catalog(catalog, stamp_size=card.stamp_size) as opened:
             n_objects, string_ids = opened.n_objects, opened.id_width is not None
         return cls(catalog=Path(catalog).resolve(), model=reference, classes=card.classes,
-                   stamp_size=card.stamp_size, n_objects=n_objects, string_ids=string_ids, chunk_size=chunk_size)
+                   stamp_size=card.stamp_size, n_objects=n_objects, string_ids=string_ids, chunk_size=chunk_size,
+                   provenance=Provenance.of(card, source=catalog))
 
     @property
-    def columns(self) -> list[tuple[str, str]]:
-        """(name, Arrow type) of the output columns."""
-        return _columns(self.classes, string_ids=self.string_ids)
+    def columns(self) -> tuple[OutputColumn, ...]:
+        """The output columns (:func:`~convention_rt.schema.prediction_columns`)."""
+        return prediction_columns(self.classes, string_ids=self.string_ids)
 
     def run(self, spark: SparkSession, output: str | Path, *, partitions: int | None = None,
             overwrite: bool = False) -> Path:
@@ -363,10 +335,11 @@ class CatalogJob:
         ranges = object_ranges(self.n_objects, partitions or spark.sparkContext.defaultParallelism)
         tasks = spark.range(0, len(ranges), 1, numPartitions=len(ranges))
         results = tasks.mapInArrow(functools.partial(_classify_ranges, job=self, ranges=tuple(ranges)),
-                                   _spark_schema(self.columns))
+                                   spark_schema(self.columns))
         staged = StagedOutput(output, overwrite=overwrite, folder=True)
         try:
             results.write.parquet(f"file://{staged.temporary}")  # executors write to the shared folder
+            self._write_metadata(staged.temporary)
         except (PySparkException, Py4JError) as exc:  # how executor errors reach the driver
             staged.discard()
             raise _job_error(exc) from exc
@@ -375,12 +348,19 @@ class CatalogJob:
             raise
         return staged.publish()
 
+    def _write_metadata(self, folder: Path) -> None:
+        """The dataset's schema and provenance as ``_common_metadata`` (readers of the parts skip it)."""
+        import pyarrow.parquet as pq
+
+        metadata = self.provenance.metadata() if self.provenance is not None else {}
+        pq.write_metadata(arrow_schema(self.columns, metadata), folder / "_common_metadata")
+
 
 def _classify_ranges(tasks: Iterator[pa.RecordBatch], *, job: CatalogJob,
                      ranges: tuple[tuple[int, int], ...]) -> Iterator[pa.RecordBatch]:
     """On an executor: classify the object ranges named by the task indices in ``tasks``."""
     classifier = get_classifier(job.model)
-    schema = _arrow_schema(job.columns)
+    schema = arrow_schema(job.columns)
     for batch in tasks:
         for index in batch.column(0).to_pylist():
             start, stop = ranges[index]
@@ -389,8 +369,9 @@ def _classify_ranges(tasks: Iterator[pa.RecordBatch], *, job: CatalogJob,
                     raise CatalogError(str(job.catalog), f"has {catalog.n_objects} objects on this executor and "
                                        f"{job.n_objects} on the driver: the executors must see the driver's file "
                                        "(a shared filesystem)", hdu="OBJECTS")
-                for chunk in catalog.iter_chunks(max_objects=job.chunk_size, start=start, stop=stop):
-                    yield _to_arrow(classifier.predict_chunk(chunk), schema)
+                for predictions in classifier.predict_opened(catalog, chunk_objects=job.chunk_size, start=start,
+                                                             stop=stop):
+                    yield _to_arrow(predictions, schema)
 
 
 def _check_output(output: str | Path, *, overwrite: bool) -> Path:
@@ -422,7 +403,7 @@ def _job_error(exc: Exception) -> ConventionError:
     return ModelError(f"the Spark job failed: {cause}")
 
 
-# -- the command -----------------------------------------------------------------------------------
+# -- the whole run -----------------------------------------------------------------------------------
 def _start_spark(master: str) -> SparkSession:
     """A Spark session on ``master``; local workers run this interpreter unless PYSPARK_PYTHON says otherwise."""
     try:
@@ -439,22 +420,66 @@ def _start_spark(master: str) -> SparkSession:
                          "(check the master URL, and that Java 17 or later is installed)") from exc
 
 
-def spark_classify_command(
-    catalog: Annotated[Path, typer.Argument(
-        help="Catalog FITS file, at a path every executor can open.", show_default=False)],
-    output: Annotated[Path, typer.Option(
-        "--output", "-o", help="Result: a Parquet dataset (a folder) named *.parquet, where the executors "
-        "and the driver can write.", show_default=False)],
-    master: Annotated[str, typer.Option(
-        help="Spark master URL: local\\[N], spark://HOST:7077, yarn, k8s://HOST:PORT.", show_default=False)],
-    model: Annotated[Optional[str], typer.Option(
-        help=f"Shipped model NAME or NAME/VERSION, or path to a .onnx file \\[default: {DEFAULT_MODEL}]",
-        show_default=False)] = None,
-    partitions: Annotated[Optional[int], typer.Option(
-        help="Tasks, each a range of objects \\[default: the cluster's cores]", min=1, show_default=False)] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
-) -> None:
-    """Classify a catalog on a Spark cluster: the rows of `classify -o OUT.parquet`, as a dataset folder."""
+@dataclass
+class SparkReport:
+    """What :func:`classify_on_spark` wrote.
+
+    Attributes
+    ----------
+    output : Path
+        The Parquet dataset (a folder).
+    rows : int
+        Objects written.
+    seconds : float
+        Wall time of the job, from its submission.
+    startup_seconds : float
+        Time to plan the job and get a Spark session.
+    model : str
+        The model as the executors found it.
+    master : str
+        The Spark master the job ran on.
+    classes : tuple of str
+    predicted : Counter
+        Objects per predicted class; ``""`` counts the flagged ones.
+    """
+
+    output: Path
+    rows: int
+    seconds: float
+    startup_seconds: float
+    model: str
+    master: str
+    classes: tuple[str, ...]
+    predicted: Counter
+
+
+def classify_on_spark(catalog: str | Path, output: str | Path, *, master: str, model: str | Path | None = None,
+                      partitions: int | None = None, overwrite: bool = False) -> SparkReport:
+    """Classify a catalog on a Spark cluster into a Parquet dataset: the library call of ``spark-classify``.
+
+    The output and the catalog are checked before Spark starts; a Spark session
+    already active in this process is used (and left running), else one is
+    started on ``master`` and stopped at the end.
+
+    Parameters
+    ----------
+    catalog : str or Path
+        At a path every executor can open.
+    output : str or Path
+        ``*.parquet``, where the executors and the driver can write.
+    master : str
+        Spark master URL: ``local[N]``, ``spark://HOST:7077``, ``yarn``, ``k8s://HOST:PORT``.
+    model : str or Path, optional
+        As for :class:`~convention_rt.classifier.Classifier`.
+    partitions : int, optional
+        Tasks (default: the cluster's cores).
+    overwrite : bool
+        Replace an existing output.
+
+    Returns
+    -------
+    SparkReport
+    """
     _check_output(output, overwrite=overwrite)  # usage errors, then the catalog, before starting Spark
     job = CatalogJob.plan(catalog, model=model)
     started = time.perf_counter()
@@ -462,16 +487,16 @@ def spark_classify_command(
     spark = running or _start_spark(master)
     submitted = time.perf_counter()
     try:
+        used = spark.sparkContext.master
         written = job.run(spark, output, partitions=partitions, overwrite=overwrite)
     finally:
         if running is None:
             spark.stop()
     elapsed = time.perf_counter() - submitted
-    classes = _class_counts(written)
-    n_rows = sum(classes.values())
-    typer.echo(f"wrote {written}: {n_rows} objects in {elapsed:.1f} s ({n_rows / elapsed:,.0f} objects/s) with "
-               f"{job.model} on Spark {spark.sparkContext.master} (started in {submitted - started:.1f} s)")
-    typer.echo("classes: " + ", ".join(f"{c}: {classes[c]}" for c in job.classes) + f"; flagged: {classes['']}")
+    counts = _class_counts(written)
+    return SparkReport(output=written, rows=sum(counts.values()), seconds=elapsed,
+                       startup_seconds=submitted - started, model=job.model, master=used, classes=job.classes,
+                       predicted=counts)
 
 
 def _running_session() -> SparkSession | None:

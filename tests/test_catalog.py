@@ -512,7 +512,7 @@ import os, sys
 from convention_rt import catalog
 
 path = sys.argv[2]
-original = catalog.Catalog._read_chunk
+original = catalog.Catalog._read_epochs
 calls = []
 
 def read_then_truncate(self, start, stop):
@@ -521,7 +521,7 @@ def read_then_truncate(self, start, stop):
     calls.append(start)
     return original(self, start, stop)
 
-catalog.Catalog._read_chunk = read_then_truncate
+catalog.Catalog._read_epochs = read_then_truncate
 if sys.argv[1] == "cli":
     from convention_rt.cli import main
     sys.exit(main(["validate", path]))

@@ -305,7 +305,7 @@ def test_empty_inputs_follow_the_per_object_policy(classifier):
 # -- long lists: in batches of batch_size ------------------------------------------------------------
 def test_predict_batch_runs_in_batches_with_the_same_results(classifier, monkeypatch):
     from convention_rt import classifier as classifier_module
-    from convention_rt.catalog import chunk_from_objects
+    from convention_rt.transform import chunk_from_objects
 
     rng = np.random.default_rng(4)
     objects = [(rng.normal(45, 5, (k + 1, 32, 32)), ["g", "r", "i"] * 3 + ["g"], 59000.0 + np.arange(k + 1.0))
@@ -321,8 +321,8 @@ def test_predict_batch_runs_in_batches_with_the_same_results(classifier, monkeyp
     calls, prepared = [], []
     run = classifier.session.run
     monkeypatch.setattr(classifier.session, "run", lambda *a: calls.append(len(a[0])) or run(*a))
-    to_inputs = classifier_module.chunk_to_inputs
-    monkeypatch.setattr(classifier_module, "chunk_to_inputs",
+    to_inputs = classifier_module.to_inputs
+    monkeypatch.setattr(classifier_module, "to_inputs",
                         lambda chunk, *a, **k: prepared.append(len(chunk)) or to_inputs(chunk, *a, **k))
     got = classifier.predict_batch(objects, object_ids=ids)
     assert prepared == [4, 4, 2] and len(calls) >= 3 and max(calls) <= 4  # never more than a batch at once

@@ -161,12 +161,12 @@ def test_an_unexpected_system_error_is_exit_3_in_one_line(capsys, monkeypatch, s
     import errno
     import os
 
-    from convention_rt import cli
+    from convention_rt import validate
 
     def fails(*args, **kwargs):
         raise OSError(errno.EMFILE, os.strerror(errno.EMFILE), str(small_catalog))
 
-    monkeypatch.setattr(cli, "summarise", fails)
+    monkeypatch.setattr(validate, "summarise", fails)
     code, _, err = run(capsys, "validate", str(small_catalog))
     assert code == 3 and err.strip() == f"error: {small_catalog}: {os.strerror(errno.EMFILE)}"
 

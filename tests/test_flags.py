@@ -21,7 +21,8 @@ from conftest import (
 from convention_rt import Classifier
 from convention_rt.catalog import CatalogWriter
 from convention_rt.classifier import ClassificationWarning
-from convention_rt.cli import flag_summary, main
+from convention_rt.classify import flag_summary
+from convention_rt.cli import main
 from convention_rt.errors import BadInputError, CatalogError, UsageError
 from convention_rt.model_card import Domain, sha256_of
 from convention_rt.photometry import Photometry, fluxcal_to_njy
@@ -115,12 +116,11 @@ def test_no_frames_in_model_bands_follows_the_policy(tmp_path, capsys, tiny_mode
     assert "warning: 1 of 2 object(s) not ok: flagged:no_frames_in_model_bands x1" in err
     code, _, err = run(capsys, "classify", catalog, "--model", tiny_model[0], "--device", "cpu", "-o",
                        tmp_path / "raise.csv", "--on-invalid", "raise")
-    assert code == 1 and err.strip() == (f"error: {catalog}: OBJECTS: object 2: flagged no_frames_in_model_bands: "
-                                         f"not classified")
+    assert code == 1 and err.strip() == f"error: {catalog}: OBJECTS: object 2: no frames in model bands"
     assert not (tmp_path / "raise.csv").exists()
     code, _, err = run(capsys, "classify", catalog, "--model", tiny_model[0], "--device", "cpu", "-o",
                        tmp_path / "warn.csv", "--on-invalid", "warn")
-    assert code == 0 and f"warning: {catalog}: OBJECTS: object 2: flagged no_frames_in_model_bands" in err
+    assert code == 0 and f"warning: {catalog}: OBJECTS: object 2: no frames in model bands" in err
 
 
 def test_low_information_follows_the_policy(tmp_path, capsys):
@@ -178,11 +178,11 @@ def test_out_of_domain_follows_the_policy(tmp_path, capsys, tiny_model):
 
 def test_in_memory_flags_follow_no_policy_but_predict_chunk_does(tiny_model):
     classifier = Classifier(tiny_model[0], device="cpu")
-    from convention_rt.catalog import chunk_from_objects
+    from convention_rt.transform import chunk_from_objects
 
     chunk = chunk_from_objects([an_object(2, bands=("i",))], ("g", "r", "i"), ["x"])
     assert classifier.predict_chunk(chunk).status[0].startswith("flagged:no_frames_in_model_bands")
-    with pytest.raises(BadInputError, match="^object x: flagged no_frames_in_model_bands: not classified$"):
+    with pytest.raises(BadInputError, match="^object x: no frames in model bands$"):
         classifier.predict_chunk(chunk, on_invalid="raise")
     with pytest.raises(UsageError, match="on_invalid must be one of"):
         classifier.predict_chunk(chunk, on_invalid="ignore")

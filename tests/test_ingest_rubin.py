@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 
 from convention_rt.catalog import Catalog
 from convention_rt.ingest import AlertError, ingest_rubin
-from convention_rt.ingest.cli import app
+from convention_rt.cli.ingest import app
 
 fastavro = pytest.importorskip("fastavro")
 

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from convention_rt.catalog import Catalog
 from convention_rt.errors import BadInputError, UsageError
 from convention_rt.ingest import AlertError, IngestWarning, ingest_ztf
-from convention_rt.ingest.cli import app
+from convention_rt.cli.ingest import app
 
 DATA = Path(__file__).parent / "data" / "ztf"
 PARQUET = DATA / "20240606_history_3objects.parquet"
@@ -300,7 +300,7 @@ def test_invalid_alert_is_skipped_and_counted(
     assert sorted(catalog_objects(tmp_path / "catalog.fits")) == ["ZTF99good"]
     with Catalog(tmp_path / "catalog.fits") as catalog:
         assert catalog.header["NSKIPPED"] == 1 and catalog.header["SKIPWHY"] == f"{reason}=1"
-        assert catalog.header["ONINVAL"] == "flag"
+        assert catalog.header["ONINVAL"] == "skip"
 
 
 def test_warn_policy_warns_once_per_skipped_alert(tmp_path: Path, base: tuple[dict, dict], fastavro: Any) -> None:
@@ -386,7 +386,7 @@ def test_overwrite_replaces_the_catalog(tmp_path: Path, fastavro: Any) -> None:
 
 
 def test_ingest_imports_fastavro_and_pyarrow_only_when_reading() -> None:
-    script = ("import sys, convention_rt.ingest, convention_rt.ingest.cli; "
+    script = ("import sys, convention_rt.ingest, convention_rt.cli.ingest; "
               "print(sorted(m for m in sys.modules if m.split('.')[0] in ('fastavro', 'pyarrow')))")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
@@ -427,6 +427,22 @@ def test_cli_warn_and_raise(tmp_path: Path, base: tuple[dict, dict], fastavro: A
     assert warned[0].startswith(f"warning: {path}: cutoutScience.stampData: objectId ZTF99bad, candid 2:")
     assert any("skipped 1 invalid" in line for line in warned)
     assert "Traceback" not in result.output
+
+
+def test_invalid_alerts_are_skipped_never_flagged(tmp_path: Path, base: tuple[dict, dict], fastavro: Any) -> None:
+    """An invalid alert cannot be kept in a catalog: the policy says skip, and refuses to call that flag."""
+    schema, packet = base
+    packets = [make_packet(packet, "ZTF99good", 1, 2460001.5),
+               garbage_bytes(make_packet(packet, "ZTF99bad", 2, 2460002.5))]
+    path = write_avro(fastavro, tmp_path / "broken.avro", schema, packets)
+    out = tmp_path / "catalog.fits"
+    result = CliRunner().invoke(app, ["ztf", str(path), "-o", str(out), "--on-invalid", "skip"])
+    assert result.exit_code == 0, result.output
+    assert sorted(catalog_objects(out)) == ["ZTF99good"]
+    result = CliRunner().invoke(app, ["ztf", str(path), "-o", str(tmp_path / "other.fits"), "--on-invalid", "flag"])
+    assert result.exit_code == 2 and not (tmp_path / "other.fits").exists()
+    with pytest.raises(UsageError, match="on_invalid must be one of skip, warn, raise, got 'flag' .*'skip' drops"):
+        ingest_ztf([path], tmp_path / "other.fits", on_invalid="flag")  # type: ignore[arg-type]
 
 
 def test_fixture_is_small_and_documented() -> None:

@@ -16,6 +16,7 @@ from convention_rt import Classifier
 from convention_rt import publish as crt_publish
 from convention_rt.errors import BadInputError, OutputError, UsageError
 from convention_rt.predictions import PredictionWriter
+from convention_rt.schema import prediction_columns
 
 IDS = ["é1", "ü1", "星-7", "plain"]  # the first two differ only outside ASCII
 
@@ -178,3 +179,35 @@ def test_a_full_disk_is_an_output_error_naming_the_output_and_nothing_is_left(fo
                                  "(free some space or write elsewhere)")
     assert caught.value.exit_code == 3
     assert list(folder.iterdir()) == []
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".fits"])
+def test_every_format_has_the_columns_of_the_schema_and_the_provenance_of_the_results(folder, classifier, results,
+                                                                                      suffix):
+    if suffix == ".parquet":
+        pytest.importorskip("pyarrow")
+    assert results.provenance == classifier.provenance()  # what the API returns carries it
+    provenance = classifier.provenance("survey.fits")
+    path = folder / f"out{suffix}"
+    with PredictionWriter(path, results.classes, id_width=8, provenance=provenance) as writer:
+        writer.write(results)
+    columns = prediction_columns(results.classes, id_width=8)
+    names = [c.name for c in columns]
+    if suffix == ".csv":
+        with open(path, newline="", encoding="utf-8") as handle:
+            assert next(csv.reader(handle)) == names
+        return
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        schema = pq.read_schema(path)
+        assert [(f.name, f.type) for f in schema] == [(c.name, c.arrow_type()) for c in columns]
+        metadata = {k.decode(): v.decode() for k, v in schema.metadata.items() if k != b"ARROW:schema"}
+    else:
+        with fits.open(path) as hdul:
+            table = hdul["PREDICTIONS"].columns
+            assert [(c.name, c.format) for c in table] == [(c.name, c.fits_form) for c in columns]
+            metadata = {k: str(hdul[0].header[k]) for k in provenance.header()}
+    assert metadata == provenance.metadata()
+    assert metadata["CATALOG"] == "survey.fits" and metadata["MODELSHA"] == classifier.card.sha256[:16]
+

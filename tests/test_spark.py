@@ -241,6 +241,11 @@ def test_spark_classify_matches_classify_on_a_catalog_with_problems(spark, run, 
     assert len(list((tmp_path / "spark.parquet").glob("part-*.parquet"))) == 3
     assert "8 objects" in out and "flagged: 7" in out
     assert leftovers(tmp_path) == []
+    single = pq.read_schema(tmp_path / "single.parquet").metadata
+    dataset = pq.read_schema(tmp_path / "spark.parquet" / "_common_metadata").metadata  # the same provenance
+    for key in (b"CATALOG", b"MODEL", b"MODELVER", b"MODELSHA", b"CRTVERS"):
+        assert dataset[key] == single[key], key
+    assert dataset[b"CATALOG"] == catalog.name.encode() and single[b"DEVICE"] == b"cpu"
 
 
 def test_spark_classify_replaces_its_output_only_with_overwrite(spark, run, tmp_path, model):

@@ -14,10 +14,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from convention_rt.ingest.build import ON_INVALID, IngestReport, InvalidPolicy, PaddedCutout, build_catalog
-from convention_rt.ingest.records import STAMP_KINDS, AlertError, IngestWarning, StampKind
+from convention_rt.ingest.build import ON_INVALID, IngestReport, PaddedCutout, build_catalog
+from convention_rt.ingest.records import STAMP_KINDS, AlertError, IngestWarning
 from convention_rt.ingest.rubin import RUBIN
 from convention_rt.ingest.ztf import ZTF
+from convention_rt.policies import OnInvalidAlert, StampKind
 
 __all__ = [
     "ON_INVALID",
@@ -35,8 +36,8 @@ def ingest_ztf(
     paths: Sequence[str | Path],
     out: str | Path,
     *,
-    stamp: StampKind = "science",
-    on_invalid: InvalidPolicy = "flag",
+    stamp: StampKind | str = StampKind.science,
+    on_invalid: OnInvalidAlert | str = OnInvalidAlert.skip,
     overwrite: bool = False,
 ) -> IngestReport:
     """Write a catalog from ZTF alert packets.
@@ -51,9 +52,10 @@ def ingest_ztf(
         ``g,r,i``, one 32 x 32 float32 stamp per alert.
     stamp : {"science", "difference", "template"}
         Which cut-out becomes the stamp.
-    on_invalid : {"flag", "warn", "raise"}
-        Skip and count invalid alerts, skip them with a warning, or stop at the
-        first one.
+    on_invalid : {"skip", "warn", "raise"}
+        Drop and count invalid alerts, drop them with a warning, or stop at the
+        first one (:class:`~convention_rt.policies.OnInvalidAlert`; an invalid
+        alert is never kept, so there is no ``flag``).
     overwrite : bool
         Replace an existing ``out``.
 
@@ -76,8 +78,8 @@ def ingest_rubin(
     paths: Sequence[str | Path],
     out: str | Path,
     *,
-    stamp: StampKind = "science",
-    on_invalid: InvalidPolicy = "flag",
+    stamp: StampKind | str = StampKind.science,
+    on_invalid: OnInvalidAlert | str = OnInvalidAlert.skip,
     overwrite: bool = False,
 ) -> IngestReport:
     """Write a catalog from Rubin alert packets.
@@ -94,9 +96,10 @@ def ingest_rubin(
         float32 stamp per alert (mask-flagged pixels NaN).
     stamp : {"science", "difference", "template"}
         Which cut-out becomes the stamp.
-    on_invalid : {"flag", "warn", "raise"}
-        Skip and count invalid alerts, skip them with a warning, or stop at the
-        first one.
+    on_invalid : {"skip", "warn", "raise"}
+        Drop and count invalid alerts, drop them with a warning, or stop at the
+        first one (:class:`~convention_rt.policies.OnInvalidAlert`; an invalid
+        alert is never kept, so there is no ``flag``).
     overwrite : bool
         Replace an existing ``out``.
 

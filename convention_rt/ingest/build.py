@@ -19,23 +19,24 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from convention_rt._version import __version__
-from convention_rt.catalog import INT64_MAX, INT64_MIN, CatalogWriter
+from convention_rt.catalog_writer import INT64_MAX, INT64_MIN, CatalogWriter
 from convention_rt.errors import BadInputError, OutputError, UsageError
 from convention_rt.ingest.cutouts import STAMP_SIZE
 from convention_rt.ingest.packets import iter_packets
-from convention_rt.ingest.records import STAMP_KINDS, Alert, AlertError, IngestWarning, StampKind, Survey
+from convention_rt.ingest.records import Alert, AlertError, IngestWarning, Survey
+from convention_rt.policies import OnInvalidAlert, StampKind
 from convention_rt.publish import output_path
 
 __all__ = ["ON_INVALID", "IngestReport", "PaddedCutout", "build_catalog", "refuse_input_as_output"]
 
-InvalidPolicy = Literal["flag", "warn", "raise"]
-ON_INVALID: tuple[str, ...] = ("flag", "warn", "raise")
+#: The values of ``on_invalid`` (:class:`~convention_rt.policies.OnInvalidAlert`).
+ON_INVALID: tuple[str, ...] = OnInvalidAlert.values()
 EXAMPLES_PER_REASON = 5
 PADDED_IDS_IN_HEADER = 50
 
@@ -57,8 +58,12 @@ class IngestReport:
     ----------
     path : Path
         The catalog written.
-    survey, stamp, on_invalid : str
-        Survey name, cut-out kind used as stamps, invalid-alert policy.
+    survey : str
+        Survey name.
+    stamp : StampKind
+        Cut-out kind used as stamps.
+    on_invalid : OnInvalidAlert
+        Invalid-alert policy.
     files : list of str
         The input files, in the order read.
     n_packets : int
@@ -84,8 +89,8 @@ class IngestReport:
 
     path: Path
     survey: str
-    stamp: str
-    on_invalid: str
+    stamp: StampKind
+    on_invalid: OnInvalidAlert
     files: list[str]
     n_packets: int = 0
     n_objects: int = 0
@@ -196,8 +201,8 @@ def build_catalog(
     out: str | Path,
     *,
     survey: Survey,
-    stamp: StampKind = "science",
-    on_invalid: InvalidPolicy = "flag",
+    stamp: StampKind | str = StampKind.science,
+    on_invalid: OnInvalidAlert | str = OnInvalidAlert.skip,
     overwrite: bool = False,
 ) -> IngestReport:
     """Read alert packets and write them as a catalog, one object per alert stream object.
@@ -213,9 +218,10 @@ def build_catalog(
         :data:`~convention_rt.ingest.rubin.RUBIN`).
     stamp : {"science", "difference", "template"}
         Which cut-out of each alert becomes its stamp.
-    on_invalid : {"flag", "warn", "raise"}
-        For an invalid alert (or an unreadable file): skip and count it, skip
-        it with an :class:`IngestWarning`, or stop with its :class:`AlertError`.
+    on_invalid : {"skip", "warn", "raise"}
+        For an invalid alert (or an unreadable file): drop and count it, drop
+        it with an :class:`IngestWarning`, or stop with its :class:`AlertError`
+        (:class:`~convention_rt.policies.OnInvalidAlert`).
     overwrite : bool
         Replace an existing ``out``.
 
@@ -240,10 +246,8 @@ def build_catalog(
     mean position of their detections.  The catalog is written atomically: on
     any error nothing is left at ``out``.
     """
-    if stamp not in STAMP_KINDS:
-        raise UsageError(f"stamp must be one of {', '.join(STAMP_KINDS)}, got {stamp!r}")
-    if on_invalid not in ON_INVALID:
-        raise UsageError(f"on_invalid must be one of {', '.join(ON_INVALID)}, got {on_invalid!r}")
+    stamp = StampKind.parse(stamp, "stamp")
+    on_invalid = OnInvalidAlert.parse(on_invalid, "on_invalid")
     files = [Path(p) for p in paths]
     if not files:
         raise UsageError("no input files given")
@@ -322,13 +326,13 @@ def _read_file(path: Path, survey: Survey, stamp: StampKind, report: IngestRepor
 
 
 def _reject(error: AlertError, report: IngestReport) -> None:
-    if report.on_invalid == "raise":
+    if report.on_invalid == OnInvalidAlert.raise_:
         raise error
     report.skipped[error.reason] += 1
     examples = report.examples.setdefault(error.reason, [])
     if len(examples) < EXAMPLES_PER_REASON:
         examples.append(str(error))
-    if report.on_invalid == "warn":
+    if report.on_invalid == OnInvalidAlert.warn:
         warnings.warn(str(error), IngestWarning, stacklevel=2)
 
 
@@ -406,7 +410,7 @@ def _header(report: IngestReport) -> dict[str, Any]:
         "SURVEY": (report.survey, "alert stream of the epochs"),
         "CREATOR": (f"convention-rt {__version__} ingest", "software"),
         "DATE": (datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"), "UTC time of writing"),
-        "ONINVAL": (report.on_invalid, "policy for invalid alerts"),
+        "ONINVAL": (report.on_invalid.value, "policy for invalid alerts"),
         "NFILES": (len(report.files), "input files"),
         "SOURCES": _ascii(",".join(Path(f).name for f in report.files)),
         "NPACKETS": (report.n_packets, "alert packets read"),

@@ -18,6 +18,7 @@ from numpy.typing import NDArray
 
 from convention_rt.errors import BadInputError
 from convention_rt.photometry import Photometry
+from convention_rt.policies import StampKind
 
 __all__ = [
     "Alert",
@@ -29,8 +30,8 @@ __all__ = [
     "Survey",
 ]
 
-StampKind = Literal["science", "difference", "template"]
-STAMP_KINDS: tuple[str, ...] = ("science", "difference", "template")
+#: The cut-out kinds (:class:`~convention_rt.policies.StampKind`).
+STAMP_KINDS: tuple[str, ...] = StampKind.values()
 
 ID_MIN, ID_MAX = -(2**63), 2**64 - 1
 """Range of alert and object ids: signed (Avro ``long``) or unsigned (Parquet ``uint64``) 64-bit integers."""
@@ -40,7 +41,7 @@ Reason = Literal["unreadable_file", "missing_field", "bad_value", "missing_cutou
 
 
 class IngestWarning(UserWarning):
-    """An alert skipped under ``on_invalid="warn"``."""
+    """An alert dropped under ``on_invalid="warn"``."""
 
 
 class AlertError(BadInputError):
