@@ -18,6 +18,7 @@ from train.fit import FitConfig, fit  # noqa: E402
 from train.fit import batches, command_line, evaluation, folds, member, protocol, provenance  # noqa: E402
 
 from convention_rt.data import sample_catalog_path  # noqa: E402
+from convention_rt.errors import UsageError  # noqa: E402
 from convention_rt.model_card import ModelCard  # noqa: E402
 from convention_rt.session import ModelSession  # noqa: E402
 
@@ -190,7 +191,7 @@ def test_precision_may_change_when_a_run_resumes_and_each_epoch_names_its_own(tm
     record_file = tmp_path / "run" / "state" / "fold0_member0.best.json"
     record_file.write_text(json.dumps({**record, "history": [
         {k: v for k, v in epoch.items() if k != "precision"} for epoch in record["history"]]}))
-    # a record of runs/results/cnn_gru or lc_lstm: named with the saved run's precision, nothing trained
+    # a record of runs/standard/cnn_gru or lc_lstm: named with the saved run's precision, nothing trained
     fit(config(tmp_path / "run", precision="bf16", **run))
     assert {epoch["precision"] for epoch in json.loads(record_file.read_text())["history"]} == {"fp32"}
 
@@ -486,6 +487,20 @@ def test_yaml_numbers_and_nulls_are_read_as_their_fields(tmp_path):
     yaml_path.write_text("catalog: c.fits\nrun_dir: r\nlearning_rate: 1e-3\ndropout: 0\nfold_limit: null\n")
     parsed, _ = command_line._parse(["--config", str(yaml_path)])
     assert parsed.learning_rate == 0.001 and parsed.dropout == 0.0 and parsed.fold_limit is None
+
+
+def test_boolean_fields_are_flags_on_the_command_line_and_booleans_in_yaml(tmp_path):
+    yaml_path = tmp_path / "run.yaml"
+    yaml_path.write_text("catalog: c.fits\nrun_dir: r\nearly: true\ndifference_channel: true\n")
+    parsed, _ = command_line._parse(["--config", str(yaml_path)])
+    assert parsed.early is True and parsed.difference_channel is True and parsed.records_dir is None
+    parsed, _ = command_line._parse(["--config", str(yaml_path), "--no-early", "--records-dir", "results/x"])
+    assert parsed.early is False and parsed.records_dir == "results/x"
+    parsed, _ = command_line._parse(["--catalog", "c.fits", "--run-dir", "r", "--early"])
+    assert parsed.early is True and parsed.difference_channel is False
+    yaml_path.write_text("catalog: c.fits\nrun_dir: r\nearly: 1\n")
+    with pytest.raises(UsageError, match="field 'early' must be true or false, got 1"):
+        command_line._parse(["--config", str(yaml_path)])
 
 
 def test_bad_input_is_refused_before_the_run_directory_is_touched(tmp_path, capsys):

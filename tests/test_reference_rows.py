@@ -394,14 +394,16 @@ def test_reference_rows_train_on_the_table_folds_and_join_its_claims(tiny_plasti
     names = ("scene-boosting", "lightcurve-boosting", "lightcurve-boosting-photoz", "lc_lstm-difference-flux")
     plan = tuple(results._entry(name) for name in names)
     monkeypatch.setattr(results, "PLAN", plan)
-    root = tmp_path / "table"
+    root, runs = tmp_path / "table", tmp_path / "runs"
+    run = ["--root", str(root), "run", "--runs", str(runs), "--catalog", catalog, "--folds",
+           str(reference / "folds.json"), "--plasticc-cache", str(cache), "--only"]
     for name in names:
-        assert results.main(["--root", str(root), "run", "--catalog", catalog, "--reference-run", str(reference),
-                             "--only", name, "--plasticc-cache", str(cache)]) == 0
+        assert results.main([*run, name]) == 0
     folds = json.loads((reference / "folds.json").read_text())["held_out"]
     for name in names:
-        run_dir = root / name
-        assert (run_dir / "folds.json").read_text() == (reference / "folds.json").read_text()
+        assert (runs / name / "folds.json").read_text() == (reference / "folds.json").read_text()
+        run_dir = root / name  # the records: the table reads nothing else
+        assert not list(run_dir.rglob("*.pt")) and not (run_dir / "folds.json").exists()
         for fold in range(2):
             predictions = json.loads((run_dir / f"fold{fold}.predictions.json").read_text())
             # scored: the held-out fold's spec objects, as in every row
@@ -411,11 +413,13 @@ def test_reference_rows_train_on_the_table_folds_and_join_its_claims(tiny_plasti
             np.testing.assert_allclose(np.sum(predictions["probabilities"], axis=1), 1.0, atol=1e-5)
             scored = json.loads((run_dir / f"fold{fold}.json").read_text())
             assert scored["n"] == len(predictions["object_id"])
-    boosting = json.loads((root / "lightcurve-boosting-photoz" / "state" / "fold0_boosting.json").read_text())
+    boosting = json.loads((root / "lightcurve-boosting-photoz" / "fold0.boosting.json").read_text())
     assert boosting["features"][-2:] == ["hostgal_photoz", "hostgal_photoz_err"]
     assert "hostgal_photoz" not in json.loads(
-        (root / "lightcurve-boosting" / "state" / "fold0_boosting.json").read_text())["features"]
-    lstm = json.loads((root / "lc_lstm-difference-flux" / "state" / "fold0_member0.best.json").read_text())
+        (root / "lightcurve-boosting" / "fold0.boosting.json").read_text())["features"]
+    assert (runs / "lightcurve-boosting" / "state" / "fold0_boosting.json").read_bytes() == (
+        root / "lightcurve-boosting" / "fold0.boosting.json").read_bytes()
+    lstm = json.loads((root / "lc_lstm-difference-flux" / "fold0.member0.json").read_text())
     assert [e["stage"] for e in lstm["history"]] == ["pretrain_phot"] * 2 + ["finetune_spec"] * 2
     assert len(lstm["flux_scale"]) == 6
 
@@ -431,11 +435,14 @@ def test_reference_rows_train_on_the_table_folds_and_join_its_claims(tiny_plasti
                               {"held_out": collected["scene-boosting"]["held_out"]})
     assert verdict.split(" on 2 folds: ")[0] in ("holds", "reversed", "not shown")
 
-    # finished rows train nothing when run again
-    stamps = {path: path.stat().st_mtime_ns for path in root.rglob("fold*.json")}
-    assert results.main(["--root", str(root), "run", "--catalog", catalog, "--reference-run", str(reference),
-                         "--only", *names, "--plasticc-cache", str(cache)]) == 0
-    assert {path: path.stat().st_mtime_ns for path in root.rglob("fold*.json")} == stamps
+    # finished rows train nothing when run again, and their records are left as they are
+    stamps = {path: path.stat().st_mtime_ns for folder in (root, runs) for path in folder.rglob("fold*.json")}
+    assert results.main([*run, *names]) == 0
+    assert {path: path.stat().st_mtime_ns for folder in (root, runs) for path in folder.rglob("fold*.json")} == stamps
+    # records lost from the records folder are copied again from the run directory
+    (root / "scene-boosting" / "fold1.boosting.json").unlink()
+    assert results.main([*run, "scene-boosting"]) == 0
+    assert (root / "scene-boosting" / "fold1.boosting.json").is_file()
 
 
 def _ids_and_typing(catalog: str) -> tuple[list[str], list[str]]:
@@ -458,28 +465,31 @@ def test_reference_rows_refuse_catalogs_and_runs_they_cannot_use(tiny_plasticc, 
 
     catalog, cache, reference = tiny_plasticc
     monkeypatch.setattr(results, "TABLE_PROTOCOL", TINY)
-    root = tmp_path / "table"
+    root, runs = tmp_path / "table", tmp_path / "runs"
+
+    def run(catalog: str, folds: Path, *more: str) -> int:
+        return results.main(["--root", str(root), "run", "--runs", str(runs), "--catalog", catalog, "--folds",
+                             str(folds), *more])
+
     # the sample catalog is synthetic: no PLAsTiCC light curves behind it (and other objects than the folds)
     other = tmp_path / "other-reference"
     other.mkdir()
     ids = _ids_and_typing(str(sample_catalog_path()))[0]
     (other / "folds.json").write_text(json.dumps({"held_out": [ids[::2], ids[1::2]]}))
-    assert results.main(["--root", str(root), "run", "--catalog", str(sample_catalog_path()), "--reference-run",
-                         str(other), "--only", "lightcurve-boosting", "--plasticc-cache", str(cache)]) == 1
-    assert results.main(["--root", str(root), "run", "--catalog", str(sample_catalog_path()), "--reference-run",
-                         str(reference), "--only", "scene-boosting"]) == 1
+    assert run(str(sample_catalog_path()), other / "folds.json", "--only", "lightcurve-boosting",
+               "--plasticc-cache", str(cache)) == 1
+    assert run(str(sample_catalog_path()), reference / "folds.json", "--only", "scene-boosting") == 1
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 2 and all(line.startswith("error: ") for line in lines)
     assert "sample_catalog.fits: not a PLAsTiCC catalog" in lines[0]
     assert "folds.json: its folds do not cover the labelled objects of" in lines[1]
-    assert not (root / "lightcurve-boosting").exists() and not (root / "scene-boosting").exists()  # nothing left
+    for name in ("lightcurve-boosting", "scene-boosting"):  # nothing left
+        assert not (root / name).exists() and not (runs / name).exists()
 
     # a run directory of another configuration is refused, not resumed
-    assert results.main(["--root", str(root), "run", "--catalog", catalog, "--reference-run", str(reference),
-                         "--only", "scene-boosting"]) == 0
-    saved = json.loads((root / "scene-boosting" / "config.json").read_text())
-    (root / "scene-boosting" / "config.json").write_text(json.dumps({**saved, "seed": 1}))
-    (root / "scene-boosting" / "fold1.json").unlink()
-    assert results.main(["--root", str(root), "run", "--catalog", catalog, "--reference-run", str(reference),
-                         "--only", "scene-boosting"]) == 1
+    assert run(catalog, reference / "folds.json", "--only", "scene-boosting") == 0
+    saved = json.loads((runs / "scene-boosting" / "config.json").read_text())
+    (runs / "scene-boosting" / "config.json").write_text(json.dumps({**saved, "seed": 1}))
+    (runs / "scene-boosting" / "fold1.json").unlink()
+    assert run(catalog, reference / "folds.json", "--only", "scene-boosting") == 1
     assert "holds a run with another configuration" in capsys.readouterr().err

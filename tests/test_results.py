@@ -19,6 +19,7 @@ from train.fit import FitConfig, fit  # noqa: E402
 
 from convention_rt.data import sample_catalog_path  # noqa: E402
 from convention_rt.errors import UsageError  # noqa: E402
+from convention_rt.model_card import sha256_of  # noqa: E402
 
 pytestmark = [pytest.mark.torch, pytest.mark.slow]
 
@@ -42,19 +43,27 @@ def test_entries_train_on_the_reference_folds_and_fill_the_table(tmp_path, monke
             results.Entry("lc_lstm", "light curves", {"model": "lc_lstm"}),
             results.Entry("compact-3class", "compact 3", {"model": "compact", "task": "3class"}))
     monkeypatch.setattr(results, "PLAN", plan)
-    root = tmp_path / "table"
-    results.run_entry(plan[0], catalog, root, reference, threads=1)
-    results.run_entry(plan[1], catalog, root, reference, threads=1, frames_cache=str(tmp_path / "cache"))
+    root, runs, folds = tmp_path / "table", tmp_path / "runs", reference / "folds.json"
+    results.run_entry(plan[0], catalog, root, runs, threads=1, folds_file=folds, reference_run=reference)
+    results.run_entry(plan[1], catalog, root, runs, threads=1, folds_file=folds,
+                      frames_cache=str(tmp_path / "cache"))
     assert json.loads((root / "lc_lstm" / "config.json").read_text())["frames_cache"] == str(tmp_path / "cache")
     assert len(list((tmp_path / "cache").glob("*.f32"))) == 1
 
     # member 0 of the reference run is reused, not retrained: the same record, down to its timings
     for fold in range(2):
         for name in (f"fold{fold}_member0.best.pt", f"fold{fold}_member0.best.json"):
-            assert (root / "compact" / "state" / name).read_bytes() == (reference / "state" / name).read_bytes()
-    assert sorted(p.name for p in (root / "lc_lstm" / "state").iterdir()) == [  # finished: no resume state
+            assert (runs / "compact" / "state" / name).read_bytes() == (reference / "state" / name).read_bytes()
+        assert (root / "compact" / f"fold{fold}.member0.json").read_bytes() == (
+            reference / "state" / f"fold{fold}_member0.best.json").read_bytes()
+    assert sorted(p.name for p in (runs / "lc_lstm" / "state").iterdir()) == [  # finished: no resume state
         "fold0_member0.best.json", "fold0_member0.best.pt", "fold1_member0.best.json", "fold1_member0.best.pt"]
-    assert (root / "lc_lstm" / "folds.json").read_text() == (reference / "folds.json").read_text()
+    assert (runs / "lc_lstm" / "folds.json").read_text() == (reference / "folds.json").read_text()
+    # the records hold the digest of the folds, not a copy, and no weights
+    assert (root / "lc_lstm" / "folds.sha256").read_text().strip() == sha256_of(folds)
+    assert not (root / "lc_lstm" / "folds.json").exists() and not list(root.rglob("*.pt"))
+    # the image rows of the early table score each fold's early curve as it finishes
+    assert all((root / name / f"fold{fold}.early.json").is_file() for name in ("compact", "lc_lstm") for fold in (0, 1))
 
     compact = results.collect(plan[0], root)
     assert compact["folds"] == 2 and len(compact["macro_f13"]) == 2
@@ -64,14 +73,14 @@ def test_entries_train_on_the_reference_folds_and_fill_the_table(tmp_path, monke
     # seconds per epoch by precision and the CPU's matrix units; an epoch recorded without its
     # precision ran in the run's (TINY: fp32), one recorded without its CPU is grouped by precision alone
     assert set(compact["seconds_per_epoch"]) == {f"fp32 on {train.fit.CPU['matrix_units']}"}
-    record_file = root / "lc_lstm" / "state" / "fold0_member0.best.json"
+    record_file = root / "lc_lstm" / "fold0.member0.json"
     record = json.loads(record_file.read_text())
-    epochs = sum(len(json.loads(f.read_text())["history"]) for f in (root / "lc_lstm" / "state").glob("*.json"))
+    epochs = sum(len(json.loads(f.read_text())["history"]) for f in (root / "lc_lstm").glob("fold*.member*.json"))
     record["history"] = [{**record["history"][0], "precision": "bf16", "matrix_units": "amx"}] + [
         {k: v for k, v in epoch.items() if k not in ("precision", "cpu", "matrix_units")}
         for epoch in record["history"][1:]]
     record_file.write_text(json.dumps(record))
-    for other in (root / "lc_lstm" / "state").glob("fold1_*.json"):  # as saved before epochs named their CPU
+    for other in (root / "lc_lstm").glob("fold1.member*.json"):  # as saved before epochs named their CPU
         saved = json.loads(other.read_text())
         saved["history"] = [{k: v for k, v in e.items() if k not in ("cpu", "matrix_units")} for e in saved["history"]]
         other.write_text(json.dumps(saved))
@@ -83,7 +92,7 @@ def test_entries_train_on_the_reference_folds_and_fill_the_table(tmp_path, monke
     document = tmp_path / "results.md"
     document.write_text(f"# Results\n\n{results.BEGIN}\nstale table\n{results.END}\n\nafter\n")
     assert "after a dead classifier head (restarts): none." in results.write_table(document, root)
-    record_file = root / "lc_lstm" / "state" / "fold1_member0.best.json"
+    record_file = root / "lc_lstm" / "fold1.member0.json"
     record = json.loads(record_file.read_text())
     record_file.write_text(json.dumps({**record, "restarts": 2}))
     table = results.write_table(document, root)
@@ -91,6 +100,7 @@ def test_entries_train_on_the_reference_folds_and_fill_the_table(tmp_path, monke
     text = document.read_text()
     assert "stale table" not in text and text.endswith("after\n") and table in text
     assert "| compact | 2/2 |" in table and "| compact 3 | 0/2 | – | – | – | – |" in table
+    assert "| compact | 0." in table.split("Early classification")[1] and "Not yet scored early" not in table
     with pytest.raises(UsageError, match="needs the markers"):
         results.write_table(reference / "folds.json", root)
     document.write_text(f"{results.END}\n{results.BEGIN}\n")
@@ -229,49 +239,53 @@ def test_reuse_only_scores_the_folds_the_reference_run_has_finished(tmp_path, mo
     compact = results.Entry("compact", "compact", {"model": "compact"})
     finished = reference / "state" / "fold1_member0.best.json"
     shutil.move(finished, tmp_path / "later.json")  # as if the reference run were still training fold 1
-    root = tmp_path / "table"
+    root, runs = tmp_path / "table", tmp_path / "runs"
+    reuse = {"folds_file": reference / "folds.json", "reference_run": reference, "reuse_only": True}
     record = reference / "architecture.json"
     saved = record.read_text()
     record.write_text(json.dumps({**json.loads(saved), "head_norm": not json.loads(saved)["head_norm"]}))
     with pytest.raises(UsageError, match=r"architecture\.json: the run was trained with another architecture"):
-        results.run_entry(compact, catalog, root, reference, threads=1, reuse_only=True)
-    assert not list((root / "compact" / "state").glob("*.pt"))  # members of another architecture: not copied
+        results.run_entry(compact, catalog, root, runs, threads=1, **reuse)
+    assert not list((runs / "compact" / "state").glob("*.pt"))  # members of another architecture: not copied
     record.write_text(saved)
-    results.run_entry(compact, catalog, root, reference, threads=1, reuse_only=True)
+    results.run_entry(compact, catalog, root, runs, threads=1, **reuse)
     assert (root / "compact" / "fold0.json").exists() and not (root / "compact" / "fold1.json").exists()
-    assert not results._trained_here(root / "compact", reference)  # nothing was trained, only copied
+    assert not results._trained_here(runs / "compact", reference)  # nothing was trained, only copied
     shutil.move(tmp_path / "later.json", finished)
     # another precision (a way of running, not of computing) neither stops the reuse nor the resume
-    results.run_entry(compact, catalog, root, reference, threads=1, reuse_only=True, precision="bf16")
+    results.run_entry(compact, catalog, root, runs, threads=1, precision="bf16", **reuse)
     assert results.collect(compact, root)["folds"] == 2
     assert json.loads((root / "compact" / "config.json").read_text())["precision"] == "bf16"
-    assert not results._trained_here(root / "compact", reference)
-    assert results._trained_here(root / "compact", tmp_path / "elsewhere")
-    results.run_entry(results.Entry("lc_lstm", "lc", {"model": "lc_lstm"}), catalog, root, reference, threads=1,
-                      reuse_only=True)
-    assert not (root / "lc_lstm").exists()  # other rows are left alone by reuse_only
+    assert not results._trained_here(runs / "compact", reference)
+    assert results._trained_here(runs / "compact", tmp_path / "elsewhere")
+    results.run_entry(results.Entry("lc_lstm", "lc", {"model": "lc_lstm"}), catalog, root, runs, threads=1, **reuse)
+    assert not (root / "lc_lstm").exists() and not (runs / "lc_lstm").exists()  # reuse_only: other rows left alone
 
 
 def test_bad_runs_are_refused_in_one_line_and_leave_nothing(tmp_path, capsys):
-    reference = tmp_path / "reference"
+    folds = tmp_path / "results" / "folds.json"
+    run = ["--root", str(tmp_path / "table"), "run", "--runs", str(tmp_path / "runs"), "--folds", str(folds),
+           "--reference-run", str(tmp_path / "reference"), "--only"]
     assert results.main(["--root", str(tmp_path / "none"), "table"]) == 2
-    assert results.main(["--root", str(tmp_path / "table"), "run", "--catalog", str(sample_catalog_path()),
-                         "--reference-run", str(reference), "--only", "lc_lstm"]) == 2
-    reference.mkdir()
-    (reference / "folds.json").write_text('{"held_out": [["1"], ["2"]]}')
-    assert results.main(["--root", str(tmp_path / "table"), "run", "--catalog", str(tmp_path / "missing.fits"),
-                         "--reference-run", str(reference), "--only", "lc_lstm"]) == 1
-    assert results.main(["--root", str(tmp_path / "table"), "run", "--catalog", "x", "--only", "resnet"]) == 2
+    assert results.main([*run, "lc_lstm", "--catalog", str(sample_catalog_path())]) == 2
+    folds.parent.mkdir()
+    folds.write_text('{"held_out": [["1"], ["2"]]}')
+    assert results.main([*run, "lc_lstm", "--catalog", str(tmp_path / "missing.fits")]) == 1
+    assert results.main([*run, "resnet", "--catalog", "x"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert [line.split(":")[0] for line in lines] == ["error"] * 4
     assert "no such folder" in lines[0] and "folds.json: not found" in lines[1]
     assert "missing.fits: no such file" in lines[2] and "unknown entry 'resnet'" in lines[3]
-    assert not (tmp_path / "table" / "lc_lstm").exists()
-    (tmp_path / "table" / "lc_lstm").mkdir(parents=True)
-    (tmp_path / "table" / "lc_lstm" / "folds.json").write_text('{"held_out": [["2"], ["1"]]}')
-    assert results.main(["--root", str(tmp_path / "table"), "run", "--catalog", str(sample_catalog_path()),
-                         "--reference-run", str(reference), "--only", "lc_lstm"]) == 2
+    assert not (tmp_path / "table" / "lc_lstm").exists() and not (tmp_path / "runs" / "lc_lstm").exists()
+    (tmp_path / "runs" / "lc_lstm").mkdir(parents=True)
+    (tmp_path / "runs" / "lc_lstm" / "folds.json").write_text('{"held_out": [["2"], ["1"]]}')
+    assert results.main([*run, "lc_lstm", "--catalog", str(sample_catalog_path())]) == 2
     assert "other folds than" in capsys.readouterr().err
+    (tmp_path / "runs" / "lc_lstm" / "folds.json").unlink()
+    (tmp_path / "table" / "lc_lstm").mkdir(parents=True)  # records of a row trained on other folds
+    (tmp_path / "table" / "lc_lstm" / "folds.sha256").write_text("0" * 64 + "\n")
+    assert results.main([*run, "lc_lstm", "--catalog", str(sample_catalog_path())]) == 2
+    assert "lc_lstm/folds.sha256: the row was trained on other folds than" in capsys.readouterr().err
 
 
 def test_an_interrupted_run_says_how_to_resume_in_one_line(tmp_path, monkeypatch, capsys):
@@ -282,19 +296,23 @@ def test_an_interrupted_run_says_how_to_resume_in_one_line(tmp_path, monkeypatch
 
     monkeypatch.setattr(results, "run_entry", interrupted)
     monkeypatch.setattr(train.fit, "configure_logging", lambda *args: None)  # no log file left open
-    assert results.main(["--root", str(tmp_path / "table"), "run", "--catalog", str(sample_catalog_path()),
-                         "--only", "lc_lstm"]) == 130
+    assert results.main(["--root", str(tmp_path / "table"), "run", "--runs", str(tmp_path / "runs"), "--catalog",
+                         str(sample_catalog_path()), "--only", "lc_lstm"]) == 130
     assert capsys.readouterr().err.strip().splitlines() == ["interrupted: run the same command to resume"]
 
 
 def test_the_early_table_reads_each_image_row_s_curve(tmp_path, monkeypatch):
-    plan = (results.Entry("a", "Model A", {"model": "compact"}), results.Entry("b", "Model B", {"model": "cnn_gru"}))
+    plan = (results.Entry("a", "Model A", {"model": "compact"}), results.Entry("b", "Model B", {"model": "cnn_gru"}),
+            results.Entry("c", "Model C, 3 classes", {"model": "compact", "task": "3class"}))
     monkeypatch.setattr(results, "PLAN", plan)
     assert results.render_early(tmp_path) == ""  # no curve yet: no table
     (tmp_path / "a").mkdir()
-    (tmp_path / "a" / "early.json").write_text(json.dumps({"frames_seen": [1, 99], "per_fold": [
-        {"macro_f1": [0.2, 0.7]}, {"macro_f1": [0.4, 0.9]}]}))
+    for fold, f1 in enumerate(([0.2, 0.7], [0.4, 0.9])):  # one record per fold
+        (tmp_path / "a" / f"fold{fold}.early.json").write_text(json.dumps({"frames_seen": [1, 99], "macro_f1": f1}))
     table = results.render_early(tmp_path)
     assert "| model | k = 1 | k = 99 |" in table
     assert "| Model A | 0.300 | 0.800 |" in table
-    assert "Not yet scored early: Model B." in table
+    assert "Not yet scored early: Model B." in table  # a 3-class row is not in the early table
+    (tmp_path / "a" / "fold1.early.json").write_text(json.dumps({"frames_seen": [1, 50], "macro_f1": [0.4, 0.9]}))
+    with pytest.raises(ValueError, match=r"fold1\.early\.json: scored at other frames seen"):
+        results.render_early(tmp_path)

@@ -28,18 +28,22 @@ def _catalog(path: Path, ids: list[int], scene: str | None) -> Path:
     return path
 
 
-def _reference_run(path: Path, catalog: Path | str) -> Path:
-    path.mkdir(parents=True)
-    (path / "folds.json").write_text(json.dumps({"seed": 0, "catalog": str(catalog), "held_out": [["1"], ["2"]]}))
+def _folds(path: Path, catalog: Path | str) -> Path:
+    """The table's folds file, made on ``catalog``."""
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"seed": 0, "catalog": str(catalog), "held_out": [["1"], ["2"]]}))
     return path
 
 
 def test_benchmarks_have_their_own_root_and_markers():
-    assert STANDARD.root == Path("runs/results") and HARD.root == Path("runs/results-hard")
+    # records in results/ (tracked), run directories in runs/ (working state, ignored by git)
+    assert STANDARD.root == Path("results/standard") and HARD.root == Path("results/hard")
+    assert STANDARD.runs == Path("runs/standard") and HARD.runs == Path("runs/hard")
+    assert results.FOLDS_FILE == Path("results/folds.json")
     assert STANDARD.markers == (results.BEGIN, results.END) == ("<!-- results-table:begin -->",
                                                                 "<!-- results-table:end -->")
     assert HARD.markers == ("<!-- results-table-hard:begin -->", "<!-- results-table-hard:end -->")
-    assert DIFFERENCE.root == Path("runs/results-difference")
+    assert DIFFERENCE.root == Path("results/difference") and DIFFERENCE.runs == Path("runs/difference")
     assert DIFFERENCE.markers == ("<!-- results-table-difference:begin -->", "<!-- results-table-difference:end -->")
     assert set(results.BENCHMARKS) == {"standard", "hard", "difference"}
 
@@ -47,24 +51,24 @@ def test_benchmarks_have_their_own_root_and_markers():
 def test_a_catalog_of_the_same_objects_is_accepted(tmp_path):
     standard = _catalog(tmp_path / "standard.fits", [3, 1, 2], None)      # no SCENE: standard
     hard = _catalog(tmp_path / "hard.fits", [3, 1, 2], "hard")
-    reference = _reference_run(tmp_path / "reference", standard)
-    results.check_catalog(standard, STANDARD, reference)
-    results.check_catalog(hard, HARD, reference)
-    results.check_catalog(hard, HARD, tmp_path / "no-run")              # no folds file: run_entry says so
+    folds = _folds(tmp_path / "results" / "folds.json", standard)
+    results.check_catalog(standard, STANDARD, folds)
+    results.check_catalog(hard, HARD, folds)
+    results.check_catalog(hard, HARD, tmp_path / "none" / "folds.json")  # no folds file: run_entry says so
 
 
 def test_a_catalog_of_another_benchmark_is_refused(tmp_path):
     standard = _catalog(tmp_path / "standard.fits", [1, 2], "standard")
     hard = _catalog(tmp_path / "hard.fits", [1, 2], "hard")
     odd = _catalog(tmp_path / "odd.fits", [1, 2], "odd")
-    reference = _reference_run(tmp_path / "reference", standard)
+    folds = _folds(tmp_path / "results" / "folds.json", standard)
     with pytest.raises(UsageError, match=r"hard\.fits: SCENE = 'hard', not a catalog of the standard benchmark; "
                                          r"pass --benchmark hard"):
-        results.check_catalog(hard, STANDARD, reference)
+        results.check_catalog(hard, STANDARD, folds)
     with pytest.raises(UsageError, match=r"standard\.fits: SCENE = 'standard', .* pass --benchmark standard"):
-        results.check_catalog(standard, HARD, reference)
+        results.check_catalog(standard, HARD, folds)
     with pytest.raises(UsageError, match=r"odd\.fits: SCENE = 'odd', .* no benchmark has that scene"):
-        results.check_catalog(odd, HARD, reference)
+        results.check_catalog(odd, HARD, folds)
 
 
 def test_a_difference_catalog_belongs_to_the_difference_benchmark(tmp_path):
@@ -77,16 +81,16 @@ def test_a_difference_catalog_belongs_to_the_difference_benchmark(tmp_path):
         for object_id in (3, 1, 2):
             writer.add_object(object_id, mjd=[60000.0, 60001.0], stamps=np.zeros((2, 32, 32), np.float32),
                               bands=["g", "r"], label="SNIa", typing="spec")
-    reference = _reference_run(tmp_path / "reference", standard)
-    results.check_catalog(difference, DIFFERENCE, reference)
+    folds = _folds(tmp_path / "results" / "folds.json", standard)
+    results.check_catalog(difference, DIFFERENCE, folds)
     for benchmark in (STANDARD, HARD):
         with pytest.raises(UsageError, match=rf"SCENE = 'difference', not a catalog of the {benchmark.name} "
                                              r"benchmark; pass --benchmark difference"):
-            results.check_catalog(difference, benchmark, reference)
+            results.check_catalog(difference, benchmark, folds)
     with pytest.raises(UsageError, match=r"SCENE = 'hard', .* pass --benchmark hard"):
-        results.check_catalog(_catalog(tmp_path / "hard.fits", [3, 1, 2], "hard"), DIFFERENCE, reference)
+        results.check_catalog(_catalog(tmp_path / "hard.fits", [3, 1, 2], "hard"), DIFFERENCE, folds)
     with pytest.raises(ValueError, match="first difference at row 0: 1 against 3"):
-        results.check_catalog(_catalog(tmp_path / "other.fits", [1, 2, 3], "difference"), DIFFERENCE, reference)
+        results.check_catalog(_catalog(tmp_path / "other.fits", [1, 2, 3], "difference"), DIFFERENCE, folds)
 
 
 @pytest.mark.parametrize("ids, first", [([1, 3, 2], "row 1: 3 against 2"), ([1, 2], "row 2: none against 3"),
@@ -94,19 +98,24 @@ def test_a_difference_catalog_belongs_to_the_difference_benchmark(tmp_path):
 def test_other_objects_than_the_folds_catalog_are_refused(tmp_path, ids, first):
     standard = _catalog(tmp_path / "standard.fits", [1, 2, 3], None)
     hard = _catalog(tmp_path / "hard.fits", ids, "hard")
-    reference = _reference_run(tmp_path / "reference", standard)
+    folds = _folds(tmp_path / "results" / "folds.json", standard)
     with pytest.raises(ValueError) as refused:
-        results.check_catalog(hard, HARD, reference)
+        results.check_catalog(hard, HARD, folds)
     message = str(refused.value)
     assert message.startswith(f"{hard}: OBJECTS: its {len(ids)} object ids are not, in order, the 3 of {standard}")
     assert first in message and "\n" not in message
 
 
-def test_a_missing_folds_catalog_cannot_be_checked(tmp_path):
-    hard = _catalog(tmp_path / "hard.fits", [1, 2], "hard")
-    reference = _reference_run(tmp_path / "reference", tmp_path / "gone.fits")
-    with pytest.raises(ValueError, match=r"folds\.json: its folds were made on .*gone\.fits, which is not found"):
-        results.check_catalog(hard, HARD, reference)
+def test_without_the_folds_catalog_every_object_of_the_folds_must_be_in_the_catalog(tmp_path):
+    # the folds' catalog is on another machine: its order cannot be checked, its objects can
+    folds = _folds(tmp_path / "results" / "folds.json", tmp_path / "gone.fits")
+    results.check_catalog(_catalog(tmp_path / "hard.fits", [2, 3, 1], "hard"), HARD, folds)
+    short = _catalog(tmp_path / "short.fits", [1, 3], "hard")
+    with pytest.raises(ValueError) as refused:
+        results.check_catalog(short, HARD, folds)
+    message = str(refused.value)
+    assert message.startswith(f"{short}: OBJECTS: 1 of the 2 objects of the folds of {folds} are not in it (e.g. 2)")
+    assert "\n" not in message
 
 
 @pytest.mark.torch
@@ -115,9 +124,9 @@ def test_cli_refuses_before_anything_is_written(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(fit, "configure_logging", lambda *args: None)  # no log file left open
     standard = _catalog(tmp_path / "standard.fits", [1, 2], None)
     hard = _catalog(tmp_path / "hard.fits", [2, 1], "hard")
-    reference = _reference_run(tmp_path / "reference", standard)
-    root = tmp_path / "runs"
-    run = ["run", "--reference-run", str(reference), "--only", "scene-boosting", "--catalog"]
+    folds = _folds(tmp_path / "results" / "folds.json", standard)
+    root, runs = tmp_path / "results" / "hard", tmp_path / "runs"
+    run = ["run", "--runs", str(runs), "--folds", str(folds), "--only", "scene-boosting", "--catalog"]
     assert results.main(["--root", str(root), *run, str(hard)]) == 2                      # standard benchmark
     assert results.main(["--root", str(root), "--benchmark", "hard", *run, str(standard)]) == 2
     assert results.main(["--root", str(root), "--benchmark", "hard", *run, str(hard)]) == 1  # other order
@@ -125,10 +134,11 @@ def test_cli_refuses_before_anything_is_written(tmp_path, monkeypatch, capsys):
     assert len(lines) == 3 and all(line.startswith("error: ") for line in lines)
     assert "pass --benchmark hard" in lines[0] and "pass --benchmark standard" in lines[1]
     assert "first difference at row 0: 2 against 1" in lines[2]
-    assert not (root / "scene-boosting").exists()
+    assert not (root / "scene-boosting").exists() and not (runs / "scene-boosting").exists()
     with pytest.raises(ValueError, match="first difference at row 0"):   # the API refuses as the command does
-        results.run_entry(results._entry("scene-boosting"), str(hard), root, reference, 1, benchmark=HARD)
-    assert not (root / "scene-boosting").exists()
+        results.run_entry(results._entry("scene-boosting"), str(hard), root, runs, 1, folds_file=folds,
+                          benchmark=HARD)
+    assert not (root / "scene-boosting").exists() and not (runs / "scene-boosting").exists()
 
 
 def _write_fold(run_dir: Path, fold: int, labels: np.ndarray, predicted: np.ndarray) -> None:
@@ -217,6 +227,6 @@ def test_a_hard_table_needs_a_started_row_and_its_markers(tmp_path, monkeypatch,
         results.write_table(document, tmp_path / "hard", HARD)
     monkeypatch.chdir(tmp_path)                                     # the benchmark's own root by default
     assert results.main(["--benchmark", "hard", "table"]) == 2
-    assert "error: runs/results-hard: no such folder of results runs" in capsys.readouterr().err
+    assert "error: results/hard: no such folder of results records" in capsys.readouterr().err
     assert results.main(["--benchmark", "difference", "table"]) == 2
-    assert "error: runs/results-difference: no such folder of results runs" in capsys.readouterr().err
+    assert "error: results/difference: no such folder of results records" in capsys.readouterr().err

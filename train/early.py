@@ -1,14 +1,18 @@
 """Early classification: how well a trained run classifies objects from their first frames.
 
 A broker sees an object's frames one alert at a time, so a classifier is used
-long before the object's light curve is complete.  For every finished fold of a
+long before the object's light curve is complete.  For a finished fold of a
 ``train.fit`` run, this module cuts each held-out object to its first k frames in
 time (all of them when it has fewer), classifies it with the fold's members as
 the runtime would (the latest ``seq_len`` of those frames), and scores the
-ensemble: accuracy and macro-F1 against k.
+ensemble: accuracy and macro-F1 against k (:func:`early_curve`).
 
-``python -m train.early RUN_DIR --catalog CATALOG [--frames 1 2 3 5 10 20 50 99]``
-writes ``RUN_DIR/early.json``; ``python -m train.results table`` reads it.
+Each fold's curve is a record of its own, ``fold<k>.early.json`` (:func:`score_fold`),
+and ``early.json`` gathers the run's.  ``train.fit`` with ``early`` scores a fold as
+soon as its members are finished; ``python -m train.early RUN_DIR --catalog CATALOG
+[--frames 1 2 3 5 10 20 50 99]`` scores every finished fold of a run directory that
+still holds its members' weights.  ``python -m train.results table`` reads the
+per-fold records of the table's rows.
 """
 
 from __future__ import annotations
@@ -30,14 +34,17 @@ from convention_rt.model_inputs import chunk_to_inputs
 from convention_rt.session import frames_needed
 from train.data.dataset import LabelledObjects
 from train.files import write_atomically
+from train.records import early_file
 from train.runs import evaluate_runs, run_parser
 
-__all__ = ["FRAMES_SEEN", "early_curve", "first_frames", "main", "random_prefixes", "score_run"]
+__all__ = ["EARLY_FILE", "FRAMES_SEEN", "early_curve", "first_frames", "gather", "main", "random_prefixes",
+           "score_fold", "score_run"]
 
 log = logging.getLogger("train")
 
 #: Frames seen at which the curve is measured (the model's sequence holds 99).
 FRAMES_SEEN: tuple[int, ...] = (1, 2, 3, 5, 10, 20, 50, 99)
+#: The run's curves of every scored fold, gathered from the per-fold records.
 EARLY_FILE = "early.json"
 
 
@@ -148,12 +155,70 @@ def early_curve(members: Sequence[torch.nn.Module], data: LabelledObjects, idx: 
             "mean_frames_used": used}
 
 
+def score_fold(run_dir: Path, fold: int, members: Sequence[torch.nn.Module], data: LabelledObjects,
+               idx: np.ndarray, card: ModelCard, fold_scores: dict[str, Any] | None, *,
+               frames_seen: Sequence[int] = FRAMES_SEEN, batch_size: int = 256, reuse: bool = False) -> dict[str, Any]:
+    """The early curve of one fold (:func:`early_curve`), written to ``run_dir/fold<k>.early.json``.
+
+    Parameters
+    ----------
+    run_dir : Path
+    fold : int
+    members, data, idx, card
+        As :func:`early_curve`: the fold's members and its held-out objects scored.
+    fold_scores : dict or None
+        The fold's held-out scores (``fold<k>.json``); the record keeps their digest
+        (``fold_sha256``), which says which members the curve was scored with.
+    frames_seen : sequence of int
+    batch_size : int
+    reuse : bool
+        Keep the record already written for the same fold scores and frames seen
+        instead of scoring again (a resumed run).
+
+    Returns
+    -------
+    dict
+        ``fold``, ``fold_sha256`` and :func:`early_curve`'s keys.
+    """
+    from train.fit import fold_digests  # train.fit imports this module
+
+    path = early_file(run_dir, fold)
+    digest = fold_digests([fold_scores])[0] if fold_scores is not None else None
+    if reuse and digest is not None:
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, ValueError):
+            saved = None
+        if isinstance(saved, dict) and saved.get("fold_sha256") == digest \
+                and saved.get("frames_seen") == list(frames_seen):
+            return saved
+    record = {"fold": fold, "fold_sha256": digest, **early_curve(members, data, idx, card, frames_seen, batch_size)}
+    text = json.dumps(record, indent=2) + "\n"
+    write_atomically(path, lambda target: target.write_text(text))
+    return record
+
+
+def gather(run_dir: Path, folds: Sequence[int], frames_seen: Sequence[int] = FRAMES_SEEN) -> dict[str, Any]:
+    """Write ``run_dir/early.json`` from the per-fold records of ``folds``, in order.
+
+    Returns
+    -------
+    dict
+        ``{"frames_seen": [...], "per_fold": [record, ...]}``.
+    """
+    result = {"frames_seen": list(frames_seen),
+              "per_fold": [json.loads(early_file(run_dir, fold).read_text()) for fold in folds]}
+    write_atomically(run_dir / EARLY_FILE, lambda path: path.write_text(json.dumps(result, indent=2) + "\n"))
+    return result
+
+
 def score_run(run_dir: Path, catalog: str, frames_seen: Sequence[int] = FRAMES_SEEN, *,
               frames_cache: str | None = None, threads: int = 1) -> dict[str, Any]:
     """The early curve of every finished fold of the ``train.fit`` run in ``run_dir``.
 
     The run's own configuration (``config.json``) rebuilds its data, card and
     models (:mod:`train.runs`); a fold counts when all of its members are finished.
+    Each fold's curve is written to ``run_dir/fold<k>.early.json`` as it is scored.
 
     Parameters
     ----------
@@ -176,14 +241,15 @@ def score_run(run_dir: Path, catalog: str, frames_seen: Sequence[int] = FRAMES_S
 
     torch.set_num_threads(threads)
     config, prepared = open_run(run_dir, catalog, frames_cache=frames_cache)
-    per_fold = []
+    scored = []
     for fold in finished_folds(run_dir, config, prepared):
         log.info("%s fold %d", run_dir.name, fold.index)
-        per_fold.append(early_curve(fold.members, prepared.data, evaluation_subset(prepared.data, fold.held_out),
-                                    prepared.card, frames_seen, config.eval_batch_size))
-    result = {"frames_seen": list(frames_seen), "per_fold": per_fold}
-    write_atomically(run_dir / EARLY_FILE, lambda path: path.write_text(json.dumps(result, indent=2) + "\n"))
-    return result
+        scores_file = run_dir / f"fold{fold.index}.json"
+        fold_scores = json.loads(scores_file.read_text()) if scores_file.is_file() else None
+        score_fold(run_dir, fold.index, fold.members, prepared.data, evaluation_subset(prepared.data, fold.held_out),
+                   prepared.card, fold_scores, frames_seen=frames_seen, batch_size=config.eval_batch_size)
+        scored.append(fold.index)
+    return gather(run_dir, scored, frames_seen)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,25 +2,33 @@
 
 Every entry of :data:`PLAN` is one :func:`train.fit.fit` run under the same
 protocol (:data:`TABLE_PROTOCOL`) on the same folds: the split of the shipped
-model's run (its ``folds.json`` is copied into each entry's run directory before
-it starts), so all models are scored on the same held-out objects.  The reference
-rows (gradient boosting on the static scene or on the difference light curves, the
-light-curve LSTM on difference fluxes with errors) are trained by
-:func:`train.reference.rows.run_reference_row` on the same folds, validation
-splits and held-out objects, and write the same per-fold files.
+model's run, kept once in :data:`FOLDS_FILE` (copied into each entry's run
+directory before it starts), so all models are scored on the same held-out
+objects.  The reference rows (gradient boosting on the static scene or on the
+difference light curves, the light-curve LSTM on difference fluxes with errors)
+are trained by :func:`train.reference.rows.run_reference_row` on the same folds,
+validation splits and held-out objects, and write the same per-fold files.
+
+Each row has two folders: its run directory under the benchmark's ``runs/``
+folder (working state: weights, resume states, logs, plots; ignored by git), and
+its records folder under the benchmark's ``results/`` folder (tracked), which
+receives the row's text records as each fold finishes (:mod:`train.records`).
+The table reads only the records.
 
 * ``python -m train.results run --catalog CATALOG [--only NAME ...]`` trains the
   entries one after the other; each resumes where it stopped, like ``train.fit``
-  (a reference row at its first unfinished fold).
+  (a reference row at its first unfinished fold).  The image rows of the early
+  table score each fold's early-classification curve as the fold finishes
+  (``train.fit``'s ``early``).
 * ``python -m train.results table`` writes the table between the markers of
   ``docs/results.md`` from whatever folds are finished (partial rows say so).
 * ``--benchmark hard`` or ``--benchmark difference`` (before the command) trains
   and tables the rows of another benchmark instead (:data:`BENCHMARKS`: a catalog
   built with ``python -m train.data.plasticc --scene hard`` or ``--scene difference``,
-  rows in ``runs/results-hard`` or ``runs/results-difference``, its own table
-  markers, each row compared with the same row of the standard benchmark).  A
-  catalog is refused unless its ``SCENE`` is the benchmark's and its objects are,
-  in order, those of the catalog the folds were made on.
+  records in ``results/hard`` or ``results/difference``, its own table markers, each
+  row compared with the same row of the standard benchmark).  A catalog is refused
+  unless its ``SCENE`` is the benchmark's and its objects are, in order, those of
+  the catalog the folds were made on.
 
 The 3-class scores of a 4-class run come from its held-out probabilities with
 SNIa and SNOther summed into SN; the ``compact-3class`` entry is a model trained
@@ -39,18 +47,23 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from convention_rt.errors import ConventionError, UsageError
+from convention_rt.model_card import sha256_of
 from train.command_line import OneLineParser, report_failure
 from train.data.dataset import TASKS
 from train.machine import timing_key
+from train.records import FOLDS_DIGEST, early_file
 from train.reference.rows import ReferenceRow
 
-__all__ = ["BENCHMARKS", "PLAN", "TABLE_PROTOCOL", "Benchmark", "Entry", "check_catalog", "collect", "main",
-           "render_against", "render_table", "run_entry"]
+if TYPE_CHECKING:
+    from train.fit import FitConfig
+
+__all__ = ["BENCHMARKS", "FOLDS_FILE", "PLAN", "REFERENCE_RUN", "TABLE_PROTOCOL", "Benchmark", "Entry",
+           "check_catalog", "collect", "main", "render_against", "render_early", "render_table", "run_entry"]
 
 log = logging.getLogger("train")
 
@@ -72,13 +85,16 @@ class Benchmark:
         The catalog's static-scene variant, as :func:`train.data.plasticc.scene_variant`
         reads it from the ``SCENE`` keyword (``standard`` when there is none).
     root : Path
-        Default folder of the rows' run directories.
+        Default folder of the rows' records (tracked; the table reads it).
+    runs : Path
+        Default folder of the rows' run directories (working state, ignored by git).
     marker : str
         The table goes between ``<!-- {marker}:begin -->`` and ``<!-- {marker}:end -->``.
     """
 
     name: str
     root: Path
+    runs: Path
     marker: str
 
     @property
@@ -89,10 +105,14 @@ class Benchmark:
 #: The benchmarks, by name: the standard catalog, the hard one (``--scene hard``) and the one
 #: of difference stamps (``--scene difference``).
 BENCHMARKS: dict[str, Benchmark] = {
-    "standard": Benchmark("standard", Path("runs/results"), "results-table"),
-    "hard": Benchmark("hard", Path("runs/results-hard"), "results-table-hard"),
-    "difference": Benchmark("difference", Path("runs/results-difference"), "results-table-difference"),
+    name: Benchmark(name, Path("results") / name, Path("runs") / name, marker)
+    for name, marker in (("standard", "results-table"), ("hard", "results-table-hard"),
+                         ("difference", "results-table-difference"))
 }
+#: The split every row of every benchmark is trained and scored on: that of the shipped model's run.
+FOLDS_FILE = Path("results/folds.json")
+#: The shipped model's run directory, whose finished member-0 states the ``compact`` row reuses.
+REFERENCE_RUN = Path("runs/compact-4class-1.1.0")
 
 
 @dataclass(frozen=True)
@@ -102,7 +122,7 @@ class Entry:
     Attributes
     ----------
     name : str
-        Run directory name under the results root.
+        Name of the row's run directory and of its records folder.
     label : str
         Row label in the table.
     changes : dict
@@ -120,6 +140,11 @@ class Entry:
     @property
     def task(self) -> str:
         return self.changes.get("task", "4class")
+
+    @property
+    def scored_early(self) -> bool:
+        """Whether the row is in the early-classification table (4-class image models)."""
+        return self.reference is None and self.task == "4class"
 
 
 #: The rows, in the order they are trained (cheapest and most telling first).
@@ -184,7 +209,7 @@ def _object_ids(path: str | Path) -> np.ndarray:
         return np.array(hdul["OBJECTS"].data["OBJECT_ID"])
 
 
-def check_catalog(catalog: str | Path, benchmark: Benchmark, reference_run: Path) -> None:
+def check_catalog(catalog: str | Path, benchmark: Benchmark, folds_file: Path) -> None:
     """Refuse a catalog of another benchmark, or one whose objects are not those the folds were made on.
 
     Parameters
@@ -193,17 +218,19 @@ def check_catalog(catalog: str | Path, benchmark: Benchmark, reference_run: Path
         The catalog the rows are to be trained on.
     benchmark : Benchmark
         Its ``SCENE`` must be ``benchmark.name``.
-    reference_run : Path
-        Its ``folds.json`` names the catalog the folds were made on; unless that is
-        ``catalog`` itself, both must hold the same object ids in the same order.
-        A missing or unreadable folds file is left to :func:`run_entry` to report.
+    folds_file : Path
+        The rows' folds (:data:`FOLDS_FILE`); it names the catalog the folds were made
+        on, and unless that is ``catalog`` itself, both must hold the same object ids
+        in the same order.  A missing or unreadable folds file is left to
+        :func:`run_entry` to report.
 
     Raises
     ------
     UsageError
         The catalog is another benchmark's (say which ``--benchmark`` to pass).
     ValueError
-        Its objects differ from the folds' catalog, or that catalog is not found.
+        Its objects differ from the folds' catalog (when that catalog is not found
+        here: some object of the folds is not in it).
     convention_rt.errors.CatalogError
         It is not a readable catalog.
     """
@@ -216,17 +243,24 @@ def check_catalog(catalog: str | Path, benchmark: Benchmark, reference_run: Path
         hint = (f"pass --benchmark {scene}" if scene in BENCHMARKS
                 else f"no benchmark has that scene ({', '.join(BENCHMARKS)})")
         raise UsageError(f"{catalog}: SCENE = {scene!r}, not a catalog of the {benchmark.name} benchmark; {hint}")
-    folds_file = reference_run / "folds.json"
     try:
         made_on = json.loads(folds_file.read_text()).get("catalog")
     except (OSError, ValueError, AttributeError):
         return
     if not made_on or Path(made_on).resolve() == Path(catalog).resolve():
         return
-    if not Path(made_on).is_file():
-        raise ValueError(f"{folds_file}: its folds were made on {made_on}, which is not found: cannot check that "
-                         f"{catalog} holds the same objects in the same order")
-    mine, theirs = _object_ids(catalog), _object_ids(made_on)
+    mine = _object_ids(catalog)
+    if not Path(made_on).is_file():  # another machine: the folds' objects must all be in the catalog
+        held_out = {str(i) for fold in _held_out_ids(folds_file) for i in fold}
+        missing = held_out - {str(i).strip() for i in mine.tolist()}
+        if missing:
+            raise ValueError(f"{catalog}: OBJECTS: {len(missing)} of the {len(held_out)} objects of the folds of "
+                             f"{folds_file} are not in it (e.g. {sorted(missing)[0]}); build it from the same data, "
+                             "seed and --limit as the folds' catalog")
+        log.info("%s: holds every object of the folds of %s (made on %s, not found here: their order is not "
+                 "checked)", catalog, folds_file, made_on)
+        return
+    theirs = _object_ids(made_on)
     if mine.shape != theirs.shape or not np.array_equal(mine, theirs):
         size = min(mine.size, theirs.size)
         row = int(np.argmax(mine[:size] != theirs[:size])) if np.any(mine[:size] != theirs[:size]) else size
@@ -237,39 +271,67 @@ def check_catalog(catalog: str | Path, benchmark: Benchmark, reference_run: Path
                          "same data, seed and --limit")
 
 
-def run_entry(entry: Entry, catalog: str, root: Path, reference_run: Path, threads: int, *,
-              reuse_only: bool = False, precision: str | None = None, frames_cache: str | None = None,
+def _check_row_folds(entry: Entry, root: Path, runs: Path, folds_file: Path) -> None:
+    """Refuse a row whose records or run directory were made on other folds than ``folds_file``."""
+    recorded = root / entry.name / FOLDS_DIGEST
+    if recorded.is_file() and recorded.read_text().strip() != sha256_of(folds_file):
+        raise UsageError(f"{recorded}: the row was trained on other folds than {folds_file}; the rows of the table "
+                         "must share them (remove the row's records and run directory to start it again)")
+    saved = runs / entry.name / "folds.json"
+    if saved.exists() and _held_out_ids(saved) != _held_out_ids(folds_file):
+        raise UsageError(f"{saved}: other folds than {folds_file}; the rows of the table must share them (remove "
+                         "the row's records and run directory to start it again)")
+
+
+def _reusable(reference_run: Path | None, config: FitConfig, folds_file: Path) -> bool:
+    """Whether ``reference_run``'s member 0 of a fold is ``config``'s computation (same data, folds, protocol)."""
+    if reference_run is None or not (reference_run / "config.json").is_file() \
+            or not (reference_run / "folds.json").is_file():
+        return False
+    reference = json.loads((reference_run / "config.json").read_text())
+    return (Path(reference["catalog"]).resolve() == Path(config.catalog).resolve()
+            and _held_out_ids(reference_run / "folds.json") == _held_out_ids(folds_file)
+            and all(reference.get(k) == getattr(config, k) for k in
+                    ("model", "task", "epochs", "patience", "batch_size", "learning_rate", "dropout", "frame_drop",
+                     "validation_fraction", "seed", "positional_encoding", "band_input")))
+
+
+def run_entry(entry: Entry, catalog: str, root: Path, runs: Path, threads: int = 1, *,
+              folds_file: Path = FOLDS_FILE, reference_run: Path | None = None, reuse_only: bool = False,
+              precision: str | None = None, frames_cache: str | None = None,
               plasticc_cache: str | None = None, benchmark: Benchmark = BENCHMARKS["standard"]) -> None:
-    """Train one entry (resuming), on the folds of ``reference_run``, for ``benchmark``.
+    """Train one entry (resuming), on the folds of ``folds_file``, for ``benchmark``.
 
-    The catalog must be one of ``benchmark``, with the objects of the catalog the
-    folds were made on (:func:`check_catalog`).
+    The row's working state goes to ``runs / entry.name`` and its text records to
+    ``root / entry.name`` as each fold finishes (:mod:`train.records`).  The catalog
+    must be one of ``benchmark``, with the objects of the catalog the folds were
+    made on (:func:`check_catalog`).  The rows of the early table
+    (:attr:`Entry.scored_early`) score each fold's early curve as it finishes.
 
-    Member 0 of a fold of the reference run is the same computation as member 0
-    of the ``compact`` entry (same configuration, seeds and folds; the member
-    count does not enter a member's training), so finished ones are copied
-    instead of trained again.  With ``reuse_only``, the ``compact`` entry scores
-    the leading folds whose member 0 the reference run has finished and trains
-    nothing (other entries are skipped); run again as the reference run proceeds.
-    ``precision`` replaces the protocol's training precision (it may change between
-    resumes; each epoch's record names its own); ``frames_cache`` is
-    :class:`train.fit.FitConfig`'s (rows training side by side share their frames).
-    Reference rows train in fp32 and hold no frames (``precision`` and
-    ``frames_cache`` do not apply to them); the light-curve ones read the PLAsTiCC
-    wheel from ``plasticc_cache`` (the catalog builder's cache by default).
+    Member 0 of a fold of ``reference_run`` (the shipped model's run directory, if
+    given) is the same computation as member 0 of the ``compact`` entry (same
+    configuration, seeds and folds; the member count does not enter a member's
+    training), so finished ones are copied instead of trained again.  With
+    ``reuse_only``, the ``compact`` entry scores the leading folds whose member 0 the
+    reference run has finished and trains nothing (other entries are skipped); run
+    again as the reference run proceeds.  ``precision`` replaces the protocol's
+    training precision (it may change between resumes; each epoch's record names its
+    own); ``frames_cache`` is :class:`train.fit.FitConfig`'s (rows training side by
+    side share their frames).  Reference rows train in fp32 and hold no frames
+    (``precision`` and ``frames_cache`` do not apply to them); the light-curve ones
+    read the PLAsTiCC wheel from ``plasticc_cache`` (the catalog builder's cache by
+    default).
     """
     if reuse_only and entry.name != "compact":
         return
-    run_dir = root / entry.name
-    folds_file = reference_run / "folds.json"
-    if not folds_file.exists():
-        raise UsageError(f"{folds_file}: not found; the table reuses the folds of the shipped model's run")
-    check_catalog(catalog, benchmark, reference_run)
+    run_dir, records = runs / entry.name, root / entry.name
+    if not folds_file.is_file():
+        raise UsageError(f"{folds_file}: not found; the table's rows share the folds of the shipped model's run "
+                         f"(--folds, default {FOLDS_FILE})")
+    check_catalog(catalog, benchmark, folds_file)
     from train.fit import FitConfig, check_architecture, fit, prepare
 
-    if (run_dir / "folds.json").exists() and _held_out_ids(run_dir / "folds.json") != _held_out_ids(folds_file):
-        raise UsageError(f"{run_dir / 'folds.json'}: other folds than {folds_file}; the rows of the table must share "
-                         "them (remove the row's run directory to start it again)")
+    _check_row_folds(entry, root, runs, folds_file)
     (run_dir / "state").mkdir(parents=True, exist_ok=True)
     if not (run_dir / "folds.json").exists():
         shutil.copyfile(folds_file, run_dir / "folds.json")
@@ -277,23 +339,21 @@ def run_entry(entry: Entry, catalog: str, root: Path, reference_run: Path, threa
         from train.reference.rows import run_reference_row
 
         run_reference_row(entry.reference, catalog, run_dir, {**TABLE_PROTOCOL, **entry.changes}, threads=threads,
-                          plasticc_cache=plasticc_cache)
+                          plasticc_cache=plasticc_cache, records_dir=records)
         return
     config = FitConfig(catalog=catalog, run_dir=str(run_dir), threads=threads, name=f"results-{entry.name}",
-                       frames_cache=frames_cache,
+                       frames_cache=frames_cache, early=entry.scored_early, records_dir=str(records),
                        **{**TABLE_PROTOCOL, **entry.changes, **({"precision": precision} if precision else {})})
     prepared = None
-    if entry.name == "compact":
+    if entry.name == "compact" and reference_run is not None:
+        if not reference_run.is_dir():
+            log.warning("%s: not found; the compact row trains its members itself", reference_run)
         prepared = prepare(config)
         try:  # the reference run's members are copied only if they are of this entry's architecture
             check_architecture(reference_run, prepared.model_config)
         except ValueError as exc:
             raise UsageError(f"{exc} (the reference run's members cannot be reused)") from exc
-        reference = json.loads((reference_run / "config.json").read_text())
-        same = Path(reference["catalog"]).resolve() == Path(catalog).resolve() and all(
-            reference.get(k) == getattr(config, k) for k in
-            ("model", "task", "epochs", "patience", "batch_size", "learning_rate", "dropout", "frame_drop",
-             "validation_fraction", "seed", "positional_encoding", "band_input"))
+        same = _reusable(reference_run, config, folds_file)
         for fold in range(config.fold_limit or config.folds):
             source = reference_run / "state" / f"fold{fold}_member0.best.pt"
             target = run_dir / "state" / source.name
@@ -302,14 +362,14 @@ def run_entry(entry: Entry, catalog: str, root: Path, reference_run: Path, threa
                 shutil.copyfile(source, target)
                 shutil.copyfile(source.with_suffix(".json"), target.with_suffix(".json"))
                 log.info("%s: fold %d member 0 taken from %s", entry.name, fold, reference_run)
-        if reuse_only:
-            limit = config.fold_limit or config.folds
-            ready = next((f for f in range(limit)
-                          if not (run_dir / "state" / f"fold{f}_member0.best.json").exists()), limit)
-            if ready == 0:
-                log.info("%s: no finished member 0 in %s yet", entry.name, reference_run)
-                return
-            config = dataclasses.replace(config, fold_limit=ready)
+    if reuse_only:
+        limit = config.fold_limit or config.folds
+        ready = next((f for f in range(limit)
+                      if not (run_dir / "state" / f"fold{f}_member0.best.json").exists()), limit)
+        if ready == 0:
+            log.info("%s: no finished member 0 in %s yet", entry.name, reference_run)
+            return
+        config = dataclasses.replace(config, fold_limit=ready)
     fit(config, command=f"python -m train.results run --only {entry.name}", prepared=prepared)
 
 
@@ -328,6 +388,9 @@ def _merge_to_three(predictions: dict[str, Any]) -> tuple[np.ndarray, np.ndarray
 
 def collect(entry: Entry, root: Path) -> dict[str, Any]:
     """Scores of one entry's finished folds: 4-class (or 3-class) and merged 3-class, and timings.
+
+    Read from the entry's records folder ``root / entry.name`` (:mod:`train.records`)
+    alone: no weights are needed.
 
     Returns
     -------
@@ -377,7 +440,7 @@ def collect(entry: Entry, root: Path) -> dict[str, Any]:
                                                 "label": [classes[i] for i in labels], "probabilities": merged})
         out["accuracy3"].append(three["accuracy"])
         out["macro_f13"].append(three["macro_f1"])
-    records = sorted((run_dir / "state").glob("fold*_member*.best.json"))
+    records = sorted(run_dir.glob("fold*.member*.json"))
     run_precision = json.loads((run_dir / "config.json").read_text())["precision"] if records else None
     for record_file in records:
         record = json.loads(record_file.read_text())
@@ -387,7 +450,7 @@ def collect(entry: Entry, root: Path) -> dict[str, Any]:
         if record.get("restarts"):
             fold, member = re.findall(r"\d+", record_file.name)[:2]
             out["restarted"].append(f"fold {fold} member {member}: {record['restarts']}")
-    for record_file in sorted((run_dir / "state").glob("fold*_boosting.json")):
+    for record_file in sorted(run_dir.glob("fold*.boosting.json")):
         record = json.loads(record_file.read_text())
         out["boosting"].append({"seconds": record["seconds"], "iterations": record["iterations"]})
     return out
@@ -449,20 +512,29 @@ def render_table(results: dict[str, dict[str, Any]]) -> str:
 def render_early(root: Path) -> str:
     """Lines of the early-classification table: 4-class macro-F1 against the first k frames seen.
 
-    Read from each row's ``early.json`` (``python -m train.early``); rows without one
-    are left out and named.  Empty when no row has one.
+    Read from the per-fold records of each row (``fold<k>.early.json`` of its records
+    folder, for the folds the protocol plans); rows without one are left out and
+    named.  Empty when no row has one.
+
+    Raises
+    ------
+    ValueError
+        A row's folds were scored at different frames seen (the file is named).
     """
     curves, missing = {}, []
-    for entry in PLAN:
-        early_file = root / entry.name / "early.json"
-        if entry.reference is not None or entry.task != "4class":
-            continue
-        if not early_file.exists():
+    for entry in (entry for entry in PLAN if entry.scored_early):
+        planned = {**TABLE_PROTOCOL, **entry.changes}["fold_limit"]
+        found = [(path, json.loads(path.read_text())) for path in
+                 (early_file(root / entry.name, fold) for fold in range(planned)) if path.is_file()]
+        if not found:
             missing.append(entry.label)
             continue
-        early = json.loads(early_file.read_text())
-        if early["per_fold"]:
-            curves[entry.label] = (early["frames_seen"], np.array([f["macro_f1"] for f in early["per_fold"]]))
+        seen = found[0][1]["frames_seen"]
+        for path, curve in found:
+            if curve["frames_seen"] != seen:
+                raise ValueError(f"{path}: scored at other frames seen than the row's other folds ({seen}); score "
+                                 "the row's folds again with python -m train.early")
+        curves[entry.label] = (seen, np.array([curve["macro_f1"] for _, curve in found]))
     if not curves:
         return ""
     frames = next(iter(curves.values()))[0]
@@ -622,10 +694,11 @@ def write_table(document: Path, root: Path, benchmark: Benchmark = BENCHMARKS["s
                 against: Path | None = None) -> str:
     """Replace the text between the benchmark's table markers of ``document``; returns the table.
 
-    The standard benchmark's table has a row for every entry of :data:`PLAN`.
-    Another benchmark's has a row for every entry started under ``root``, the
-    claims those rows decide, and, when ``against`` (the standard benchmark's
-    root) is a folder, :func:`render_against` for each.
+    ``root`` is the benchmark's records folder; the table reads nothing else.  The
+    standard benchmark's table has a row for every entry of :data:`PLAN`.  Another
+    benchmark's has a row for every entry started under ``root`` (that has a records
+    folder), the claims those rows decide, and, when ``against`` (the standard
+    benchmark's records folder) is a folder, :func:`render_against` for each.
     """
     begin, end = benchmark.markers
     if benchmark.name == "standard":
@@ -650,25 +723,27 @@ def write_table(document: Path, root: Path, benchmark: Benchmark = BENCHMARKS["s
     return table
 
 
-def _trained_here(run_dir: Path, reference_run: Path) -> bool:
+def _trained_here(run_dir: Path, reference_run: Path | None) -> bool:
     """Whether ``run_dir/state`` holds anything but copies of the reference run's finished members."""
     for path in (run_dir / "state").glob("*"):
-        source = reference_run / "state" / path.name
-        if not (source.is_file() and source.read_bytes() == path.read_bytes()):
+        source = reference_run / "state" / path.name if reference_run is not None else None
+        if not (source is not None and source.is_file() and source.read_bytes() == path.read_bytes()):
             return True
     return False
 
 
 @contextlib.contextmanager
-def _removed_unless_trained(run_dir: Path, reference_run: Path) -> Iterator[None]:
-    """Remove ``run_dir`` again if it is new and the run stops before it has trained anything."""
-    existed = run_dir.exists()
+def _removed_unless_trained(run_dir: Path, records: Path, reference_run: Path | None) -> Iterator[None]:
+    """Remove ``run_dir`` and ``records`` again if they are new and the run stops before it has trained anything."""
+    existed = run_dir.exists(), records.exists()
     try:
         yield
     except BaseException:
-        if not existed and run_dir.is_dir() and not _trained_here(run_dir, reference_run):
+        if not existed[0] and run_dir.is_dir() and not _trained_here(run_dir, reference_run):
             logging.shutdown()
             shutil.rmtree(run_dir)
+            if not existed[1] and records.is_dir():
+                shutil.rmtree(records)
         raise
 
 
@@ -678,13 +753,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--benchmark", choices=tuple(BENCHMARKS), default="standard",
                         help="the catalog variant the rows are trained on and tabled for (default: standard)")
     parser.add_argument("--root", type=Path, default=None,
-                        help="run directories of the entries (default: the benchmark's, "
+                        help="records folder of the rows, which the table reads (default: the benchmark's, "
                              + ", ".join(f"{b.root} for {b.name}" for b in BENCHMARKS.values()) + ")")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="train the entries (resuming)")
     run.add_argument("--catalog", required=True)
-    run.add_argument("--reference-run", type=Path, default=Path("runs/compact-4class-1.1.0"),
-                     help="the shipped model's run: its folds are used, its finished member-0 states reused")
+    run.add_argument("--runs", type=Path, default=None,
+                     help="folder of the rows' run directories: weights, resume states, logs (default: the "
+                          "benchmark's, " + ", ".join(f"{b.runs} for {b.name}" for b in BENCHMARKS.values()) + ")")
+    run.add_argument("--folds", type=Path, default=FOLDS_FILE,
+                     help="the folds every row shares, those of the shipped model's run (default: %(default)s)")
+    run.add_argument("--reference-run", type=Path, default=REFERENCE_RUN,
+                     help="the shipped model's run directory: the compact row reuses its finished member-0 states "
+                          "(default: %(default)s)")
     run.add_argument("--only", nargs="+", metavar="NAME", help="entries to train (default: all, in order)")
     run.add_argument("--threads", type=int, default=1)
     run.add_argument("--precision", choices=("bf16", "fp32"),
@@ -701,27 +782,29 @@ def main(argv: list[str] | None = None) -> int:
     table = commands.add_parser("table", help="write the table into docs/results.md")
     table.add_argument("--document", type=Path, default=Path("docs/results.md"))
     table.add_argument("--against", type=Path, default=BENCHMARKS["standard"].root,
-                       help="another benchmark's rows are compared with the same rows here (default: %(default)s)")
+                       help="another benchmark's rows are compared with the same rows' records here "
+                            "(default: %(default)s)")
     options = parser.parse_args(argv)
     benchmark = BENCHMARKS[options.benchmark]
     root = options.root if options.root is not None else benchmark.root
     try:
         if options.command == "table":
             if not root.is_dir():
-                raise UsageError(f"{root}: no such folder of results runs (see --root)")
+                raise UsageError(f"{root}: no such folder of results records (see --root)")
             print(write_table(options.document, root, benchmark, options.against))
             return 0
         from train.fit import configure_logging
 
+        runs = options.runs if options.runs is not None else benchmark.runs
         entries = [_entry(name) for name in options.only] if options.only else list(PLAN)
         entries = [e for e in entries if not options.reuse_only or e.name == "compact"]
         for entry in entries:
-            with _removed_unless_trained(root / entry.name, options.reference_run):
-                configure_logging(root / entry.name)
-                run_entry(entry, options.catalog, root, options.reference_run, options.threads,
-                          reuse_only=options.reuse_only, precision=options.precision,
-                          frames_cache=options.frames_cache, plasticc_cache=options.plasticc_cache,
-                          benchmark=benchmark)
+            with _removed_unless_trained(runs / entry.name, root / entry.name, options.reference_run):
+                configure_logging(runs / entry.name)
+                run_entry(entry, options.catalog, root, runs, options.threads, folds_file=options.folds,
+                          reference_run=options.reference_run, reuse_only=options.reuse_only,
+                          precision=options.precision, frames_cache=options.frames_cache,
+                          plasticc_cache=options.plasticc_cache, benchmark=benchmark)
     except (ConventionError, ValueError, OSError) as exc:
         return report_failure(exc)
     except KeyboardInterrupt:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import logging
 import sys
@@ -22,7 +23,8 @@ __all__ = ["configure_logging", "main"]
 log = logging.getLogger("train")
 
 #: Python type of each FitConfig annotation a flag or a YAML value is read as.
-_FIELD_TYPES: dict[str, type] = {"int": int, "float": float, "int | None": int, "str | None": str, "str": str}
+_FIELD_TYPES: dict[str, type] = {"int": int, "float": float, "int | None": int, "str | None": str, "str": str,
+                                 "bool": bool}
 
 
 def _typed(name: str, value: Any, source: str) -> Any:
@@ -35,6 +37,10 @@ def _typed(name: str, value: Any, source: str) -> Any:
             return value
         raise UsageError(f"{source}: field {name!r} must be a mapping, got {value!r}")
     kind = _FIELD_TYPES[annotation]
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise UsageError(f"{source}: field {name!r} must be true or false, got {value!r}")
     if kind is float and isinstance(value, str):  # YAML reads 1e-3 as a string
         try:
             return float(value)
@@ -96,8 +102,9 @@ def _parse(argv: list[str] | None) -> tuple[FitConfig, str]:
             continue
         kind = _FIELD_TYPES.get(str(item.type), str)
         default = "" if item.default is dataclasses.MISSING else f" (default: {item.default})"
-        parser.add_argument(f"--{item.name.replace('_', '-')}", dest=item.name, type=kind, default=None,
-                            help=helps.get(item.name, "").replace("%", "%%") + default)
+        how = {"action": argparse.BooleanOptionalAction} if kind is bool else {"type": kind}  # --early, --no-early
+        parser.add_argument(f"--{item.name.replace('_', '-')}", dest=item.name, default=None,
+                            help=helps.get(item.name, "").replace("%", "%%") + default, **how)
     options = vars(parser.parse_args(argv))
     values: dict[str, Any] = {}
     config_path = options.pop("config")

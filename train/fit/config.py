@@ -21,7 +21,9 @@ class FitConfig:
     catalog : str
         Training catalog (convention-rt format, with labels).
     run_dir : str
-        Folder for folds, checkpoints, logs and metrics; reused to resume.
+        Folder of the run's working state (folds, checkpoints, logs, metrics; under
+        ``runs/``, which git ignores); reused to resume.  It may be moved: like
+        ``threads``, its path may change when a run resumes.
     model : str
         Architecture: paper, compact (ConvEntion presets), cnn_gru, cnn_lstm, lc_lstm (baselines).
     task : {"4class", "3class"}
@@ -84,6 +86,22 @@ class FitConfig:
         Share of the training draws cut to a random prefix of their frames
         (log-uniform length from 1 frame to all), so that the model learns to
         classify objects from their first alerts (``train.early``); 0: none.
+    early : bool
+        Score each fold's early-classification curve as soon as the fold is
+        finished: :func:`train.early.early_curve` at the frames seen of
+        :data:`train.early.FRAMES_SEEN`, on the fold's held-out objects scored, with
+        its members; written to ``fold<k>.early.json`` (kept when the run resumes
+        with the same fold scores) and gathered in ``early.json`` at the end.  It
+        costs a few minutes per fold for the compact preset on one core, against
+        hours of training; ``train.results`` sets it for the rows of its early table.
+        Like ``threads``, it may change when a run resumes.
+    records_dir : str or None
+        Folder that receives a copy of the run's text records (:mod:`train.records`:
+        configuration, architecture, the digest of the folds, and per finished fold
+        its scores, predictions, early curve and members' training records) as each
+        fold finishes; ``train.results`` sets it to the row's folder in ``results/``.
+        None: the records stay in ``run_dir`` only. Like ``threads``, it may change
+        when a run resumes.
     export_out : str or None
         Folder to export the ensemble to at the end.
     export_members : {"fold0", "all"}
@@ -119,6 +137,8 @@ class FitConfig:
     attention: str | None = None
     difference_channel: bool = False
     prefix_truncation: float = 0.0
+    early: bool = False
+    records_dir: str | None = None
     export_out: str | None = None
     export_members: str = "fold0"
     name: str = "convention-compact"

@@ -24,6 +24,7 @@ from convention_rt.model_card import ModelCard
 from train.checkpoint import config_to_dict
 from train.data.dataset import LabelledObjects, band_statistics, load_labelled
 from train.distributed import SINGLE_PROCESS, Group
+from train.early import FRAMES_SEEN, gather, score_fold
 from train.files import write_atomically
 from train.fit.config import FitConfig
 from train.fit.evaluation import evaluated_on, fold_summary, plot_confusion, predict, scores, write_predictions
@@ -33,6 +34,7 @@ from train.fit.member import load_weights, train_member
 from train.fit.provenance import SOURCE_REVISION
 from train.machine import timing_key
 from train.model import BaselineConfig, ModelConfig, build_model, training_form
+from train.records import publish_fold, publish_run
 
 __all__ = ["ARCHITECTURE_FILE", "EXECUTION_FIELDS", "Prepared", "check_architecture", "fit", "name_epoch_precisions",
            "prepare"]
@@ -49,7 +51,7 @@ def check_architecture(run_dir: Path, model_config: ModelConfig | BaselineConfig
 
     Presets can change between versions while ``config.json`` names only the preset,
     so the architecture is compared as well: with ``architecture.json``, or, in a run
-    directory older than that record (``runs/results/lc_lstm``), with the parameter
+    directory older than that record (``runs/standard/lc_lstm``), with the parameter
     names and shapes of a saved member state.
 
     Parameters
@@ -110,15 +112,17 @@ class Prepared:
     earlier_precision: str = "fp32"
 
 
-#: Fields that may change when a run resumes: how it runs, not what it computes.
-EXECUTION_FIELDS = ("threads", "precision", "export_out", "fold_limit", "frames_cache", "eval_batch_size")
+#: Fields that may change when a run resumes: how it runs, not what it computes (``run_dir``:
+#: a run directory may be moved).
+EXECUTION_FIELDS = ("threads", "precision", "export_out", "fold_limit", "frames_cache", "eval_batch_size", "early",
+                    "records_dir", "run_dir")
 
 
 def name_epoch_precisions(state_dir: Path, earlier: str) -> None:
     """Name the precision of every recorded epoch that does not: ``earlier``, the run's until now.
 
     Member records (``*.best.json``) written before epochs named their precision
-    (those of ``runs/results/cnn_gru`` and ``runs/results/lc_lstm``) are rewritten in
+    (those of ``runs/standard/cnn_gru`` and ``runs/standard/lc_lstm``) are rewritten in
     place, before the run's ``config.json`` (which says what that precision was) is
     replaced: :func:`fit` reads each finished member's precisions from its record.
     """
@@ -190,7 +194,9 @@ def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS,
 
     Everything is checked (:func:`prepare`, unless given) before anything is
     written.  With a process ``group`` (``torchrun``), every rank runs this
-    function; rank 0 alone writes files.
+    function; rank 0 alone writes files (and scores the early curves).  A fold is
+    finished when its members are: it is then scored, its early curve too with
+    ``config.early``, and its records are copied to ``config.records_dir``.
     """
     prepared = prepared or prepare(config)
     data, stats, bands, model_config, card = (prepared.data, prepared.stats, prepared.bands,
@@ -205,6 +211,8 @@ def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS,
         make_folds(data, config, run_dir / "folds.json")
         architecture = json.dumps(config_to_dict(model_config), indent=2) + "\n"
         write_atomically(run_dir / ARCHITECTURE_FILE, lambda path: path.write_text(architecture))
+        if config.records_dir:
+            publish_run(run_dir, Path(config.records_dir))
     group.barrier()
     torch.set_num_threads(config.threads)
     log.info("%s: %d labelled objects, %d frames; classes %s", config.catalog, len(data), data.frames.shape[0],
@@ -212,7 +220,7 @@ def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS,
     folds = prepared.folds
     index_of = {str(i): k for k, i in enumerate(data.object_ids)}
 
-    per_fold, members_out, precisions_out = [], [], []
+    per_fold, members_out, precisions_out, early_folds = [], [], [], []
     timings: dict[str, list[float]] = {}
     console = Console(stderr=True)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
@@ -248,10 +256,11 @@ def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS,
                 for epoch in record["history"]:
                     timings.setdefault(timing_key(epoch, prepared.earlier_precision), []).append(epoch["seconds"])
             scored = evaluation_subset(data, held_out)
-            probabilities = []
+            models, probabilities = [], []
             for member, best in enumerate(member_states):
                 model = training_form(build_model(model_config))
                 load_weights(model, best, run_dir / "state" / f"fold{fold}_member{member}.best.pt")
+                models.append(model)
                 probabilities.append(predict(model, data, scored, card, config.eval_batch_size, group=group))
             ensemble = np.mean(probabilities, axis=0)
             fold_scores = scores(data.labels[scored], ensemble, data.classes)
@@ -260,6 +269,14 @@ def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS,
                 write_predictions(run_dir / f"fold{fold}.predictions.json", data, scored, ensemble)
             log.info("fold %d: held-out accuracy %.4f, macro-F1 %.4f (%d objects)", fold,
                      fold_scores["accuracy"], fold_scores["macro_f1"], fold_scores["n"])
+            if group.is_main:
+                if config.early:  # scored once per fold: kept on resume while the fold scores stay the same
+                    log.info("fold %d: early classification", fold)
+                    score_fold(run_dir, fold, models, data, scored, card, fold_scores,
+                               batch_size=config.eval_batch_size, reuse=True)
+                    early_folds.append(fold)
+                if config.records_dir:
+                    publish_fold(run_dir, Path(config.records_dir), fold)
             per_fold.append(fold_scores)
             if config.export_members == "all" or fold == 0:
                 members_out.extend(member_states)
@@ -280,6 +297,10 @@ def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS,
     }
     if group.is_main:
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        if early_folds:
+            gather(run_dir, early_folds, FRAMES_SEEN)
+        if config.records_dir:
+            publish_run(run_dir, Path(config.records_dir))
         title = f"{config.model} {config.task}: {len(per_fold)} of {config.folds} folds, mean ± std"
         plot_confusion(summary, data.classes, title, run_dir / "confusion.png")
         log.info("cross-validation: accuracy %.4f ± %.4f, macro-F1 %.4f ± %.4f", summary["accuracy"]["mean"],

@@ -1,12 +1,14 @@
 """One reference row of the results table, on the table's folds and protocol.
 
-A row is trained fold by fold on the folds of the row's ``folds.json`` (the shipped
-model's split, copied there by :func:`train.results.run_entry`), with the objects
+A row is trained fold by fold on the folds of the row's ``folds.json`` (the table's
+split, copied there by :func:`train.results.run_entry`), with the objects
 and the early-stopping validation split of :mod:`train.fit` (:func:`train.fit.inner_split`,
 :func:`train.fit.evaluation_subset`), and writes what a ``train.fit`` run writes for
 the table: ``fold<k>.json`` (:func:`train.fit.scores` of the held-out ``spec``
 objects) and ``fold<k>.predictions.json``, so that :func:`train.results.collect` and
 the paired claims read it like any other row.  A finished fold is not trained again.
+With a records folder, the row's text records are copied there as each fold finishes
+(:mod:`train.records`), as ``train.fit`` does.
 
 Rows (:data:`TRAINERS`):
 
@@ -53,6 +55,7 @@ from train.reference.lightcurve_features import (
     lightcurve_features,
 )
 from train.reference.objects import read_objects
+from train.records import publish, publish_fold, publish_run
 from train.reference.scene import object_scene_features, scene_feature_names
 
 __all__ = ["TRAINERS", "ReferenceRow", "finished_folds", "lightcurve_feature_table", "run_reference_row"]
@@ -146,7 +149,8 @@ def _write_json(path: Path, value: Any) -> None:
 
 
 def run_reference_row(row: ReferenceRow, catalog: str, run_dir: Path, protocol: dict[str, Any], *,
-                      threads: int = 1, plasticc_cache: str | Path | None = None) -> list[dict[str, Any]]:
+                      threads: int = 1, plasticc_cache: str | Path | None = None,
+                      records_dir: Path | None = None) -> list[dict[str, Any]]:
     """Train and score the row's unfinished folds; returns the scores of the folds trained now.
 
     Parameters
@@ -167,6 +171,9 @@ def run_reference_row(row: ReferenceRow, catalog: str, run_dir: Path, protocol: 
         CPU threads of the boosting and of torch.
     plasticc_cache : str or Path, optional
         Folder of the ``snmachine`` wheel (:func:`train.data.plasticc.default_cache` by default).
+    records_dir : Path, optional
+        Receives a copy of the row's text records (:mod:`train.records`) as each fold
+        finishes, and of those of the folds finished before.
 
     Raises
     ------
@@ -196,6 +203,8 @@ def run_reference_row(row: ReferenceRow, catalog: str, run_dir: Path, protocol: 
     todo = [k for k in range(limit) if k not in finished_folds(run_dir, limit)]
     if not todo:
         log.info("%s: folds 0-%d are finished", run_dir, limit - 1)
+        if records_dir is not None:
+            publish(run_dir, records_dir)
         return []
 
     if row.needs_lightcurves:  # refused before the catalog streams past
@@ -225,6 +234,8 @@ def run_reference_row(row: ReferenceRow, catalog: str, run_dir: Path, protocol: 
 
     (run_dir / "state").mkdir(parents=True, exist_ok=True)
     _write_json(run_dir / "config.json", config)
+    if records_dir is not None:
+        publish_run(run_dir, records_dir)
     index_of = {object_id: k for k, object_id in enumerate(ids)}
     split_config = FitConfig(catalog=catalog, run_dir=str(run_dir), seed=protocol["seed"],
                              validation_fraction=config["validation_fraction"])
@@ -256,6 +267,8 @@ def run_reference_row(row: ReferenceRow, catalog: str, run_dir: Path, protocol: 
             _write_json(run_dir / f"fold{fold}.json", fold_scores)
             log.info("fold %d: held-out accuracy %.4f, macro-F1 %.4f (%d objects)", fold, fold_scores["accuracy"],
                      fold_scores["macro_f1"], fold_scores["n"])
+            if records_dir is not None:
+                publish_fold(run_dir, records_dir, fold)
             trained.append(fold_scores)
     done = [json.loads((run_dir / f"fold{k}.json").read_text()) for k in finished_folds(run_dir, limit)]
     _write_json(run_dir / "metrics.json", {
@@ -264,6 +277,8 @@ def run_reference_row(row: ReferenceRow, catalog: str, run_dir: Path, protocol: 
                                    "std": float(np.std([f[key] for f in done]))} for key in ("accuracy", "macro_f1")},
         "per_fold": done, "evaluated_on": "held-out spec objects" if (objects.typing == "phot").any()
         else "held-out objects"})
+    if records_dir is not None:
+        publish(run_dir, records_dir)
     return trained
 
 
