@@ -12,13 +12,18 @@ sequence axis:
 for objects of 1, 2, 3, 5, 10, 20, 50 and 99 frames at batch 1 (``predict_object``,
 the alert-broker call), the two taking turns in every round; then
 ``predict_batch`` throughput at several batch sizes on a mix of object lengths,
-each batch size in its own process so that its peak memory (``ru_maxrss``) is
+each batch size in its own process so that its peak memory (``VmHWM``) is
 its own.
 
 Targets: a 1-frame object >= 10x faster than padded; >= 300 objects/s per thread
 at batch 1 on alerts of at most 5 frames.
 
-Usage: ``python bench/lengths.py [--model NAME|PATH] [--threads 1] [--repeats 5] [--json]``
+``--preset NAME [--members N]`` measures instead an ensemble of ``N`` members of a
+preset with random weights, exported on the fly (needs the ``train`` extra): the
+speed does not depend on the weights, so a candidate is measured before it is trained.
+
+Usage: ``python bench/lengths.py [--model NAME|PATH | --preset NAME --members N] [--threads 1] [--repeats 5]
+[--json]``
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import json
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -37,6 +43,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from convention_rt import Classifier  # noqa: E402
 
 FRAMES = (1, 2, 3, 5, 10, 20, 50, 99)
+#: Bands of an ensemble exported with random weights (``--preset``).
+RANDOM_BANDS = ("u", "g", "r", "i", "z", "y")
 BATCH_SIZES = (1, 4, 16, 64)
 
 
@@ -87,13 +95,47 @@ def one_batch_size(model: str, threads: int, batch_size: int, repeats: int) -> d
         start = time.perf_counter()
         classifier.predict_batch(objects)
         best = min(best, time.perf_counter() - start)
-    return {"batch_size": batch_size, "objects_per_s": len(objects) / best,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {"batch_size": batch_size, "objects_per_s": len(objects) / best, "peak_rss_mb": peak_rss_mb()}
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MB.
+
+    ``VmHWM`` where ``/proc`` has it: ``ru_maxrss`` survives ``exec``, so a child would
+    report its parent's peak when that is higher (a parent that exported a model).
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def export_random(preset: str, members: int, folder: Path) -> str:
+    """Export ``members`` members of ``preset`` with random weights (seeds 0..members-1); returns the .onnx path."""
+    import torch
+
+    from train.checkpoint import Checkpoint
+    from train.export import export_checkpoint
+    from train.model import build_model, get_preset
+
+    config = get_preset(preset)
+    states = []
+    for seed in range(members):
+        torch.manual_seed(seed)
+        states.append(build_model(config).state_dict())
+    checkpoint = Checkpoint(name=f"bench-{preset}", version="0", preset=preset, config=config, members=states,
+                            bands=RANDOM_BANDS, normalisation={b: (100.0, 10.0) for b in RANDOM_BANDS})
+    return str(export_checkpoint(checkpoint, folder / "model", threads=1).model_path)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=None, help="shipped model NAME[/VERSION] or .onnx path (default model)")
+    parser.add_argument("--preset", default=None, help="measure random weights of this preset instead of --model")
+    parser.add_argument("--members", type=int, default=1, help="ensemble members of --preset (default 1)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", action="store_true")
@@ -103,6 +145,12 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(one_batch_size(options.model, options.threads, options.batch_size_child,
                                         options.repeats)))
         return 0
+    if options.preset is not None:
+        if options.model is not None:
+            parser.error("--model and --preset exclude each other")
+        scratch = tempfile.TemporaryDirectory(prefix="bench-lengths-")
+        options.model = export_random(options.preset, options.members, Path(scratch.name))
+        print(f"{options.preset}: {options.members} member(s) with random weights, exported to {options.model}")
     lengths = per_length(options.model, options.threads, options.repeats)
     batches = []
     for batch_size in BATCH_SIZES:

@@ -7,9 +7,9 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-import torch
 
-from train.model import (
+torch = pytest.importorskip("torch")
+from train.model import (  # noqa: E402
     BASELINES,
     MODEL_NAMES,
     BaselineConfig,
@@ -20,7 +20,7 @@ from train.model import (
     get_preset,
     measure,
 )
-from train.model.baselines import AperturePhotometry, FrameRNNClassifier, LightCurveLSTM
+from train.model.baselines import AperturePhotometry, FrameRNNClassifier, LightCurveLSTM  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
@@ -126,6 +126,7 @@ def test_summary_counts_recurrent_layers_from_their_shapes(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", BASELINES)
+@pytest.mark.slow
 def test_onnx_export_with_dynamic_batch_matches_torch(tmp_path, name: str) -> None:
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")

@@ -15,6 +15,8 @@ from train.calibration import (  # noqa: E402
     tempered,
 )
 
+pytestmark = pytest.mark.torch
+
 
 def softmax(z: np.ndarray) -> np.ndarray:
     e = np.exp(z - z.max(axis=-1, keepdims=True))

@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import tiny_card, write_tiny_onnx
 from convention_rt import Classifier
 from convention_rt.cli import main
 from convention_rt.data import sample_catalog_path
@@ -23,6 +22,7 @@ from convention_rt.errors import ModelError
 from convention_rt.model_card import sha256_of
 from convention_rt.registry import resolve_model
 from convention_rt.session import ModelSession, load_card
+from helpers import tiny_card, write_tiny_onnx
 
 SHIPPED = resolve_model("convention-compact/1.1.0")
 

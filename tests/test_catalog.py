@@ -9,9 +9,20 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from conftest import BANDS, PHOTOMETRY, frame_columns, object_columns, write_raw_catalog, write_small_catalog
 from convention_rt.catalog import Catalog, CatalogWriter, summarise
 from convention_rt.errors import CatalogError, UsageError
+from helpers import (
+    BAD_FILES,
+    BANDS,
+    PHOTOMETRY,
+    frame_columns,
+    object_columns,
+    orphan_catalog,
+    problem_catalog,
+    rename_column,
+    write_raw_catalog,
+    write_small_catalog,
+)
 
 
 def read_all(path: Path, **options):
@@ -95,51 +106,6 @@ def test_summary_counts_bands_classes_and_typing(small_catalog):
 
 
 # -- bad input: file-level errors ------------------------------------------------
-def stamp_cols(n=1, side=32):
-    return frame_columns(np.ones(n), np.arange(n, dtype=float), ["g"] * n,
-                         np.zeros((n, side, side), np.float32))
-
-
-#: (builder, expected message) of every malformed-file case; test_cli_classify reuses them.
-BAD_FILES = [
-    (lambda p: write_raw_catalog(p, object_columns([1], [0], [1]), stamp_cols(), with_objects=False),
-     "missing the OBJECTS HDU"),
-    (lambda p: write_raw_catalog(p, object_columns([1], [0], [1]), stamp_cols(), with_epochs=False),
-     "missing the EPOCHS HDU"),
-    (lambda p: write_raw_catalog(p, object_columns([1], [0], [1])[:4], stamp_cols()),
-     "OBJECTS.N_EPOCHS: missing column"),
-    (lambda p: write_raw_catalog(p, object_columns([1], [0], [1]), stamp_cols()[:3]),
-     "EPOCHS.STAMP: missing column"),
-    (lambda p: write_raw_catalog(p, object_columns([1], [0], [1]),
-                                 frame_columns([1], [0.0], ["g"], np.zeros((1, 32, 32)),
-                                               stamp_format="1024D")),
-     "EPOCHS.STAMP: must be float32"),
-    (lambda p: write_raw_catalog(p, object_columns([1], [0], [1]),
-                                 frame_columns([1], [0.0], ["g"], np.zeros((1, 32, 32), np.float32),
-                                               mjd_format="E")),
-     "EPOCHS.MJD: must be float64"),
-    (lambda p: write_raw_catalog(p, object_columns([1], [0], [1]),
-                                 frame_columns([1], [0.0], ["g"], np.zeros((1, 32, 32), np.int16),
-                                               stamp_format="1024I")),
-     "EPOCHS.STAMP: must be float32"),
-    (lambda p: write_raw_catalog(p, object_columns([1], [0], [1]), stamp_cols(side=48)),
-     "stamps are 48x48, the model needs 32x32 \\(use --stamp-policy crop\\)"),
-    (lambda p: write_raw_catalog(p, object_columns([1], [0], [1]), stamp_cols(side=20)),
-     "stamps are 20x20, the model needs 32x32 \\(use --stamp-policy pad\\)"),
-    (lambda p: write_raw_catalog(p, object_columns([], [], []), stamp_cols()),
-     "OBJECTS: the catalog has no objects"),
-    (lambda p: write_raw_catalog(p, object_columns([1], [0], [1]), stamp_cols(),
-                                 primary_header={"CRTVER": 99}), "format version 99"),
-    (lambda p: write_raw_catalog(p, object_columns([1], [0], [1]), stamp_cols(),
-                                 epochs_header={"BANDS": ""}), "EPOCHS.BANDS: keyword BANDS"),
-    (lambda p: write_raw_catalog(p, object_columns([1], [0], [1]), stamp_cols(),
-                                 epochs_header={"LAYOUT": "MOVIE"}), "LAYOUT must be"),
-    (lambda p: fits.HDUList([fits.PrimaryHDU()]).writeto(p), "not a convention-rt catalog"),
-    (lambda p: Path(p).write_bytes(b"SIMPLE  = this is not FITS" * 200), "not a readable FITS file"),
-    (lambda p: Path(p).write_bytes(b""), "not a readable FITS file"),
-]
-
-
 @pytest.mark.parametrize(("build", "message"), BAD_FILES)
 def test_bad_files_give_one_line_errors_naming_file_and_field(tmp_path, build, message):
     path = tmp_path / "bad.fits"
@@ -195,20 +161,6 @@ def test_pad_policy_centres_and_fills_with_the_stamp_median(tmp_path):
 
 
 # -- bad input: per-object problems under the policies ----------------------------
-def problem_catalog(tmp_path: Path) -> Path:
-    """Objects 1..7: ok, duplicate of 1, no epochs, rows out of range, rows of another
-    object, unknown band only, and all-NaN stamps; plus an ok object with a few NaNs."""
-    stamps = np.random.default_rng(0).normal(size=(9, 32, 32)).astype(np.float32)
-    stamps[5] = np.nan
-    stamps[6, :2, :] = np.inf
-    epoch_ids = [1, 1, 5, 6, 6, 7, 8, 8, 8]
-    bands = ["g", "r", "g", "g", "q", "r", "i", "i", "g"]
-    objects = object_columns([1, 1, 3, 4, 5, 6, 7, 8], [0, 0, 0, 0, 2, 4, 5, 6],
-                             [2, 2, 0, 50, 2, 1, 1, 2])
-    return write_raw_catalog(tmp_path / "problems.fits", objects,
-                             frame_columns(epoch_ids, np.arange(9.0), bands, stamps))
-
-
 def test_flag_policy_keeps_going_and_says_why(tmp_path):
     chunks = read_all(problem_catalog(tmp_path), on_invalid="flag")
     status = {}
@@ -328,13 +280,6 @@ def test_reading_object_ranges_gives_the_same_as_reading_everything(tmp_path):
 
 
 # -- rows no object owns, ranges that overlap or overflow ------------------------------
-def orphan_catalog(tmp_path: Path) -> Path:
-    """Objects 1 (rows 0-1) and 2 (row 4); rows 2-3 (OBJECT_ID 9) and 5 (OBJECT_ID 2) belong to no object."""
-    stamps = np.random.default_rng(1).normal(size=(6, 32, 32)).astype(np.float32)
-    return write_raw_catalog(tmp_path / "orphans.fits", object_columns([1, 2], [0, 4], [2, 1]),
-                             frame_columns([1, 1, 9, 9, 2, 2], np.arange(6.0), ["g"] * 6, stamps))
-
-
 ORPHANS = (r"orphans.fits: EPOCHS: 3 row\(s\) belong to no object \(rows 2..3, OBJECT_ID 9, and 1 more run\(s\) "
            r"of rows\): every row must lie in one object's OBJECTS.FIRST_EPOCH..FIRST_EPOCH\+N_EPOCHS-1 range")
 
@@ -434,15 +379,6 @@ def test_a_named_pipe_is_not_a_regular_file(tmp_path):
 def test_a_folder_is_named_as_such(tmp_path):
     with pytest.raises(CatalogError, match="is a folder, not a catalog file"):
         Catalog(tmp_path)
-
-
-def rename_column(path: Path, old: str, new: str) -> Path:
-    """Rename a column in place in the header bytes (astropy will not write duplicate names)."""
-    data = path.read_bytes()
-    before, after = f"'{old:<8}'".encode(), f"'{new:<8}'".encode()
-    assert data.count(before) == 1 and len(before) == len(after)
-    path.write_bytes(data.replace(before, after))
-    return path
 
 
 def one_object(**changes) -> tuple[list[fits.Column], list[fits.Column]]:

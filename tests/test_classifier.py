@@ -14,11 +14,6 @@ from convention_rt.errors import BadInputError, ConventionError, InputTypeError,
 from convention_rt.predictions import PredictionWriter
 
 
-@pytest.fixture
-def classifier(tiny_model):
-    return Classifier(tiny_model[0], device="cpu", threads=1, batch_size=4)
-
-
 def catalog_results(classifier, path):
     return [p for p in classifier.predict_catalog(path, chunk_objects=4)]
 
@@ -231,8 +226,8 @@ def write_sqrt_onnx(path):
 def test_non_finite_model_outputs_flag_the_object(tmp_path):
     from dataclasses import replace
 
-    from conftest import tiny_card
     from convention_rt.model_card import sha256_of
+    from helpers import tiny_card
 
     model = write_sqrt_onnx(tmp_path / "model.onnx")
     (tmp_path / "card.json").write_text(replace(tiny_card(), sha256=sha256_of(model)).to_json())

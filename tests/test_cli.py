@@ -7,11 +7,11 @@ import sys
 
 import pytest
 
-from conftest import frame_columns, object_columns, write_raw_catalog
 from convention_rt import __version__
 from convention_rt.cli import main
 from convention_rt.data import sample_catalog_path
 from convention_rt.registry import resolve_model
+from helpers import frame_columns, object_columns, write_raw_catalog
 
 
 def run(capsys, *args: str) -> tuple[int, str, str]:

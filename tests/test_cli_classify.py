@@ -6,17 +6,19 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from conftest import frame_columns, object_columns, write_raw_catalog, write_small_catalog, write_tiny_onnx
 from convention_rt.cli import main
-from test_catalog import BAD_FILES, problem_catalog
-from test_predictions import full_disk  # noqa: F401 (fixture, used through request)
-from test_publish import dead_pid, read_only_folder, sleeping_child  # noqa: F401 (fixtures)
-
-
-def run(capsys, *args: str) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+from helpers import (
+    BAD_FILES,
+    dead_pid,
+    frame_columns,
+    object_columns,
+    problem_catalog,
+    run,
+    tiny_card,
+    write_raw_catalog,
+    write_small_catalog,
+    write_tiny_onnx,
+)
 
 
 def test_classify_writes_one_row_per_object_beside_the_catalog(capsys, tmp_path, tiny_model):
@@ -91,7 +93,6 @@ def test_info_and_models(capsys, tiny_model):
 
 def test_info_reads_the_card_embedded_in_the_model_when_no_card_json(capsys, tmp_path):
     onnx = pytest.importorskip("onnx")
-    from conftest import tiny_card, write_tiny_onnx
     from convention_rt.session import CARD_METADATA_KEY
 
     path = write_tiny_onnx(tmp_path / "alone.onnx")
@@ -109,7 +110,6 @@ def test_info_reads_the_card_embedded_in_the_model_when_no_card_json(capsys, tmp
 def test_info_says_how_many_folds_the_metrics_cover(capsys, monkeypatch, tmp_path, folds, planned, shown):
     from dataclasses import replace
 
-    from conftest import tiny_card
     from convention_rt.model_card import sha256_of
 
     model = write_tiny_onnx(tmp_path / "model.onnx")

@@ -15,17 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.io import fits
-from conftest import (
-    BANDS,
-    PHOTOMETRY,
-    frame_columns,
-    object_columns,
-    write_raw_catalog,
-    write_small_catalog,
-)
 
 from convention_rt.catalog import Catalog, CatalogWriter
-from convention_rt.cli import main
 from convention_rt.errors import CatalogError, ModelError, UsageError
 from convention_rt.ingest import ingest_rubin, ingest_ztf
 from convention_rt.ingest.cutouts import fit_stamp
@@ -34,16 +25,24 @@ from convention_rt.model_inputs import chunk_to_inputs
 from convention_rt.photometry import Photometry, njy_to_fluxcal
 from convention_rt.registry import list_models, resolve_model
 from convention_rt.session import CARD_METADATA_KEY, ModelSession
+from helpers import (
+    BANDS,
+    PHOTOMETRY,
+    ccd_cutout,
+    cutout_image,
+    frame_columns,
+    object_columns,
+    rubin_packet,
+    run,
+    tiny_card,
+    write_raw_catalog,
+    write_rubin_alerts,
+    write_small_catalog,
+)
 
 SHIPPED = list_models()
 shipped = pytest.mark.parametrize("entry", SHIPPED, ids=[f"{e.name}/{e.version}" for e in SHIPPED])
 DATA = Path(__file__).parent / "data" / "ztf"
-
-
-def run(capsys, *args) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def read_all(path: Path, target: Photometry | None, **options):
@@ -55,6 +54,7 @@ def read_all(path: Path, target: Photometry | None, **options):
 @shipped
 def test_every_shipped_card_declares_its_training_domain_in_both_copies(entry):
     card = entry.card()
+    pytest.importorskip("scipy")  # the train extra: train.data.plasticc needs scipy
     from train.data.plasticc import PHOTOMETRY as RENDERED
     from train.data.plasticc import RENDER
 
@@ -70,8 +70,6 @@ def test_every_shipped_card_declares_its_training_domain_in_both_copies(entry):
 
 
 def test_domain_round_trips_and_bad_domains_are_refused(tmp_path):
-    from conftest import tiny_card
-
     card = tiny_card()
     path = tmp_path / "card.json"
     path.write_text(card.to_json())
@@ -89,8 +87,6 @@ def test_domain_round_trips_and_bad_domains_are_refused(tmp_path):
 
 
 def test_cards_of_format_1_have_no_domain_and_a_domain_is_a_model_field(tmp_path):
-    from conftest import tiny_card
-
     old = json.loads(tiny_card().to_json())
     del old["domain"]
     old["format_version"] = 1
@@ -103,6 +99,7 @@ def test_cards_of_format_1_have_no_domain_and_a_domain_is_a_model_field(tmp_path
 
 
 def test_min_frames_comes_from_the_early_curve_by_the_stated_rule():
+    pytest.importorskip("scipy")  # the train extra: train.data.plasticc needs scipy
     from train.card import make_domain, min_frames_from_early
 
     frames = [1, 2, 3, 5, 10, 20, 50, 99]
@@ -120,6 +117,7 @@ def test_min_frames_comes_from_the_early_curve_by_the_stated_rule():
 
 
 def test_the_training_catalog_contract_is_its_header_or_its_builder(tmp_path):
+    pytest.importorskip("scipy")  # the train extra: train.data.plasticc needs scipy
     from train.card import catalog_photometry, training_domain
     from train.data.plasticc import PHOTOMETRY as RENDERED
 
@@ -142,8 +140,7 @@ def test_the_training_catalog_contract_is_its_header_or_its_builder(tmp_path):
 
 
 def test_card_with_domain_reads_the_provenance_and_the_early_metrics(tmp_path):
-    from conftest import tiny_card
-
+    pytest.importorskip("scipy")  # the train extra: train.data.plasticc needs scipy
     from train.card import card_with_domain
 
     bare = dataclasses.replace(tiny_card(), domain=None)
@@ -159,6 +156,7 @@ def test_card_with_domain_reads_the_provenance_and_the_early_metrics(tmp_path):
     assert card_with_domain(old).domain.frames_range == (4, 4)  # found through the catalog named in the config
 
 
+@pytest.mark.torch
 def test_add_domain_rewrites_both_cards_and_keeps_the_graph(tmp_path):
     onnx = pytest.importorskip("onnx")
     pytest.importorskip("torch")
@@ -300,15 +298,13 @@ def test_a_catalog_without_the_contract_is_read_as_unknown_and_flagged(tmp_path,
 # -- conversions on the way in: the same normalised input whatever the unit ----------------------------
 def test_a_rubin_stamp_in_njy_gives_the_same_normalised_input_as_in_fluxcal(tmp_path):
     pytest.importorskip("fastavro")
-    from test_ingest_rubin import ccd_cutout, make_packet, write_avro
-
     rng = np.random.default_rng(3)
     images = [rng.normal(0.0, 200.0, (30, 30)) + 36307.8 * (k + 1) * np.exp(
         -((np.arange(30)[:, None] - 15) ** 2 + (np.arange(30) - 15) ** 2) / 8.0) for k in range(4)]
-    packets = [make_packet(7, 100 + k, 60000.0 + k, "gri"[k % 3], cutoutScience=ccd_cutout(img))
+    packets = [rubin_packet(7, 100 + k, 60000.0 + k, "gri"[k % 3], cutoutScience=ccd_cutout(img))
                for k, img in enumerate(images)]
     njy = tmp_path / "rubin.fits"
-    ingest_rubin([write_avro(tmp_path / "alerts.avro", packets)], njy)
+    ingest_rubin([write_rubin_alerts(tmp_path / "alerts.avro", packets)], njy)
     header = fits.getheader(njy)
     assert [header[k] for k in ("PROFILE", "PIXSCALE", "FLUXUNIT", "SKYSUB", "CUTOUT")] == \
         ["lsst", 0.2, "nJy", True, "science"]
@@ -330,16 +326,14 @@ def test_a_rubin_stamp_in_njy_gives_the_same_normalised_input_as_in_fluxcal(tmp_
 
 def test_rubin_difference_stamps_are_out_of_the_domain_and_another_bunit_is_refused(tmp_path):
     pytest.importorskip("fastavro")
-    from test_ingest_rubin import ccd_cutout, image, make_packet, write_avro
-
-    alerts = write_avro(tmp_path / "a.avro", [make_packet(1, 1, 60000.0), make_packet(1, 2, 60001.0)])
+    alerts = write_rubin_alerts(tmp_path / "a.avro", [rubin_packet(1, 1, 60000.0), rubin_packet(1, 2, 60001.0)])
     out = tmp_path / "diff.fits"
     ingest_rubin([alerts], out, stamp="difference")
     _, chunk = read_all(out, PHOTOMETRY)
     assert chunk.status(0) == "flagged:out_of_domain:stamp_kind"
-    counts = ccd_cutout(image(5)).replace(b"BUNIT   = 'nJy", b"BUNIT   = 'adu")
-    report = ingest_rubin([write_avro(tmp_path / "b.avro", [make_packet(1, 3, 6e4, cutoutScience=counts),
-                                                            make_packet(1, 4, 6e4)])], tmp_path / "b.fits")
+    counts = ccd_cutout(cutout_image(5)).replace(b"BUNIT   = 'nJy", b"BUNIT   = 'adu")
+    report = ingest_rubin([write_rubin_alerts(tmp_path / "b.avro", [rubin_packet(1, 3, 6e4, cutoutScience=counts),
+                                                                    rubin_packet(1, 4, 6e4)])], tmp_path / "b.fits")
     assert report.skipped == {"bad_value": 1} and "cutoutScience.BUNIT" in report.examples["bad_value"][0]
 
 

@@ -11,8 +11,7 @@ torch = pytest.importorskip("torch")
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from test_export import make_checkpoint  # noqa: E402
-from test_model import randomise_norms, tiny_config, with_padding  # noqa: E402
+from helpers import make_checkpoint, randomise_norms, tiny_config, with_padding  # noqa: E402
 from train import export as export_module  # noqa: E402
 from train.model import ConvEntion, example_inputs, get_preset, measure, to_conv2d_stem  # noqa: E402
 from train.model.convention import BandReference  # noqa: E402
@@ -101,6 +100,7 @@ def test_padding_content_and_sequence_cuts_leave_the_logits_unchanged() -> None:
         torch.testing.assert_close(to_conv2d_stem(model)(stamps, band_ids, times), padded, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_exported_graph_reproduces_pytorch_at_every_length(tmp_path) -> None:
     checkpoint = make_checkpoint(tiny_config(difference_channel=True))
     result = export_module.export_checkpoint(checkpoint, tmp_path / "diff" / "0.1.0")

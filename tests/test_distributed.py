@@ -18,7 +18,7 @@ from train.distributed import Group  # noqa: E402
 from convention_rt.data import sample_catalog_path  # noqa: E402
 from convention_rt.session import ModelSession  # noqa: E402
 
-pytestmark = [pytest.mark.torch, pytest.mark.slow]
+pytestmark = pytest.mark.torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -39,6 +39,7 @@ def torchrun(run_dir: Path, export: Path) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, env=environment, timeout=600, check=False)
 
 
+@pytest.mark.slow
 def test_two_process_training_completes_exports_and_resumes(tmp_path):
     run_dir, export = tmp_path / "run", tmp_path / "export"
     first = torchrun(run_dir, export)

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import copy
-import gzip
 import importlib.util
-import io
 import logging
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
-from astropy.io import fits
+
+from helpers import stamp_data
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "docs" / "examples"
 ZTF = Path(__file__).resolve().parent / "data" / "ztf"
@@ -66,13 +65,6 @@ def ztf_packets(fastavro) -> list[dict]:
         with open(path, "rb") as handle:
             packets.extend(fastavro.reader(handle))
     return packets
-
-
-def stamp_data(image: np.ndarray) -> bytes:
-    """A gzipped big-endian float32 FITS cut-out, as ZTF writes them."""
-    buffer = io.BytesIO()
-    fits.PrimaryHDU(np.asarray(image, dtype=">f4")).writeto(buffer)
-    return gzip.compress(buffer.getvalue())
 
 
 def mostly(fill):

@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
-from test_model import randomise_norms, tiny_config  # noqa: E402
+from helpers import make_checkpoint, tiny_config  # noqa: E402
 from train import export as export_module  # noqa: E402
 from train.checkpoint import Checkpoint  # noqa: E402
 from train.model import ConvEntion, build_model  # noqa: E402
@@ -22,22 +22,16 @@ from convention_rt.session import CARD_METADATA_KEY, ModelSession  # noqa: E402
 pytestmark = pytest.mark.torch
 
 
-def make_checkpoint(config, members: int = 2) -> Checkpoint:
-    torch.manual_seed(0)
-    states = [randomise_norms(build_model(config), seed=k).state_dict() for k in range(members)]
-    bands = ("g", "r", "i")[: config.n_band_ids - 1]
-    return Checkpoint(name="tiny", version="0.1.0", preset="tiny", config=config, members=states,
-                      bands=bands, normalisation={b: (10.0 * k, 2.0 + k) for k, b in enumerate(bands)},
-                      metrics={"macro_f1": 0.5}, provenance={"data": "tests"})
-
-
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
+    """The tiny checkpoint exported once for the module: export, checks and the timing of both graphs take
+    about 30 s, so every test that uses it is marked slow."""
     checkpoint = make_checkpoint(tiny_config(positional_encoding="time"))
     out = tmp_path_factory.mktemp("exports") / "tiny" / "0.1.0"
     return checkpoint, export_module.export_checkpoint(checkpoint, out)
 
 
+@pytest.mark.slow
 def test_export_writes_one_checked_file_and_a_card(exported):
     checkpoint, result = exported
     assert sorted(p.name for p in result.model_path.parent.iterdir()) == ["card.json", "model.onnx"]
@@ -52,6 +46,7 @@ def test_export_writes_one_checked_file_and_a_card(exported):
     assert set(result.objects_per_s) == {"conv3d_stem", "conv2d_stem"}
 
 
+@pytest.mark.slow
 def test_runtime_session_reproduces_pytorch(exported):
     checkpoint, result = exported
     session = ModelSession(result.model_path, device="cpu")
@@ -65,6 +60,7 @@ def test_runtime_session_reproduces_pytorch(exported):
     np.testing.assert_allclose(probabilities, expected.numpy(), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_convention_graph_takes_any_whole_number_of_windows(exported):
     """The sequence axis is dynamic: an object cut to its windows gives its padded probabilities."""
     import onnxruntime as ort
@@ -89,6 +85,7 @@ def test_convention_graph_takes_any_whole_number_of_windows(exported):
         session.run(None, {k: v[:1, :window + 1] for k, v in batch.items()})
 
 
+@pytest.mark.slow
 def test_a_graph_that_differs_on_cut_sequences_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(export_module, "_length_agreement", lambda *args: 1.0)
     out = tmp_path / "x" / "1"
@@ -97,6 +94,7 @@ def test_a_graph_that_differs_on_cut_sequences_is_refused(tmp_path, monkeypatch)
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_a_calibrated_checkpoint_exports_its_tempered_probabilities(tmp_path):
     checkpoint = dataclasses.replace(make_checkpoint(tiny_config()), temperature=2.5)
     result = export_module.export_checkpoint(checkpoint, tmp_path / "t" / "1")
@@ -115,6 +113,7 @@ def test_a_calibrated_checkpoint_exports_its_tempered_probabilities(tmp_path):
         dataclasses.replace(checkpoint, temperature=0.0)
 
 
+@pytest.mark.slow
 def test_disagreement_refuses_the_export_and_writes_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(export_module, "AGREEMENT_ATOL", -1.0)
     out = tmp_path / "x" / "1"
@@ -123,12 +122,14 @@ def test_disagreement_refuses_the_export_and_writes_nothing(tmp_path, monkeypatc
     assert not out.exists() and list((tmp_path / "x").iterdir()) == []
 
 
+@pytest.mark.slow
 def test_existing_export_is_not_overwritten_without_asking(exported):
     checkpoint, result = exported
     with pytest.raises(ModelError, match="holds an export already"):
         export_module.export_checkpoint(checkpoint, result.model_path.parent)
 
 
+@pytest.mark.slow
 def test_destination_holding_other_files_is_refused_and_left_alone(tmp_path, capsys):
     checkpoint = make_checkpoint(tiny_config(), members=1)
     shipped = tmp_path / "exports" / "shipped" / "1.0.0"
@@ -151,6 +152,7 @@ def test_destination_holding_other_files_is_refused_and_left_alone(tmp_path, cap
     assert sorted(p.name for p in shipped.parent.iterdir()) == ["1.0.0"]  # no scratch folder left
 
 
+@pytest.mark.slow
 def test_checkpoint_round_trip_and_cli(tmp_path, capsys):
     checkpoint = make_checkpoint(tiny_config(), members=1)
     path = tmp_path / "model.ckpt"
@@ -165,6 +167,7 @@ def test_checkpoint_round_trip_and_cli(tmp_path, capsys):
     assert "holds an export already" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_baseline_checkpoint_exports_too(tmp_path):
     from train.model import get_baseline
     from dataclasses import replace
@@ -186,6 +189,7 @@ def test_checkpoint_metadata_is_stored_as_plain_types(tmp_path):
     assert type(loaded.provenance["torch"]) is str
 
 
+@pytest.mark.slow
 def test_the_same_model_again_keeps_its_graph_and_rewrites_only_the_card(exported, tmp_path, monkeypatch):
     import shutil
 
@@ -234,6 +238,7 @@ def test_the_same_model_again_keeps_its_graph_and_rewrites_only_the_card(exporte
         export_module.export_checkpoint(later, out, overwrite=True, reuse_graph=True)
 
 
+@pytest.mark.slow
 def test_evaluations_of_the_run_calibrate_the_export_and_reach_its_card(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
@@ -270,6 +275,7 @@ def test_evaluations_of_the_run_calibrate_the_export_and_reach_its_card(tmp_path
     assert written["version"] == "0.2.0" and written["metrics"]["calibration"]["temperature"] == 1.7
 
 
+@pytest.mark.slow
 def test_runtime_session_runs_each_object_on_the_windows_it_has(exported, monkeypatch):
     _, result = exported
     session = ModelSession(result.model_path, device="cpu")

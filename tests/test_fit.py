@@ -22,7 +22,7 @@ from convention_rt.errors import UsageError  # noqa: E402
 from convention_rt.model_card import ModelCard  # noqa: E402
 from convention_rt.session import ModelSession  # noqa: E402
 
-pytestmark = [pytest.mark.torch, pytest.mark.slow]
+pytestmark = pytest.mark.torch
 
 
 def config(run_dir, **changes) -> FitConfig:
@@ -32,6 +32,7 @@ def config(run_dir, **changes) -> FitConfig:
     return FitConfig(**values)
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     reference = fit(config(tmp_path / "straight"))
 
@@ -76,6 +77,7 @@ def _interrupted(*args, **kwargs):
     raise KeyboardInterrupt
 
 
+@pytest.mark.slow
 def test_fit_exports_a_model_the_runtime_loads(tmp_path, monkeypatch):
     exports = []
     original = protocol.export_ensemble
@@ -159,6 +161,7 @@ def test_bf16_training_runs_and_evaluates_in_fp32(tmp_path):
         config(tmp_path / "x", precision="fp8")
 
 
+@pytest.mark.slow
 def test_precision_may_change_when_a_run_resumes_and_each_epoch_names_its_own(tmp_path, monkeypatch):
     run = dict(epochs=2, fold_limit=1, export_out=str(tmp_path / "export"))
     original = member._save_state
@@ -196,6 +199,7 @@ def test_precision_may_change_when_a_run_resumes_and_each_epoch_names_its_own(tm
     assert {epoch["precision"] for epoch in json.loads(record_file.read_text())["history"]} == {"fp32"}
 
 
+@pytest.mark.slow
 def test_ablations_train_through_the_same_protocol(tmp_path):
     stacked = fit(config(tmp_path / "stacked", epochs=1, band_input="stacked"))
     assert stacked["cross_validation"]["folds"] == 2

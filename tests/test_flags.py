@@ -9,34 +9,28 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.io import fits
-from conftest import (
-    BANDS,
-    PHOTOMETRY,
-    TINY_DOMAIN,
-    tiny_card,
-    write_small_catalog,
-    write_tiny_onnx,
-)
 
 from convention_rt import Classifier
 from convention_rt.catalog import CatalogWriter
 from convention_rt.classifier import ClassificationWarning
 from convention_rt.classify import flag_summary
-from convention_rt.cli import main
 from convention_rt.errors import BadInputError, CatalogError, UsageError
 from convention_rt.model_card import Domain, sha256_of
 from convention_rt.photometry import Photometry, fluxcal_to_njy
 from convention_rt.predictions import Predictions, PredictionWriter
+from helpers import (
+    BANDS,
+    PHOTOMETRY,
+    TINY_DOMAIN,
+    run,
+    tiny_card,
+    write_small_catalog,
+    write_tiny_onnx,
+)
 
 ZTF = Photometry(profile="ztf", pixel_scale=1.01, flux_unit="DN", zero_point=26.0, sky_subtracted=False,
                  stamp_kind="science")
 RUBIN = Photometry(profile="lsst", pixel_scale=0.2, flux_unit="nJy", sky_subtracted=True, stamp_kind="science")
-
-
-def run(capsys, *args) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def model_with(folder: Path, **domain) -> Path:

@@ -1,10 +1,12 @@
 """Every shipped model's predictions on the sample catalog, pinned.
 
 ``tests/golden/<name>-<version>.json`` holds the outputs of the model's PyTorch
-members (``tests/golden/make_golden.py``).  Any change to the runtime's reading,
-preprocessing or inference, or to the exported graph, that moves a probability by
-more than 1e-4 fails here, for the default model and for every older version
-still shipped.
+members (``tests/golden/make_golden.py``), computed from the checkpoint of the run
+that trained it, kept as ``tests/golden/checkpoints/<run>.ckpt`` (the run folder
+named in the card's provenance: runs themselves are not in the repository).  Any
+change to the runtime's reading, preprocessing or inference, or to the exported
+graph, that moves a probability by more than 1e-4 fails here, for the default
+model and for every older version still shipped.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from convention_rt.data import sample_catalog_path
 from convention_rt.registry import DEFAULT_MODEL, ModelEntry, list_models, resolve_model
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
+CHECKPOINTS = GOLDEN_DIR / "checkpoints"
 TOLERANCE = 1e-4
 
 
@@ -102,7 +105,7 @@ def test_golden_outputs_are_those_of_the_trained_checkpoint(entry):
     from train.checkpoint import Checkpoint
 
     card = entry.card()
-    path = Path(__file__).parent.parent / card.provenance["config"]["run_dir"] / "ensemble.ckpt"
+    path = CHECKPOINTS / f"{Path(card.provenance['config']['run_dir']).name}.ckpt"  # the run's ensemble.ckpt
     # the export's version and temperature (a calibrated release of the run's checkpoint)
     checkpoint = dataclasses.replace(Checkpoint.load(path), version=card.version,
                                      temperature=card.metrics.get("calibration", {}).get("temperature", 1.0))

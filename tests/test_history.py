@@ -5,13 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from convention_rt import Classifier, HistoryCache
+from convention_rt import HistoryCache
 from convention_rt.errors import BadInputError, InputTypeError, UsageError
-
-
-@pytest.fixture
-def classifier(tiny_model):
-    return Classifier(tiny_model[0], device="cpu", threads=1, batch_size=4)
 
 
 def good_alerts(n: int = 4, seed: int = 3):

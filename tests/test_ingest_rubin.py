@@ -3,14 +3,13 @@
 The packets follow the field names and types of the ``lsst-alert-packet``
 schema (v11.1: ``diaSourceId``, ``diaSource.{diaObjectId, midpointMjdTai, band,
 ra, dec}``, ``cutoutScience/Difference/Template`` as nullable bytes), written
-with a reduced schema declared below rather than a copy of the package's
+with a reduced schema declared in ``helpers.py`` rather than a copy of the package's
 schema files (GPL-3.0).  When ``lsst-alert-packet`` is installed, one test
 also writes a packet with its real schema.
 """
 
 from __future__ import annotations
 
-import copy
 import importlib.util
 import io
 import re
@@ -20,54 +19,26 @@ from typing import Any
 import numpy as np
 import pytest
 from astropy.io import fits
-from astropy.nddata import CCDData, VarianceUncertainty
 from typer.testing import CliRunner
 
 from convention_rt.catalog import Catalog
 from convention_rt.ingest import AlertError, ingest_rubin
 from convention_rt.cli.ingest import app
+from helpers import (
+    RUBIN_CUTOUT_FIELDS,
+    RUBIN_DIA_SOURCE,
+    ccd_cutout,
+    cutout_image,
+    rubin_alert_schema,
+    rubin_packet,
+    write_rubin_alerts,
+)
 
 fastavro = pytest.importorskip("fastavro")
 
-DIA_SOURCE = {
-    "type": "record", "name": "diaSource", "namespace": "test.rubin",
-    "fields": [
-        {"name": "diaSourceId", "type": "long"},
-        {"name": "diaObjectId", "type": ["null", "long"], "default": None},
-        {"name": "midpointMjdTai", "type": "double"},
-        {"name": "ra", "type": "double"},
-        {"name": "dec", "type": "double"},
-        {"name": "band", "type": ["null", "string"], "default": None},
-    ],
-}
-CUTOUT_FIELDS = ("cutoutDifference", "cutoutScience", "cutoutTemplate")
-
-
-def alert_schema(dia_source: dict) -> dict:
-    return {
-        "type": "record", "name": "alert", "namespace": "test.rubin",
-        "fields": [
-            {"name": "diaSourceId", "type": "long"},
-            {"name": "diaSource", "type": dia_source},
-            {"name": "prvDiaSources", "type": ["null", {"type": "array", "items": "test.rubin.diaSource"}],
-             "default": None},
-            *({"name": name, "type": ["null", "bytes"], "default": None} for name in CUTOUT_FIELDS),
-        ],
-    }
-
-
-SCHEMA = alert_schema(DIA_SOURCE)
 RENAMED = {"midpointMjdTai": "midPointTai", "band": "filterName", "dec": "decl"}  # schema 3.x/4.x names
-OLD_SCHEMA = alert_schema({**DIA_SOURCE, "fields": [{**f, "name": RENAMED.get(f["name"], f["name"])}
-                                                    for f in DIA_SOURCE["fields"]]})
-
-
-def ccd_cutout(image: np.ndarray, mask: np.ndarray | None = None) -> bytes:
-    """A cut-out as Rubin's alert production writes it: astropy CCDData (image, UNCERT, MASK)."""
-    buffer = io.BytesIO()
-    CCDData(image.astype(np.float32), unit="nJy", mask=mask,
-            uncertainty=VarianceUncertainty(np.full(image.shape, 4.0, np.float32))).write(buffer, format="fits")
-    return buffer.getvalue()
+OLD_SCHEMA = rubin_alert_schema({**RUBIN_DIA_SOURCE, "fields": [{**f, "name": RENAMED.get(f["name"], f["name"])}
+                                                                for f in RUBIN_DIA_SOURCE["fields"]]})
 
 
 def exposure_cutout(image: np.ndarray, bad: np.ndarray) -> bytes:
@@ -80,27 +51,6 @@ def exposure_cutout(image: np.ndarray, bad: np.ndarray) -> bytes:
     fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(image.astype(np.float32), name="IMAGE"), mask,
                   fits.ImageHDU(np.ones(image.shape, np.float32), name="VARIANCE")]).writeto(buffer)
     return buffer.getvalue()
-
-
-def image(seed: int, shape: tuple[int, int] = (30, 30)) -> np.ndarray:
-    return np.random.default_rng(seed).normal(200.0, 5.0, shape).astype(np.float32)
-
-
-def make_packet(object_id: int | None, source_id: int, mjd: float, band: str = "r", **cutouts: bytes | None) -> dict:
-    default = ccd_cutout(image(source_id))
-    return {
-        "diaSourceId": source_id,
-        "diaSource": {"diaSourceId": source_id, "diaObjectId": object_id, "midpointMjdTai": mjd,
-                      "ra": 150.0 + source_id * 1e-6, "dec": -30.0, "band": band},
-        "prvDiaSources": None,
-        **{name: cutouts.get(name, default) for name in CUTOUT_FIELDS},
-    }
-
-
-def write_avro(path: Path, packets: list[dict], schema: dict = SCHEMA) -> Path:
-    with open(path, "wb") as handle:
-        fastavro.writer(handle, fastavro.parse_schema(copy.deepcopy(schema)), packets)
-    return path
 
 
 def padded(cutout: np.ndarray) -> np.ndarray:
@@ -125,16 +75,16 @@ def read_objects(path: Path) -> dict[int, dict[str, Any]]:
 def test_packets_become_time_ordered_objects_with_masked_padded_stamps(tmp_path: Path) -> None:
     bad = np.zeros((30, 30), dtype=bool)
     bad[4, 5] = bad[20, 11] = True
-    science = {sid: image(sid) for sid in (11, 12, 13, 21)}
+    science = {sid: cutout_image(sid) for sid in (11, 12, 13, 21)}
     packets = [
-        make_packet(1001, 12, 60102.25, "g", cutoutScience=ccd_cutout(science[12], bad)),
-        make_packet(7, 21, 60100.0, "y", cutoutScience=ccd_cutout(science[21])),
-        make_packet(1001, 13, 60101.5, "i", cutoutScience=ccd_cutout(science[13])),
-        make_packet(1001, 11, 60103.0, "r", cutoutScience=ccd_cutout(science[11])),
+        rubin_packet(1001, 12, 60102.25, "g", cutoutScience=ccd_cutout(science[12], bad)),
+        rubin_packet(7, 21, 60100.0, "y", cutoutScience=ccd_cutout(science[21])),
+        rubin_packet(1001, 13, 60101.5, "i", cutoutScience=ccd_cutout(science[13])),
+        rubin_packet(1001, 11, 60103.0, "r", cutoutScience=ccd_cutout(science[11])),
     ]
     out = tmp_path / "catalog.fits"
 
-    report = ingest_rubin([write_avro(tmp_path / "alerts.avro", packets)], out)
+    report = ingest_rubin([write_rubin_alerts(tmp_path / "alerts.avro", packets)], out)
 
     objects = read_objects(out)
     assert sorted(objects) == [7, 1001]
@@ -160,11 +110,11 @@ def test_packets_become_time_ordered_objects_with_masked_padded_stamps(tmp_path:
 def test_stamp_kinds_and_exposure_layout(tmp_path: Path, stamp: str) -> None:
     bad = np.zeros((30, 30), dtype=bool)
     bad[0, :] = True
-    science, difference, template = image(1), image(2), image(3, (40, 40))
-    packet = make_packet(5, 1, 60000.0, cutoutScience=exposure_cutout(science, bad),
-                         cutoutDifference=ccd_cutout(difference), cutoutTemplate=ccd_cutout(template))
+    science, difference, template = cutout_image(1), cutout_image(2), cutout_image(3, (40, 40))
+    packet = rubin_packet(5, 1, 60000.0, cutoutScience=exposure_cutout(science, bad),
+                          cutoutDifference=ccd_cutout(difference), cutoutTemplate=ccd_cutout(template))
 
-    report = ingest_rubin([write_avro(tmp_path / "a.avro", [packet])], tmp_path / "c.fits", stamp=stamp)
+    report = ingest_rubin([write_rubin_alerts(tmp_path / "a.avro", [packet])], tmp_path / "c.fits", stamp=stamp)
 
     frame = read_objects(tmp_path / "c.fits")[5]["frames"][0]
     science = science.copy()
@@ -176,15 +126,15 @@ def test_stamp_kinds_and_exposure_layout(tmp_path: Path, stamp: str) -> None:
 
 
 def test_repeated_dia_source_ids_are_dropped(tmp_path: Path) -> None:
-    packets = [make_packet(5, 1, 60000.0), make_packet(5, 2, 60001.0), make_packet(5, 1, 60000.0)]
-    report = ingest_rubin([write_avro(tmp_path / "a.avro", packets)], tmp_path / "c.fits")
+    packets = [rubin_packet(5, 1, 60000.0), rubin_packet(5, 2, 60001.0), rubin_packet(5, 1, 60000.0)]
+    report = ingest_rubin([write_rubin_alerts(tmp_path / "a.avro", packets)], tmp_path / "c.fits")
     assert (report.n_packets, report.n_epochs, report.n_duplicates) == (3, 2, 1)
 
 
 def test_schema_3_and_4_field_names(tmp_path: Path) -> None:
-    packet = make_packet(5, 1, 60000.0, "z")
+    packet = rubin_packet(5, 1, 60000.0, "z")
     packet["diaSource"] = {RENAMED.get(k, k): v for k, v in packet["diaSource"].items()}
-    ingest_rubin([write_avro(tmp_path / "old.avro", [packet], OLD_SCHEMA)], tmp_path / "c.fits")
+    ingest_rubin([write_rubin_alerts(tmp_path / "old.avro", [packet], OLD_SCHEMA)], tmp_path / "c.fits")
     got = read_objects(tmp_path / "c.fits")[5]
     assert got["band"] == ["z"] and got["mjd"][0] == 60000.0 and got["dec"] == pytest.approx(-30.0)
 
@@ -202,12 +152,12 @@ def broken_packets(change: dict) -> list[dict]:
     arguments = {"object_id": 5, "source_id": 2, "mjd": 60001.0, "band": "r"}
     cutouts = {k: v for k, v in change.items() if k.startswith("cutout")}
     arguments.update({k: v for k, v in change.items() if not k.startswith("cutout")})
-    return [make_packet(5, 1, 60000.0), make_packet(**arguments, **cutouts)]
+    return [rubin_packet(5, 1, 60000.0), rubin_packet(**arguments, **cutouts)]
 
 
 @pytest.mark.parametrize(("change", "where", "reason", "message"), BREAKAGES)
 def test_invalid_alert_raises(tmp_path: Path, change: dict, where: str, reason: str, message: str) -> None:
-    path = write_avro(tmp_path / "broken.avro", broken_packets(change))
+    path = write_rubin_alerts(tmp_path / "broken.avro", broken_packets(change))
     with pytest.raises(AlertError, match=rf"^{re.escape(f'{path}: {where}: ')}.*{re.escape(message)}") as info:
         ingest_rubin([path], tmp_path / "c.fits", on_invalid="raise")
     assert info.value.reason == reason
@@ -217,14 +167,14 @@ def test_invalid_alert_raises(tmp_path: Path, change: dict, where: str, reason: 
 @pytest.mark.parametrize(("change", "where", "reason", "message"), BREAKAGES)
 def test_invalid_alert_is_skipped_under_flag(tmp_path: Path, change: dict, where: str, reason: str,
                                              message: str) -> None:
-    path = write_avro(tmp_path / "broken.avro", broken_packets(change))
+    path = write_rubin_alerts(tmp_path / "broken.avro", broken_packets(change))
     report = ingest_rubin([path], tmp_path / "c.fits")
     assert report.skipped == {reason: 1} and report.n_epochs == 1
     assert where in report.examples[reason][0]
 
 
 def test_cli_rubin(tmp_path: Path) -> None:
-    path = write_avro(tmp_path / "a.avro", [make_packet(5, 1, 60000.0), make_packet(6, 2, 60000.0)])
+    path = write_rubin_alerts(tmp_path / "a.avro", [rubin_packet(5, 1, 60000.0), rubin_packet(6, 2, 60000.0)])
     result = CliRunner().invoke(app, ["rubin", str(path), "--out", str(tmp_path / "c.fits"), "--stamp", "template"])
     assert result.exit_code == 0, result.output
     assert "2 objects, 2 epochs of Rubin template stamps" in result.stdout
@@ -257,7 +207,7 @@ def test_real_lsst_alert_packet_schema(tmp_path: Path) -> None:
     schema = fastavro.schema.load_schema_ordered([str(f) for f in files if f.is_file()])
     packet = _blank(schema)
     packet["diaSource"].update(diaSourceId=3, diaObjectId=9, midpointMjdTai=60500.0, ra=10.0, dec=-5.0, band="u")
-    packet["cutoutScience"] = ccd_cutout(image(3))
+    packet["cutoutScience"] = ccd_cutout(cutout_image(3))
     path = tmp_path / "real.avro"
     with open(path, "wb") as handle:
         fastavro.writer(handle, schema, [packet])
@@ -275,7 +225,7 @@ def write_parquet(path: Path, packets: list[dict]) -> Path:
     dia_source = pyarrow.struct([("diaSourceId", uint64), ("diaObjectId", uint64), ("midpointMjdTai", double),
                                  ("ra", double), ("dec", double), ("band", pyarrow.string())])
     schema = pyarrow.schema([("diaSourceId", uint64), ("diaSource", dia_source),
-                             *((name, pyarrow.binary()) for name in CUTOUT_FIELDS)])
+                             *((name, pyarrow.binary()) for name in RUBIN_CUTOUT_FIELDS)])
     rows = [{k: v for k, v in packet.items() if k != "prvDiaSources"} for packet in packets]
     parquet.write_table(pyarrow.Table.from_pylist(rows, schema=schema), path)
     return path
@@ -290,10 +240,10 @@ def with_source_id(packet: dict, source_id: int) -> dict:
 def test_unsigned_ids_beyond_int64_are_kept_exactly_as_decimal_ids(tmp_path: Path) -> None:
     top = 2**64 - 1
     packets = [
-        with_source_id(make_packet(top, 1, 60100.0, "g"), 2**63 + 1),
-        with_source_id(make_packet(5, 2, 60100.0, "r"), 2**64 - 2),
-        with_source_id(make_packet(top, 3, 60100.0, "i"), 2**63),  # same time: ordered by diaSourceId
-        with_source_id(make_packet(top, 3, 60100.0, "i"), 2**63),  # the same source again: dropped
+        with_source_id(rubin_packet(top, 1, 60100.0, "g"), 2**63 + 1),
+        with_source_id(rubin_packet(5, 2, 60100.0, "r"), 2**64 - 2),
+        with_source_id(rubin_packet(top, 3, 60100.0, "i"), 2**63),  # same time: ordered by diaSourceId
+        with_source_id(rubin_packet(top, 3, 60100.0, "i"), 2**63),  # the same source again: dropped
     ]
     out = tmp_path / "c.fits"
 
@@ -307,14 +257,14 @@ def test_unsigned_ids_beyond_int64_are_kept_exactly_as_decimal_ids(tmp_path: Pat
     assert chunk.object_ids.tolist() == ["5", str(top)]  # numeric order, not text order
     rows = slice(chunk.offsets[1], chunk.offsets[2])
     assert [catalog.bands[b] for b in chunk.band[rows]] == ["i", "g"]
-    np.testing.assert_array_equal(chunk.frames[rows], [padded(image(3)), padded(image(1))])
+    np.testing.assert_array_equal(chunk.frames[rows], [padded(cutout_image(3)), padded(cutout_image(1))])
 
 
 def test_ids_within_int64_stay_integers_at_both_ends(tmp_path: Path) -> None:
     low, high = -(2**63), 2**63 - 1
-    packets = [with_source_id(make_packet(high, 1, 60100.0), low), with_source_id(make_packet(low, 2, 60100.0), high),
-               make_packet(high, 3, 60099.0)]
-    report = ingest_rubin([write_avro(tmp_path / "ends.avro", packets)], tmp_path / "c.fits")
+    packets = [with_source_id(rubin_packet(high, 1, 60100.0), low),
+               with_source_id(rubin_packet(low, 2, 60100.0), high), rubin_packet(high, 3, 60099.0)]
+    report = ingest_rubin([write_rubin_alerts(tmp_path / "ends.avro", packets)], tmp_path / "c.fits")
     assert report.decimal_ids is False and not any("decimal" in line for line in report.notes())
     objects = read_objects(tmp_path / "c.fits")
     assert sorted(objects) == [low, high]
@@ -326,4 +276,4 @@ def test_ids_beyond_64_bits_are_invalid_alerts(tmp_path: Path) -> None:
 
     with pytest.raises(AlertError, match=r"x.avro: diaSource.diaObjectId: diaSourceId 1: 18446744073709551616 fits "
                                          "neither a signed nor an unsigned 64-bit integer"):
-        parse_packet(make_packet(2**64, 1, 60000.0), "x.avro", "science")
+        parse_packet(rubin_packet(2**64, 1, 60000.0), "x.avro", "science")

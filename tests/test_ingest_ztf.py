@@ -22,6 +22,7 @@ from convention_rt.catalog import Catalog
 from convention_rt.errors import BadInputError, UsageError
 from convention_rt.ingest import AlertError, IngestWarning, ingest_ztf
 from convention_rt.cli.ingest import app
+from helpers import stamp_data
 
 DATA = Path(__file__).parent / "data" / "ztf"
 PARQUET = DATA / "20240606_history_3objects.parquet"
@@ -49,13 +50,6 @@ def read_stamp(data: bytes) -> np.ndarray:
         warnings.simplefilter("ignore", VerifyWarning)  # ZTF's non-standard SIMPLE card
         with fits.open(io.BytesIO(gzip.decompress(data))) as hdul:
             return hdul[0].data.astype(np.float32)
-
-
-def stamp_data(image: np.ndarray) -> bytes:
-    """A gzipped big-endian float32 FITS stamp, as ZTF writes them."""
-    buffer = io.BytesIO()
-    fits.PrimaryHDU(np.asarray(image, dtype=">f4")).writeto(buffer)
-    return gzip.compress(buffer.getvalue())
 
 
 def read_avro(fastavro: Any, path: Path) -> tuple[dict, list[dict]]:

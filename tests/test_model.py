@@ -10,12 +10,14 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from torch.utils.flop_counter import FlopCounterMode
 
-from train.model import (
+torch = pytest.importorskip("torch")
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+from helpers import randomise_norms, tiny_config, with_padding  # noqa: E402
+from train.model import (  # noqa: E402
     PRESETS,
     ConvEntion,
     ModelConfig,
@@ -27,62 +29,15 @@ from train.model import (
     to_conv2d_stem,
     training_form,
 )
-from train.model.__main__ import main
-from train.model.attention import ConvAttention, ConvDotAttention
-from train.model.convention import FeatureNorm, MaskedLayerNorm
-from train.model.reference import loop_attention, loop_forward
-from train.model.stem import StemBlock
+from train.model.__main__ import main  # noqa: E402
+from train.model.attention import ConvAttention, ConvDotAttention  # noqa: E402
+from train.model.convention import FeatureNorm, MaskedLayerNorm  # noqa: E402
+from train.model.reference import loop_attention, loop_forward  # noqa: E402
+from train.model.stem import StemBlock  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
 PAPER_PARAMS = 1_253_108  # the authors' released model, 4 classes, 10 band ids
-
-
-def tiny_config(**changes: object) -> ModelConfig:
-    """A small ConvEntion with the paper's stem pattern (time 3 -> 3 -> 5 -> 3 -> 1)."""
-    config = ModelConfig(
-        stamp_size=12,
-        seq_len=18,
-        stem=(
-            StemLayer(channels=4, kernel=3, stride=2, padding=1, time_stride=2, time_padding=2),
-            StemLayer(channels=6, kernel=3, padding=1, time_padding=2),
-            StemLayer(channels=6, kernel=3),
-            StemLayer(channels=4, kernel=1),
-        ),
-        d_model=4,
-        heads=2,
-        layers=2,
-        ffn_channels=8,
-        head_width=16,
-        n_band_ids=4,
-        classes=("a", "b", "c"),
-    )
-    return replace(config, **changes)
-
-
-def randomise_norms(model: torch.nn.Module, seed: int = 1) -> torch.nn.Module:
-    """Give every BatchNorm non-trivial running statistics and affine parameters."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-                shape = module.running_mean.shape
-                module.running_mean.copy_(torch.randn(shape, generator=generator))
-                module.running_var.copy_(torch.rand(shape, generator=generator) + 0.5)
-                module.weight.copy_(torch.randn(shape, generator=generator))
-                module.bias.copy_(torch.randn(shape, generator=generator))
-            if isinstance(module, (MaskedLayerNorm, FeatureNorm)):
-                module.weight.copy_(torch.randn(module.weight.shape, generator=generator))
-                module.bias.copy_(torch.randn(module.bias.shape, generator=generator))
-    return model.eval()
-
-
-def with_padding(band_ids: torch.Tensor, real: list[int]) -> torch.Tensor:
-    """Copy of ``band_ids`` keeping ``real[b]`` leading frames of sequence b, the rest padding."""
-    band_ids = band_ids.clone()
-    for row, count in enumerate(real):
-        band_ids[row, count:] = 0
-    return band_ids
 
 
 @pytest.fixture(scope="module")
@@ -570,6 +525,7 @@ def test_time_stacked_stem_equals_the_conv3d_stem(make, training: bool) -> None:
 
 @pytest.mark.parametrize(("conv2d_stem", "encoding", "head_norm"),
                          [(False, "time", False), (True, "sinusoidal", True)])
+@pytest.mark.slow
 def test_onnx_export_with_dynamic_batch_matches_torch(tmp_path, conv2d_stem: bool, encoding: str,
                                                       head_norm: bool) -> None:
     onnx = pytest.importorskip("onnx")

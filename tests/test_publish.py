@@ -5,8 +5,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,25 +12,11 @@ import pytest
 from convention_rt import publish as crt_publish
 from convention_rt.errors import OutputError, OutputExistsError, UsageError
 from convention_rt.publish import StagedOutput, clean_stale, output_error, process_running, publish, temporary_path
+from helpers import dead_pid
 
 
 def parts(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.name.endswith(".part"))
-
-
-def dead_pid() -> int:
-    """A process id no process can have on this host (above the kernel's limit)."""
-    limit = Path("/proc/sys/kernel/pid_max")
-    return int(limit.read_text()) + 1 if limit.is_file() else 2**22 + 1
-
-
-@pytest.fixture
-def sleeping_child():
-    """A running process other than this one."""
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    yield child.pid
-    child.kill()
-    child.wait()
 
 
 @pytest.fixture
@@ -42,24 +26,6 @@ def no_hard_links(monkeypatch):
         raise PermissionError(errno.EPERM, os.strerror(errno.EPERM))
 
     monkeypatch.setattr(crt_publish.os, "link", refuse)
-
-
-@pytest.fixture
-def read_only_folder(tmp_path):
-    """A folder where no file can be created, by the real system: chmod, or (as root) the immutable attribute."""
-    folder = tmp_path / "read-only"
-    folder.mkdir()
-    if os.geteuid() != 0:
-        folder.chmod(0o555)
-        yield folder
-        folder.chmod(0o755)
-        return
-    made = subprocess.run(["chattr", "+i", str(folder)], capture_output=True, check=False) \
-        if Path("/usr/bin/chattr").exists() or Path("/bin/chattr").exists() else None
-    if made is None or made.returncode != 0:
-        pytest.skip("running as root where the immutable attribute cannot be set: no unwritable folder")
-    yield folder
-    subprocess.run(["chattr", "-i", str(folder)], check=True)
 
 
 def staged(path: Path, content: bytes, *, overwrite: bool = False) -> StagedOutput:

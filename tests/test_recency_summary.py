@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from test_model import randomise_norms, tiny_config, with_padding  # noqa: E402
+from helpers import make_checkpoint, randomise_norms, tiny_config, with_padding  # noqa: E402
 from train.model import ConvEntion, example_inputs, get_preset, measure, to_conv2d_stem  # noqa: E402
 from train.model.convention import RecencySummary  # noqa: E402
 
@@ -99,10 +99,10 @@ def test_negative_width_is_refused() -> None:
         replace(tiny_config(), recency_summary=-1)
 
 
+@pytest.mark.slow
 def test_exported_graph_reproduces_pytorch_at_every_length(tmp_path) -> None:
     import numpy as np
 
-    from test_export import make_checkpoint
     from train import export as export_module
 
     from convention_rt.session import ModelSession

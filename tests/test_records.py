@@ -18,7 +18,7 @@ from train.fit import FitConfig, fit, fold_digests, protocol  # noqa: E402
 from convention_rt.data import sample_catalog_path  # noqa: E402
 from convention_rt.model_card import sha256_of  # noqa: E402
 
-pytestmark = [pytest.mark.torch, pytest.mark.slow]
+pytestmark = pytest.mark.torch
 
 TINY = {"folds": 2, "fold_limit": 2, "members": 1, "epochs": 1, "patience": 6, "batch_size": 8,
         "learning_rate": 1e-3, "dropout": 0.3, "precision": "fp32", "seed": 0}

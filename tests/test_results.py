@@ -21,7 +21,7 @@ from convention_rt.data import sample_catalog_path  # noqa: E402
 from convention_rt.errors import UsageError  # noqa: E402
 from convention_rt.model_card import sha256_of  # noqa: E402
 
-pytestmark = [pytest.mark.torch, pytest.mark.slow]
+pytestmark = pytest.mark.torch
 
 TINY = {"folds": 2, "fold_limit": 2, "members": 1, "epochs": 1, "patience": 6, "batch_size": 8,
         "learning_rate": 1e-3, "dropout": 0.3, "precision": "fp32", "seed": 0}
@@ -37,6 +37,7 @@ def train_reference(tmp_path, monkeypatch, members: int) -> tuple[str, Path]:
     return catalog, reference
 
 
+@pytest.mark.slow
 def test_entries_train_on_the_reference_folds_and_fill_the_table(tmp_path, monkeypatch):
     catalog, reference = train_reference(tmp_path, monkeypatch, members=2)
     plan = (results.Entry("compact", "compact", {"model": "compact"}),

@@ -8,10 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from convention_rt.catalog import CatalogWriter
-from convention_rt.errors import UsageError
-from train import results
-from train.data.plasticc import PHOTOMETRY
+pytest.importorskip("scipy")  # the train extra: train.results reads through train.data.plasticc (scipy)
+
+from convention_rt.catalog import CatalogWriter  # noqa: E402
+from convention_rt.errors import UsageError  # noqa: E402
+from train import results  # noqa: E402
+from train.data.plasticc import PHOTOMETRY  # noqa: E402
 
 HARD = results.BENCHMARKS["hard"]
 DIFFERENCE = results.BENCHMARKS["difference"]

@@ -15,7 +15,7 @@ from train.fit import FitConfig, fit  # noqa: E402
 
 from convention_rt.data import sample_catalog_path  # noqa: E402
 
-pytestmark = [pytest.mark.torch, pytest.mark.slow]
+pytestmark = pytest.mark.torch
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,10 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from conftest import tiny_card, write_tiny_onnx
 from convention_rt import session as session_module
 from convention_rt.errors import ModelError, UsageError
 from convention_rt.session import ModelSession
+from helpers import tiny_card, write_tiny_onnx
 
 
 def feeds(n: int = 3, seq_len: int = 6):
@@ -127,7 +127,7 @@ def test_more_threads_than_cpus_is_a_usage_error_naming_the_cpus(tiny_model, mon
 
 def write_scaled_onnx(path, scale: float, shift: float = 0.0):
     """The tiny model with its softmax output mapped to ``scale * p + shift``: not probabilities unless 1, 0."""
-    import onnx
+    onnx = pytest.importorskip("onnx")
     from onnx import helper, numpy_helper
 
     write_tiny_onnx(path)

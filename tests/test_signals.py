@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_small_catalog
+from helpers import write_small_catalog
 
 SLOW_CLASSIFY = """
 import os, sys, time

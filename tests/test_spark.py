@@ -17,13 +17,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import tiny_card, write_small_catalog, write_tiny_onnx
 from convention_rt import cli
 from convention_rt import spark as crt_spark
 from convention_rt.classifier import Classifier
 from convention_rt.errors import BadInputError, ModelError, UsageError
 from convention_rt.model_card import sha256_of
-from test_catalog import BAD_FILES, problem_catalog
+from helpers import BAD_FILES, problem_catalog, tiny_card, write_small_catalog, write_tiny_onnx
 
 # pyspark warns that it is not tested with pandas 3 yet; nothing else is let through.
 pytestmark = pytest.mark.filterwarnings("ignore:PySpark does not yet fully support pandas:FutureWarning")
@@ -31,7 +30,10 @@ pytestmark = pytest.mark.filterwarnings("ignore:PySpark does not yet fully suppo
 
 @pytest.fixture(scope="module")
 def spark():
-    """One local[2] session for the module; its Python workers run this interpreter and import this checkout."""
+    """One local[2] session for the module; its Python workers run this interpreter and import this checkout.
+
+    Starting it takes about 9 s, so every test that uses it is marked slow.
+    """
     pytest.importorskip("pyspark", reason="the Spark tests need pyspark: pip install 'convention-rt[spark]'")
     if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
         pytest.skip("the Spark tests need Java (17 or later): none on PATH or in JAVA_HOME")
@@ -193,6 +195,7 @@ def test_output_must_be_parquet_and_is_kept_without_overwrite(run, tmp_path, mod
 
 
 # -- on Spark --------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_pandas_udf_on_spark_matches_the_python_api_with_one_session_per_worker(spark, model):
     from pyspark.sql.functions import pandas_udf
 
@@ -230,6 +233,7 @@ def test_pandas_udf_on_spark_matches_the_python_api_with_one_session_per_worker(
     assert {(r["model"], r["model_version"]) for r in results} == {("tiny-test", "0.0.1")}
 
 
+@pytest.mark.slow
 def test_spark_classify_matches_classify_on_a_catalog_with_problems(spark, run, tmp_path, model):
     catalog = problem_catalog(tmp_path)
     code, _, err = run("classify", catalog, "-o", tmp_path / "single.parquet", "--model", model, "--device", "cpu")
@@ -248,6 +252,7 @@ def test_spark_classify_matches_classify_on_a_catalog_with_problems(spark, run, 
     assert dataset[b"CATALOG"] == catalog.name.encode() and single[b"DEVICE"] == b"cpu"
 
 
+@pytest.mark.slow
 def test_spark_classify_replaces_its_output_only_with_overwrite(spark, run, tmp_path, model):
     catalog = write_small_catalog(tmp_path / "survey.fits", n_objects=25, epochs=7)
     code, _, err = run("classify", catalog, "-o", tmp_path / "single.parquet", "--model", model, "--device", "cpu")
@@ -265,6 +270,7 @@ def test_spark_classify_replaces_its_output_only_with_overwrite(spark, run, tmp_
     assert len(list(output.glob("part-*.parquet"))) == 1 and leftovers(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_executor_error_is_one_line_and_leaves_nothing(spark, tmp_path, model):
     catalog = write_small_catalog(tmp_path / "moving.fits", n_objects=4)
     job = crt_spark.CatalogJob.plan(catalog, model=model)

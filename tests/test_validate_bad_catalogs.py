@@ -11,10 +11,16 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from conftest import frame_columns, object_columns, write_raw_catalog, write_small_catalog
 from convention_rt.catalog import CatalogWarning
 from convention_rt.cli import main
-from test_catalog import orphan_catalog, rename_column
+from helpers import (
+    frame_columns,
+    object_columns,
+    orphan_catalog,
+    rename_column,
+    write_raw_catalog,
+    write_small_catalog,
+)
 
 
 def stored_gzip(tmp_path: Path) -> Path:

@@ -1,9 +1,12 @@
 """Write the golden outputs of a shipped model on the sample catalog, computed with PyTorch.
 
-    python tests/golden/make_golden.py runs/compact-4class/ensemble.ckpt \
+    python tests/golden/make_golden.py tests/golden/checkpoints/compact-4class.ckpt \
         --out tests/golden/convention-compact-1.0.0.json
-    python tests/golden/make_golden.py runs/compact-4class-1.1.0/ensemble.ckpt --version 1.2.0 \
-        --evaluations runs/compact-4class-1.1.0 --out tests/golden/convention-compact-1.2.0.json
+    python tests/golden/make_golden.py tests/golden/checkpoints/compact-4class-1.1.0.ckpt --version 1.2.0 \
+        --evaluations results/models/compact-4class-1.1.0 --out tests/golden/convention-compact-1.2.0.json
+
+(``tests/golden/checkpoints/<run>.ckpt`` is the ``ensemble.ckpt`` of the run folder
+named in the card's provenance, kept with the tests: runs are not in the repository.)
 
 (``--version`` and ``--evaluations`` as for ``python -m train.export``: the same
 checkpoint as exported, with its temperature.)
