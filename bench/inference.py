@@ -11,7 +11,7 @@ Measures, in one run, on the same weights and the same inputs, for each preset
   attention over all N x N pairs), the same ensemble-softmax wrapper;
 * ``eager-export``: PyTorch eager of the module that is exported
   (``to_conv2d_stem``), to separate what the graph saves from what ONNX Runtime adds;
-* ``loop``: the per-position loop reference (``train.model.reference.loop_forward``,
+* ``loop``: the per-position loop reference (``train.model.loops.loop_forward``,
   the authors' structure), on the smallest batches only (it is slow);
 * the fp32 matrix-multiply rate of the machine on the same thread count: the
   best of NumPy, PyTorch and ONNX Runtime ``MatMul`` on large square matrices.
@@ -62,7 +62,7 @@ from train.export import EnsembleProbabilities, example_batch, export_checkpoint
 from train.machine import cpu_description  # noqa: E402
 from train.model import ConvEntion, build_model, measure, to_conv2d_stem  # noqa: E402
 from train.model.convention import MaskedLayerNorm  # noqa: E402
-from train.model.reference import loop_forward  # noqa: E402
+from train.model.loops import loop_forward  # noqa: E402
 
 MATMUL_SIZE = 2048
 BANDS = ("u", "g", "r", "i", "z")

@@ -7,7 +7,7 @@ Measures, in one run:
   within 10% of each other;
 * objects/s end to end, split into read / preprocess / inference / write, by
   walking the same stages the command runs (``Catalog.iter_chunks``,
-  ``chunk_to_inputs``, ``ModelSession.run``, ``PredictionWriter.write``) with
+  ``to_inputs``, ``ModelSession.run``, ``PredictionWriter.write``) with
   a timer around each.
 
 The model is the package's default when one ships, else ``--model PATH``,
@@ -29,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from convention_rt.catalog import Catalog, CatalogWriter
+from convention_rt.catalog import Catalog
+from convention_rt.catalog_writer import CatalogWriter
 from convention_rt.photometry import Photometry
 from convention_rt.classifier import Classifier
 from convention_rt.errors import ModelError

@@ -52,7 +52,6 @@ __all__ = [
     "COMPRESSION_MAGIC",
     "Catalog",
     "CatalogWarning",
-    "CatalogWriter",
     "EpochChunk",
     "ObjectChunk",
 ]
@@ -563,9 +562,9 @@ class Catalog:
         return read_chunks(self, max_objects, max_epochs, start=start, stop=stop)
 
     @property
-    def domain_reason(self) -> str:
-        """The flag every object gets when the catalog is out of the target's domain ("" when it is not)."""
-        return self.domain.reason if self.domain is not None else ""
+    def domain_flag(self) -> tuple[Reason, str] | None:
+        """The flag (reason, fields) every object gets when the catalog is out of the target's domain, else None."""
+        return self.domain.flag if self.domain is not None else None
 
     def _read_epochs(self, start: int, stop: int) -> EpochChunk:
         n = stop - start
@@ -608,8 +607,8 @@ class Catalog:
                 status.flag_as(Reason.epoch_rows_belong_to_another_object)
             elif problem := mjd_problem(mjd[block]):
                 status.flag_as(problem)
-            elif self.domain is not None and self.domain.reason:
-                status.flag_as(self.domain.reason)
+            elif self.domain is not None and self.domain.flag is not None:
+                status.flag_as(*self.domain.flag)
                 if self.domain.note:
                     status.note(Note.domain_unknown, names="/".join(self.domain.unknown))
             elif isinstance(scale, np.ndarray) and not np.all(np.isfinite(scale[block])):
@@ -644,7 +643,7 @@ class Catalog:
         1 without a target or when the fluxes cannot be converted (the objects are flagged then).
         """
         domain = self.domain
-        if domain is None or domain.reason:
+        if domain is None or domain.flag is not None:
             return 1.0
         if domain.scale is not None:
             return domain.scale
@@ -710,16 +709,3 @@ def _pad_with_background(stamps: NDArray[np.float32], size: int) -> NDArray[np.f
     out[..., top:top + height, left:left + width] = stamps
     return out
 
-
-def __getattr__(name: str) -> Any:
-    """For older imports: ``CatalogWriter`` (in :mod:`convention_rt.catalog_writer`), ``summarise`` and
-    ``CatalogSummary`` (in :mod:`convention_rt.validate`)."""
-    if name in ("summarise", "CatalogSummary"):
-        from convention_rt import validate
-
-        return getattr(validate, name)
-    if name == "CatalogWriter":
-        from convention_rt.catalog_writer import CatalogWriter
-
-        return CatalogWriter
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -51,25 +51,20 @@ from convention_rt.history import HistoryCache, check_object_id
 from convention_rt.model_card import ModelCard
 from convention_rt.object_arrays import check_object, check_objects
 from convention_rt.photometry import Photometry, compare
-from convention_rt.policies import InvalidObjectWarning, OnInvalid, StampPolicy, apply_on_invalid
+from convention_rt.policies import OnInvalid, StampPolicy, apply_on_invalid
 from convention_rt.predictions import Predictions
 from convention_rt.provenance import Provenance
 from convention_rt.preprocess import Sequences, allocate_sequences, count_bad_pixels
 from convention_rt.registry import ModelEntry, resolve_model
 from convention_rt.session import Device, ModelSession
-from convention_rt.status import Reason, format_status
+from convention_rt.status import Reason
 from convention_rt.transform import (
-    MOSTLY_BAD_FRACTION, ModelInputs, epochs_from_objects, model_band_ids, to_frames, to_inputs,
+    MOSTLY_BAD_FRACTION, epochs_from_objects, model_band_ids, to_frames, to_inputs,
 )
 
-__all__ = ["Classifier", "ClassificationWarning", "ObjectPrediction"]
+__all__ = ["Classifier", "ObjectPrediction"]
 
 log = logging.getLogger(__name__)
-
-
-#: The warning of an object flagged or of low information under ``on_invalid="warn"``
-#: (:class:`convention_rt.policies.InvalidObjectWarning`, for catalogs and objects in memory alike).
-ClassificationWarning = InvalidObjectWarning
 
 
 @dataclass(frozen=True)
@@ -160,7 +155,7 @@ class Classifier:
         on_invalid : {"flag", "warn", "raise"}
             For every object flagged (when read or here: no frame in the model's
             bands, a non-finite model output) or of low information, once it is
-            classified: keep the status only, also warn (:class:`ClassificationWarning`),
+            classified: keep the status only, also warn (:class:`~convention_rt.policies.InvalidObjectWarning`),
             or raise.
         source : str or Path, optional
             The catalog the chunk comes from, named in warnings and errors.
@@ -178,7 +173,7 @@ class Classifier:
         return self._classify(chunk, out, OnInvalid.parse(on_invalid, "on_invalid"), source)
 
     def _classify(self, chunk: ObjectChunk, out: Sequences | None, on_invalid: OnInvalid,
-                  source: str | Path | None, said: str = "") -> Predictions:
+                  source: str | Path | None, said: tuple[Reason, str] | None = None) -> Predictions:
         """:meth:`predict_chunk`; ``said`` is a flag of the whole source said already (skipped by the policy)."""
         started = time.perf_counter()
         inputs = to_inputs(chunk, self.card, out=out)
@@ -205,28 +200,15 @@ class Classifier:
             spread[rows] = members[np.arange(rows.size), :, best].std(axis=1)
         self.timings["preprocess"] += preprocessed - started
         self.timings["inference"] += time.perf_counter() - preprocessed
-        n_frames = np.where(inputs.valid, seq.n_frames, 0)
+        n_frames = np.where(inputs.valid, seq.n_frames, 0).astype(np.int32)  # as written (schema)
         if self.card.domain is not None:
             inputs.low_information = self.card.domain.low_information(probabilities, n_frames)
         apply_on_invalid(on_invalid, inputs.statuses, chunk.object_ids, source=source, said=said,
-                         low_information=lambda i: self._low_information_words(inputs, i))
+                         low_information=lambda i: inputs.why_low_information(i, self.card.domain))
         return Predictions(object_ids=chunk.object_ids, probabilities=probabilities, spread=spread,
                            n_frames=n_frames, bands_used=inputs.bands_used,
-                           status=[format_status(status) for status in inputs.statuses],
+                           statuses=inputs.statuses,
                            classes=self.card.classes, model=self.model, provenance=self.provenance(source))
-
-    def _low_information_words(self, inputs: ModelInputs, i: int) -> str:
-        """Why object ``i`` is of low information, in words, for warnings and errors."""
-        domain = self.card.domain
-        reasons = inputs.statuses[i].low_information
-        details = []
-        if Reason.few_frames in reasons:
-            details.append(f"{int(inputs.sequences.n_frames[i])} frame(s) seen, the model's validated "
-                           f"minimum is {domain.min_frames if domain is not None else 0}")
-        if Reason.near_uniform in reasons:
-            details.append(f"its probabilities are within {domain.min_uniform_distance if domain else 0:g} "
-                           f"of uniform: the model cannot tell its classes apart")
-        return "; ".join(details)
 
     # -- public entry points ---------------------------------------------------------------------
     def predict_batch(self, objects: Iterable[tuple[ArrayLike, Sequence[str], ArrayLike]],
@@ -254,7 +236,7 @@ class Classifier:
             taken to be like the model's training stamps (``card.domain``).
         on_invalid : {"flag", "warn", "raise"}
             For objects flagged or of low information, as for catalogs: keep the
-            status only (default), also warn (:class:`ClassificationWarning`), or
+            status only (default), also warn (:class:`~convention_rt.policies.InvalidObjectWarning`), or
             raise a :class:`BadInputError` naming the first one.
 
         Returns
@@ -275,7 +257,7 @@ class Classifier:
             ``photometry`` is not a :class:`Photometry`, or has a zero point per epoch.
         """
         on_invalid = OnInvalid.parse(on_invalid, "on_invalid")
-        reason, scale = self._in_memory_domain(photometry)
+        flag, scale = self._in_memory_domain(photometry)
         checked, ids = check_objects(objects, object_ids, stamp_size=self.card.stamp_size)
         if scale != 1.0:  # in float64, then rounded once
             checked = [(np.multiply(stamps, scale, dtype=np.float64).astype(np.float32), names, mjd)
@@ -289,9 +271,9 @@ class Classifier:
         for start in range(0, len(checked), self.batch_size):
             batch = checked[start:start + self.batch_size]
             epochs = epochs_from_objects(batch, bands, ids[start:start + self.batch_size], stamp_size=size)
-            if reason:  # as a catalog out of the model's domain: every object, when read
+            if flag is not None:  # as a catalog out of the model's domain: every object, when read
                 for status in epochs.statuses:
-                    status.flag_as(reason)
+                    status.flag_as(*flag)
             if len(batch) != buffers.stamps.shape[0]:  # the last, shorter batch
                 buffers = allocate_sequences(len(batch), self.card.seq_len, size, size)
             parts.append(self._classify(to_frames(epochs), buffers, on_invalid, None))
@@ -302,14 +284,14 @@ class Classifier:
             probabilities=np.concatenate([p.probabilities for p in parts]) if parts
             else np.zeros((0, len(self.classes)), dtype=np.float32),
             spread=np.concatenate([p.spread for p in parts]) if parts else np.zeros(0, dtype=np.float32),
-            n_frames=np.concatenate([p.n_frames for p in parts]) if parts else np.zeros(0, dtype=np.int64),
-            bands_used=[b for p in parts for b in p.bands_used], status=[s for p in parts for s in p.status],
+            n_frames=np.concatenate([p.n_frames for p in parts]) if parts else np.zeros(0, dtype=np.int32),
+            bands_used=[b for p in parts for b in p.bands_used], statuses=[s for p in parts for s in p.statuses],
             classes=self.card.classes, model=self.model, provenance=self.provenance())
 
-    def _in_memory_domain(self, photometry: Photometry | None) -> tuple[str, float]:
-        """(flag, flux scale) of in-memory stamps declared as ``photometry``."""
+    def _in_memory_domain(self, photometry: Photometry | None) -> tuple[tuple[Reason, str] | None, float]:
+        """(flag (reason, fields) or None, flux scale) of in-memory stamps declared as ``photometry``."""
         if photometry is None:
-            return "", 1.0
+            return None, 1.0
         if not isinstance(photometry, Photometry):
             raise UsageError(f"photometry must be a convention_rt.photometry.Photometry, got {photometry!r}")
         if photometry.zero_point_per_epoch:
@@ -319,9 +301,9 @@ class Classifier:
         if self.card.domain is None:
             log.warning("%s declares no training domain: the photometry given is neither checked nor converted",
                         self.model)
-            return "", 1.0
+            return None, 1.0
         check = compare(photometry, self.card.domain.photometry)
-        return check.reason, check.scale if check.scale is not None else 1.0
+        return check.flag, check.scale if check.scale is not None else 1.0
 
     def predict_object(self, stamps: ArrayLike, bands: Sequence[str], mjd: ArrayLike, *,
                        photometry: Photometry | None = None,
@@ -478,4 +460,4 @@ class Classifier:
             if buffers is None or buffers.stamps.shape[0] != n:
                 buffers = allocate_sequences(n, self.card.seq_len, self.card.stamp_size, self.card.stamp_size)
             yield self._classify(to_frames(epochs), buffers, catalog.on_invalid, catalog.path,
-                                 said=catalog.domain_reason)
+                                 said=catalog.domain_flag)

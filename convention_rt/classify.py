@@ -21,6 +21,7 @@ from convention_rt.errors import UsageError
 from convention_rt.policies import Device, OnInvalid, StampPolicy
 from convention_rt.predictions import FORMATS, PredictionWriter
 from convention_rt.publish import output_error, output_path
+from convention_rt.status import format_head
 
 __all__ = ["ClassifyReport", "check_output", "classify_catalog", "default_output", "flag_summary"]
 
@@ -48,7 +49,9 @@ class ClassifyReport:
     flagged : int
         Objects not classified.
     heads : Counter
-        Objects per head of their status (``ok``, ``flagged:<why>``, ``low_information:<why>``).
+        Objects per head of their status, as values
+        (:attr:`ObjectStatus.head_values <convention_rt.status.ObjectStatus.head_values>`: flag, detail,
+        reasons of low information).
     domain_declared : bool
         Whether the model's card declares a training domain (else nothing was checked against it).
     domain_problem : str
@@ -77,15 +80,18 @@ class ClassifyReport:
 
 
 def flag_summary(heads: Counter, total: int) -> str:
-    """One line counting the objects that are not plain ``ok``, by the head of their status ("" when none)."""
-    others = {head: count for head, count in heads.items() if head != "ok"}
+    """One line counting the objects that are not plain ``ok``, by the head of their status ("" when none).
+
+    ``heads`` counts objects by :attr:`ObjectStatus.head_values <convention_rt.status.ObjectStatus.head_values>`.
+    """
+    others = {head: count for head, count in heads.items() if head[0] is not None or head[2]}
     if not others:
         return ""
-    listed = ", ".join(f"{head} x{count}" for head, count in sorted(others.items(), key=lambda item: -item[1]))
+    listed = ", ".join(f"{format_head(head)} x{count}"
+                       for head, count in sorted(others.items(), key=lambda item: -item[1]))
     kinds: set[str] = set()
-    for head in others:
-        kind, _, why = head.partition(":")
-        kinds.update([kind] if kind != "low_information" else why.split(","))
+    for flag, _, low_information in others:
+        kinds.update(["flagged"] if flag is not None else map(str, low_information))
     meanings = [meaning for kind, meaning in (
         ("flagged", "flagged: not classified"),
         ("few_frames", "few_frames: classified, on fewer frames than the model's validated minimum"),
@@ -171,8 +177,8 @@ def classify_catalog(
     """
     from convention_rt.catalog import Catalog
     from convention_rt.classifier import Classifier
-    from convention_rt.registry import open_card
-    from convention_rt.session import check_threads
+    from convention_rt.registry import resolve_model
+    from convention_rt.session import check_threads, load_card
 
     catalog = Path(catalog)
     output = default_output(catalog) if output is None else output_path(output)
@@ -181,11 +187,16 @@ def classify_catalog(
     check_threads(threads, "--threads")
     check_output(output, catalog, overwrite)
     started = time.perf_counter()
-    entry, card = open_card(model)  # the catalog is checked before the model is loaded to run
+    # The catalog is checked before the model is loaded; the card it is checked with is read, not yet
+    # checked against the model: the Classifier's session does that, so the model is opened once.
+    entry = resolve_model(model)
+    card = load_card(entry.model_path, verify=False)
     target = card.domain.photometry if card.domain is not None else None  # None: said once, by the caller
     with Catalog(catalog, stamp_size=card.stamp_size, stamp_policy=stamp_policy, on_invalid=on_invalid,
                  target=target) as opened:
-        classifier = Classifier(entry, card=card, device=device, threads=threads, batch_size=batch_size)
+        # the card as its file (or the model's metadata) says, so that a card not the model's is named
+        classifier = Classifier(entry, device=device, threads=threads, batch_size=batch_size)
+        card = classifier.card
         report = ClassifyReport(output=output, model=classifier.model, device=classifier.session.device,
                                 classes=card.classes, domain_declared=card.domain is not None,
                                 on_invalid=on_invalid, domain_problem=opened.domain_problem)
@@ -196,7 +207,7 @@ def classify_catalog(
             for predictions in classifier.predict_opened(opened, chunk_objects=chunk_size):
                 writer.write(predictions)
                 report.predicted.update(c for c in predictions.predicted if c)
-                report.heads.update(status.split(";", 1)[0] for status in predictions.status)
+                report.heads.update(status.head_values for status in predictions.statuses)
                 report.flagged += int((~predictions.ok).sum())
                 report.rows = writer.rows_written
                 if progress is not None:

@@ -11,6 +11,10 @@ import sys
 
 __all__ = ["main"]
 
+#: The global options of the command line that take no value, besides ``--version``
+#: (:mod:`convention_rt.cli.app`): given with them only, ``--version`` answers as alone.
+_GLOBAL_FLAGS = frozenset({"--debug"})
+
 
 def main(args: list[str] | None = None) -> int:
     """Run the command line, as :func:`convention_rt.cli.main` does.
@@ -26,7 +30,7 @@ def main(args: list[str] | None = None) -> int:
         The exit code (when ``args`` is given).
     """
     given = sys.argv[1:] if args is None else [str(a) for a in args]
-    if given == ["--version"]:
+    if "--version" in given and set(given) <= _GLOBAL_FLAGS | {"--version"}:
         from convention_rt._version import __version__
 
         print(f"convention-rt {__version__}")

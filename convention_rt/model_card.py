@@ -20,6 +20,7 @@ from numpy.typing import NDArray
 
 from convention_rt.errors import ModelError
 from convention_rt.photometry import Photometry
+from convention_rt.status import Reason
 
 __all__ = ["CARD_FORMAT_VERSION", "DEFAULT_MIN_UNIFORM_DISTANCE", "MODEL_FIELDS", "BandStats", "Domain",
            "ModelCard", "sha256_of"]
@@ -71,7 +72,7 @@ class Domain:
         The validated minimum of frames: fewer, and the status is
         ``low_information:few_frames``.  Export chooses it from the model's
         early-classification curve when one was measured, else it is the fewest
-        frames of a training object (``frames_range[0]``); see ``train.card``.
+        frames of a training object (``frames_range[0]``); see ``train.domain``.
     min_frames_rule : str
         How :attr:`min_frames` was chosen (from which measurement, by which rule).
     min_uniform_distance : float
@@ -104,34 +105,51 @@ class Domain:
         if not (math.isfinite(self.min_uniform_distance) and 0.0 <= self.min_uniform_distance < 1.0):
             raise ModelError(f"domain: min_uniform_distance must lie in [0, 1), got {self.min_uniform_distance!r}")
 
-    def low_information(self, probabilities: NDArray[np.floating], n_frames: NDArray[np.integer]) -> list[str]:
-        """Why each object's classification carries little information ("" when it does not).
+    def few_frames(self, n_frames: NDArray[np.integer]) -> NDArray[np.bool_]:
+        """Objects the model sees fewer than :attr:`min_frames` frames of, shape (n,), bool.
+
+        Parameters
+        ----------
+        n_frames : ndarray, shape (n,), int
+            Frames the model sees of each object.
+        """
+        return np.asarray(n_frames) < self.min_frames
+
+    def near_uniform(self, probabilities: NDArray[np.floating]) -> NDArray[np.bool_]:
+        """Objects whose probabilities lie within :attr:`min_uniform_distance` of uniform, shape (n,), bool.
 
         Parameters
         ----------
         probabilities : ndarray, shape (n, K), float
-            Ensemble-mean probabilities; rows with NaN (flagged objects) give "".
+            Ensemble-mean probabilities; rows with NaN give False.
+        """
+        probabilities = np.asarray(probabilities, dtype=np.float64)
+        k = probabilities.shape[1]
+        with np.errstate(invalid="ignore"):
+            distance = 0.5 * np.abs(probabilities - 1.0 / k).sum(axis=1) / (1.0 - 1.0 / k)
+            return distance < self.min_uniform_distance
+
+    def low_information(self, probabilities: NDArray[np.floating],
+                        n_frames: NDArray[np.integer]) -> list[tuple[Reason, ...]]:
+        """Why each object's classification carries little information (``()`` when it does not).
+
+        Parameters
+        ----------
+        probabilities : ndarray, shape (n, K), float
+            Ensemble-mean probabilities; rows with NaN (flagged objects) give ``()``.
         n_frames : ndarray, shape (n,), int
             Frames the model saw of each object.
 
         Returns
         -------
-        list of str
-            Per object: ``few_frames``, ``near_uniform``, both comma-separated, or "".
+        list of tuple of Reason
+            Per object: ``few_frames``, ``near_uniform``, both, or none.
         """
         probabilities = np.asarray(probabilities, dtype=np.float64)
-        n_frames = np.asarray(n_frames)
-        k = probabilities.shape[1]
-        distance = 0.5 * np.abs(probabilities - 1.0 / k).sum(axis=1) / (1.0 - 1.0 / k)
-        out = []
-        for i in range(probabilities.shape[0]):
-            if not np.isfinite(probabilities[i]).all():
-                out.append("")
-                continue
-            why = (["few_frames"] if n_frames[i] < self.min_frames else []) + \
-                (["near_uniform"] if distance[i] < self.min_uniform_distance else [])
-            out.append(",".join(why))
-        return out
+        classified = np.isfinite(probabilities).all(axis=1)
+        few, near = self.few_frames(n_frames), self.near_uniform(probabilities)
+        return [((Reason.few_frames,) if few[i] else ()) + ((Reason.near_uniform,) if near[i] else ())
+                if classified[i] else () for i in range(probabilities.shape[0])]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-compatible dictionary."""

@@ -23,6 +23,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from convention_rt.errors import BadInputError, InputTypeError
+from convention_rt.status import Reason
 
 __all__ = ["MJD_LIMIT", "ObjectArrays", "check_object", "check_objects", "mjd_problem", "object_ids_array"]
 
@@ -36,14 +37,14 @@ ObjectArrays = tuple[NDArray[np.float32], list[str], NDArray[np.float64]]
 _REAL_KINDS = "iuf"  # integer, unsigned, floating: what a pixel or a time may be
 
 
-def mjd_problem(mjd: ArrayLike) -> str:
-    """The flag of an object's times: ``non_finite_mjd``, ``mjd_out_of_range`` (beyond :data:`MJD_LIMIT`) or ""."""
+def mjd_problem(mjd: ArrayLike) -> Reason | None:
+    """The flag of an object's times: ``non_finite_mjd``, ``mjd_out_of_range`` (beyond :data:`MJD_LIMIT`) or None."""
     times = np.asarray(mjd, dtype=np.float64)
     if not np.all(np.isfinite(times)):
-        return "non_finite_mjd"
+        return Reason.non_finite_mjd
     if times.size and np.abs(times).max() > MJD_LIMIT:
-        return "mjd_out_of_range"
-    return ""
+        return Reason.mjd_out_of_range
+    return None
 
 
 def _real_array(value: Any, what: str, name: str, example: str) -> np.ndarray:

@@ -39,6 +39,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from convention_rt.policies import StampKind
+from convention_rt.status import Reason
 
 __all__ = [
     "FIXED_ZERO_POINTS",
@@ -376,13 +377,19 @@ class DomainCheck:
         return not self.differs and not self.unknown
 
     @property
-    def reason(self) -> str:
-        """The flag objects get: ``out_of_domain:<what>[,<what>...]``, ``domain_unknown:<what>...`` or ""."""
+    def flag(self) -> tuple[Reason, str] | None:
+        """The flag objects get, with the fields at fault: ``(out_of_domain, "survey,sky")``,
+        ``(domain_unknown, "<what>...")``, or None when in the domain."""
         if self.differs:
-            return "out_of_domain:" + ",".join(self.differs)
+            return Reason.out_of_domain, ",".join(self.differs)
         if self.unknown:
-            return "domain_unknown:" + ",".join(self.unknown)
-        return ""
+            return Reason.domain_unknown, ",".join(self.unknown)
+        return None
+
+    @property
+    def reason(self) -> str:
+        """:attr:`flag` as text, for messages: ``out_of_domain:<what>[,...]``, ``domain_unknown:<what>...`` or ""."""
+        return ":".join(self.flag) if self.flag is not None else ""
 
     @property
     def note(self) -> str:

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from convention_rt.errors import BadInputError, CatalogError, UsageError
 
 if TYPE_CHECKING:
-    from convention_rt.status import ObjectStatus
+    from convention_rt.status import ObjectStatus, Reason
 
 __all__ = ["Choice", "Device", "InvalidObjectWarning", "OnInvalid", "OnInvalidAlert", "StampKind", "StampPolicy",
            "apply_on_invalid"]
@@ -123,7 +123,7 @@ class InvalidObjectWarning(UserWarning):
 
 
 def apply_on_invalid(policy: OnInvalid | str, statuses: Sequence[ObjectStatus], object_ids: Sequence[Any], *,
-                     source: str | Path | None = None, said: str = "",
+                     source: str | Path | None = None, said: tuple[Reason, str] | None = None,
                      low_information: Callable[[int], str] | None = None) -> None:
     """Apply ``policy`` to the objects flagged (or of low information) in a batch whose checks are all done.
 
@@ -140,8 +140,9 @@ def apply_on_invalid(policy: OnInvalid | str, statuses: Sequence[ObjectStatus], 
         The objects' ids, in the order of ``statuses``.
     source : str or Path, optional
         The catalog the objects come from.
-    said : str
-        A flag said already for the whole source (out of the model's domain), skipped here.
+    said : (Reason, str), optional
+        A flag (reason, detail) said already for the whole source (out of the
+        model's domain), skipped here.
     low_information : callable, optional
         ``low_information(i)``: why object ``i`` is of low information, in words;
         None: objects of low information are not objects to act on (not classified yet).
@@ -158,7 +159,7 @@ def apply_on_invalid(policy: OnInvalid | str, statuses: Sequence[ObjectStatus], 
         return
     for i, status in enumerate(statuses):
         if status.flagged:
-            if said and status.flag_text == said:
+            if said is not None and (status.flag, status.detail) == said:
                 continue
             what = status.flag_text.replace("_", " ")
         elif status.low_information and low_information is not None:

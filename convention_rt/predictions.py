@@ -26,6 +26,7 @@ from convention_rt.fits_stream import StreamingTable
 from convention_rt.provenance import Provenance
 from convention_rt.publish import AtomicWriter, StagedOutput, output_path
 from convention_rt.schema import OutputColumn, arrow_batch, arrow_schema, prediction_columns
+from convention_rt.status import ObjectStatus, format_status
 
 __all__ = ["FORMATS", "Predictions", "PredictionWriter"]
 
@@ -44,13 +45,13 @@ class Predictions:
     spread : ndarray, shape (n,), float32
         Standard deviation over members of the predicted class's probability
         (0 for a single model); NaN for flagged objects.
-    n_frames : ndarray, shape (n,), int64
+    n_frames : ndarray, shape (n,), int32
         Frames in the window the model saw.
     bands_used : list of str
         Comma-separated bands in that window.
-    status : list of str
-        ``ok``, ``low_information:<why>`` (probabilities kept) or
-        ``flagged:<why>`` (NaN probabilities), then notes, ``;``-separated.
+    statuses : list of ObjectStatus
+        What happened to each object (:mod:`convention_rt.status`); its text,
+        the ``status`` column, is :attr:`status`.
     classes : tuple of str
     model : str
         ``name/version`` of the model.
@@ -61,15 +62,21 @@ class Predictions:
     object_ids: NDArray[Any]
     probabilities: NDArray[np.float32]
     spread: NDArray[np.float32]
-    n_frames: NDArray[np.int64]
+    n_frames: NDArray[np.int32]
     bands_used: list[str]
-    status: list[str]
+    statuses: list[ObjectStatus]
     classes: tuple[str, ...]
     model: str
     provenance: Provenance | None = None
 
     def __len__(self) -> int:
         return int(self.object_ids.shape[0])
+
+    @property
+    def status(self) -> list[str]:
+        """Per object: ``ok``, ``low_information:<why>`` (probabilities kept) or ``flagged:<why>`` (NaN
+        probabilities), then notes, ``;``-separated (:func:`~convention_rt.status.format_status`)."""
+        return [format_status(status) for status in self.statuses]
 
     @property
     def ok(self) -> NDArray[np.bool_]:
@@ -85,7 +92,7 @@ class Predictions:
     def columns(self) -> dict[str, Any]:
         """The values of each column of :func:`~convention_rt.schema.prediction_columns`, in its order.
 
-        Numbers as numpy arrays (``n_frames`` int64, probabilities and spread
+        Numbers as numpy arrays (``n_frames`` int32, probabilities and spread
         float32), text as lists of str, object ids as given.
         """
         n = len(self)

@@ -14,7 +14,8 @@ Each stage adds to it: the catalog reader (:mod:`convention_rt.catalog`), the
 transform stage (:mod:`convention_rt.transform`) and the classifier.
 :func:`format_status` is the only place that turns it into the text of the
 ``status`` column (``ok``, ``low_information:<why>`` or ``flagged:<why>``, then
-the notes, ``;``-separated), for the result tables their writers write.
+the notes, ``;``-separated), for the result tables their writers write
+(:func:`format_head`, the text of its head alone, for summaries that count objects by it).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 
 from convention_rt.policies import Choice
 
-__all__ = ["Note", "ObjectStatus", "Reason", "format_status"]
+__all__ = ["Head", "Note", "ObjectStatus", "Reason", "format_head", "format_status"]
 
 STATUS_OK = "ok"
 
@@ -65,6 +66,10 @@ class Note(Choice):
 
 _NOTE_ORDER = {note: k for k, note in enumerate(Note)}
 
+#: The head of a status as values, hashable (to count objects by it): (flag or None, its detail,
+#: reasons of low information).  :func:`format_head` is its text.
+Head = tuple[Reason | None, str, tuple[Reason, ...]]
+
 
 @dataclass
 class ObjectStatus:
@@ -103,23 +108,23 @@ class ObjectStatus:
         return f"{self.flag}:{self.detail}" if self.detail else str(self.flag)
 
     @property
+    def head_values(self) -> Head:
+        """The head of the status as values: ``(flag, detail, low_information)``."""
+        return self.flag, self.detail, tuple(self.low_information)
+
+    @property
     def head(self) -> str:
         """The first item of the status: ``ok``, ``flagged:<why>`` or ``low_information:<why>``."""
-        if self.flag is not None:
-            return f"flagged:{self.flag_text}"
-        if self.low_information:
-            return "low_information:" + ",".join(self.low_information)
-        return STATUS_OK
+        return format_head(self.head_values)
 
-    def flag_as(self, reason: Reason | str, detail: str = "") -> bool:
+    def flag_as(self, reason: Reason, detail: str = "") -> bool:
         """Flag the object unless it is flagged already (the first reason stays); True when it was flagged here.
 
-        ``reason`` may be the text of a flag, ``out_of_domain:survey,sky``.
+        ``detail``: for ``out_of_domain`` and ``domain_unknown``, the fields at fault, comma-separated.
         """
         if self.flag is not None:
             return False
-        text, _, given = str(reason).partition(":")
-        self.flag, self.detail = Reason(text), detail or given
+        self.flag, self.detail = Reason(reason), detail
         return True
 
     def note(self, kind: Note, count: int = 0, names: str = "") -> None:
@@ -150,10 +155,12 @@ class ObjectStatus:
 
     @classmethod
     def parse(cls, flag: str = "", notes: Iterable[str] = ()) -> ObjectStatus:
-        """A status from the text of a flag (``""`` for none) and of notes, as :meth:`notes` writes them."""
+        """A status from the text of a flag (``""`` for none, ``out_of_domain:survey,sky``) and of notes, as
+        :attr:`flag_text` and :meth:`notes` write them."""
         status = cls()
         if flag:
-            status.flag_as(flag)
+            reason, _, detail = str(flag).partition(":")
+            status.flag_as(Reason(reason), detail)
         for item in notes:
             key, _, value = str(item).partition("=")
             kind = Note(key)
@@ -163,6 +170,16 @@ class ObjectStatus:
             count, _, names = value.partition("(")
             status.note(kind, int(count or 0), names.rstrip(")"))
         return status
+
+
+def format_head(head: Head) -> str:
+    """The text of the head of a status: ``ok``, ``flagged:<reason>[:<detail>]`` or ``low_information:<why>``."""
+    flag, detail, low_information = head
+    if flag is not None:
+        return f"flagged:{flag}:{detail}" if detail else f"flagged:{flag}"
+    if low_information:
+        return "low_information:" + ",".join(low_information)
+    return STATUS_OK
 
 
 def format_status(status: ObjectStatus) -> str:

@@ -5,7 +5,9 @@ Two steps, each of which adds what it finds to the objects' statuses
 
 1. :func:`to_frames` (:class:`~convention_rt.chunks.EpochChunk` to
    :class:`~convention_rt.chunks.ObjectChunk`): multi-band cubes are separated
-   into single-band frames; frames are put in time order (``epochs_sorted_by_time``);
+   into single-band frames (a plane absent or all bad is a missing band, as a
+   band without a row in the FRAMES layout); frames are put in time order
+   (``epochs_sorted_by_time``, for both layouts);
    frames of bands the source does not declare are dropped
    (``unknown_band_frames``); bad pixels are counted (``bad_pixels``) and
    frames more than half bad dropped (``mostly_bad_frames_dropped``); objects
@@ -34,7 +36,7 @@ from numpy.typing import ArrayLike, NDArray
 from convention_rt import preprocess
 from convention_rt.chunks import EpochChunk, ObjectChunk
 from convention_rt.errors import BadInputError
-from convention_rt.model_card import ModelCard
+from convention_rt.model_card import Domain, ModelCard
 from convention_rt.object_arrays import mjd_problem
 from convention_rt.policies import apply_on_invalid
 from convention_rt.preprocess import Sequences, WindowMode, prepare_sequences
@@ -65,16 +67,19 @@ def to_frames(epochs: EpochChunk) -> ObjectChunk:
     """
     statuses = epochs.statuses
     n = len(statuses)
+    # Epochs put in time order are noted the same way for both layouts (the cubes are sorted while separated).
+    order, resorted = _time_order(epochs.mjd, epochs.offsets)
+    for i in resorted:
+        statuses[i].note(Note.epochs_sorted_by_time)
     if epochs.layout == "CUBES":
+        # A plane absent, or with every pixel bad, is a missing band (docs/catalog-format.md): skipped, not
+        # counted, as a band with no row is in the FRAMES layout.  Planes partly bad are counted below.
         separated = preprocess.separate_bands(epochs.stamps, epochs.mjd, epochs.offsets, epochs.present)
         frames, band, mjd, offsets = separated.frames, separated.plane, separated.mjd, separated.offsets
     else:
         frames, band, mjd, offsets = epochs.stamps, epochs.band, epochs.mjd, epochs.offsets
-        order, resorted = _time_order(mjd, offsets)
         if order is not None:
             frames, band, mjd = frames[order], band[order], mjd[order]
-            for i in resorted:
-                statuses[i].note(Note.epochs_sorted_by_time)
         if np.any(band < 0):
             for i in range(n):
                 codes = band[offsets[i]:offsets[i + 1]]
@@ -134,7 +139,7 @@ def read_chunks(catalog: Catalog, max_objects: int = 1024, max_epochs: int = 655
         chunk = to_frames(epochs)
         del epochs  # not held while the consumer works on the chunk: at most one chunk's stamps in two copies
         apply_on_invalid(catalog.on_invalid, chunk.statuses, chunk.object_ids, source=catalog.path,
-                         said=catalog.domain_reason)
+                         said=catalog.domain_flag)
         yield chunk
 
 
@@ -240,15 +245,27 @@ class ModelInputs:
         return [status.flag_text for status in self.statuses]
 
     @property
-    def low_information(self) -> list[str]:
-        """Per object: why its classification carries little information ("" when it does not)."""
-        return [",".join(status.low_information) for status in self.statuses]
+    def low_information(self) -> list[tuple[Reason, ...]]:
+        """Per object: why its classification carries little information (``()`` when it does not)."""
+        return [status.low_information for status in self.statuses]
 
     @low_information.setter
-    def low_information(self, reasons: Sequence[str]) -> None:
+    def low_information(self, reasons: Sequence[tuple[Reason, ...]]) -> None:
         """Mark the objects of low information, as :meth:`convention_rt.model_card.Domain.low_information` says."""
         for status, why in zip(self.statuses, reasons, strict=True):
-            status.low_information = tuple(Reason(r) for r in why.split(",")) if why else ()
+            status.low_information = tuple(why)
+
+    def why_low_information(self, i: int, domain: Domain | None) -> str:
+        """Why object ``i`` is of low information, in words, for warnings and errors."""
+        reasons = self.statuses[i].low_information
+        details = []
+        if Reason.few_frames in reasons:
+            details.append(f"{int(self.sequences.n_frames[i])} frame(s) seen, the model's validated "
+                           f"minimum is {domain.min_frames if domain is not None else 0}")
+        if Reason.near_uniform in reasons:
+            details.append(f"its probabilities are within {domain.min_uniform_distance if domain else 0:g} "
+                           f"of uniform: the model cannot tell its classes apart")
+        return "; ".join(details)
 
     def status(self, i: int) -> str:
         """``ok``, ``low_information:<why>`` or ``flagged:<why>``, then the notes, ``;``-separated."""

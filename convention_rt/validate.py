@@ -17,14 +17,17 @@ from convention_rt.catalog import Catalog
 from convention_rt.errors import UsageError
 from convention_rt.model_card import ModelCard
 from convention_rt.photometry import DomainCheck, Photometry
-from convention_rt.policies import OnInvalid, StampPolicy
+from convention_rt.policies import OnInvalid, StampPolicy, apply_on_invalid
+from convention_rt.preprocess import Sequences, allocate_sequences
 from convention_rt.status import Note, Reason
-from convention_rt.transform import model_band_ids
+from convention_rt.transform import to_frames, to_inputs
 
 __all__ = ["CatalogSummary", "summarise", "validate_catalog"]
 
 #: Stamp side read when neither a model nor a size is given (that of the ConvEntion models).
 DEFAULT_STAMP_SIZE = 32
+#: Objects per chunk when the model's inputs are built (as ``classify`` reads them): bounds memory.
+MODEL_CHUNK_OBJECTS = 256
 #: Object ids kept as examples of each problem.
 EXAMPLES_PER_PROBLEM = 5
 
@@ -74,12 +77,20 @@ class CatalogSummary:
 def summarise(catalog: Catalog, max_objects: int = 1024, *, card: ModelCard | None = None) -> CatalogSummary:
     """Read a whole catalog, chunk by chunk, and count what it holds.
 
+    Each chunk goes through the transform stage as it would to be classified:
+    :func:`~convention_rt.transform.to_frames`, then, for a model,
+    :func:`~convention_rt.transform.to_inputs` (its bands: objects with no frame
+    in them are flagged ``no_frames_in_model_bands``) and its domain's
+    ``min_frames`` (``low_information:few_frames``).  The catalog's
+    ``on_invalid`` policy applies once per chunk, after the last check, as
+    ``classify`` applies it (nothing is classified, so ``near_uniform`` is not known).
+
     Parameters
     ----------
     catalog : Catalog
         Opened with ``target=card.domain.photometry`` to check it against a model's domain.
     max_objects : int
-        Objects per chunk.
+        Objects per chunk (at most :data:`MODEL_CHUNK_OBJECTS` with a ``card``: the model's inputs are built).
     card : ModelCard, optional
         The model the catalog is meant for: objects of which the model would see
         fewer frames (in its bands, at most its ``seq_len``) than its domain's
@@ -88,22 +99,39 @@ def summarise(catalog: Catalog, max_objects: int = 1024, *, card: ModelCard | No
     Returns
     -------
     CatalogSummary
+
+    Raises
+    ------
+    CatalogError
+        Under ``on_invalid="raise"``, at the first object flagged (or, for a
+        model, of low information).
     """
     summary = CatalogSummary(path=str(catalog.path), layout=catalog.layout,
                              stamp_shape=catalog.stamp_shape,
                              n_objects=catalog.n_objects, n_epochs=catalog.n_epochs,
                              problems=list(catalog.problems), photometry=catalog.photometry,
                              domain=catalog.domain, card=card)
-    min_frames = card.domain.min_frames if card is not None and card.domain is not None else 0
-    known = model_band_ids(catalog.bands, card) > 0 if card is not None else np.zeros(0, dtype=bool)
-    for chunk in catalog.iter_chunks(max_objects=max_objects):
-        if min_frames:
-            in_model_bands = known[chunk.band] if chunk.band.size else np.zeros(0, dtype=bool)
-            for i in range(len(chunk)):
-                seen = min(int(in_model_bands[chunk.offsets[i]:chunk.offsets[i + 1]].sum()), card.seq_len)
-                if not chunk.statuses[i].flagged and 0 < seen < min_frames:
-                    summary.low_information[Reason.few_frames.value] += 1
-                    _example(summary, f"low_information:{Reason.few_frames}", chunk.object_ids[i])
+    domain = card.domain if card is not None else None
+    if card is not None:
+        max_objects = min(max_objects, MODEL_CHUNK_OBJECTS)
+    buffers: Sequences | None = None
+    for epochs in catalog.iter_epochs(max_objects=max_objects):
+        chunk = to_frames(epochs)
+        del epochs  # at most one chunk's stamps in two copies
+        statuses = chunk.statuses
+        inputs = None
+        if card is not None:
+            if buffers is None or buffers.stamps.shape[0] != len(chunk):
+                buffers = allocate_sequences(len(chunk), card.seq_len, card.stamp_size, card.stamp_size)
+            inputs = to_inputs(chunk, card, out=buffers)
+            statuses = inputs.statuses
+            if domain is not None:
+                few = domain.few_frames(inputs.sequences.n_frames) & inputs.valid
+                inputs.low_information = [(Reason.few_frames,) if f else () for f in few]
+        apply_on_invalid(catalog.on_invalid, statuses, chunk.object_ids, source=catalog.path,
+                         said=catalog.domain_flag,
+                         low_information=None if inputs is None else
+                         (lambda i, inputs=inputs: inputs.why_low_information(i, domain)))
         summary.n_frames += chunk.frames.shape[0]
         summary.bad_pixels += int(chunk.n_bad.sum())
         for index, frames in zip(*np.unique(chunk.band, return_counts=True)):
@@ -112,10 +140,13 @@ def summarise(catalog: Catalog, max_objects: int = 1024, *, card: ModelCard | No
             summary.classes.update(str(label) or "(none)" for label in chunk.labels)
         if chunk.typing is not None:
             summary.typing.update(str(kind) or "(none)" for kind in chunk.typing)
-        for i, status in enumerate(chunk.statuses):
+        for i, status in enumerate(statuses):
             if status.flagged:
                 summary.invalid[status.flag_text] += 1
                 _example(summary, status.flag_text, chunk.object_ids[i])
+            for why in status.low_information:
+                summary.low_information[why.value] += 1
+                _example(summary, f"low_information:{why}", chunk.object_ids[i])
             for note in sorted(status.counts, key=list(Note).index):
                 summary.notes[note.value] += 1
                 _example(summary, note.value, chunk.object_ids[i])

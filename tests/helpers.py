@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from convention_rt.catalog import FORMAT_NAME, FORMAT_VERSION, CatalogWriter
+from convention_rt.catalog import FORMAT_NAME, FORMAT_VERSION
+from convention_rt.catalog_writer import CatalogWriter
 from convention_rt.photometry import Photometry
 
 if TYPE_CHECKING:
@@ -408,3 +409,26 @@ def make_checkpoint(config: ModelConfig, members: int = 2) -> Checkpoint:
     return Checkpoint(name="tiny", version="0.1.0", preset="tiny", config=config, members=states,
                       bands=bands, normalisation={b: (10.0 * k, 2.0 + k) for k, b in enumerate(bands)},
                       metrics={"macro_f1": 0.5}, provenance={"data": "tests"})
+
+
+def assert_export_matches_pytorch(config: ModelConfig, folder: Path, real_frames: list[int], seed: int) -> None:
+    """Export a checkpoint of ``config`` and check ONNX Runtime against PyTorch on sequences of these lengths.
+
+    One object per entry of ``real_frames``, padded after its real frames; the
+    session runs them in its length buckets, PyTorch on the padded batch.
+    """
+    import torch
+
+    from convention_rt.session import ModelSession
+    from train import export as export_module
+
+    checkpoint = make_checkpoint(config)
+    result = export_module.export_checkpoint(checkpoint, folder / "0.1.0")
+    session = ModelSession(result.model_path, device="cpu")
+    batch = export_module.example_batch(session.card, len(real_frames), seed=seed)
+    batch["band_ids"] = with_padding(torch.from_numpy(batch["band_ids"]), real_frames).numpy()
+    members = checkpoint.build_members()
+    with torch.no_grad():
+        inputs = [torch.from_numpy(batch[k]) for k in ("stamps", "band_ids", "times")]
+        expected = torch.stack([torch.softmax(m(*inputs), -1) for m in members], 1).numpy()
+    np.testing.assert_allclose(session.run(batch["stamps"], batch["band_ids"], batch["times"]), expected, atol=1e-4)

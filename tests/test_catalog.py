@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from convention_rt.catalog import Catalog, CatalogWriter, summarise
+from convention_rt.catalog import Catalog
+from convention_rt.catalog_writer import CatalogWriter
+from convention_rt.validate import summarise
 from convention_rt.errors import CatalogError, UsageError
 from helpers import (
     BAD_FILES,

@@ -203,6 +203,17 @@ def test_version_is_answered_without_loading_the_runtime():
     assert done.stdout.splitlines() == [f"convention-rt {__version__}", "0 []"]
 
 
+@pytest.mark.parametrize("args", [["--debug", "--version"], ["--version", "--debug"]])
+def test_version_with_global_options_only_is_answered_without_loading_the_runtime(args):
+    import subprocess
+    import sys
+
+    script = (f"import sys\nfrom convention_rt.launcher import main\ncode = main({args!r})\n"
+              "print(code, [m for m in ('astropy', 'onnxruntime', 'numpy', 'typer') if m in sys.modules])")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.splitlines() == [f"convention-rt {__version__}", "0 []"]
+
+
 def test_the_entry_point_runs_the_command_line_and_exits_with_its_code(tmp_path):
     import subprocess
     import sys

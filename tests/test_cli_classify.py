@@ -56,6 +56,25 @@ def test_classify_flags_problem_objects_and_can_stop_instead(capsys, tmp_path, t
     assert not (tmp_path / "q.csv").exists()
 
 
+def test_classify_opens_the_model_once(capsys, monkeypatch, tmp_path, tiny_model):
+    import onnxruntime as ort
+
+    from convention_rt import session
+
+    built = []
+
+    class CountingSession(ort.InferenceSession):
+        def __init__(self, *args, **kwargs):
+            built.append(args[0])
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(session.ort, "InferenceSession", CountingSession)
+    catalog = write_small_catalog(tmp_path / "survey.fits")
+    code, _, err = run(capsys, "classify", catalog, "--model", tiny_model[0], "--device", "cpu")
+    assert code == 0, err
+    assert len(built) == 1  # the session that runs the model also checks its card
+
+
 @pytest.mark.parametrize(("build", "message"), BAD_FILES)
 def test_every_bad_catalog_fails_cleanly_without_output(capsys, tmp_path, tiny_model, build, message):
     path = tmp_path / "bad.fits"

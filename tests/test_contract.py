@@ -16,12 +16,13 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from convention_rt.catalog import Catalog, CatalogWriter
+from convention_rt.catalog import Catalog
+from convention_rt.catalog_writer import CatalogWriter
 from convention_rt.errors import CatalogError, ModelError, UsageError
 from convention_rt.ingest import ingest_rubin, ingest_ztf
 from convention_rt.ingest.cutouts import fit_stamp
 from convention_rt.model_card import ModelCard
-from convention_rt.model_inputs import chunk_to_inputs
+from convention_rt.transform import to_inputs
 from convention_rt.photometry import Photometry, njy_to_fluxcal
 from convention_rt.registry import list_models, resolve_model
 from convention_rt.session import CARD_METADATA_KEY, ModelSession
@@ -100,7 +101,7 @@ def test_cards_of_format_1_have_no_domain_and_a_domain_is_a_model_field(tmp_path
 
 def test_min_frames_comes_from_the_early_curve_by_the_stated_rule():
     pytest.importorskip("scipy")  # the train extra: train.data.plasticc needs scipy
-    from train.card import make_domain, min_frames_from_early
+    from train.domain import make_domain, min_frames_from_early
 
     frames = [1, 2, 3, 5, 10, 20, 50, 99]
     f1 = [0.18, 0.36, 0.40, 0.47, 0.49, 0.60, 0.68, 0.70]
@@ -118,7 +119,7 @@ def test_min_frames_comes_from_the_early_curve_by_the_stated_rule():
 
 def test_the_training_catalog_contract_is_its_header_or_its_builder(tmp_path):
     pytest.importorskip("scipy")  # the train extra: train.data.plasticc needs scipy
-    from train.card import catalog_photometry, training_domain
+    from train.domain import catalog_photometry, training_domain
     from train.data.plasticc import PHOTOMETRY as RENDERED
 
     declared = write_small_catalog(tmp_path / "declared.fits")
@@ -141,7 +142,7 @@ def test_the_training_catalog_contract_is_its_header_or_its_builder(tmp_path):
 
 def test_card_with_domain_reads_the_provenance_and_the_early_metrics(tmp_path):
     pytest.importorskip("scipy")  # the train extra: train.data.plasticc needs scipy
-    from train.card import card_with_domain
+    from train.domain import card_with_domain
 
     bare = dataclasses.replace(tiny_card(), domain=None)
     assert card_with_domain(bare).domain is None  # nothing recorded: nothing declared
@@ -162,7 +163,7 @@ def test_add_domain_rewrites_both_cards_and_keeps_the_graph(tmp_path):
     pytest.importorskip("torch")
     import shutil
 
-    from train.card import add_domain
+    from train.domain import add_domain
 
     entry = resolve_model("convention-compact/1.1.0")
     folder = tmp_path / "1.1.0"
@@ -317,7 +318,7 @@ def test_a_rubin_stamp_in_njy_gives_the_same_normalised_input_as_in_fluxcal(tmp_
     for path in (njy, fluxcal):
         catalog, chunk = read_all(path, card.domain.photometry)
         assert catalog.domain.in_domain and chunk.status(0) == "ok"
-        inputs.append(chunk_to_inputs(chunk, card).sequences.stamps)
+        inputs.append(to_inputs(chunk, card).sequences.stamps)
     np.testing.assert_allclose(inputs[0], inputs[1], rtol=1e-6, atol=1e-6)
     _, unconverted = read_all(njy, None)  # without a model: as stored, 36 times larger
     _, converted = read_all(njy, card.domain.photometry)

@@ -11,12 +11,10 @@ torch = pytest.importorskip("torch")
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from helpers import make_checkpoint, randomise_norms, tiny_config, with_padding  # noqa: E402
-from train import export as export_module  # noqa: E402
+from helpers import assert_export_matches_pytorch, randomise_norms, tiny_config, with_padding  # noqa: E402
 from train.model import ConvEntion, example_inputs, get_preset, measure, to_conv2d_stem  # noqa: E402
 from train.model.convention import BandReference  # noqa: E402
 
-from convention_rt.session import ModelSession  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
@@ -102,14 +100,6 @@ def test_padding_content_and_sequence_cuts_leave_the_logits_unchanged() -> None:
 
 @pytest.mark.slow
 def test_exported_graph_reproduces_pytorch_at_every_length(tmp_path) -> None:
-    checkpoint = make_checkpoint(tiny_config(difference_channel=True))
-    result = export_module.export_checkpoint(checkpoint, tmp_path / "diff" / "0.1.0")
-    session = ModelSession(result.model_path, device="cpu")
-    batch = export_module.example_batch(session.card, 3, seed=6)
-    window = session.card.stem_window
-    batch["band_ids"] = with_padding(torch.from_numpy(batch["band_ids"]), [1, window + 2, 3 * window]).numpy()
-    members = checkpoint.build_members()
-    with torch.no_grad():
-        inputs = [torch.from_numpy(batch[k]) for k in ("stamps", "band_ids", "times")]
-        expected = torch.stack([torch.softmax(m(*inputs), -1) for m in members], 1).numpy()
-    np.testing.assert_allclose(session.run(batch["stamps"], batch["band_ids"], batch["times"]), expected, atol=1e-4)
+    config = tiny_config(difference_channel=True)
+    window = config.stem_window
+    assert_export_matches_pytorch(config, tmp_path / "diff", [1, window + 2, 3 * window], seed=6)

@@ -194,9 +194,10 @@ def test_precision_may_change_when_a_run_resumes_and_each_epoch_names_its_own(tm
     record_file = tmp_path / "run" / "state" / "fold0_member0.best.json"
     record_file.write_text(json.dumps({**record, "history": [
         {k: v for k, v in epoch.items() if k != "precision"} for epoch in record["history"]]}))
-    # a record of runs/standard/cnn_gru or lc_lstm: named with the saved run's precision, nothing trained
-    fit(config(tmp_path / "run", precision="bf16", **run))
-    assert {epoch["precision"] for epoch in json.loads(record_file.read_text())["history"]} == {"fp32"}
+    before = _files(tmp_path / "run")
+    with pytest.raises(ValueError, match=r"fold0_member0\.best\.json: an epoch without its precision"):
+        fit(config(tmp_path / "run", precision="bf16", **run))  # refused before anything is written
+    assert _files(tmp_path / "run") == before
 
 
 @pytest.mark.slow
@@ -591,8 +592,8 @@ def _files(folder):
     return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def test_an_architecture_record_older_than_a_field_holds_its_default(tmp_path):
-    """A record written before a field existed is the same architecture when the field keeps its default."""
+def test_an_architecture_record_must_name_every_field(tmp_path):
+    """A record without a field of the architecture is another architecture: the field is named."""
     from train.checkpoint import config_to_dict
 
     run_dir = tmp_path / "run"
@@ -602,9 +603,8 @@ def test_an_architecture_record_older_than_a_field_holds_its_default(tmp_path):
     del record["attention"]
     run_dir.mkdir()
     (run_dir / "architecture.json").write_text(json.dumps(record))
-    protocol.check_architecture(run_dir, model_config)  # the default: accepted
     with pytest.raises(ValueError, match=r"\(attention differ\)"):
-        protocol.check_architecture(run_dir, dataclasses.replace(model_config, attention="dot"))
+        protocol.check_architecture(run_dir, model_config)
 
 
 def test_a_run_of_another_architecture_is_refused_before_anything_is_written(tmp_path, capsys):
@@ -615,18 +615,15 @@ def test_a_run_of_another_architecture_is_refused_before_anything_is_written(tmp
     args = ["--catalog", str(sample_catalog_path()), "--run-dir", str(run_dir)]
     prepared = protocol.prepare(command_line._parse(args)[0])
     earlier = dataclasses.replace(prepared.model_config, head_norm=not prepared.model_config.head_norm)
-    # a run directory older than architecture.json: judged by a saved member state
+    # saved states without architecture.json: refused
     (run_dir / "state").mkdir(parents=True)
     torch.save({"model": build_model(earlier).state_dict(), "optimizer": {}, "state": {}},
                run_dir / "state" / "fold0_member0.pt")
     before = _files(run_dir)
     assert command_line.main(args) == 1
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and "fold0_member0.pt: saved weights of another architecture" in lines[0]
+    assert len(lines) == 1 and "holds saved states (fold0_member0.pt) but no architecture.json" in lines[0]
     assert _files(run_dir) == before
-    (run_dir / "state" / "fold0_member0.pt").write_bytes(b"damaged")
-    assert command_line.main(args) == 1
-    assert "fold0_member0.pt: not a saved state of train.fit" in capsys.readouterr().err
     # with the record a run writes, the differing fields are named
     (run_dir / "state" / "fold0_member0.pt").unlink()
     (run_dir / "architecture.json").write_text(json.dumps(config_to_dict(earlier)))

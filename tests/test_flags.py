@@ -11,13 +11,14 @@ import pytest
 from astropy.io import fits
 
 from convention_rt import Classifier
-from convention_rt.catalog import CatalogWriter
-from convention_rt.classifier import ClassificationWarning
+from convention_rt.catalog_writer import CatalogWriter
 from convention_rt.classify import flag_summary
 from convention_rt.errors import BadInputError, CatalogError, UsageError
 from convention_rt.model_card import Domain, sha256_of
 from convention_rt.photometry import Photometry, fluxcal_to_njy
+from convention_rt.policies import InvalidObjectWarning
 from convention_rt.predictions import Predictions, PredictionWriter
+from convention_rt.status import ObjectStatus, Reason
 from helpers import (
     BANDS,
     PHOTOMETRY,
@@ -56,7 +57,7 @@ def test_low_information_is_few_frames_or_near_uniform_probabilities():
                               [np.nan] * 4,             # flagged: nothing to say
                               [0.35, 0.25, 0.2, 0.2]])  # 0.5 * 0.2 / 0.75 = 0.133: not near
     assert domain.low_information(probabilities, [5, 9, 2, 0, 50]) == \
-        ["", "near_uniform", "few_frames,near_uniform", "", ""]
+        [(), (Reason.near_uniform,), (Reason.few_frames, Reason.near_uniform), (), ()]
 
 
 def test_a_classified_object_of_low_information_keeps_its_probabilities(tmp_path):
@@ -117,6 +118,17 @@ def test_no_frames_in_model_bands_follows_the_policy(tmp_path, capsys, tiny_mode
     assert code == 0 and f"warning: {catalog}: OBJECTS: object 2: no frames in model bands" in err
 
 
+def test_validate_for_a_model_flags_and_stops_as_classify_does(tmp_path, capsys, tiny_model):
+    catalog = band_i_catalog(tmp_path / "c.fits")
+    code, _, err = run(capsys, "validate", catalog)  # for no model: band i is a band of the catalog
+    assert code == 0, err
+    code, out, err = run(capsys, "validate", catalog, "--model", tiny_model[0])
+    assert code == 1 and "1 object(s) cannot be classified" in err
+    assert "flagged no_frames_in_model_bands: 1 object(s), e.g. 2" in out
+    code, _, err = run(capsys, "validate", catalog, "--model", tiny_model[0], "--on-invalid", "raise")
+    assert code == 1 and err.strip() == f"error: {catalog}: OBJECTS: object 2: no frames in model bands"
+
+
 def test_low_information_follows_the_policy(tmp_path, capsys):
     model = model_with(tmp_path / "m", min_frames=3)
     catalog = write_small_catalog(tmp_path / "c.fits", epochs=3)  # 2 frames in the model's bands g, r
@@ -131,12 +143,15 @@ def test_low_information_follows_the_policy(tmp_path, capsys):
                        "--on-invalid", "raise")
     assert code == 1 and err.strip() == (f"error: {catalog}: OBJECTS: object 100: low information (few_frames): "
                                          f"2 frame(s) seen, the model's validated minimum is 3")
-    with pytest.warns(ClassificationWarning, match="object 10[0-5]: low information"):
+    with pytest.warns(InvalidObjectWarning, match="object 10[0-5]: low information"):
         list(Classifier(model, device="cpu").predict_catalog(catalog, on_invalid="warn"))
     with pytest.raises(CatalogError, match="object 100: low information"):
         list(Classifier(model, device="cpu").predict_catalog(catalog, on_invalid="raise"))
     code, _, err = run(capsys, "validate", catalog, "--model", model)
     assert code == 1 and "6 object(s) have fewer frames than the model's validated minimum (3)" in err
+    code, _, err = run(capsys, "validate", catalog, "--model", model, "--on-invalid", "raise")
+    assert code == 1 and err.strip() == (f"error: {catalog}: OBJECTS: object 100: low information (few_frames): "
+                                         f"2 frame(s) seen, the model's validated minimum is 3")
 
     flat = model_with(tmp_path / "flat", min_uniform_distance=0.99)  # every object near uniform, none few frames
     code, _, err = run(capsys, "classify", catalog, "--model", flat, "--device", "cpu", "-o", tmp_path / "c.csv",
@@ -183,15 +198,20 @@ def test_in_memory_flags_follow_no_policy_but_predict_chunk_does(tiny_model):
 
 
 def test_the_summary_line_counts_what_is_not_ok():
-    assert flag_summary({"ok": 5}, 5) == ""
-    line = flag_summary({"ok": 1, "low_information:few_frames": 2, "flagged:out_of_domain:sky": 3}, 6)
+    ok = ObjectStatus().head_values
+    few = ObjectStatus(low_information=(Reason.few_frames,)).head_values
+    near = ObjectStatus(low_information=(Reason.near_uniform,)).head_values
+    both = ObjectStatus(low_information=(Reason.few_frames, Reason.near_uniform)).head_values
+    sky = ObjectStatus(Reason.out_of_domain, "sky").head_values
+    assert flag_summary({ok: 5}, 5) == ""
+    line = flag_summary({ok: 1, few: 2, sky: 3}, 6)
     assert line.startswith("5 of 6 object(s) not ok: flagged:out_of_domain:sky x3, low_information:few_frames x2")
     assert line.endswith("(flagged: not classified; few_frames: classified, on fewer frames than the model's "
                          "validated minimum; see the status column and docs/usage.md)")
-    line = flag_summary({"low_information:near_uniform": 2}, 2)
+    line = flag_summary({near: 2}, 2)
     assert line == ("2 of 2 object(s) not ok: low_information:near_uniform x2 (near_uniform: classified, but its "
                     "probabilities are close to uniform; see the status column and docs/usage.md)")
-    assert "few_frames: classified" in flag_summary({"low_information:few_frames,near_uniform": 1}, 1)
+    assert "few_frames: classified" in flag_summary({both: 1}, 1)
 
 
 # -- the same column names in every format ---------------------------------------------------------------
@@ -201,7 +221,8 @@ def test_fits_csv_and_parquet_have_the_same_column_names(tmp_path):
 
     results = Predictions(object_ids=np.array([1, 2]), probabilities=np.full((2, 2), 0.5, np.float32),
                           spread=np.zeros(2, np.float32), n_frames=np.array([3, 4]), bands_used=["g", "g,r"],
-                          status=["ok", "low_information:few_frames"], classes=("AGN", "SNIa"), model="m/1")
+                          statuses=[ObjectStatus(), ObjectStatus(low_information=(Reason.few_frames,))],
+                          classes=("AGN", "SNIa"), model="m/1")
     names = {}
     for suffix in (".fits", ".csv", ".parquet"):
         with PredictionWriter(tmp_path / f"out{suffix}", results.classes) as writer:

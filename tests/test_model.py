@@ -32,7 +32,7 @@ from train.model import (  # noqa: E402
 from train.model.__main__ import main  # noqa: E402
 from train.model.attention import ConvAttention, ConvDotAttention  # noqa: E402
 from train.model.convention import FeatureNorm, MaskedLayerNorm  # noqa: E402
-from train.model.reference import loop_attention, loop_forward  # noqa: E402
+from train.model.loops import loop_attention, loop_forward  # noqa: E402
 from train.model.stem import StemBlock  # noqa: E402
 
 pytestmark = pytest.mark.torch

@@ -15,7 +15,8 @@ pytest.importorskip("scipy")  # the train extra: the renderer needs scipy
 
 from astropy.io import fits  # noqa: E402
 
-from convention_rt.catalog import Catalog, summarise  # noqa: E402
+from convention_rt.catalog import Catalog  # noqa: E402
+from convention_rt.validate import summarise  # noqa: E402
 from convention_rt.photometry import Photometry  # noqa: E402
 from convention_rt.errors import UsageError  # noqa: E402
 from train.data import plasticc  # noqa: E402

@@ -15,6 +15,7 @@ from astropy.table import Table
 from convention_rt.errors import BadInputError, OutputError, UsageError
 from convention_rt.predictions import PredictionWriter
 from convention_rt.schema import prediction_columns
+from convention_rt.status import Note, ObjectStatus
 
 IDS = ["é1", "ü1", "星-7", "plain"]  # the first two differ only outside ASCII
 
@@ -58,14 +59,17 @@ def test_non_ascii_object_ids_stay_exact_and_distinct(folder, results, suffix):
 
 
 def test_fits_text_columns_hold_utf8_and_long_text_is_cut_visibly(folder, results):
-    results.status[0] = "ok;" + "é" * 150  # 303 bytes, longer than the column
+    results.statuses[0] = ObjectStatus()
+    results.statuses[0].note(Note.bands_unknown_to_model, 1, "é" * 150)  # over 300 bytes, longer than the column
+    text = "ok;bands_unknown_to_model=1(" + "é" * 150 + ")"
+    assert results.status[0] == text
     path = folder / "out.fits"
     with PredictionWriter(path, results.classes, id_width=8) as writer:
         writer.write(results)
     with fits.open(path) as hdul:
         status = hdul["PREDICTIONS"].data["status"][0]
     assert status.endswith(b"+") and len(status) <= 200
-    assert status[:-1].decode("utf-8") == ("ok;" + "é" * 150)[: len(status[:-1].decode("utf-8"))]
+    assert status[:-1].decode("utf-8") == text[: len(status[:-1].decode("utf-8"))]
 
 
 def test_an_id_longer_than_the_fits_column_is_refused_naming_the_object(folder, results):

@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from helpers import make_checkpoint, randomise_norms, tiny_config, with_padding  # noqa: E402
+from helpers import assert_export_matches_pytorch, randomise_norms, tiny_config, with_padding  # noqa: E402
 from train.model import ConvEntion, example_inputs, get_preset, measure, to_conv2d_stem  # noqa: E402
 from train.model.convention import RecencySummary  # noqa: E402
 
@@ -101,20 +101,6 @@ def test_negative_width_is_refused() -> None:
 
 @pytest.mark.slow
 def test_exported_graph_reproduces_pytorch_at_every_length(tmp_path) -> None:
-    import numpy as np
-
-    from train import export as export_module
-
-    from convention_rt.session import ModelSession
-
-    checkpoint = make_checkpoint(tiny_config(recency_summary=4, difference_channel=True, norm_affine="channel"))
-    result = export_module.export_checkpoint(checkpoint, tmp_path / "gru" / "0.1.0")
-    session = ModelSession(result.model_path, device="cpu")
-    batch = export_module.example_batch(session.card, 3, seed=7)
-    window = session.card.stem_window
-    batch["band_ids"] = with_padding(torch.from_numpy(batch["band_ids"]), [2, window + 1, 4 * window]).numpy()
-    members = checkpoint.build_members()
-    with torch.no_grad():
-        inputs = [torch.from_numpy(batch[k]) for k in ("stamps", "band_ids", "times")]
-        expected = torch.stack([torch.softmax(m(*inputs), -1) for m in members], 1).numpy()
-    np.testing.assert_allclose(session.run(batch["stamps"], batch["band_ids"], batch["times"]), expected, atol=1e-4)
+    config = tiny_config(recency_summary=4, difference_channel=True, norm_affine="channel")
+    assert_export_matches_pytorch(config, tmp_path / "recency", [2, config.stem_window + 1, 4 * config.stem_window],
+                                  seed=7)

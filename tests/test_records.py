@@ -102,7 +102,7 @@ def _write(path: Path, value: object) -> None:
     path.write_text(json.dumps(value) + "\n")
 
 
-def test_publish_copies_the_text_records_of_an_earlier_run_directory(tmp_path, capsys):
+def test_publish_copies_the_text_records_of_a_run_directory(tmp_path, capsys):
     run_dir, records_dir = tmp_path / "runs" / "row", tmp_path / "results" / "row"
     for name in ("config.json", "architecture.json", "metrics.json", "calibration.json", "export.json"):
         _write(run_dir / name, {"name": name})
@@ -115,7 +115,9 @@ def test_publish_copies_the_text_records_of_an_earlier_run_directory(tmp_path, c
         _write(run_dir / f"fold{fold}.predictions.json", {"object_id": [str(fold)]})
     _write(run_dir / "state" / "fold0_boosting.json", {"iterations": 3})
     curves = [{"frames_seen": [1, 99], "macro_f1": [0.1, 0.5]}, {"frames_seen": [1, 99], "macro_f1": [0.2, 0.6]}]
-    _write(run_dir / "early.json", {"frames_seen": [1, 99], "per_fold": curves})  # train.early before per-fold files
+    for fold, curve in enumerate(curves):
+        _write(run_dir / f"fold{fold}.early.json", {"fold": fold, **curve})
+    _write(run_dir / "early.json", {"frames_seen": [1, 99], "per_fold": curves})  # gathered: not a record
     for name in ("fit.log", "confusion.png", "ensemble.ckpt"):
         (run_dir / name).write_bytes(b"working state")
 

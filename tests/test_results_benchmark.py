@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("scipy")  # the train extra: train.results reads through train.data.plasticc (scipy)
 
-from convention_rt.catalog import CatalogWriter  # noqa: E402
+from convention_rt.catalog_writer import CatalogWriter  # noqa: E402
 from convention_rt.errors import UsageError  # noqa: E402
 from train import results  # noqa: E402
 from train.data.plasticc import PHOTOMETRY  # noqa: E402

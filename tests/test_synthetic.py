@@ -13,7 +13,8 @@ pytest.importorskip("scipy")  # the train extra: the renderer needs scipy
 
 from astropy.io import fits  # noqa: E402
 
-from convention_rt.catalog import Catalog, summarise  # noqa: E402
+from convention_rt.catalog import Catalog  # noqa: E402
+from convention_rt.validate import summarise  # noqa: E402
 from convention_rt.data import sample_catalog_path  # noqa: E402
 from convention_rt.errors import UsageError  # noqa: E402
 from train.data.lightcurves import CLASSES, Agn, Flare, Supernova, flux_to_mag, mag_to_flux  # noqa: E402

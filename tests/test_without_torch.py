@@ -27,7 +27,8 @@ def test_runtime_works_when_torch_cannot_be_imported(small_catalog):
 
         import convention_rt
         from convention_rt import catalog, cli, model_card, preprocess
-        from convention_rt.catalog import Catalog, summarise
+        from convention_rt.catalog import Catalog
+        from convention_rt.validate import summarise
 
         with Catalog({str(small_catalog)!r}) as opened:
             summary = summarise(opened)

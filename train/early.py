@@ -30,7 +30,7 @@ import torch
 
 from convention_rt.catalog import ObjectChunk
 from convention_rt.model_card import ModelCard
-from convention_rt.model_inputs import chunk_to_inputs
+from convention_rt.transform import to_inputs
 from convention_rt.session import frames_needed
 from train.data.dataset import LabelledObjects
 from train.files import write_atomically
@@ -135,7 +135,7 @@ def early_curve(members: Sequence[torch.nn.Module], data: LabelledObjects, idx: 
         with torch.no_grad():
             for start in range(0, idx.size, batch_size):
                 rows = idx[start:start + batch_size]
-                inputs = chunk_to_inputs(first_frames(data.chunk(rows), k), card)
+                inputs = to_inputs(first_frames(data.chunk(rows), k), card)
                 seq = inputs.sequences
                 # the batch's padding windows change nothing in eval mode (ConvEntion notes): not computed;
                 # models without stem windows (baselines: stem_window 1) keep the whole sequence

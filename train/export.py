@@ -11,7 +11,7 @@
   ensemble; the runtime averages them and reports their spread.
 * ``onnx.checker`` full check; the card embedded in the ONNX metadata and
   written beside the model as ``card.json`` with the file's sha256.  The card
-  carries the model's domain (:func:`train.card.card_with_domain`): the training
+  carries the model's domain (:func:`train.domain.card_with_domain`): the training
   catalog's photometric contract and the validated minimum of frames.
 * ONNX Runtime must agree with PyTorch within 1e-4 on the probabilities at
   batch 1 and 64, and, with a dynamic sequence axis, on each object of a batch cut
@@ -52,7 +52,7 @@ from torch import nn
 from convention_rt.errors import ConventionError, ModelError
 from convention_rt.model_card import ModelCard, sha256_of
 from convention_rt.session import CARD_METADATA_KEY, INPUT_NAMES, OUTPUT_NAME, sequence_lengths
-from train.card import card_with_domain
+from train.domain import card_with_domain
 from train.checkpoint import Checkpoint
 from train.command_line import OneLineParser, report_failure
 from train.model import ConvEntion, to_conv2d_stem

@@ -50,16 +50,14 @@ def cpu_description(cpuinfo: str | None = None) -> dict[str, str]:
     return {"cpu": name or platform.processor() or "unknown", "matrix_units": units}
 
 
-def timing_key(epoch: dict[str, Any], default_precision: str) -> str:
+def timing_key(epoch: dict[str, Any]) -> str:
     """How an epoch ran, for grouping seconds per epoch: ``"bf16 on amx"``, or ``"bf16"`` unrecorded.
 
     Parameters
     ----------
     epoch : dict
-        An entry of a member record's ``history``.
-    default_precision : str
-        The run's precision, for epochs recorded before records named theirs.
+        An entry of a member record's ``history`` (it names its ``precision``).
     """
-    precision = epoch.get("precision", default_precision)
+    precision = epoch["precision"]
     units = epoch.get("matrix_units")
     return f"{precision} on {units}" if units else precision

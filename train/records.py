@@ -26,14 +26,13 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import sys
 from pathlib import Path
 
 from convention_rt.errors import ConventionError
 from convention_rt.model_card import sha256_of
 from train.command_line import OneLineParser, report_failure
-from train.files import write_atomically
+from train.files import copy_atomically, write_atomically
 
 __all__ = ["FOLDS_DIGEST", "RUN_RECORDS", "early_file", "fold_records", "main", "publish", "publish_fold",
            "publish_run"]
@@ -42,8 +41,6 @@ __all__ = ["FOLDS_DIGEST", "RUN_RECORDS", "early_file", "fold_records", "main", 
 RUN_RECORDS: tuple[str, ...] = ("config.json", "architecture.json", "metrics.json", "calibration.json")
 #: The record of which folds a run used: the sha256 of its ``folds.json``.
 FOLDS_DIGEST = "folds.sha256"
-#: A run directory's early-classification curves of every fold, before runs wrote one record per fold.
-_EARLIER_EARLY = "early.json"
 
 
 def early_file(directory: Path, fold: int) -> Path:
@@ -85,7 +82,7 @@ def _copy(source: Path, target: Path) -> None:
     """Copy ``source`` to ``target`` whole, unless ``target`` already holds the same bytes."""
     if target.is_file() and target.read_bytes() == source.read_bytes():
         return
-    write_atomically(target, lambda path: shutil.copyfile(source, path))
+    copy_atomically(source, target)
 
 
 def _write_text(target: Path, text: str) -> None:
@@ -122,10 +119,6 @@ def publish_fold(run_dir: Path, records: Path, fold: int) -> None:
 def publish(run_dir: Path, records: Path) -> list[int]:
     """Copy every record of ``run_dir`` into ``records``: the run's and those of each scored fold.
 
-    A run scored early before curves were written per fold keeps them in
-    ``early.json`` only; fold k's curve is then the k-th of its ``per_fold`` (the
-    leading finished folds, in order) and is written as ``fold<k>.early.json``.
-
     Parameters
     ----------
     run_dir, records : Path
@@ -138,24 +131,15 @@ def publish(run_dir: Path, records: Path) -> list[int]:
     Raises
     ------
     ValueError
-        ``run_dir`` holds no run (no ``config.json``), or its ``early.json`` is unreadable.
+        ``run_dir`` holds no run (no ``config.json``).
     """
     if not (run_dir / "config.json").is_file():
         raise ValueError(f"{run_dir}: not a run directory (no config.json)")
-    earlier: dict[int, dict] = {}
-    if (run_dir / _EARLIER_EARLY).is_file():
-        try:
-            per_fold = json.loads((run_dir / _EARLIER_EARLY).read_text())["per_fold"]
-            earlier = {curve.get("fold", k): curve for k, curve in enumerate(per_fold)}
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise ValueError(f"{run_dir / _EARLIER_EARLY}: not an early-classification record ({exc})") from exc
     publish_run(run_dir, records)
     folds = sorted(int(match.group(1)) for path in run_dir.glob("fold*.predictions.json")
                    if (match := re.fullmatch(r"fold(\d+)\.predictions\.json", path.name))
                    and (run_dir / f"fold{match.group(1)}.json").is_file())
     for fold in folds:
-        if not early_file(run_dir, fold).is_file() and fold in earlier:
-            _write_text(early_file(records, fold), json.dumps({"fold": fold, **earlier[fold]}, indent=2) + "\n")
         publish_fold(run_dir, records, fold)
     return folds
 

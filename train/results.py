@@ -55,6 +55,7 @@ from convention_rt.errors import ConventionError, UsageError
 from convention_rt.model_card import sha256_of
 from train.command_line import OneLineParser, report_failure
 from train.data.dataset import TASKS
+from train.files import copy_atomically, write_atomically
 from train.machine import timing_key
 from train.records import FOLDS_DIGEST, early_file
 from train.reference.rows import ReferenceRow
@@ -334,7 +335,7 @@ def run_entry(entry: Entry, catalog: str, root: Path, runs: Path, threads: int =
     _check_row_folds(entry, root, runs, folds_file)
     (run_dir / "state").mkdir(parents=True, exist_ok=True)
     if not (run_dir / "folds.json").exists():
-        shutil.copyfile(folds_file, run_dir / "folds.json")
+        copy_atomically(folds_file, run_dir / "folds.json")
     if entry.reference is not None:
         from train.reference.rows import run_reference_row
 
@@ -359,8 +360,8 @@ def run_entry(entry: Entry, catalog: str, root: Path, runs: Path, threads: int =
             target = run_dir / "state" / source.name
             # the record (.json) is written after the weights: its presence means the member is finished
             if same and source.with_suffix(".json").exists() and not target.with_suffix(".json").exists():
-                shutil.copyfile(source, target)
-                shutil.copyfile(source.with_suffix(".json"), target.with_suffix(".json"))
+                copy_atomically(source, target)
+                copy_atomically(source.with_suffix(".json"), target.with_suffix(".json"))
                 log.info("%s: fold %d member 0 taken from %s", entry.name, fold, reference_run)
     if reuse_only:
         limit = config.fold_limit or config.folds
@@ -400,8 +401,7 @@ def collect(entry: Entry, root: Path) -> dict[str, Any]:
         (3-class), ``recall`` (class -> list),
         ``epochs`` (list per member), ``seconds_per_epoch`` (how the epochs ran, as
         :func:`train.machine.timing_key` names it -> list of the seconds of every
-        finished member's epochs that ran so; an epoch recorded without its precision
-        ran in the run's), ``held_out``
+        finished member's epochs that ran so), ``held_out``
         (fold -> object ids, true and predicted class indices, for :func:`verdict`, in
         the entry's task), ``held_out3`` (the same in 3 classes: a 4-class run's
         predictions with the supernova probabilities summed),
@@ -440,12 +440,10 @@ def collect(entry: Entry, root: Path) -> dict[str, Any]:
                                                 "label": [classes[i] for i in labels], "probabilities": merged})
         out["accuracy3"].append(three["accuracy"])
         out["macro_f13"].append(three["macro_f1"])
-    records = sorted(run_dir.glob("fold*.member*.json"))
-    run_precision = json.loads((run_dir / "config.json").read_text())["precision"] if records else None
-    for record_file in records:
+    for record_file in sorted(run_dir.glob("fold*.member*.json")):
         record = json.loads(record_file.read_text())
         for epoch in record["history"]:
-            out["seconds_per_epoch"].setdefault(timing_key(epoch, run_precision), []).append(epoch["seconds"])
+            out["seconds_per_epoch"].setdefault(timing_key(epoch), []).append(epoch["seconds"])
         out["epochs"].append(record["epochs"])
         if record.get("restarts"):
             fold, member = re.findall(r"\d+", record_file.name)[:2]
@@ -719,7 +717,8 @@ def write_table(document: Path, root: Path, benchmark: Benchmark = BENCHMARKS["s
     if begin not in text or end not in text.partition(begin)[2]:
         raise UsageError(f"{document}: needs the markers {begin} and {end}, in that order")
     head, rest = text.split(begin, 1)
-    document.write_text(f"{head}{begin}\n{table}\n{end}{rest.split(end, 1)[1]}")
+    rewritten = f"{head}{begin}\n{table}\n{end}{rest.split(end, 1)[1]}"
+    write_atomically(document, lambda path: path.write_text(rewritten))
     return table
 
 

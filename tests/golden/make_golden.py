@@ -12,7 +12,7 @@ named in the card's provenance, kept with the tests: runs are not in the reposit
 checkpoint as exported, with its temperature.)
 
 The inputs are the sample catalog that ships with the package, preprocessed by the
-runtime (:func:`convention_rt.model_inputs.chunk_to_inputs` with the checkpoint's
+runtime (:func:`convention_rt.transform.to_inputs` with the checkpoint's
 card); the outputs are those of the checkpoint's members in PyTorch (fp32,
 evaluation mode), so the runtime's ONNX predictions are checked against the model
 as trained, not against themselves.  Statuses say ``low_information`` by the rule of
@@ -35,7 +35,7 @@ import torch
 from convention_rt.catalog import Catalog
 from convention_rt.data import sample_catalog_path
 from convention_rt.errors import ModelError
-from convention_rt.model_inputs import chunk_to_inputs
+from convention_rt.transform import to_inputs
 from convention_rt.registry import resolve_model
 from train.checkpoint import Checkpoint
 from train.export import with_evaluations
@@ -57,7 +57,7 @@ def golden_outputs(checkpoint_path: Path | Checkpoint, catalog_path: Path | None
     members = checkpoint.build_members()
     with Catalog(catalog_path or sample_catalog_path(), stamp_size=card.stamp_size) as catalog:
         chunk = next(catalog.iter_chunks(max_objects=catalog.n_objects))
-    inputs = chunk_to_inputs(chunk, card)
+    inputs = to_inputs(chunk, card)
     seq = inputs.sequences
     with torch.no_grad():
         tensors = (torch.from_numpy(seq.stamps), torch.from_numpy(seq.band_ids), torch.from_numpy(inputs.times))

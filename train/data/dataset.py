@@ -1,7 +1,7 @@
 """Labelled objects held in memory for training, read through the runtime's reader.
 
 Training and serving share the catalog reader (:class:`convention_rt.catalog.Catalog`)
-and the preprocessing (:func:`convention_rt.model_inputs.chunk_to_inputs`): this
+and the preprocessing (:func:`convention_rt.transform.to_inputs`): this
 module only keeps the frames of labelled objects in one ragged array and cuts
 batches out of it.
 """

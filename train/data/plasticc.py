@@ -43,9 +43,10 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import linalg
 
-from convention_rt.catalog import CatalogWriter
+from convention_rt.catalog_writer import CatalogWriter
 from convention_rt.errors import ConventionError, UsageError
 from convention_rt.photometry import Photometry
+from train.files import write_atomically
 from train.data.lightcurves import CLASSES, flux_to_mag
 from train.data.render import (
     RenderConfig,
@@ -593,7 +594,8 @@ def build(out: str | Path, *, cache: str | Path | None = None, seed: int = 0, li
             report.n_stamps += mjd.shape[0]
             if progress and (done + 1) % 500 == 0:
                 print(f"{done + 1}/{rows.shape[0]} objects, {time.perf_counter() - started:.0f} s", file=sys.stderr)
-        truth_path.write_text("\n".join(truth_lines) + "\n")
+        truth_text = "\n".join(truth_lines) + "\n"
+        write_atomically(truth_path, lambda path: path.write_text(truth_text))
     report.seconds = time.perf_counter() - started
     report.flux_error_ratio = np.concatenate(ratios)
     report.smoothing_ratio = np.concatenate(smoothing)

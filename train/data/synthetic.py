@@ -3,7 +3,7 @@
 Each object gets a class (balanced: AGN, SNIa, SNOther, Variable), a survey
 cadence, a parametric light curve (:mod:`train.data.lightcurves`) and stamps
 rendered by :mod:`train.data.render`; the catalog is written with
-:class:`convention_rt.catalog.CatalogWriter` in the FRAMES layout.
+:class:`convention_rt.catalog_writer.CatalogWriter` in the FRAMES layout.
 
 Everything is drawn from ``numpy.random.SeedSequence(seed)``: object ``i`` owns
 the ``i``-th spawned stream, so the same arguments give the same bytes.
@@ -26,7 +26,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from convention_rt.catalog import CatalogWriter
+from convention_rt.catalog_writer import CatalogWriter
 from convention_rt.photometry import Photometry
 from convention_rt.errors import ConventionError, UsageError
 from train.data.lightcurves import (

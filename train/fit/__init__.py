@@ -1,7 +1,7 @@
 """``python -m train.fit``: the paper's training protocol.
 
 * Catalog read through the runtime's reader, preprocessed through the runtime's
-  compiled path (``chunk_to_inputs``): no second copy of normalisation or
+  compiled path (``convention_rt.transform.to_inputs``): no second copy of normalisation or
   windowing here.
 * Stratified K-fold cross-validation (folds fixed by the seed and saved, so
   every model trained on the same catalog sees the same splits) x ensemble
@@ -53,8 +53,8 @@ from train.fit.protocol import (
     EXECUTION_FIELDS,
     Prepared,
     check_architecture,
+    check_member_records,
     fit,
-    name_epoch_precisions,
     prepare,
 )
 from train.fit.provenance import CPU, SOURCE_REVISION, catalog_provenance, source_revision
@@ -62,9 +62,9 @@ from train.fit.provenance import CPU, SOURCE_REVISION, catalog_provenance, sourc
 __all__ = [
     "ARCHITECTURE_FILE", "CPU", "DEAD_HEAD_SHARE", "EXECUTION_FIELDS", "EXPORT_RECORD", "MAX_RESTARTS", "MemberState",
     "FitConfig", "Prepared", "SOURCE_REVISION", "augment", "balanced_weights", "catalog_provenance",
-    "check_architecture", "configure_logging", "evaluated_on", "evaluation_subset", "export_ensemble",
+    "check_architecture", "check_member_records", "configure_logging", "evaluated_on", "evaluation_subset", "export_ensemble",
     "export_is_current", "fit", "fold_digests", "fold_summary", "head_is_dead", "head_units_active", "inner_split",
-    "load_weights", "main", "make_folds", "member_seed", "model_inputs", "name_epoch_precisions", "plot_confusion",
+    "load_weights", "main", "make_folds", "member_seed", "model_inputs", "plot_confusion",
     "predict", "prepare", "read_folds", "scores", "source_revision", "stages_of", "train_member",
     "write_predictions",
 ]

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from convention_rt.model_card import ModelCard
-from convention_rt.model_inputs import chunk_to_inputs
+from convention_rt.transform import to_inputs
 from train.data.dataset import LabelledObjects
 from train.early import random_prefixes
 
@@ -48,9 +48,9 @@ def model_inputs(data: LabelledObjects, indices: np.ndarray, card: ModelCard, *,
     if rng is not None and prefix_truncation > 0:  # no draw otherwise: earlier runs resume unchanged
         chunk = random_prefixes(chunk, rng, prefix_truncation)
     if rng is None:
-        inputs = chunk_to_inputs(chunk, card)
+        inputs = to_inputs(chunk, card)
     else:
         seeds = rng.integers(0, 2**63, size=len(indices), dtype=np.uint64)
-        inputs = chunk_to_inputs(chunk, card, mode="random", seeds=seeds, drop_prob=frame_drop)
+        inputs = to_inputs(chunk, card, mode="random", seeds=seeds, drop_prob=frame_drop)
     seq = inputs.sequences
     return torch.from_numpy(seq.stamps), torch.from_numpy(seq.band_ids), torch.from_numpy(inputs.times)

@@ -19,6 +19,7 @@ from torch import nn
 from convention_rt.model_card import ModelCard
 from train.data.dataset import LabelledObjects
 from train.distributed import SINGLE_PROCESS, Group
+from train.files import write_atomically
 from train.fit.batches import model_inputs
 
 __all__ = ["evaluated_on", "fold_summary", "plot_confusion", "predict", "scores", "write_predictions"]
@@ -63,11 +64,12 @@ def scores(labels: np.ndarray, probabilities: np.ndarray, classes: tuple[str, ..
 
 def write_predictions(path: Path, data: LabelledObjects, idx: np.ndarray, probabilities: np.ndarray) -> None:
     """Held-out predictions of a fold as JSON: object ids, true classes, class probabilities (n, classes)."""
-    path.write_text(json.dumps({
+    text = json.dumps({
         "classes": list(data.classes), "object_id": [str(i) for i in data.object_ids[idx]],
         "label": [data.classes[k] for k in data.labels[idx]],
         "probabilities": np.round(probabilities.astype(np.float64), 6).tolist(),
-    }) + "\n")
+    }) + "\n"
+    write_atomically(path, lambda target: target.write_text(text))
 
 
 def fold_summary(per_fold: list[dict[str, Any]], classes: tuple[str, ...]) -> dict[str, Any]:
@@ -115,7 +117,7 @@ def plot_confusion(summary: dict[str, Any], classes: tuple[str, ...], title: str
     axes.set_ylabel("true")
     axes.set_title(title, fontsize=10)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    write_atomically(path, lambda target: figure.savefig(target, dpi=120, format="png"))
     plt.close(figure)
 
 

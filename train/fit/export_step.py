@@ -77,14 +77,14 @@ def export_ensemble(config: FitConfig, command: str, run_dir: Path, model_config
     after every further fold with the metrics of more folds; the weights, and
     so the predictions, stay the same.
     """
-    from train.card import training_domain
+    from train.domain import training_domain
     from train.export import export_checkpoint
 
     summary = fold_summary(per_fold, tuple(model_config.classes))
     provenance = {
         "training_catalog": Path(config.catalog).name, "catalog_sha256": sha256_of(Path(config.catalog)),
         "training_data": catalog_provenance(config.catalog),
-        "training_domain": training_domain(config.catalog, model_config.seq_len),  # the card's domain (train.card)
+        "training_domain": training_domain(config.catalog, model_config.seq_len),  # the card's domain (train.domain)
         "folds_sha256": sha256_of(run_dir / "folds.json"), "command": command,
         "member_precisions": member_precisions, "config": dataclasses.asdict(config),
         "architecture": config_to_dict(model_config),

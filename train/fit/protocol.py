@@ -36,7 +36,7 @@ from train.machine import timing_key
 from train.model import BaselineConfig, ModelConfig, build_model, training_form
 from train.records import publish_fold, publish_run
 
-__all__ = ["ARCHITECTURE_FILE", "EXECUTION_FIELDS", "Prepared", "check_architecture", "fit", "name_epoch_precisions",
+__all__ = ["ARCHITECTURE_FILE", "EXECUTION_FIELDS", "Prepared", "check_architecture", "check_member_records", "fit",
            "prepare"]
 
 log = logging.getLogger("train")
@@ -50,9 +50,8 @@ def check_architecture(run_dir: Path, model_config: ModelConfig | BaselineConfig
     """Refuse a run directory that holds a run of another architecture than ``model_config``.
 
     Presets can change between versions while ``config.json`` names only the preset,
-    so the architecture is compared as well: with ``architecture.json``, or, in a run
-    directory older than that record (``runs/standard/lc_lstm``), with the parameter
-    names and shapes of a saved member state.
+    so the architecture is compared as well, with the run's ``architecture.json``.  A
+    run directory that holds saved states needs that record.
 
     Parameters
     ----------
@@ -64,38 +63,45 @@ def check_architecture(run_dir: Path, model_config: ModelConfig | BaselineConfig
     Raises
     ------
     ValueError
-        One line naming the file that shows another architecture, or an unreadable one.
+        One line naming the file that shows another architecture, or an unreadable one,
+        or the run directory whose saved states have no architecture record.
     """
     wanted = json.loads(json.dumps(config_to_dict(model_config)))
     record = run_dir / ARCHITECTURE_FILE
-    if record.exists():
-        try:
-            saved = json.loads(record.read_text())
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"{record}: not an architecture record of train.fit ({exc})") from exc
-        if isinstance(saved, dict):  # fields newer than the record hold their defaults in it
-            defaults = json.loads(json.dumps({f.name: f.default for f in dataclasses.fields(model_config)
-                                              if f.default is not dataclasses.MISSING}))
-            saved = {**{k: v for k, v in defaults.items() if k in wanted and k not in saved}, **saved}
-        if saved != wanted:
-            differing = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k)) \
-                if isinstance(saved, dict) else ["all"]
-            raise ValueError(f"{record}: the run was trained with another architecture "
-                             f"({', '.join(differing)} differ); use another --run-dir")
-        return
-    states = sorted((run_dir / "state").glob("*.pt")) if (run_dir / "state").is_dir() else []
-    if not states:
+    if not record.exists():
+        states = sorted((run_dir / "state").glob("*.pt")) if (run_dir / "state").is_dir() else []
+        if states:
+            raise ValueError(f"{run_dir}: holds saved states ({states[0].name}) but no {ARCHITECTURE_FILE}; "
+                             "use another --run-dir")
         return
     try:
-        saved_state = torch.load(states[0], map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many kinds on a damaged file
-        detail = " ".join(str(exc).split())[:200]
-        raise ValueError(f"{states[0]}: not a saved state of train.fit ({detail})") from exc
-    weights = saved_state.get("model", saved_state) if isinstance(saved_state, dict) else {}
-    shapes = {k: tuple(v.shape) for k, v in weights.items() if isinstance(v, torch.Tensor)}
-    if shapes != {k: tuple(v.shape) for k, v in build_model(model_config).state_dict().items()}:
-        raise ValueError(f"{states[0]}: saved weights of another architecture than this run's model builds; "
-                         "train it in another --run-dir")
+        saved = json.loads(record.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{record}: not an architecture record of train.fit ({exc})") from exc
+    if saved != wanted:
+        differing = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k)) \
+            if isinstance(saved, dict) else ["all"]
+        raise ValueError(f"{record}: the run was trained with another architecture "
+                         f"({', '.join(differing)} differ); use another --run-dir")
+
+
+def check_member_records(run_dir: Path) -> None:
+    """Refuse a run directory with a finished member's record (``state/*.best.json``) whose epochs lack their precision.
+
+    Raises
+    ------
+    ValueError
+        One line naming the first such record.
+    """
+    for record_file in sorted(run_dir.glob("state/fold*_member*.best.json")):
+        try:
+            history = json.loads(record_file.read_text())["history"]
+            complete = all("precision" in epoch for epoch in history)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{record_file}: not a member record of train.fit ({exc})") from exc
+        if not complete:
+            raise ValueError(f"{record_file}: an epoch without its precision (every epoch names it); "
+                             "use another --run-dir")
 
 
 @dataclass(frozen=True)
@@ -108,30 +114,12 @@ class Prepared:
     model_config: ModelConfig | BaselineConfig
     card: ModelCard
     folds: list[list[str]]
-    #: Precision of the epochs recorded before a run's records named theirs: the saved configuration's.
-    earlier_precision: str = "fp32"
 
 
 #: Fields that may change when a run resumes: how it runs, not what it computes (``run_dir``:
 #: a run directory may be moved).
 EXECUTION_FIELDS = ("threads", "precision", "export_out", "fold_limit", "frames_cache", "eval_batch_size", "early",
                     "records_dir", "run_dir")
-
-
-def name_epoch_precisions(state_dir: Path, earlier: str) -> None:
-    """Name the precision of every recorded epoch that does not: ``earlier``, the run's until now.
-
-    Member records (``*.best.json``) written before epochs named their precision
-    (those of ``runs/standard/cnn_gru`` and ``runs/standard/lc_lstm``) are rewritten in
-    place, before the run's ``config.json`` (which says what that precision was) is
-    replaced: :func:`fit` reads each finished member's precisions from its record.
-    """
-    for record_file in sorted(state_dir.glob("fold*_member*.best.json")):
-        record = json.loads(record_file.read_text())
-        if any("precision" not in epoch for epoch in record["history"]):
-            history = [{**epoch, "precision": epoch.get("precision", earlier)} for epoch in record["history"]]
-            text = json.dumps({**record, "history": history}) + "\n"
-            write_atomically(record_file, lambda path: path.write_text(text))
 
 
 def prepare(config: FitConfig) -> Prepared:
@@ -150,7 +138,6 @@ def prepare(config: FitConfig) -> Prepared:
     """
     run_dir = Path(config.run_dir)
     saved_config = run_dir / "config.json"
-    earlier_precision = config.precision
     if run_dir.exists() and not run_dir.is_dir():
         raise ValueError(f"{run_dir}: is a file, not a run directory")
     if saved_config.exists():
@@ -163,7 +150,6 @@ def prepare(config: FitConfig) -> Prepared:
         defaults = dataclasses.asdict(FitConfig(catalog="", run_dir=""))  # fields newer than the saved run
         if {k: previous.get(k, defaults[k]) for k in significant} != significant:
             raise ValueError(f"{run_dir}: holds a run with another configuration; use another --run-dir")
-        earlier_precision = previous.get("precision", defaults["precision"])
     if config.export_out:  # refused now, not after hours of training
         from train.export import check_destination
 
@@ -180,12 +166,13 @@ def prepare(config: FitConfig) -> Prepared:
         time_encoding=getattr(model_config, "positional_encoding", "") == "time",
     )
     check_architecture(run_dir, model_config)
+    check_member_records(run_dir)
     folds = make_folds(data, config, run_dir / "folds.json", write=False)
     index_of = {str(i): k for k, i in enumerate(data.object_ids)}
     for fold, held_out_ids in enumerate(folds[:config.fold_limit]):
         held_out = np.array(sorted(index_of[i] for i in held_out_ids))
         inner_split(data, np.setdiff1d(np.arange(len(data)), held_out), config, fold)
-    return Prepared(data, stats, bands, model_config, card, folds, earlier_precision)
+    return Prepared(data, stats, bands, model_config, card, folds)
 
 
 def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS,
@@ -205,7 +192,6 @@ def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS,
     group.barrier()  # every rank has compared with the saved configuration before rank 0 rewrites it
     if group.is_main:
         (run_dir / "state").mkdir(parents=True, exist_ok=True)
-        name_epoch_precisions(run_dir / "state", prepared.earlier_precision)
         write_atomically(run_dir / "config.json",
                          lambda path: path.write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n"))
         make_folds(data, config, run_dir / "folds.json")
@@ -254,7 +240,7 @@ def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS,
                 member_states.append(best)
                 member_precisions.append(sorted({epoch["precision"] for epoch in record["history"]}))
                 for epoch in record["history"]:
-                    timings.setdefault(timing_key(epoch, prepared.earlier_precision), []).append(epoch["seconds"])
+                    timings.setdefault(timing_key(epoch), []).append(epoch["seconds"])
             scored = evaluation_subset(data, held_out)
             models, probabilities = [], []
             for member, best in enumerate(member_states):
@@ -265,7 +251,8 @@ def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS,
             ensemble = np.mean(probabilities, axis=0)
             fold_scores = scores(data.labels[scored], ensemble, data.classes)
             if group.is_main:
-                fold_file.write_text(json.dumps(fold_scores, indent=2) + "\n")
+                fold_text = json.dumps(fold_scores, indent=2) + "\n"
+                write_atomically(fold_file, lambda path: path.write_text(fold_text))
                 write_predictions(run_dir / f"fold{fold}.predictions.json", data, scored, ensemble)
             log.info("fold %d: held-out accuracy %.4f, macro-F1 %.4f (%d objects)", fold,
                      fold_scores["accuracy"], fold_scores["macro_f1"], fold_scores["n"])
@@ -296,7 +283,8 @@ def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS,
         "evaluated_on": evaluated_on(data),
     }
     if group.is_main:
-        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        metrics_text = json.dumps(metrics, indent=2) + "\n"
+        write_atomically(run_dir / "metrics.json", lambda path: path.write_text(metrics_text))
         if early_folds:
             gather(run_dir, early_folds, FRAMES_SEEN)
         if config.records_dir:

@@ -13,7 +13,7 @@ at every pixel and head.  The convolution is linear, so
     conv(Q_n + K_m) = conv(Q_n) + conv_without_bias(K_m)
 
 and all N x N pairs cost 2N convolutions and one broadcast sum, exactly
-(``train.model.reference.loop_attention`` is the per-pair loop it is tested
+(``train.model.loops.loop_attention`` is the per-pair loop it is tested
 against).
 
 Consequence of that linearity: inside the softmax over m, ``conv(Q_n)`` is a

@@ -7,7 +7,7 @@ import pytest
 
 from convention_rt.catalog import Catalog
 from convention_rt.errors import CatalogError
-from convention_rt.model_inputs import chunk_to_inputs, relative_times
+from convention_rt.transform import relative_times, to_inputs
 from helpers import tiny_card, write_small_catalog
 
 
@@ -16,7 +16,7 @@ def test_bands_unknown_to_the_model_are_dropped_and_counted(tmp_path):
     card = tiny_card()  # knows g and r only
     with Catalog(path) as catalog:
         (chunk,) = list(catalog.iter_chunks())
-    inputs = chunk_to_inputs(chunk, card)
+    inputs = to_inputs(chunk, card)
     seq = inputs.sequences
     assert seq.stamps.shape == (3, 6, 32, 32)
     assert set(np.unique(seq.band_ids)) <= {0, 1, 2}
@@ -34,7 +34,7 @@ def test_object_with_only_unknown_bands_is_flagged(tmp_path):
                                                       "z": tiny_card().normalisation["r"]})
     with Catalog(path) as catalog:
         (chunk,) = list(catalog.iter_chunks())
-    inputs = chunk_to_inputs(chunk, card)
+    inputs = to_inputs(chunk, card)
     assert inputs.invalid == ["no_frames_in_model_bands"] * 2
     assert not inputs.valid.any() and not inputs.sequences.mask.any()
 

@@ -16,7 +16,7 @@ A card's :class:`~convention_rt.model_card.Domain` is made of
 Export adds it to every card (:func:`card_with_domain`).  For exports made
 before cards carried a domain::
 
-    python -m train.card exports/convention-compact/1.1.0 --catalog /work/data/plasticc.fits \\
+    python -m train.domain exports/convention-compact/1.1.0 --catalog /work/data/plasticc.fits \\
         [--early runs/compact-4class-1.1.0/early.json]
 
 rewrites ``card.json`` and the card embedded in ``model.onnx`` with the domain
@@ -269,8 +269,8 @@ def add_domain(export_dir: str | Path, catalog: str | Path, *, early: str | Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line: ``python -m train.card EXPORT_DIR... --catalog CATALOG [--early EARLY_JSON]``."""
-    parser = argparse.ArgumentParser(prog="python -m train.card", description=__doc__.split("\n")[0])
+    """Command line: ``python -m train.domain EXPORT_DIR... --catalog CATALOG [--early EARLY_JSON]``."""
+    parser = argparse.ArgumentParser(prog="python -m train.domain", description=__doc__.split("\n")[0])
     parser.add_argument("exports", type=Path, nargs="+", metavar="EXPORT_DIR")
     parser.add_argument("--catalog", type=Path, required=True, help="the training catalog")
     parser.add_argument("--early", type=Path, default=None, help="early.json of the model's run")
