@@ -54,13 +54,11 @@ from convention_rt.photometry import Photometry, compare
 from convention_rt.policies import OnInvalid, StampPolicy, apply_on_invalid
 from convention_rt.predictions import Predictions
 from convention_rt.provenance import Provenance
-from convention_rt.preprocess import Sequences, allocate_sequences, count_bad_pixels
+from convention_rt.preprocess import Sequences, allocate_sequences
 from convention_rt.registry import ModelEntry, resolve_model
 from convention_rt.session import Device, ModelSession
 from convention_rt.status import Reason
-from convention_rt.transform import (
-    MOSTLY_BAD_FRACTION, epochs_from_objects, model_band_ids, to_frames, to_inputs,
-)
+from convention_rt.transform import epochs_from_objects, frames_problem, to_frames, to_inputs
 
 __all__ = ["Classifier", "ObjectPrediction"]
 
@@ -384,16 +382,9 @@ class Classifier:
         what = f"object {object_id}"
         new_stamps, new_bands, new_mjd = check_object(stamps, bands, mjd, what=what,
                                                       stamp_size=self.card.stamp_size)
-        unknown = sorted({b for b, k in zip(new_bands, model_band_ids(new_bands, self.card)) if k == 0})
-        if unknown:
-            raise BadInputError(f"{what}: band {'/'.join(unknown)} is not one of the model's bands "
-                                f"({', '.join(self.card.bands)}); alert refused, history unchanged")
-        n_bad = count_bad_pixels(new_stamps)
-        mostly_bad = np.flatnonzero(n_bad > MOSTLY_BAD_FRACTION * new_stamps.shape[1] * new_stamps.shape[2])
-        if mostly_bad.size:
-            raise BadInputError(f"{what}: stamp {int(mostly_bad[0])} has {int(n_bad[mostly_bad[0]])} bad pixels "
-                                f"of {new_stamps.shape[1] * new_stamps.shape[2]} (NaN, inf or out of range); "
-                                f"alert refused, history unchanged")
+        problem = frames_problem(new_stamps, new_bands, self.card)  # the transform stage's rules, written once
+        if problem:
+            raise BadInputError(f"{what}: {problem}; alert refused, history unchanged")
         self._in_memory_domain(photometry)  # a photometry that cannot be used is refused before storing
         history = cache.add(object_id, new_stamps, new_bands, new_mjd)  # checks the times, refuses before storing
         return self.predict_object(*history, photometry=photometry, on_invalid=on_invalid)

@@ -12,6 +12,10 @@ What is refused is a call that cannot be meant (arrays of the wrong rank,
 lengths that disagree, text where numbers belong); what the data says about
 the object (non-finite times, unknown bands, bad pixels) is left to the
 per-object policy of the classifier, which flags the object.
+
+:func:`mjd_problem` is the one check of an object's times every stage shares:
+the catalog reader and the transform stage flag an object by it, the catalog
+writer and :class:`~convention_rt.HistoryCache` refuse its times by it.
 """
 
 from __future__ import annotations

@@ -38,6 +38,7 @@ from convention_rt.catalog import Catalog
 from convention_rt.classifier import Classifier
 from convention_rt.errors import BadInputError, CatalogError, ConventionError, ModelError, UsageError
 from convention_rt.model_card import ModelCard
+from convention_rt.policies import OnInvalid, StampPolicy
 from convention_rt.predictions import Predictions
 from convention_rt.provenance import Provenance
 from convention_rt.publish import StagedOutput, output_path
@@ -177,9 +178,7 @@ def classify_objects(object_id: pd.Series, stamps: pd.Series, bands: pd.Series, 
                for i, s, names, times in zip(object_id, stamps, bands, mjd)]
     predictions = classifier.predict_batch(objects, object_ids=object_id.to_numpy())
     schema = arrow_schema(prediction_columns(classifier.classes, object_id=False))
-    frame = _to_arrow(predictions, schema).to_pandas(types_mapper=pd.ArrowDtype)
-    frame.attrs["provenance"] = predictions.provenance.metadata() if predictions.provenance else {}
-    return frame
+    return _to_arrow(predictions, schema).to_pandas(types_mapper=pd.ArrowDtype)
 
 
 def classification_udf(model: str | Path | None = None) -> UserDefinedFunction:
@@ -261,6 +260,12 @@ class CatalogJob:
         Objects per chunk read and classified by a task (memory per task).
     provenance : Provenance or None
         Where the results come from, written to the dataset's ``_common_metadata``.
+    stamp_policy, on_invalid : StampPolicy, OnInvalid
+        How every task opens the catalog, as for :class:`~convention_rt.catalog.Catalog`.
+    domain_declared : bool
+        Whether the model's card declares a training domain (else the catalog was not checked against it).
+    domain_problem : str
+        How the catalog is out of the model's domain, found on the driver ("" when it is not).
     """
 
     catalog: Path
@@ -271,26 +276,44 @@ class CatalogJob:
     string_ids: bool
     chunk_size: int = 256
     provenance: Provenance | None = None
+    stamp_policy: StampPolicy = StampPolicy.error
+    on_invalid: OnInvalid = OnInvalid.flag
+    domain_declared: bool = True
+    domain_problem: str = ""
 
     @classmethod
-    def plan(cls, catalog: str | Path, *, model: str | Path | None = None, chunk_size: int = 256) -> CatalogJob:
+    def plan(cls, catalog: str | Path, *, model: str | Path | None = None, chunk_size: int = 256,
+             stamp_policy: StampPolicy | str = StampPolicy.error,
+             on_invalid: OnInvalid | str = OnInvalid.flag) -> CatalogJob:
         """Check the model and the catalog, on the driver, before any Spark work.
+
+        The catalog is opened as each task will open it: the model's stamp
+        size and domain, ``stamp_policy`` and ``on_invalid``.
 
         Raises
         ------
+        UsageError
+            A bad policy or chunk size.
         CatalogError
-            A catalog that breaks the format (the message names the file and field).
+            A catalog that breaks the format (the message names the file and field), or under
+            ``on_invalid="raise"`` one out of the model's domain.
         ModelError
             No such model.
         """
         if chunk_size < 1:
             raise UsageError(f"chunk_size must be at least 1, got {chunk_size}")
+        stamp_policy = StampPolicy.parse(stamp_policy, "stamp_policy")
+        on_invalid = OnInvalid.parse(on_invalid, "on_invalid")
         reference, card = _model_reference(model)
-        with Catalog(catalog, stamp_size=card.stamp_size) as opened:
+        target = card.domain.photometry if card.domain is not None else None  # None: said once, by the caller
+        with Catalog(catalog, stamp_size=card.stamp_size, stamp_policy=stamp_policy, on_invalid=on_invalid,
+                     target=target) as opened:
             n_objects, string_ids = opened.n_objects, opened.id_width is not None
+            domain_problem = opened.domain_problem
         return cls(catalog=Path(catalog).resolve(), model=reference, classes=card.classes,
                    stamp_size=card.stamp_size, n_objects=n_objects, string_ids=string_ids, chunk_size=chunk_size,
-                   provenance=Provenance.of(card, source=catalog))
+                   provenance=Provenance.of(card, source=catalog), stamp_policy=stamp_policy, on_invalid=on_invalid,
+                   domain_declared=card.domain is not None, domain_problem=domain_problem)
 
     @property
     def columns(self) -> tuple[OutputColumn, ...]:
@@ -364,7 +387,8 @@ def _classify_ranges(tasks: Iterator[pa.RecordBatch], *, job: CatalogJob,
     for batch in tasks:
         for index in batch.column(0).to_pylist():
             start, stop = ranges[index]
-            with classifier.open_catalog(job.catalog) as catalog:  # converted to, and checked against, its domain
+            with classifier.open_catalog(job.catalog, stamp_policy=job.stamp_policy,
+                                         on_invalid=job.on_invalid) as catalog:  # converted to its domain
                 if catalog.n_objects != job.n_objects:
                     raise CatalogError(str(job.catalog), f"has {catalog.n_objects} objects on this executor and "
                                        f"{job.n_objects} on the driver: the executors must see the driver's file "
@@ -441,6 +465,12 @@ class SparkReport:
     classes : tuple of str
     predicted : Counter
         Objects per predicted class; ``""`` counts the flagged ones.
+    domain_declared : bool
+        Whether the model's card declares a training domain (else nothing was checked against it).
+    domain_problem : str
+        How the catalog is out of the model's domain ("" when it is not).
+    on_invalid : OnInvalid
+        The policy the run applied.
     """
 
     output: Path
@@ -451,10 +481,14 @@ class SparkReport:
     master: str
     classes: tuple[str, ...]
     predicted: Counter
+    domain_declared: bool = True
+    domain_problem: str = ""
+    on_invalid: OnInvalid = OnInvalid.flag
 
 
 def classify_on_spark(catalog: str | Path, output: str | Path, *, master: str, model: str | Path | None = None,
-                      partitions: int | None = None, overwrite: bool = False) -> SparkReport:
+                      partitions: int | None = None, stamp_policy: StampPolicy | str = StampPolicy.error,
+                      on_invalid: OnInvalid | str = OnInvalid.flag, overwrite: bool = False) -> SparkReport:
     """Classify a catalog on a Spark cluster into a Parquet dataset: the library call of ``spark-classify``.
 
     The output and the catalog are checked before Spark starts; a Spark session
@@ -473,6 +507,9 @@ def classify_on_spark(catalog: str | Path, output: str | Path, *, master: str, m
         As for :class:`~convention_rt.classifier.Classifier`.
     partitions : int, optional
         Tasks (default: the cluster's cores).
+    stamp_policy, on_invalid
+        As for :func:`~convention_rt.classify.classify_catalog`; under ``on_invalid="raise"`` the first
+        object that cannot be classified stops the job (a :class:`BadInputError`), and nothing is written.
     overwrite : bool
         Replace an existing output.
 
@@ -481,7 +518,7 @@ def classify_on_spark(catalog: str | Path, output: str | Path, *, master: str, m
     SparkReport
     """
     _check_output(output, overwrite=overwrite)  # usage errors, then the catalog, before starting Spark
-    job = CatalogJob.plan(catalog, model=model)
+    job = CatalogJob.plan(catalog, model=model, stamp_policy=stamp_policy, on_invalid=on_invalid)
     started = time.perf_counter()
     running = _running_session()
     spark = running or _start_spark(master)
@@ -496,7 +533,8 @@ def classify_on_spark(catalog: str | Path, output: str | Path, *, master: str, m
     counts = _class_counts(written)
     return SparkReport(output=written, rows=sum(counts.values()), seconds=elapsed,
                        startup_seconds=submitted - started, model=job.model, master=used, classes=job.classes,
-                       predicted=counts)
+                       predicted=counts, domain_declared=job.domain_declared, domain_problem=job.domain_problem,
+                       on_invalid=job.on_invalid)
 
 
 def _running_session() -> SparkSession | None:

@@ -21,7 +21,10 @@ Two steps, each of which adds what it finds to the objects' statuses
 
 :func:`read_chunks` reads a catalog through step 1 and applies its
 ``on_invalid`` policy; :func:`epochs_from_objects` is the reader of objects held
-in memory.  The compiled kernels are in :mod:`convention_rt.preprocess`.
+in memory.  :func:`frames_problem` is the same two rules (frames in no band of
+the model, frames mostly bad) applied to frames not yet stored, such as an
+alert's, to refuse them before they join a history.  The compiled kernels are in
+:mod:`convention_rt.preprocess`.
 """
 
 from __future__ import annotations
@@ -45,8 +48,8 @@ from convention_rt.status import Note, ObjectStatus, Reason, format_status
 if TYPE_CHECKING:
     from convention_rt.catalog import Catalog
 
-__all__ = ["MOSTLY_BAD_FRACTION", "ModelInputs", "chunk_from_objects", "epochs_from_objects", "model_band_ids",
-           "read_chunks", "relative_times", "to_frames", "to_inputs"]
+__all__ = ["MOSTLY_BAD_FRACTION", "ModelInputs", "chunk_from_objects", "epochs_from_objects", "frames_problem",
+           "model_band_ids", "mostly_bad", "read_chunks", "relative_times", "to_frames", "to_inputs"]
 
 #: A frame with more bad pixels than this fraction is dropped.
 MOSTLY_BAD_FRACTION = 0.5
@@ -94,17 +97,17 @@ def to_frames(epochs: EpochChunk) -> ObjectChunk:
     frames, band, mjd, offsets = _compress(frames, band, mjd, offsets, keep)
 
     n_bad = preprocess.count_bad_pixels(frames)
-    mostly_bad = n_bad > MOSTLY_BAD_FRACTION * frames.shape[1] * frames.shape[2]
+    dropping = mostly_bad(n_bad, frames.shape[1:])
     for i in range(n):
         block = slice(offsets[i], offsets[i + 1])
         bad_pixels = int(n_bad[block].sum())
         if bad_pixels:
             statuses[i].note(Note.bad_pixels, bad_pixels)
-            dropped = int(mostly_bad[block].sum())
+            dropped = int(dropping[block].sum())
             if dropped:
                 statuses[i].note(Note.mostly_bad_frames_dropped, dropped)
-    if mostly_bad.any():
-        keep = ~mostly_bad
+    if dropping.any():
+        keep = ~dropping
         frames, band, mjd, offsets = _compress(frames, band, mjd, offsets, keep)
         n_bad = n_bad[keep]
     for i in range(n):
@@ -114,6 +117,58 @@ def to_frames(epochs: EpochChunk) -> ObjectChunk:
     return ObjectChunk(object_ids=epochs.object_ids, ra=epochs.ra, dec=epochs.dec, labels=epochs.labels,
                        typing=epochs.typing, frames=frames, band=np.ascontiguousarray(band, dtype=np.int32),
                        mjd=mjd, n_bad=n_bad, offsets=offsets, bands=epochs.bands, statuses=statuses)
+
+
+def mostly_bad(n_bad: NDArray[np.int64], frame_shape: tuple[int, ...]) -> NDArray[np.bool_]:
+    """Which frames are mostly bad: more than :data:`MOSTLY_BAD_FRACTION` of their pixels bad.
+
+    The one rule, for :func:`to_frames` (which drops them) and :func:`frames_problem` (which refuses them).
+
+    Parameters
+    ----------
+    n_bad : ndarray, shape (F,), integer
+        Bad pixels per frame (:func:`convention_rt.preprocess.count_bad_pixels`).
+    frame_shape : tuple of int
+        (H, W) of the frames.
+
+    Returns
+    -------
+    ndarray, shape (F,), bool
+    """
+    return n_bad > MOSTLY_BAD_FRACTION * frame_shape[0] * frame_shape[1]
+
+
+def frames_problem(stamps: NDArray[np.float32], bands: Sequence[str], card: ModelCard) -> str:
+    """Why the transform stage would drop some of these frames, before they are stored ("" when none would be).
+
+    The rules of :func:`to_inputs` (a band the model does not know:
+    :func:`model_band_ids`) and of :func:`to_frames` (a frame mostly bad:
+    :func:`mostly_bad`), the first broken one said, for frames that are refused
+    as a whole rather than dropped one by one (an alert's).
+
+    Parameters
+    ----------
+    stamps : ndarray, shape (T, H, W), float32
+        Frames checked for shape already.
+    bands : sequence of str, length T
+        Band of each frame.
+    card : ModelCard
+
+    Returns
+    -------
+    str
+        e.g. ``"band z is not one of the model's bands (g, r, i)"`` or
+        ``"stamp 0 has 864 bad pixels of 1024 (NaN, inf or out of range)"``.
+    """
+    unknown = sorted({b for b, k in zip(bands, model_band_ids(bands, card)) if k == 0})
+    if unknown:
+        return f"band {'/'.join(unknown)} is not one of the model's bands ({', '.join(card.bands)})"
+    n_bad = preprocess.count_bad_pixels(stamps)
+    dropped = np.flatnonzero(mostly_bad(n_bad, stamps.shape[1:]))
+    if dropped.size:
+        return (f"stamp {int(dropped[0])} has {int(n_bad[dropped[0]])} bad pixels of "
+                f"{stamps.shape[1] * stamps.shape[2]} (NaN, inf or out of range)")
+    return ""
 
 
 def read_chunks(catalog: Catalog, max_objects: int = 1024, max_epochs: int = 65536, *, start: int = 0,

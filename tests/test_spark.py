@@ -22,7 +22,8 @@ from convention_rt import spark as crt_spark
 from convention_rt.classifier import Classifier
 from convention_rt.errors import BadInputError, ModelError, UsageError
 from convention_rt.model_card import sha256_of
-from helpers import BAD_FILES, problem_catalog, tiny_card, write_small_catalog, write_tiny_onnx
+from helpers import (BAD_FILES, frame_columns, object_columns, problem_catalog, tiny_card, write_raw_catalog,
+                     write_small_catalog, write_tiny_onnx)
 
 # pyspark warns that it is not tested with pandas 3 yet; nothing else is let through.
 pytestmark = pytest.mark.filterwarnings("ignore:PySpark does not yet fully support pandas:FutureWarning")
@@ -281,3 +282,49 @@ def test_executor_error_is_one_line_and_leaves_nothing(spark, tmp_path, model):
     message = str(caught.value)
     assert "\n" not in message and message.startswith(f"{job.catalog}: OBJECTS: has 3 objects on this executor")
     assert not output.exists() and leftovers(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_spark_classify_on_invalid_raise_stops_on_a_flagged_object_in_one_line(spark, run, tmp_path, model):
+    catalog = problem_catalog(tmp_path)
+    code, _, single = run("classify", catalog, "-o", tmp_path / "single.parquet", "--model", model,
+                          "--device", "cpu", "--on-invalid", "raise")
+    assert code == 1
+    output = tmp_path / "spark.parquet"
+    code, _, err = run("spark-classify", catalog, "-o", output, "--master", "local[2]", "--model", model,
+                       "--partitions", "1", "--on-invalid", "raise")
+    assert code == 1 and err.count("\n") == 1 and err.strip() == single.strip(), err  # classify's bar: a blank
+    assert not output.exists() and leftovers(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_spark_classify_crops_larger_stamps_like_classify(spark, run, tmp_path, model):
+    catalog = write_small_catalog(tmp_path / "large.fits", n_objects=5, epochs=4, stamp_shape=(48, 48))
+    output = tmp_path / "spark.parquet"
+    code, _, err = run("spark-classify", catalog, "-o", output, "--master", "local[2]", "--model", model)
+    assert code == 1 and "use --stamp-policy crop" in err and not output.exists()  # refused on the driver
+    code, _, err = run("classify", catalog, "-o", tmp_path / "single.parquet", "--model", model, "--device", "cpu",
+                       "--stamp-policy", "crop")
+    assert code == 0, err
+    code, out, err = run("spark-classify", catalog, "-o", output, "--master", "local[2]", "--model", model,
+                         "--stamp-policy", "crop")
+    assert code == 0, err
+    assert_same_results(output, tmp_path / "single.parquet")
+    assert "5 objects" in out and "flagged: 0" in out
+
+
+@pytest.mark.slow
+def test_spark_classify_reports_a_catalog_out_of_the_domain_like_classify(spark, run, tmp_path, model):
+    stamps = np.random.default_rng(3).normal(50.0, 5.0, size=(4, 32, 32))
+    catalog = write_raw_catalog(tmp_path / "undeclared.fits", object_columns([1, 2], [0, 2], [2, 2]),
+                                frame_columns([1, 1, 2, 2], np.arange(4.0), ["g", "r", "g", "i"], stamps),
+                                photometry=None)
+    code, _, err = run("classify", catalog, "-o", tmp_path / "single.parquet", "--model", model, "--device", "cpu")
+    assert code == 0, err
+    notice = [line for line in err.splitlines() if "would mean nothing" in line]
+    assert len(notice) == 1 and notice[0].startswith(f"warning: {catalog}: PRIMARY: "), err
+    code, _, err = run("spark-classify", catalog, "-o", tmp_path / "spark.parquet", "--master", "local[2]",
+                       "--model", model)
+    assert code == 0, err
+    assert [line for line in err.splitlines() if "would mean nothing" in line] == notice
+    assert_same_results(tmp_path / "spark.parquet", tmp_path / "single.parquet")

@@ -11,7 +11,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from convention_rt.classify import classify_catalog
-from convention_rt.cli.options import CatalogArgument, ModelOption, OnInvalidOption, StampPolicyOption, console, warn
+from convention_rt.cli.options import (CatalogArgument, ModelOption, OnInvalidOption, StampPolicyOption, console,
+                                       warn, warn_about_domain)
 from convention_rt.policies import Device, OnInvalid, StampPolicy
 
 __all__ = ["classify"]
@@ -58,10 +59,6 @@ def classify(
                   markup=False, soft_wrap=True)
     console.print("classes: " + (", ".join(f"{c}: {report.predicted[c]}" for c in report.classes))
                   + f"; flagged: {report.flagged}")
-    if not report.domain_declared:
-        warn(f"{report.model} declares no training domain: the catalog's photometry was not checked against "
-             f"it, nor the information of its results")
-    if report.domain_problem and report.on_invalid == OnInvalid.flag:  # under warn the reader said it already
-        warn(report.domain_problem)
+    warn_about_domain(report.model, report.domain_declared, report.domain_problem, report.on_invalid)
     if report.not_ok:
         warn(report.not_ok)

@@ -30,3 +30,15 @@ OnInvalidOption = Annotated[
 def warn(line: str) -> None:
     """One ``warning: ...`` line on standard error."""
     typer.echo(f"warning: {line}", err=True)
+
+
+def warn_about_domain(model: str, domain_declared: bool, domain_problem: str, on_invalid: OnInvalid) -> None:
+    """The warnings of a classification about the model's domain: none declared, or the catalog outside it.
+
+    Under ``on_invalid="warn"`` the catalog reader has said the second already.
+    """
+    if not domain_declared:
+        warn(f"{model} declares no training domain: the catalog's photometry was not checked against it, nor the "
+             "information of its results")
+    if domain_problem and on_invalid == OnInvalid.flag:
+        warn(domain_problem)

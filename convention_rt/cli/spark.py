@@ -7,6 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from convention_rt.cli.options import OnInvalidOption, StampPolicyOption, warn_about_domain
+from convention_rt.policies import OnInvalid, StampPolicy
 from convention_rt.registry import DEFAULT_MODEL
 from convention_rt.spark import classify_on_spark
 
@@ -26,13 +28,16 @@ def spark_classify(
         show_default=False)] = None,
     partitions: Annotated[Optional[int], typer.Option(
         help="Tasks, each a range of objects \\[default: the cluster's cores]", min=1, show_default=False)] = None,
+    stamp_policy: StampPolicyOption = StampPolicy.error,
+    on_invalid: OnInvalidOption = OnInvalid.flag,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
 ) -> None:
     """Classify a catalog on a Spark cluster: the rows of `classify -o OUT.parquet`, as a dataset folder."""
     report = classify_on_spark(catalog, output, master=master, model=model, partitions=partitions,
-                               overwrite=overwrite)
+                               stamp_policy=stamp_policy, on_invalid=on_invalid, overwrite=overwrite)
     typer.echo(f"wrote {report.output}: {report.rows} objects in {report.seconds:.1f} s "
                f"({report.rows / report.seconds:,.0f} objects/s) with {report.model} on Spark {report.master} "
                f"(started in {report.startup_seconds:.1f} s)")
     typer.echo("classes: " + ", ".join(f"{c}: {report.predicted[c]}" for c in report.classes)
                + f"; flagged: {report.predicted['']}")
+    warn_about_domain(report.model, report.domain_declared, report.domain_problem, report.on_invalid)

@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from convention_rt.ingest.alerts import STAMP_KINDS, AlertError, IngestWarning
 from convention_rt.ingest.build import ON_INVALID, IngestReport, PaddedCutout, build_catalog
-from convention_rt.ingest.records import STAMP_KINDS, AlertError, IngestWarning
 from convention_rt.ingest.rubin import RUBIN
 from convention_rt.ingest.ztf import ZTF
 from convention_rt.policies import OnInvalidAlert, StampKind

@@ -27,9 +27,9 @@ from numpy.typing import NDArray
 from convention_rt._version import __version__
 from convention_rt.catalog_writer import INT64_MAX, INT64_MIN, CatalogWriter
 from convention_rt.errors import BadInputError, OutputError, UsageError
+from convention_rt.ingest.alerts import Alert, AlertError, IngestWarning, Survey
 from convention_rt.ingest.cutouts import STAMP_SIZE
 from convention_rt.ingest.packets import iter_packets
-from convention_rt.ingest.records import Alert, AlertError, IngestWarning, Survey
 from convention_rt.policies import OnInvalidAlert, StampKind
 from convention_rt.publish import output_path
 

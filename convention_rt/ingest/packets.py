@@ -15,7 +15,7 @@ from types import ModuleType
 from typing import Any
 
 from convention_rt.errors import UsageError
-from convention_rt.ingest.records import AlertError
+from convention_rt.ingest.alerts import AlertError
 
 __all__ = ["AVRO_MAGIC", "PARQUET_MAGIC", "iter_packets", "require"]
 

@@ -1,4 +1,4 @@
-"""Rubin (LSST) alert packets -> :class:`~convention_rt.ingest.records.Alert` records.
+"""Rubin (LSST) alert packets -> :class:`~convention_rt.ingest.alerts.Alert` records.
 
 A Rubin packet (``lsst-alert-packet`` schema, 5.0 to 11.x; the 3.x/4.x field
 names ``midPointTai``/``filterName``/``decl`` are read too) carries one
@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from convention_rt.ingest import cutouts
-from convention_rt.ingest.records import Alert, FieldReader, StampKind, Survey
+from convention_rt.ingest.alerts import Alert, FieldReader, StampKind, Survey
 from convention_rt.photometry import Photometry
 
 __all__ = ["BANDS", "CUTOUT_FIELDS", "PIXEL_SCALE", "RUBIN", "parse_packet", "photometry"]

@@ -1,4 +1,4 @@
-"""ZTF alert packets -> :class:`~convention_rt.ingest.records.Alert` records.
+"""ZTF alert packets -> :class:`~convention_rt.ingest.alerts.Alert` records.
 
 A ZTF packet (schema 3.x/4.x, as Avro or Fink-style Parquet) carries one
 detection (``candidate``), its history (``prv_candidates``, which has no
@@ -20,8 +20,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from convention_rt.ingest import cutouts
+from convention_rt.ingest.alerts import Alert, FieldReader, StampKind, Survey
 from convention_rt.ingest.cutouts import PadSide
-from convention_rt.ingest.records import Alert, FieldReader, StampKind, Survey
 from convention_rt.photometry import Photometry
 
 __all__ = ["BANDS", "CUTOUT_FIELDS", "CUTOUT_SIZE", "FID_BANDS", "PIXEL_SCALE", "ZTF", "parse_packet",

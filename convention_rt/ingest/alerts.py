@@ -25,6 +25,7 @@ __all__ = [
     "AlertError",
     "FieldReader",
     "IngestWarning",
+    "SkipReason",
     "StampKind",
     "STAMP_KINDS",
     "Survey",
@@ -36,7 +37,8 @@ STAMP_KINDS: tuple[str, ...] = StampKind.values()
 ID_MIN, ID_MAX = -(2**63), 2**64 - 1
 """Range of alert and object ids: signed (Avro ``long``) or unsigned (Parquet ``uint64``) 64-bit integers."""
 
-Reason = Literal["unreadable_file", "missing_field", "bad_value", "missing_cutout", "corrupt_cutout",
+#: Why an alert (or a whole file) is skipped: the codes that count skipped alerts.
+SkipReason = Literal["unreadable_file", "missing_field", "bad_value", "missing_cutout", "corrupt_cutout",
                  "unknown_band"]
 
 
@@ -58,13 +60,13 @@ class AlertError(BadInputError):
         format for a file that cannot be read.
     message : str
         What is wrong; newlines are folded.
-    reason : str
+    reason : SkipReason
         Short code used to count skipped alerts, e.g. ``"corrupt_cutout"``.
     ids : sequence of (str, object)
         Identifiers of the alert, e.g. ``(("objectId", "ZTF18..."), ("candid", 1))``.
     """
 
-    def __init__(self, source: str, field: str, message: str, *, reason: Reason,
+    def __init__(self, source: str, field: str, message: str, *, reason: SkipReason,
                  ids: Sequence[tuple[str, object]] = ()) -> None:
         where = f"{source}: {field}"
         if ids:
@@ -169,7 +171,7 @@ class FieldReader:
         self.source = source
         self.ids: list[tuple[str, object]] = []
 
-    def error(self, field: str, message: str, reason: Reason) -> AlertError:
+    def error(self, field: str, message: str, reason: SkipReason) -> AlertError:
         """An :class:`AlertError` about ``field`` of the current alert."""
         return AlertError(self.source, field, message, reason=reason, ids=self.ids)
 
