@@ -51,6 +51,7 @@ from torch import nn
 
 from convention_rt.errors import ConventionError, ModelError
 from convention_rt.model_card import ModelCard, sha256_of
+from convention_rt.publish import publish
 from convention_rt.session import CARD_METADATA_KEY, INPUT_NAMES, OUTPUT_NAME, sequence_lengths
 from train.domain import card_with_domain
 from train.checkpoint import Checkpoint
@@ -308,21 +309,13 @@ def export_checkpoint(checkpoint: Checkpoint, out_dir: str | Path, *, threads: i
 
 
 def _install(built: Path, out_dir: Path, overwrite: bool) -> None:
-    """Swap the folder ``built`` (model.onnx, card.json) in as ``out_dir``, the previous one kept on failure.
+    """Put the folder ``built`` (model.onnx, card.json) at ``out_dir`` whole, the previous one kept on failure.
 
-    ``built`` lies in a scratch folder beside ``out_dir``, which takes the previous
-    export with it when it is removed.
+    ``built`` lies in a scratch folder beside ``out_dir``; the folder is published
+    by :func:`convention_rt.publish.publish`, like every output of the project.
     """
     check_destination(out_dir, overwrite=overwrite)  # again: the folder may have changed meanwhile
-    previous = built.parent / "previous"
-    if out_dir.exists():  # holds only a previous export: it goes with the scratch folder
-        out_dir.rename(previous)
-    try:
-        built.rename(out_dir)
-    except OSError:
-        if previous.exists():
-            previous.rename(out_dir)
-        raise
+    publish(built, out_dir, overwrite=True)
 
 
 def exporter_digest() -> str:

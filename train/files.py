@@ -1,37 +1,33 @@
-"""Files written whole or not at all."""
+"""Files written whole or not at all, through :func:`convention_rt.publish.publish` like every output."""
 
 from __future__ import annotations
 
-import os
-import secrets
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["copy_atomically", "temporary_beside", "write_atomically"]
+from convention_rt.publish import publish, temporary_path
 
-
-def temporary_beside(path: Path) -> Path:
-    """A hidden temporary name beside ``path``, unique to this process and call.
-
-    ``.{name}.{pid}.{8 hex digits}.part``: two processes (or two calls) writing the
-    same ``path`` never share a temporary.
-    """
-    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.part")
+__all__ = ["copy_atomically", "write_atomically"]
 
 
 def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
-    """``write`` to a hidden temporary file beside ``path``, then rename it to ``path``.
+    """``write`` to a temporary file beside ``path`` (:func:`~convention_rt.publish.temporary_path`), then publish it.
 
     Readers see the old file or the whole new one; a failed write leaves neither
     a partial file nor the temporary behind.  Of two processes writing the same
-    ``path`` at once, the last rename wins; each file it leaves is whole.
+    ``path`` at once, the last one wins; each file it leaves is whole.
+
+    Raises
+    ------
+    convention_rt.errors.OutputError
+        The system refused the file (permissions, a full disk, ...).
     """
     path = Path(path)
-    temporary = temporary_beside(path)
+    temporary = temporary_path(path)
     try:
         write(temporary)
-        temporary.replace(path)
+        publish(temporary, path, overwrite=True)
     finally:
         temporary.unlink(missing_ok=True)
 
