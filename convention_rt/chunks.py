@@ -15,7 +15,6 @@ rows ``offsets[i]:offsets[i + 1]``.  Each object has an
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -104,14 +103,9 @@ class ObjectChunk:
         Object ``i`` owns frames ``offsets[i]:offsets[i + 1]``.
     bands : tuple of str
         Band names of the catalog.
-    statuses : list of ObjectStatus
-        Per object: why it cannot be classified (if so), and what was fixed or dropped.
-
-    Notes
-    -----
-    ``ObjectChunk(..., invalid=[...], notes=[[...], ...])`` builds the statuses
-    from their text (a flag, "" for none, and notes per object); :attr:`invalid`
-    and :attr:`notes` read them as text.
+    statuses : list of ObjectStatus, optional
+        Per object: why it cannot be classified (if so), and what was fixed or
+        dropped; by default every object ``ok``.
     """
 
     object_ids: NDArray[Any]
@@ -130,19 +124,11 @@ class ObjectChunk:
     def __init__(self, object_ids: NDArray[Any], ra: NDArray[np.float64], dec: NDArray[np.float64],
                  labels: NDArray[np.str_] | None, typing: NDArray[np.str_] | None, frames: NDArray[np.float32],
                  band: NDArray[np.int32], mjd: NDArray[np.float64], n_bad: NDArray[np.int32],
-                 offsets: NDArray[np.int64], bands: tuple[str, ...], statuses: list[ObjectStatus] | None = None,
-                 *, invalid: Sequence[str] | None = None, notes: Sequence[Sequence[str]] | None = None) -> None:
+                 offsets: NDArray[np.int64], bands: tuple[str, ...], statuses: list[ObjectStatus] | None = None) -> None:
         self.object_ids, self.ra, self.dec, self.labels, self.typing = object_ids, ra, dec, labels, typing
         self.frames, self.band, self.mjd, self.n_bad, self.offsets = frames, band, mjd, n_bad, offsets
         self.bands = tuple(bands)
-        if statuses is None:
-            n = int(np.shape(object_ids)[0])
-            flags = list(invalid) if invalid is not None else [""] * n
-            texts = [list(items) for items in notes] if notes is not None else [[] for _ in range(n)]
-            statuses = [ObjectStatus.parse(flag, items) for flag, items in zip(flags, texts, strict=True)]
-        elif invalid is not None or notes is not None:
-            raise TypeError("give statuses, or invalid and notes, not both")
-        self.statuses = statuses
+        self.statuses = statuses if statuses is not None else [ObjectStatus() for _ in range(len(object_ids))]
 
     def __len__(self) -> int:
         return int(self.object_ids.shape[0])
@@ -151,11 +137,6 @@ class ObjectChunk:
     def invalid(self) -> list[str]:
         """Per object: "" when usable, else why it cannot be classified (``<reason>[:<detail>]``)."""
         return [status.flag_text for status in self.statuses]
-
-    @property
-    def notes(self) -> list[list[str]]:
-        """Per object: what was fixed or dropped on the way, as the status lists it."""
-        return [status.notes() for status in self.statuses]
 
     def status(self, i: int) -> str:
         """The status of object ``i`` as text: ``ok`` or ``flagged:<why>``, then notes."""

@@ -20,7 +20,6 @@ the notes, ``;``-separated), for the result tables their writers write
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from convention_rt.policies import Choice
@@ -152,24 +151,6 @@ class ObjectStatus:
 
     def __str__(self) -> str:
         return format_status(self)
-
-    @classmethod
-    def parse(cls, flag: str = "", notes: Iterable[str] = ()) -> ObjectStatus:
-        """A status from the text of a flag (``""`` for none, ``out_of_domain:survey,sky``) and of notes, as
-        :attr:`flag_text` and :meth:`notes` write them."""
-        status = cls()
-        if flag:
-            reason, _, detail = str(flag).partition(":")
-            status.flag_as(Reason(reason), detail)
-        for item in notes:
-            key, _, value = str(item).partition("=")
-            kind = Note(key)
-            if kind is Note.domain_unknown:
-                status.note(kind, names=value)
-                continue
-            count, _, names = value.partition("(")
-            status.note(kind, int(count or 0), names.rstrip(")"))
-        return status
 
 
 def format_head(head: Head) -> str:

@@ -21,7 +21,7 @@ def chunk_of(counts: list[int]) -> ObjectChunk:
     return ObjectChunk(object_ids=np.arange(n), ra=np.zeros(n), dec=np.zeros(n), labels=None, typing=None,
                        frames=frames, band=np.arange(total, dtype=np.int32) % 2,
                        mjd=np.arange(total, dtype=np.float64) * 1.5, n_bad=np.zeros(total, np.int32),
-                       offsets=offsets, bands=("g", "r"), invalid=[""] * n, notes=[[] for _ in range(n)])
+                       offsets=offsets, bands=("g", "r"))
 
 
 @pytest.mark.parametrize("keep", [1, 2, 3, 10])

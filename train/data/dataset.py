@@ -88,7 +88,7 @@ class LabelledObjects:
             object_ids=self.object_ids[indices], ra=np.zeros(n), dec=np.zeros(n),
             labels=np.asarray([self.classes[k] for k in self.labels[indices]]), typing=self.typing[indices],
             frames=self.frames[rows], band=self.band[rows], mjd=self.mjd[rows], n_bad=np.zeros(rows.size, np.int32),
-            offsets=offsets, bands=self.bands, invalid=[""] * n, notes=[[] for _ in range(n)],
+            offsets=offsets, bands=self.bands,
         )
 
     def class_counts(self, indices: NDArray[np.int64] | None = None) -> NDArray[np.int64]:
@@ -229,8 +229,8 @@ def labelled_rows(catalog: Catalog, class_map: dict[str, str], skipped: Counter,
                 return
             seen += 1
             label = str(chunk.labels[i])
-            if chunk.invalid[i]:
-                skipped[f"flagged:{chunk.invalid[i]}"] += 1
+            if chunk.statuses[i].flagged:
+                skipped[chunk.statuses[i].head] += 1
             elif label not in class_map:
                 skipped[f"label:{label or '(none)'}"] += 1
             else:
