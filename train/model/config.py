@@ -137,6 +137,14 @@ class ModelConfig:
         tau_r)`` with learnt time scales (:class:`train.model.convention.RecencySummary`).
         The published attention gives every window the same weights, so without
         it only the positional encoding tells windows apart.  0: none (the paper).
+    scene_summary : int
+        Width S of a static-scene branch whose features join the pooled features
+        before the head: a small 2D CNN over the object's per-band mean stamps
+        (its coadds, every real frame of a band averaged) and which bands it has
+        (:class:`train.model.convention.SceneSummary`).  A window sees each frame
+        at single-epoch depth; the coadd shows the host galaxy, and whether a
+        steady source sits at its centre, as a reference image does.  Needs
+        band-separated single-channel frames.  0: none (the paper).
     band_input : {"separated", "stacked"}
         ``"separated"``: each frame is one band's stamp (the paper's band
         separation).  ``"stacked"``: the model takes the same band-separated
@@ -168,6 +176,7 @@ class ModelConfig:
     head_norm: bool = False
     difference_channel: bool = False
     recency_summary: int = 0
+    scene_summary: int = 0
     band_input: BandInput = "separated"
 
     def __post_init__(self) -> None:
@@ -211,6 +220,13 @@ class ModelConfig:
                  "(stamp_channels=1, band_input='separated')")
         if self.recency_summary < 0:
             fail(f"recency_summary must be 0 (none) or a width, got {self.recency_summary}")
+        if self.scene_summary < 0:
+            fail(f"scene_summary must be 0 (none) or a width, got {self.scene_summary}")
+        if self.scene_summary and (self.stamp_channels != 1 or self.band_input != "separated"):
+            fail("scene_summary needs band-separated single-channel frames "
+                 "(stamp_channels=1, band_input='separated')")
+        if self.scene_summary and self.stamp_size % 4:
+            fail(f"scene_summary halves the stamp twice: stamp_size must be a multiple of 4, got {self.stamp_size}")
         if not self.stem:
             fail("stem needs at least one layer")
         if self.stem[-1].channels != self.d_model:

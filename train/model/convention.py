@@ -11,7 +11,8 @@ Data flow for a batch of B sequences of M frames (N = M / K windows):
       -> L x [x + Attn(LN(x)); x + FFN(LN(x))]
       -> max over valid positions -> (B, D, h, w)        (end of forward_features)
          [and R recency-weighted means over the windows -> (B, R) with recency_summary = R]
-      -> [FeatureNorm,] flatten, [concat recency summary,] Dropout, Linear, ReLU, Dropout, Linear -> (B, classes)
+         [and S features of the per-band coadds -> (B, S) with scene_summary = S]
+      -> [FeatureNorm,] flatten, [concat summaries,] Dropout, Linear, ReLU, Dropout, Linear -> (B, classes)
 
 Padding: frames with band id 0 are padding; their stamps are zeroed.  A window
 is valid if any of its frames is real.  Invalid windows are excluded from the
@@ -43,6 +44,7 @@ __all__ = [
     "PositionalEncoding",
     "TransformerBlock",
     "RecencySummary",
+    "SceneSummary",
     "attend_once_per_sequence",
     "check_inputs",
     "masked_max",
@@ -418,19 +420,19 @@ class RecencySummary(nn.Module):
 
 
 class ClassifierHead(nn.Module):
-    """[FeatureNorm,] Flatten, [concat the recency summary,] Dropout, Linear -> width, ReLU, Dropout, Linear -> classes.
+    """[FeatureNorm,] Flatten, [concat the summaries,] Dropout, Linear -> width, ReLU, Dropout, Linear -> classes.
 
     Parameters
     ----------
     config : ModelConfig
         Supplies D, the map size, the width, the dropout, the classes,
-        whether the features are normalised first (``head_norm``) and the width
-        of the recency summary joined to them.
+        whether the features are normalised first (``head_norm``) and the widths
+        of the recency and scene summaries joined to them.
     """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        features = config.d_model * config.map_size**2 + config.recency_summary
+        features = config.d_model * config.map_size**2 + config.recency_summary + config.scene_summary
         shape = (config.d_model, config.map_size, config.map_size)
         self.norm = FeatureNorm(shape, config.norm_affine) if config.head_norm else nn.Identity()
         self.layers = nn.Sequential(  # the Flatten is a no-op on the joined (B, F) features; kept for the weights' names
@@ -443,7 +445,7 @@ class ClassifierHead(nn.Module):
         )
 
     def forward(self, features: Tensor, summary: Tensor | None = None) -> Tensor:
-        """``(B, D, h, w)`` float32 features [and ``(B, R)`` float32 summary] -> ``(B, classes)`` float32 logits."""
+        """``(B, D, h, w)`` float32 features [and ``(B, R + S)`` float32 summaries] -> ``(B, classes)`` float32 logits."""
         flat = self.norm(features).flatten(1)
         if summary is not None:
             flat = torch.cat([flat, summary.to(flat.dtype)], dim=1)
@@ -471,20 +473,92 @@ class BandReference(nn.Module):
         super().__init__()
         self.register_buffer("bands", torch.arange(1, n_band_ids), persistent=False)
 
-    def forward(self, stamps: Tensor, band_ids: Tensor) -> Tensor:
-        """``(B, M, H, W)`` float32 stamps zeroed on padding, ``(B, M)`` int64 band ids -> ``(B, M, H, W)`` float32."""
+    def means(self, stamps: Tensor, band_ids: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The object's mean stamp in each band (its coadd), in float32.
+
+        Parameters
+        ----------
+        stamps : Tensor
+            ``(B, M, H, W)`` float32, zero on padding frames.
+        band_ids : Tensor
+            ``(B, M)`` int64, 0 on padding.
+
+        Returns
+        -------
+        means : Tensor
+            ``(B, bands, H*W)`` float32, bands = ``n_band_ids - 1``; zero for a band
+            without a real frame.
+        counts : Tensor
+            ``(B, bands)`` float32 real frames per band.
+        one_hot : Tensor
+            ``(B, M, bands)`` float32 band of each frame (all zero on padding).
+        """
         device_type = stamps.device.type if stamps.device.type in ("cpu", "cuda") else "cpu"
         with torch.autocast(device_type=device_type, enabled=False):
             flat = stamps.float().flatten(2)  # (B, M, H*W)
             one_hot = (band_ids.unsqueeze(-1) == self.bands).float()  # (B, M, bands)
-            counts = one_hot.sum(dim=1).clamp(min=1.0)  # (B, bands)
-            means = torch.matmul(one_hot.transpose(1, 2), flat) / counts.unsqueeze(-1)  # (B, bands, H*W)
+            counts = one_hot.sum(dim=1)  # (B, bands)
+            means = torch.matmul(one_hot.transpose(1, 2), flat) / counts.clamp(min=1.0).unsqueeze(-1)
+            return means, counts, one_hot
+
+    def forward(self, stamps: Tensor, band_ids: Tensor) -> Tensor:
+        """``(B, M, H, W)`` float32 stamps zeroed on padding, ``(B, M)`` int64 band ids -> ``(B, M, H, W)`` float32."""
+        device_type = stamps.device.type if stamps.device.type in ("cpu", "cuda") else "cpu"
+        with torch.autocast(device_type=device_type, enabled=False):
+            means, _, one_hot = self.means(stamps, band_ids)
             reference = torch.matmul(one_hot, means)  # (B, M, H*W); 0 on padding
-            return (flat - reference).view_as(stamps)
+            return (stamps.float().flatten(2) - reference).view_as(stamps)
 
     def functional_macs(self, stamps: Tensor) -> int:
         """MACs of one call for ``(B, M, H, W)`` stamps: the two band-matrix products."""
         return 2 * stamps.numel() * self.bands.numel()
+
+
+class SceneSummary(nn.Module):
+    """S features of the object's static scene: a small CNN over its per-band coadds.
+
+    The coadds are the mean stamps of each band's real frames
+    (:meth:`BandReference.means`), ``(bands, H, W)`` with a zero plane for a band
+    the object lacks.  Three 3x3 convolutions with ReLU (16 channels; the last two
+    of stride 2) bring them to ``(16, H/4, W/4)``, which is flattened (so where the
+    light sits relative to the centre is kept) and joined by the share of the
+    object's frames in each band; ``tanh(Linear(.))`` gives the S features.  Only
+    real frames enter a coadd, so cutting a sequence after its last real window
+    leaves the features unchanged, and the graph has no loop or data-dependent
+    shape.  No BatchNorm: the features of one object do not depend on the batch
+    in training either.
+
+    Parameters
+    ----------
+    config : ModelConfig
+        Supplies the stamp size, the band vocabulary and the width S (``scene_summary``).
+    """
+
+    channels = 16
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        bands = config.n_band_ids - 1
+        self.coadds = BandReference(config.n_band_ids)
+        self.convolutions = nn.Sequential(
+            nn.Conv2d(bands, self.channels, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(self.channels, self.channels, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(self.channels, self.channels, 3, stride=2, padding=1), nn.ReLU(),
+        )
+        side = config.stamp_size // 4
+        self.project = nn.Linear(self.channels * side * side + bands, config.scene_summary)
+
+    def forward(self, stamps: Tensor, band_ids: Tensor) -> Tensor:
+        """``(B, M, H, W)`` float32 stamps zeroed on padding, ``(B, M)`` int64 band ids -> ``(B, S)`` float32."""
+        means, counts, _ = self.coadds.means(stamps, band_ids)
+        coadds = means.unflatten(-1, stamps.shape[-2:])  # (B, bands, H, W)
+        share = counts / counts.sum(dim=1, keepdim=True).clamp(min=1.0)
+        features = self.convolutions(coadds).flatten(1)
+        return torch.tanh(self.project(torch.cat([features, share.to(features.dtype)], dim=1))).float()
+
+    def functional_macs(self, stamps: Tensor) -> int:
+        """MACs of the coadds for ``(B, M, H, W)`` stamps (the layers count their own)."""
+        return stamps.numel() * self.coadds.bands.numel()
 
 
 class ConvEntion(nn.Module):
@@ -530,6 +604,7 @@ class ConvEntion(nn.Module):
         self.positional_encoding = PositionalEncoding(config)
         self.blocks = nn.ModuleList(TransformerBlock(config) for _ in range(config.layers))
         self.recency = RecencySummary(config) if config.recency_summary else None
+        self.scene = SceneSummary(config) if config.scene_summary else None
         self.head = ClassifierHead(config)
 
     def forward(self, stamps: Tensor, band_ids: Tensor, times: Tensor) -> Tensor:
@@ -539,7 +614,7 @@ class ConvEntion(nn.Module):
     def forward_features(self, stamps: Tensor, band_ids: Tensor,
                          times: Tensor) -> tuple[Tensor, Tensor | None]:
         """Everything up to the head: the maximum of the transformer output over valid
-        positions, and the recency summary.
+        positions, and the summaries.
 
         Both belong here because they are the last steps that need the padding mask.
 
@@ -548,7 +623,8 @@ class ConvEntion(nn.Module):
         features : Tensor
             ``(B, D, h, w)`` float32.
         summary : Tensor or None
-            ``(B, R)`` float32 with ``config.recency_summary = R``, else None.
+            ``(B, R + S)`` float32: the recency summary (``config.recency_summary = R``)
+            then the scene summary (``config.scene_summary = S``); None when both are 0.
         """
         if not (torch.jit.is_tracing() or torch.compiler.is_compiling()):  # traced shapes are not ints
             check_inputs(self.config, stamps, band_ids, times)
@@ -556,20 +632,46 @@ class ConvEntion(nn.Module):
             stamps, band_ids, times = stack_bands_by_night(stamps, band_ids, times, self.config.n_band_ids - 1)
         real = band_ids != 0
         valid = self.window_valid(band_ids)
-        x = self.stem(self.frames(stamps, band_ids))
+        frames = self.frames(stamps, band_ids)
+        x = self.stem(frames)
         x = self.positional_encoding(x, times, real)
         for block in self.blocks:
             x = block(x, valid)
-        return masked_max(x, valid), self.summary(x, times, real, valid)
+        return masked_max(x, valid), self.summary(x, times, real, valid, frames, band_ids)
 
-    def summary(self, x: Tensor, times: Tensor, real: Tensor, valid: Tensor) -> Tensor | None:
-        """The recency summary, ``(B, R)`` float32, of ``(B, N, D, h, w)`` transformer outputs, or None."""
-        if self.recency is None:
-            return None
-        return self.recency(x, self.positional_encoding.window_times(times, real), valid)
+    def summary(self, x: Tensor, times: Tensor, real: Tensor, valid: Tensor,
+                frames: Tensor, band_ids: Tensor) -> Tensor | None:
+        """The summaries that join the pooled features before the head.
+
+        Parameters
+        ----------
+        x : Tensor
+            ``(B, N, D, h, w)`` float32 transformer output.
+        times : Tensor
+            ``(B, M)`` float32 MJD.
+        real : Tensor
+            ``(B, M)`` bool real frames.
+        valid : Tensor
+            ``(B, N)`` bool valid windows.
+        frames : Tensor
+            ``(B, M, C, H, W)`` float32 stem input (:meth:`frames`); channel 0 is the stamp.
+        band_ids : Tensor
+            ``(B, M)`` int64.
+
+        Returns
+        -------
+        Tensor or None
+            ``(B, R + S)`` float32, None without a recency or scene summary.
+        """
+        parts = []
+        if self.recency is not None:
+            parts.append(self.recency(x, self.positional_encoding.window_times(times, real), valid))
+        if self.scene is not None:
+            parts.append(self.scene(frames[:, :, 0], band_ids))
+        return torch.cat(parts, dim=1) if parts else None
 
     def forward_head(self, features: Tensor, summary: Tensor | None = None) -> Tensor:
-        """``(B, D, h, w)`` float32 features [and ``(B, R)`` float32 summary] -> ``(B, classes)`` float32 logits."""
+        """``(B, D, h, w)`` float32 features [and ``(B, R + S)`` float32 summaries] -> ``(B, classes)`` float32 logits."""
         return self.head(features, summary)
 
     def frames(self, stamps: Tensor, band_ids: Tensor) -> Tensor:
@@ -618,6 +720,8 @@ class ConvEntion(nn.Module):
             stages[f"layer{index}.ffn"] = [block.norm2, block.ffn]
         if self.recency is not None:
             stages["recency"] = [self.recency]
+        if self.scene is not None:
+            stages["scene"] = [self.scene]
         stages["head"] = [self.head]
         return stages
 

@@ -79,4 +79,4 @@ def loop_forward(model: ConvEntion, stamps: Tensor, band_ids: Tensor, times: Ten
     for block in model.blocks:
         x = x + loop_attention(block.attention, block.norm1(x, valid), valid)
         x = x + block.ffn(block.norm2(x, valid))
-    return model.forward_head(masked_max(x, valid), model.summary(x, times, real, valid))
+    return model.forward_head(masked_max(x, valid), model.summary(x, times, real, valid, frames, band_ids))
