@@ -327,3 +327,12 @@ def test_predict_batch_runs_in_batches_with_the_same_results(classifier, monkeyp
     np.testing.assert_array_equal(got.n_frames, expected.n_frames)
     assert got.bands_used == expected.bands_used and got.predicted == expected.predicted
     assert got.ok.tolist() == [k not in (4, 7) for k in range(10)]
+
+
+def test_the_kept_tiny_model_is_what_the_builder_makes(tmp_path) -> None:
+    """tests/data/tiny.onnx stands in for write_tiny_onnx's defaults where onnx is not installed."""
+    onnx = pytest.importorskip("onnx")
+    from helpers import TINY_ONNX, write_tiny_onnx
+
+    built = write_tiny_onnx(tmp_path / "built.onnx")
+    assert onnx.load(str(built)) == onnx.load(str(TINY_ONNX))

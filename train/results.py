@@ -297,11 +297,13 @@ def _reusable(reference_run: Path | None, config: FitConfig, folds_file: Path) -
             or not (reference_run / "folds.json").is_file():
         return False
     reference = json.loads((reference_run / "config.json").read_text())
+    defaults = {f.name: f.default for f in dataclasses.fields(config)}  # fields added after the run was made
     return (Path(reference["catalog"]).resolve() == Path(config.catalog).resolve()
             and _held_out_ids(reference_run / "folds.json") == _held_out_ids(folds_file)
-            and all(reference.get(k) == getattr(config, k) for k in
+            and all(reference.get(k, defaults[k]) == getattr(config, k) for k in
                     ("model", "task", "epochs", "patience", "batch_size", "learning_rate", "dropout", "frame_drop",
-                     "validation_fraction", "seed", "positional_encoding", "band_input")))
+                     "validation_fraction", "seed", "positional_encoding", "band_input", "attention",
+                     "difference_channel", "scene_summary", "prefix_truncation")))
 
 
 def run_entry(entry: Entry, catalog: str, root: Path, runs: Path, threads: int = 1, *,
