@@ -268,6 +268,36 @@ def test_fold_limit_trains_the_leading_folds_of_the_same_split(tmp_path):
         fit(config(tmp_path / "other", folds=2, epochs=1))
 
 
+@pytest.mark.slow
+def test_folds_trained_by_separate_passes_gather_into_the_run_of_one_pass(tmp_path, monkeypatch):
+    one_pass = fit(config(tmp_path / "one", folds=3, epochs=1, export_out=str(tmp_path / "one-export")))
+    split = tmp_path / "split"
+    later = fit(config(split, folds=3, epochs=1, only_folds="2,1", export_out=str(tmp_path / "split-export")))
+    assert later["folds"] == [1, 2] and later["per_fold"] == one_pass["per_fold"][1:]
+    assert not (split / "metrics.json").exists() and not (tmp_path / "split-export").exists()
+    assert not (split / "fold0.json").exists()
+    fit(config(split, folds=3, epochs=1, only_folds="0"))
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the gathering pass trained a member")
+
+    monkeypatch.setattr(protocol, "train_member", no_training)
+    gathered = fit(config(split, folds=3, epochs=1, export_out=str(tmp_path / "split-export")))
+    assert gathered["per_fold"] == one_pass["per_fold"]
+    assert gathered["cross_validation"] == one_pass["cross_validation"]
+    onnx = pytest.importorskip("onnx")
+    weights = [{t.name: onnx.numpy_helper.to_array(t) for t in onnx.load(str(path / "model.onnx")).graph.initializer}
+               for path in (tmp_path / "one-export", tmp_path / "split-export")]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(np.array_equal(weights[0][name], weights[1][name]) for name in weights[0])
+
+
+@pytest.mark.parametrize("only_folds", ["3", "-1", "1,x", ""])
+def test_only_folds_outside_the_run_are_refused(tmp_path, only_folds):
+    with pytest.raises(ValueError, match="only_folds must"):
+        config(tmp_path / "run", folds=3, only_folds=only_folds)
+
+
 def test_the_frames_cache_maps_what_the_catalog_reads(tmp_path, monkeypatch):
     import os
 

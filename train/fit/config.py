@@ -35,6 +35,12 @@ class FitConfig:
     fold_limit : int or None
         Train and evaluate only the first ``fold_limit`` folds of the ``folds``-fold
         split (the split itself does not change); ``None``: all of them.
+    only_folds : str or None
+        Comma-separated folds (e.g. ``"1,3"``) this process trains and scores, the
+        others being left to other processes on the same run directory (one core
+        each: folds side by side).  Such a pass publishes each of its folds as it
+        finishes but writes no ``metrics.json`` and exports nothing; a last pass
+        without it finds every member finished and gathers the run.  ``None``: all.
     epochs : int
         Maximum epochs per stage.
     patience : int
@@ -123,6 +129,7 @@ class FitConfig:
     folds: int = 5
     members: int = 3
     fold_limit: int | None = None
+    only_folds: str | None = None
     epochs: int = 100
     patience: int = 10
     batch_size: int = 128
@@ -160,6 +167,7 @@ class FitConfig:
                              "are required")
         if self.fold_limit is not None and not 1 <= self.fold_limit <= self.folds:
             raise ValueError(f"fold_limit must be in [1, folds={self.folds}], got {self.fold_limit}")
+        self.selected_folds()  # refuses a bad only_folds now
         if not 0.0 < self.validation_fraction < 0.5 or not 0.0 <= self.frame_drop < 1.0:
             raise ValueError("validation_fraction must be in (0, 0.5) and frame_drop in [0, 1)")
         if not 0.0 <= self.prefix_truncation <= 1.0:
@@ -178,6 +186,26 @@ class FitConfig:
                              f"apply to ConvEntion models, not {self.model}")
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
+
+    def selected_folds(self) -> tuple[int, ...] | None:
+        """The folds of ``only_folds``, sorted, or None for all.
+
+        Raises
+        ------
+        ValueError
+            Not comma-separated integers, or a fold outside the folds the run trains.
+        """
+        if self.only_folds is None:
+            return None
+        limit = self.fold_limit or self.folds
+        try:
+            folds = sorted({int(part) for part in self.only_folds.split(",")})
+        except ValueError:
+            raise ValueError(f"only_folds must be comma-separated fold numbers, e.g. '1,3'; "
+                             f"got {self.only_folds!r}") from None
+        if not folds or folds[0] < 0 or folds[-1] >= limit:
+            raise ValueError(f"only_folds must name folds in 0..{limit - 1}, got {self.only_folds!r}")
+        return tuple(folds)
 
     def model_config(self, classes: tuple[str, ...], n_band_ids: int) -> ModelConfig | BaselineConfig:
         """The architecture for this run's classes and bands."""

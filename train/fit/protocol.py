@@ -118,8 +118,8 @@ class Prepared:
 
 #: Fields that may change when a run resumes: how it runs, not what it computes (``run_dir``:
 #: a run directory may be moved).
-EXECUTION_FIELDS = ("threads", "precision", "export_out", "fold_limit", "frames_cache", "eval_batch_size", "early",
-                    "records_dir", "run_dir")
+EXECUTION_FIELDS = ("threads", "precision", "export_out", "fold_limit", "only_folds", "frames_cache",
+                    "eval_batch_size", "early", "records_dir", "run_dir")
 
 
 def prepare(config: FitConfig) -> Prepared:
@@ -179,7 +179,9 @@ def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS,
         prepared: Prepared | None = None) -> dict[str, Any]:
     """Run the protocol; returns the metrics written to ``run_dir/metrics.json``.
 
-    Everything is checked (:func:`prepare`, unless given) before anything is
+    With ``config.only_folds``, only those folds are trained, scored and published,
+    and the scores of those folds are returned (``per_fold``, ``folds``); nothing
+    is gathered or exported.  Everything is checked (:func:`prepare`, unless given) before anything is
     written.  With a process ``group`` (``torchrun``), every rank runs this
     function; rank 0 alone writes files (and scores the early curves).  A fold is
     finished when its members are: it is then scored, its early curve too with
@@ -205,6 +207,7 @@ def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS,
              dict(zip(data.classes, data.class_counts().tolist())))
     folds = prepared.folds
     index_of = {str(i): k for k, i in enumerate(data.object_ids)}
+    selected = config.selected_folds()
 
     per_fold, members_out, precisions_out, early_folds = [], [], [], []
     timings: dict[str, list[float]] = {}
@@ -213,6 +216,8 @@ def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS,
                   console=console, transient=True,
                   disable=not (console.is_terminal and group.is_main)) as progress:
         for fold, held_out_ids in enumerate(folds[:config.fold_limit]):
+            if selected is not None and fold not in selected:
+                continue
             held_out = np.array(sorted(index_of[i] for i in held_out_ids))
             train_idx = np.setdiff1d(np.arange(len(data)), held_out)
             fold_file = run_dir / f"fold{fold}.json"
@@ -269,12 +274,16 @@ def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS,
                 members_out.extend(member_states)
                 precisions_out.extend(member_precisions)
             ensemble_ready = config.export_members == "fold0" or fold == len(folds[:config.fold_limit]) - 1
-            if config.export_out and ensemble_ready and group.is_main \
+            if config.export_out and ensemble_ready and selected is None and group.is_main \
                     and not export_is_current(run_dir, Path(config.export_out), per_fold, config.members):
                 export_ensemble(config, command, run_dir, model_config, members_out, precisions_out, bands,
                                 stats, per_fold, evaluated_on(data))
             group.barrier()
 
+    if selected is not None:  # a pass over some folds: the pass over all of them gathers the run
+        log.info("folds %s finished; run again without --only-folds to gather the run",
+                 ", ".join(map(str, selected)))
+        return {"task": config.task, "model": config.model, "per_fold": per_fold, "folds": list(selected)}
     summary = fold_summary(per_fold, data.classes)
     metrics = {
         "task": config.task, "model": config.model, "cross_validation": summary, "per_fold": per_fold,
