@@ -175,6 +175,9 @@ PLAN: tuple[Entry, ...] = (
     Entry("broker-scene-whole",
           "ConvEntion-broker with a scene branch, trained on whole windows",
           {"model": "broker", "scene_summary": 32}),
+    Entry("broker-scene-lightcurve-whole",
+          "ConvEntion-broker with scene and light-curve branches (77 M MACs), trained on whole windows",
+          {"model": "broker", "scene_summary": 32, "lightcurve_summary": 32}),
     # The paper's preset trains at ~4 objects/s on one core (bench/training.py): ~20 minutes
     # per epoch of both stages, so it gets fold 0 and at most 5 epochs per stage. Its
     # evaluation forward holds ~33 MB per object: 32 objects per batch keep it near 1 GB.
@@ -303,7 +306,7 @@ def _reusable(reference_run: Path | None, config: FitConfig, folds_file: Path) -
             and all(reference.get(k, defaults[k]) == getattr(config, k) for k in
                     ("model", "task", "epochs", "patience", "batch_size", "learning_rate", "dropout", "frame_drop",
                      "validation_fraction", "seed", "positional_encoding", "band_input", "attention",
-                     "difference_channel", "scene_summary", "prefix_truncation")))
+                     "difference_channel", "scene_summary", "lightcurve_summary", "prefix_truncation")))
 
 
 def run_entry(entry: Entry, catalog: str, root: Path, runs: Path, threads: int = 1, *,
@@ -576,6 +579,9 @@ CLAIMS: tuple[tuple[str, str, str, str], ...] = (
     ("ConvEntion-broker with a scene branch above CNN + GRU", "broker-scene", "cnn_gru", "4class"),
     ("ConvEntion-broker with a scene branch, whole windows, above CNN + GRU", "broker-scene-whole", "cnn_gru",
      "4class"),
+    ("a light-curve branch helps", "broker-scene-lightcurve-whole", "broker-scene-whole", "4class"),
+    ("ConvEntion-broker with scene and light-curve branches above CNN + GRU", "broker-scene-lightcurve-whole",
+     "cnn_gru", "4class"),
     ("training on 3 classes above the 4-class model scored on 3 classes", "compact-3class", "compact", "3class"),
     # against the reference rows: do the image models beat what needs no image model?
     *((f"{image_label} above {reference_label}", image, reference, "4class")

@@ -92,6 +92,10 @@ class FitConfig:
         Give ConvEntion a static-scene branch of this width over the object's
         per-band coadds (:attr:`train.model.config.ModelConfig.scene_summary`);
         0: the preset's.
+    lightcurve_summary : int
+        Give ConvEntion a light-curve branch of this width over the fluxes of the
+        frames' difference stamps (:attr:`train.model.config.ModelConfig.lightcurve_summary`);
+        0: the preset's.
     prefix_truncation : float
         Share of the training draws cut to a random prefix of their frames
         (log-uniform length from 1 frame to all), so that the model learns to
@@ -148,6 +152,7 @@ class FitConfig:
     attention: str | None = None
     difference_channel: bool = False
     scene_summary: int = 0
+    lightcurve_summary: int = 0
     prefix_truncation: float = 0.0
     early: bool = False
     records_dir: str | None = None
@@ -178,12 +183,14 @@ class FitConfig:
             raise ValueError(f"band_input must be 'separated' or 'stacked', got {self.band_input!r}")
         if self.attention not in (None, "published", "dot"):
             raise ValueError(f"attention must be 'published' or 'dot', got {self.attention!r}")
-        if self.scene_summary < 0:
-            raise ValueError(f"scene_summary must be 0 (the preset's) or a width, got {self.scene_summary}")
+        for name in ("scene_summary", "lightcurve_summary"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be 0 (the preset's) or a width, got {getattr(self, name)}")
         if self.model not in PRESETS and (self.positional_encoding or self.band_input or self.attention
-                                          or self.difference_channel or self.scene_summary):
-            raise ValueError("positional_encoding, band_input, attention, difference_channel and scene_summary "
-                             f"apply to ConvEntion models, not {self.model}")
+                                          or self.difference_channel or self.scene_summary
+                                          or self.lightcurve_summary):
+            raise ValueError("positional_encoding, band_input, attention, difference_channel, scene_summary and "
+                             f"lightcurve_summary apply to ConvEntion models, not {self.model}")
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
 
@@ -221,6 +228,8 @@ class FitConfig:
                 changes["difference_channel"] = True
             if self.scene_summary:
                 changes["scene_summary"] = self.scene_summary
+            if self.lightcurve_summary:
+                changes["lightcurve_summary"] = self.lightcurve_summary
             if self.band_input == "stacked":  # one channel per band of this catalog
                 changes.update(band_input="stacked", band_embedding=False, n_band_ids=n_band_ids)
         return dataclasses.replace(base, **changes)

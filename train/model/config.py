@@ -145,6 +145,13 @@ class ModelConfig:
         at single-epoch depth; the coadd shows the host galaxy, and whether a
         steady source sits at its centre, as a reference image does.  Needs
         band-separated single-channel frames.  0: none (the paper).
+    lightcurve_summary : int
+        Width L of a light-curve branch whose features join the pooled features
+        before the head: fluxes of each frame's difference stamp (against the
+        object's per-band mean stamp) in learnt apertures, summarised per band
+        (maximum, minimum, mean, when the band peaks) and over the sequence
+        (:class:`train.model.convention.LightCurveSummary`).  Needs band-separated
+        single-channel frames.  0: none (the paper).
     band_input : {"separated", "stacked"}
         ``"separated"``: each frame is one band's stamp (the paper's band
         separation).  ``"stacked"``: the model takes the same band-separated
@@ -177,6 +184,7 @@ class ModelConfig:
     difference_channel: bool = False
     recency_summary: int = 0
     scene_summary: int = 0
+    lightcurve_summary: int = 0
     band_input: BandInput = "separated"
 
     def __post_init__(self) -> None:
@@ -224,6 +232,11 @@ class ModelConfig:
             fail(f"scene_summary must be 0 (none) or a width, got {self.scene_summary}")
         if self.scene_summary and (self.stamp_channels != 1 or self.band_input != "separated"):
             fail("scene_summary needs band-separated single-channel frames "
+                 "(stamp_channels=1, band_input='separated')")
+        if self.lightcurve_summary < 0:
+            fail(f"lightcurve_summary must be 0 (none) or a width, got {self.lightcurve_summary}")
+        if self.lightcurve_summary and (self.stamp_channels != 1 or self.band_input != "separated"):
+            fail("lightcurve_summary needs band-separated single-channel frames "
                  "(stamp_channels=1, band_input='separated')")
         if self.scene_summary and self.stamp_size % 4:
             fail(f"scene_summary halves the stamp twice: stamp_size must be a multiple of 4, got {self.stamp_size}")

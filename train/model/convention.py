@@ -12,6 +12,7 @@ Data flow for a batch of B sequences of M frames (N = M / K windows):
       -> max over valid positions -> (B, D, h, w)        (end of forward_features)
          [and R recency-weighted means over the windows -> (B, R) with recency_summary = R]
          [and S features of the per-band coadds -> (B, S) with scene_summary = S]
+         [and L features of the difference light curve -> (B, L) with lightcurve_summary = L]
       -> [FeatureNorm,] flatten, [concat summaries,] Dropout, Linear, ReLU, Dropout, Linear -> (B, classes)
 
 Padding: frames with band id 0 are padding; their stamps are zeroed.  A window
@@ -45,6 +46,7 @@ __all__ = [
     "TransformerBlock",
     "RecencySummary",
     "SceneSummary",
+    "LightCurveSummary",
     "attend_once_per_sequence",
     "check_inputs",
     "masked_max",
@@ -432,7 +434,8 @@ class ClassifierHead(nn.Module):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        features = config.d_model * config.map_size**2 + config.recency_summary + config.scene_summary
+        features = (config.d_model * config.map_size**2 + config.recency_summary + config.scene_summary
+                    + config.lightcurve_summary)
         shape = (config.d_model, config.map_size, config.map_size)
         self.norm = FeatureNorm(shape, config.norm_affine) if config.head_norm else nn.Identity()
         self.layers = nn.Sequential(  # the Flatten is a no-op on the joined (B, F) features; kept for the weights' names
@@ -561,6 +564,78 @@ class SceneSummary(nn.Module):
         return stamps.numel() * self.coadds.bands.numel()
 
 
+class LightCurveSummary(nn.Module):
+    """L features of the object's difference light curve, measured in the graph.
+
+    Each frame's difference stamp (the stamp minus the object's mean stamp in its
+    band, :class:`BandReference`) is weighed by A = 4 learnt aperture planes,
+    initialised as discs of radius 1.5, 3 and 5 pixels and an annulus of 6-10
+    pixels around the stamp's centre, each of unit sum: A fluxes per frame,
+    compressed by ``asinh``.  Per band and aperture: the maximum, the minimum and
+    the mean over the band's real frames; per band, the days from the object's
+    brightest frame (aperture 0, over all bands) to the band's brightest frame;
+    and over all frames, the days from the first real frame to the brightest one,
+    from it to the last, and ``log1p`` of the number of real frames (/ 5).  Bands
+    without a real frame give zeros.  ``tanh(Linear(.))`` of these gives the L
+    features.  Only real frames enter, so cutting a sequence after its last real
+    window leaves them unchanged; no loop and no data-dependent shape.
+
+    Parameters
+    ----------
+    config : ModelConfig
+        Supplies the stamp size, the band vocabulary and the width L (``lightcurve_summary``).
+    """
+
+    apertures = 4
+    #: Days are divided by this before they enter the Linear layer.
+    day_scale = 100.0
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        side = config.stamp_size
+        bands = config.n_band_ids - 1
+        self.reference = BandReference(config.n_band_ids)
+        centre = side // 2
+        rows, columns = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
+        radius = torch.sqrt((rows - centre).float() ** 2 + (columns - centre).float() ** 2)
+        planes = torch.stack([radius <= 1.5, radius <= 3.0, radius <= 5.0, (radius >= 6.0) & (radius <= 10.0)]).float()
+        self.aperture = nn.Parameter(planes / planes.sum(dim=(1, 2), keepdim=True))
+        self.project = nn.Linear(bands * (3 * self.apertures + 1) + 3, config.lightcurve_summary)
+
+    def forward(self, stamps: Tensor, band_ids: Tensor, times: Tensor) -> Tensor:
+        """``(B, M, H, W)`` float32 stamps zeroed on padding, ``(B, M)`` int64 band ids and
+        float32 MJD -> ``(B, L)`` float32."""
+        device_type = stamps.device.type if stamps.device.type in ("cpu", "cuda") else "cpu"
+        with torch.autocast(device_type=device_type, enabled=False):
+            difference = self.reference(stamps, band_ids).flatten(2)  # (B, M, H*W)
+            flux = torch.asinh(torch.matmul(difference, self.aperture.flatten(1).t()))  # (B, M, A)
+            in_band = (band_ids.unsqueeze(-1) == self.reference.bands).unsqueeze(-1)  # (B, M, bands, 1)
+            has_band = in_band.any(dim=1)  # (B, bands, 1)
+            per_band = flux.unsqueeze(2)  # (B, M, 1, A)
+            highest = per_band.masked_fill(~in_band, -math.inf).amax(dim=1).masked_fill(~has_band, 0.0)
+            lowest = per_band.masked_fill(~in_band, math.inf).amin(dim=1).masked_fill(~has_band, 0.0)
+            counts = in_band.float().sum(dim=1).clamp(min=1.0)
+            mean = (per_band * in_band.float()).sum(dim=1) / counts  # (B, bands, A)
+
+            real = band_ids != 0
+            days = times.float() - times.float().masked_fill(~real, math.inf).amin(dim=1, keepdim=True)
+            days = days.masked_fill(~real, 0.0)  # (B, M) days since the first real frame
+            core = flux[..., 0].masked_fill(~real, -math.inf)  # (B, M)
+            brightest = torch.gather(days, 1, core.argmax(dim=1, keepdim=True))  # (B, 1)
+            band_core = core.unsqueeze(-1).masked_fill(~in_band[..., 0], -math.inf)  # (B, M, bands)
+            band_peak = torch.gather(days.unsqueeze(-1).expand_as(band_core), 1, band_core.argmax(dim=1, keepdim=True))
+            band_lag = ((band_peak[:, 0] - brightest) * has_band[..., 0].float()) / self.day_scale  # (B, bands)
+            last = days.amax(dim=1, keepdim=True)
+            overall = torch.cat([brightest / self.day_scale, (last - brightest) / self.day_scale,
+                                 torch.log1p(real.float().sum(dim=1, keepdim=True)) / 5.0], dim=1)
+            features = torch.cat([highest.flatten(1), lowest.flatten(1), mean.flatten(1), band_lag, overall], dim=1)
+            return torch.tanh(self.project(features))
+
+    def functional_macs(self, stamps: Tensor) -> int:
+        """MACs of the apertures for ``(B, M, H, W)`` stamps (the band reference and the Linear count their own)."""
+        return stamps.numel() * self.apertures
+
+
 class ConvEntion(nn.Module):
     """ConvEntion classifier of image time series.
 
@@ -605,6 +680,7 @@ class ConvEntion(nn.Module):
         self.blocks = nn.ModuleList(TransformerBlock(config) for _ in range(config.layers))
         self.recency = RecencySummary(config) if config.recency_summary else None
         self.scene = SceneSummary(config) if config.scene_summary else None
+        self.lightcurve = LightCurveSummary(config) if config.lightcurve_summary else None
         self.head = ClassifierHead(config)
 
     def forward(self, stamps: Tensor, band_ids: Tensor, times: Tensor) -> Tensor:
@@ -623,8 +699,9 @@ class ConvEntion(nn.Module):
         features : Tensor
             ``(B, D, h, w)`` float32.
         summary : Tensor or None
-            ``(B, R + S)`` float32: the recency summary (``config.recency_summary = R``)
-            then the scene summary (``config.scene_summary = S``); None when both are 0.
+            ``(B, R + S + L)`` float32: the recency summary (``config.recency_summary = R``),
+            the scene summary (``config.scene_summary = S``) and the light-curve summary
+            (``config.lightcurve_summary = L``); None when all are 0.
         """
         if not (torch.jit.is_tracing() or torch.compiler.is_compiling()):  # traced shapes are not ints
             check_inputs(self.config, stamps, band_ids, times)
@@ -661,13 +738,15 @@ class ConvEntion(nn.Module):
         Returns
         -------
         Tensor or None
-            ``(B, R + S)`` float32, None without a recency or scene summary.
+            ``(B, R + S + L)`` float32, None without any summary.
         """
         parts = []
         if self.recency is not None:
             parts.append(self.recency(x, self.positional_encoding.window_times(times, real), valid))
         if self.scene is not None:
             parts.append(self.scene(frames[:, :, 0], band_ids))
+        if self.lightcurve is not None:
+            parts.append(self.lightcurve(frames[:, :, 0], band_ids, times))
         return torch.cat(parts, dim=1) if parts else None
 
     def forward_head(self, features: Tensor, summary: Tensor | None = None) -> Tensor:
@@ -722,6 +801,8 @@ class ConvEntion(nn.Module):
             stages["recency"] = [self.recency]
         if self.scene is not None:
             stages["scene"] = [self.scene]
+        if self.lightcurve is not None:
+            stages["lightcurve"] = [self.lightcurve]
         stages["head"] = [self.head]
         return stages
 
