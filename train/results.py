@@ -176,7 +176,7 @@ PLAN: tuple[Entry, ...] = (
           "ConvEntion-broker with a scene branch, trained on whole windows",
           {"model": "broker", "scene_summary": 32}),
     Entry("broker-scene-lightcurve-whole",
-          "ConvEntion-broker with scene and light-curve branches (77 M MACs), trained on whole windows",
+          "ConvEntion-broker with scene and light-curve branches (75 M MACs), trained on whole windows",
           {"model": "broker", "scene_summary": 32, "lightcurve_summary": 32}),
     # The paper's preset trains at ~4 objects/s on one core (bench/training.py): ~20 minutes
     # per epoch of both stages, so it gets fold 0 and at most 5 epochs per stage. Its
