@@ -298,6 +298,58 @@ def test_only_folds_outside_the_run_are_refused(tmp_path, only_folds):
         config(tmp_path / "run", folds=3, only_folds=only_folds)
 
 
+@pytest.mark.slow
+def test_folds_published_on_another_machine_are_restored_not_trained_again(tmp_path, monkeypatch):
+    records = tmp_path / "records"
+    first = fit(config(tmp_path / "first", folds=3, epochs=1, early=True, records_dir=str(records)))
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a published fold was trained again")
+
+    monkeypatch.setattr(protocol, "train_member", no_training)
+    fresh = tmp_path / "fresh"  # another machine: the records, not the run directory
+    again = fit(config(fresh, folds=3, epochs=1, early=True, records_dir=str(records)))
+    assert again["per_fold"] == first["per_fold"]
+    assert again["cross_validation"] == first["cross_validation"]
+    assert again["seconds_per_epoch"] == first["seconds_per_epoch"]
+    for name in ("fold0.json", "fold1.predictions.json", "fold2.early.json", "early.json", "metrics.json"):
+        assert (fresh / name).is_file()
+    assert not list((fresh / "state").glob("*.pt"))
+    with pytest.raises(ValueError, match="export needs their weights"):
+        fit(config(tmp_path / "exporting", folds=3, epochs=1, early=True, records_dir=str(records),
+                   export_out=str(tmp_path / "export")))
+    assert not (tmp_path / "exporting").exists()
+
+
+def test_records_of_another_computation_are_refused_before_anything_is_written(tmp_path):
+    records = tmp_path / "records"
+    fit(config(tmp_path / "first", folds=2, epochs=1, records_dir=str(records)))
+    with pytest.raises(ValueError, match="another configuration; use another --records-dir"):
+        fit(config(tmp_path / "other", folds=2, epochs=1, learning_rate=1e-2, records_dir=str(records)))
+    architecture = json.loads((records / "architecture.json").read_text())
+    (records / "architecture.json").write_text(json.dumps({**architecture, "head_width": 7}))  # the preset changed
+    with pytest.raises(ValueError, match="another architecture.*records folder"):
+        fit(config(tmp_path / "wider", folds=2, epochs=1, records_dir=str(records)))
+    (records / "architecture.json").write_text(json.dumps(architecture))
+    (records / "folds.sha256").write_text("0" * 64 + "\n")
+    with pytest.raises(ValueError, match="other folds"):
+        fit(config(tmp_path / "folds", folds=2, epochs=1, records_dir=str(records)))
+    assert not any((tmp_path / name).exists() for name in ("other", "wider", "folds"))
+
+
+def test_an_architecture_recorded_before_a_field_existed_means_its_default(tmp_path):
+    run = config(tmp_path / "run", epochs=1)
+    fit(run)
+    record = tmp_path / "run" / "architecture.json"
+    saved = json.loads(record.read_text())
+    del saved["lightcurve_summary"], saved["scene_summary"]  # as written by an older version
+    record.write_text(json.dumps(saved))
+    assert fit(run)["cross_validation"]["folds"] == 2
+    record.write_text(json.dumps({**saved, "scene_summary": 4}))  # a field recorded: compared
+    with pytest.raises(ValueError, match="another architecture"):
+        fit(run)
+
+
 def test_the_frames_cache_maps_what_the_catalog_reads(tmp_path, monkeypatch):
     import os
 
@@ -622,8 +674,8 @@ def _files(folder):
     return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def test_an_architecture_record_must_name_every_field(tmp_path):
-    """A record without a field of the architecture is another architecture: the field is named."""
+def test_an_architecture_record_without_a_field_meant_its_default(tmp_path):
+    """A record written before a field existed: the field's default, and a model that differs from it is refused."""
     from train.checkpoint import config_to_dict
 
     run_dir = tmp_path / "run"
@@ -633,8 +685,9 @@ def test_an_architecture_record_must_name_every_field(tmp_path):
     del record["attention"]
     run_dir.mkdir()
     (run_dir / "architecture.json").write_text(json.dumps(record))
+    protocol.check_architecture(run_dir, model_config)  # "published", the default
     with pytest.raises(ValueError, match=r"\(attention differ\)"):
-        protocol.check_architecture(run_dir, model_config)
+        protocol.check_architecture(run_dir, dataclasses.replace(model_config, attention="dot"))
 
 
 def test_a_run_of_another_architecture_is_refused_before_anything_is_written(tmp_path, capsys):

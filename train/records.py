@@ -34,8 +34,8 @@ from convention_rt.model_card import sha256_of
 from train.command_line import OneLineParser, report_failure
 from train.files import copy_atomically, write_atomically
 
-__all__ = ["FOLDS_DIGEST", "RUN_RECORDS", "early_file", "fold_records", "main", "publish", "publish_fold",
-           "publish_run"]
+__all__ = ["FOLDS_DIGEST", "RUN_RECORDS", "early_file", "fold_records", "main", "member_record", "publish",
+           "publish_fold", "publish_run", "published_fold"]
 
 #: Records of the whole run, copied when the run directory has them.
 RUN_RECORDS: tuple[str, ...] = ("config.json", "architecture.json", "metrics.json", "calibration.json")
@@ -76,6 +76,38 @@ def fold_records(run_dir: Path, fold: int) -> list[tuple[Path, str]]:
                    (run_dir / f"fold{fold}.predictions.json", f"fold{fold}.predictions.json"),
                    (run_dir / f"fold{fold}.json", f"fold{fold}.json")]
     return [(source, name) for source, name in candidates if source.is_file()]
+
+
+def member_record(records: Path, fold: int, member: int) -> Path:
+    """The training record of one member in a records folder."""
+    return records / f"fold{fold}.member{member}.json"
+
+
+def published_fold(records: Path, fold: int, members: int, *, early: bool) -> list[Path] | None:
+    """The records of a fold a run finished, on this machine or another, or None if they are not all there.
+
+    A fold is published whole: each member's training record, the early curve (when
+    the run scores it), the predictions, and last the scores.
+
+    Parameters
+    ----------
+    records : Path
+        The run's records folder.
+    fold, members : int
+    early : bool
+        Whether the run scores early curves (then the fold's must be there too).
+
+    Returns
+    -------
+    list of Path or None
+        The scores, predictions and (with ``early``) early curve of the fold, in
+        that order, when every record is there.
+    """
+    needed = [records / f"fold{fold}.json", records / f"fold{fold}.predictions.json"]
+    if early:
+        needed.append(early_file(records, fold))
+    members_there = all(member_record(records, fold, m).is_file() for m in range(members))
+    return needed if members_there and all(path.is_file() for path in needed) else None
 
 
 def _copy(source: Path, target: Path) -> None:

@@ -67,9 +67,14 @@ def make_folds(data: LabelledObjects, config: FitConfig, path: Path, *, write: b
     splitter = StratifiedKFold(n_splits=config.folds, shuffle=True, random_state=config.seed)
     folds = [[ids[k] for k in test] for _, test in splitter.split(np.zeros(len(ids)), data.labels)]
     if write:
-        text = json.dumps({"seed": config.seed, "catalog": config.catalog, "held_out": folds}) + "\n"
+        text = folds_text(config, folds)
         write_atomically(path, lambda target: target.write_text(text))
     return folds
+
+
+def folds_text(config: FitConfig, folds: list[list[str]]) -> str:
+    """The text of a run's ``folds.json`` (what :func:`make_folds` writes)."""
+    return json.dumps({"seed": config.seed, "catalog": config.catalog, "held_out": folds}) + "\n"
 
 
 def stages_of(data: LabelledObjects, train_idx: np.ndarray) -> list[tuple[str, np.ndarray]]:

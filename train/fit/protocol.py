@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from rich.progress import (
 )
 
 from convention_rt.model_card import ModelCard
-from train.checkpoint import config_to_dict
+from train.checkpoint import config_from_dict, config_to_dict
 from train.data.dataset import LabelledObjects, band_statistics, load_labelled
 from train.distributed import SINGLE_PROCESS, Group
 from train.early import FRAMES_SEEN, gather, score_fold
@@ -29,12 +30,12 @@ from train.files import write_atomically
 from train.fit.config import FitConfig
 from train.fit.evaluation import evaluated_on, fold_summary, plot_confusion, predict, scores, write_predictions
 from train.fit.export_step import export_ensemble, export_is_current
-from train.fit.folds import evaluation_subset, inner_split, make_folds
+from train.fit.folds import evaluation_subset, folds_text, inner_split, make_folds
 from train.fit.member import load_weights, train_member
 from train.fit.provenance import SOURCE_REVISION
 from train.machine import timing_key
 from train.model import BaselineConfig, ModelConfig, build_model, training_form
-from train.records import publish_fold, publish_run
+from train.records import FOLDS_DIGEST, member_record, publish_fold, publish_run, published_fold
 
 __all__ = ["ARCHITECTURE_FILE", "EXECUTION_FIELDS", "Prepared", "check_architecture", "check_member_records", "fit",
            "prepare"]
@@ -78,6 +79,10 @@ def check_architecture(run_dir: Path, model_config: ModelConfig | BaselineConfig
         saved = json.loads(record.read_text())
     except (OSError, ValueError) as exc:
         raise ValueError(f"{record}: not an architecture record of train.fit ({exc})") from exc
+    try:  # a record written before a field existed meant that field's default
+        saved = json.loads(json.dumps(config_to_dict(config_from_dict(saved))))
+    except (TypeError, ValueError, KeyError, AttributeError):
+        pass
     if saved != wanted:
         differing = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k)) \
             if isinstance(saved, dict) else ["all"]
@@ -102,6 +107,57 @@ def check_member_records(run_dir: Path) -> None:
         if not complete:
             raise ValueError(f"{record_file}: an epoch without its precision (every epoch names it); "
                              "use another --run-dir")
+
+
+def same_computation(saved_config: Path, config: FitConfig) -> bool:
+    """Whether the run configuration saved in ``saved_config`` computes what ``config`` does.
+
+    Fields of :data:`EXECUTION_FIELDS` (how a run runs) are not compared; a field the
+    saved configuration lacks (newer than it) meant its default.
+
+    Raises
+    ------
+    ValueError
+        ``saved_config`` is not a run configuration.
+    """
+    try:
+        previous = json.loads(saved_config.read_text())
+        if not isinstance(previous, dict):
+            raise ValueError("not an object")
+    except ValueError as exc:
+        raise ValueError(f"{saved_config}: not a run configuration ({exc})") from exc
+    significant = {k: v for k, v in dataclasses.asdict(config).items() if k not in EXECUTION_FIELDS}
+    defaults = dataclasses.asdict(FitConfig(catalog="", run_dir=""))
+    return {k: previous.get(k, defaults[k]) for k in significant} == significant
+
+
+def check_records(records: Path, config: FitConfig, model_config: ModelConfig | BaselineConfig,
+                  folds: list[list[str]]) -> None:
+    """Refuse a records folder that holds the records of another computation than this run's.
+
+    A run restores from its records folder the folds it finished on another machine
+    (:func:`fit`), so the folder's configuration, architecture and folds digest must be
+    this run's.
+
+    Raises
+    ------
+    ValueError
+        One line naming the folder and what differs.
+    """
+    if (records / "config.json").is_file() and not same_computation(records / "config.json", config):
+        raise ValueError(f"{records}: holds the records of a run with another configuration; "
+                         "use another --records-dir")
+    try:
+        check_architecture(records, model_config)
+    except ValueError as exc:
+        raise ValueError(f"{exc} (in the records folder: use another --records-dir)") from exc
+    digest = records / FOLDS_DIGEST
+    if digest.is_file():
+        folds_file = Path(config.run_dir) / "folds.json"
+        text = folds_file.read_bytes() if folds_file.is_file() else folds_text(config, folds).encode()
+        if digest.read_text().strip() != hashlib.sha256(text).hexdigest():
+            raise ValueError(f"{digest}: the records were made on other folds than this run's; "
+                             "use another --records-dir")
 
 
 @dataclass(frozen=True)
@@ -140,16 +196,8 @@ def prepare(config: FitConfig) -> Prepared:
     saved_config = run_dir / "config.json"
     if run_dir.exists() and not run_dir.is_dir():
         raise ValueError(f"{run_dir}: is a file, not a run directory")
-    if saved_config.exists():
-        try:
-            previous = json.loads(saved_config.read_text())
-        except ValueError as exc:
-            raise ValueError(f"{saved_config}: not a run configuration ({exc})") from exc
-        as_dict = dataclasses.asdict(config)
-        significant = {k: v for k, v in as_dict.items() if k not in EXECUTION_FIELDS}
-        defaults = dataclasses.asdict(FitConfig(catalog="", run_dir=""))  # fields newer than the saved run
-        if {k: previous.get(k, defaults[k]) for k in significant} != significant:
-            raise ValueError(f"{run_dir}: holds a run with another configuration; use another --run-dir")
+    if saved_config.exists() and not same_computation(saved_config, config):
+        raise ValueError(f"{run_dir}: holds a run with another configuration; use another --run-dir")
     if config.export_out:  # refused now, not after hours of training
         from train.export import check_destination
 
@@ -168,11 +216,77 @@ def prepare(config: FitConfig) -> Prepared:
     check_architecture(run_dir, model_config)
     check_member_records(run_dir)
     folds = make_folds(data, config, run_dir / "folds.json", write=False)
+    if config.records_dir:
+        check_records(Path(config.records_dir), config, model_config, folds)
+        if config.export_out:  # refused now, not after the folds before it are trained
+            exported = range(len(folds[:config.fold_limit])) if config.export_members == "all" else [0]
+            for fold in exported:
+                restore_fold(config, run_dir, fold, write=False)
     index_of = {str(i): k for k, i in enumerate(data.object_ids)}
     for fold, held_out_ids in enumerate(folds[:config.fold_limit]):
         held_out = np.array(sorted(index_of[i] for i in held_out_ids))
         inner_split(data, np.setdiff1d(np.arange(len(data)), held_out), config, fold)
     return Prepared(data, stats, bands, model_config, card, folds)
+
+
+@dataclass(frozen=True)
+class RestoredFold:
+    """A fold finished on another machine: its scores and its members' epochs, from its records."""
+
+    scores: dict[str, Any]
+    epochs: list[dict[str, Any]]
+
+
+def restore_fold(config: FitConfig, run_dir: Path, fold: int, *, write: bool = True) -> RestoredFold | None:
+    """Restore a fold whose members are not in ``run_dir`` but whose records are published.
+
+    Weights stay on the machine that trained them (``runs/`` is working state); the
+    records folder (``config.records_dir``, checked by :func:`check_records`) keeps a
+    finished fold's scores, predictions, early curve and member records.  With them,
+    the fold counts as finished: its scores, predictions and early curve are copied
+    back into ``run_dir`` (when ``write``) and it is not trained again.
+
+    Returns
+    -------
+    RestoredFold or None
+        None when the fold's members are in ``run_dir`` (it resumes or is scored as
+        usual), when the run keeps no records, or when they are not all there.
+
+    Raises
+    ------
+    ValueError
+        The fold's members are needed for the export (``export_out``: fold 0, or
+        every fold with ``export_members="all"``) but are not on this machine.
+    """
+    if not config.records_dir:
+        return None
+    if all((run_dir / "state" / f"fold{fold}_member{m}.best.json").exists() for m in range(config.members)):
+        return None
+    records = Path(config.records_dir)
+    published = published_fold(records, fold, config.members, early=config.early)
+    if published is None:
+        return None
+    if config.export_out and (config.export_members == "all" or fold == 0):
+        raise ValueError(f"{run_dir}: fold {fold}'s members were trained elsewhere (their records are in "
+                         f"{records}) and the export needs their weights; run without --export-out, or train "
+                         "them again in another --run-dir")
+    if write:
+        for source in published:
+            target = run_dir / source.name
+            if not (target.is_file() and target.read_bytes() == source.read_bytes()):
+                write_atomically(target, lambda path, data=source.read_bytes(): path.write_bytes(data))
+    epochs = []
+    for member in range(config.members):
+        record = member_record(records, fold, member)
+        try:
+            epochs += json.loads(record.read_text())["history"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{record}: not a member record of train.fit ({exc})") from exc
+    try:
+        scores = json.loads(published[0].read_text())
+    except ValueError as exc:
+        raise ValueError(f"{published[0]}: not the scores of a fold ({exc})") from exc
+    return RestoredFold(scores, epochs)
 
 
 def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS,
@@ -221,6 +335,17 @@ def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS,
             held_out = np.array(sorted(index_of[i] for i in held_out_ids))
             train_idx = np.setdiff1d(np.arange(len(data)), held_out)
             fold_file = run_dir / f"fold{fold}.json"
+            restored = restore_fold(config, run_dir, fold, write=group.is_main)
+            if restored is not None:  # every rank reads the same records; the main one copies them
+                group.barrier()
+                per_fold.append(restored.scores)
+                for epoch in restored.epochs:
+                    timings.setdefault(timing_key(epoch), []).append(epoch["seconds"])
+                if config.early:
+                    early_folds.append(fold)
+                log.info("fold %d: finished on another machine, restored from %s (accuracy %.4f, macro-F1 %.4f)",
+                         fold, config.records_dir, restored.scores["accuracy"], restored.scores["macro_f1"])
+                continue
             member_states, member_precisions = [], []
             for member in range(config.members):
                 member_file = run_dir / "state" / f"fold{fold}_member{member}.best.pt"
