@@ -312,7 +312,8 @@ def test_folds_published_on_another_machine_are_restored_not_trained_again(tmp_p
     assert again["per_fold"] == first["per_fold"]
     assert again["cross_validation"] == first["cross_validation"]
     assert again["seconds_per_epoch"] == first["seconds_per_epoch"]
-    for name in ("fold0.json", "fold1.predictions.json", "fold2.early.json", "early.json", "metrics.json"):
+    for name in ("fold0.json", "fold1.predictions.json", "fold2.early.json", "fold2.calibration.json", "early.json",
+                 "metrics.json"):
         assert (fresh / name).is_file()
     assert not list((fresh / "state").glob("*.pt"))
     with pytest.raises(ValueError, match="export needs their weights"):

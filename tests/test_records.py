@@ -40,7 +40,7 @@ def test_a_fit_publishes_each_fold_with_its_early_curve_and_the_table_needs_no_w
 
     monkeypatch.setattr(protocol, "train_member", train_member)
     fit(_config(run_dir, records_dir))
-    fold0 = ["fold0.early.json", "fold0.json", "fold0.member0.json", "fold0.predictions.json"]
+    fold0 = ["fold0.calibration.json", "fold0.early.json", "fold0.json", "fold0.member0.json", "fold0.predictions.json"]
     assert published_before == {0: [], 1: fold0}  # fold 0 was published, early curve included, when it finished
     assert sorted(p.name for p in records_dir.iterdir()) == sorted(
         ["architecture.json", "config.json", "folds.sha256", "metrics.json", *fold0,

@@ -54,6 +54,28 @@ def test_calibration_of_a_run_fits_both_ways_and_names_the_winner(finished_run):
     assert sum(result["reliability"]["count"]) == sum(f["scored"] for f in result["per_fold"])
 
 
+def test_calibration_reads_the_fold_records_or_computes_them_from_the_weights(finished_run, tmp_path):
+    import shutil
+
+    from_records = calibration.calibrate_run(finished_run, str(sample_catalog_path()), bins=5)
+    older = tmp_path / "older"  # a run finished before runs wrote fold calibration records
+    shutil.copytree(finished_run, older)
+    for path in older.glob("fold*.calibration.json"):
+        path.unlink()
+    from_weights = calibration.calibrate_run(older, str(sample_catalog_path()), bins=5)
+    assert len(from_records["per_fold"]) == len(from_weights["per_fold"]) == 2
+    for ours, theirs in zip(from_records["per_fold"], from_weights["per_fold"]):
+        assert ours["scored"] == theirs["scored"] and ours["fitted_on"] == theirs["fitted_on"]
+        for way in ("inner_validation", "other_folds"):
+            assert ours[way]["temperature"] == pytest.approx(theirs[way]["temperature"], rel=1e-4)
+        assert ours["nll"] == pytest.approx(theirs["nll"], rel=1e-5)
+    weightless = tmp_path / "weightless"  # the records alone, as on another machine
+    shutil.copytree(finished_run, weightless)
+    shutil.rmtree(weightless / "state")
+    assert calibration.calibrate_run(weightless, str(sample_catalog_path()), bins=5)["per_fold"] == \
+        from_records["per_fold"]
+
+
 def test_a_folder_that_is_not_a_run_is_one_line(tmp_path, capsys):
     assert early.main([str(tmp_path), "--catalog", str(sample_catalog_path())]) == 1
     err = capsys.readouterr().err

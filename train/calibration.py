@@ -11,9 +11,13 @@ the softmax removes, so ``softmax(log p_m / T) = softmax(z_m / T)``.
 Calibration is measured by the expected calibration error (ECE, equal-width
 confidence bins of the predicted class) and a reliability table.
 
+``train.fit`` writes, as each fold finishes, what calibrating the fold needs
+(:func:`fold_record`: its inner-validation temperature and its members' held-out
+probabilities, ``fold<k>.calibration.json``), so that
 ``python -m train.calibration RUN_DIR --catalog CATALOG`` fits the temperatures of
-every finished fold of a ``train.fit`` run, both ways, and writes
-``RUN_DIR/calibration.json``, which names the way to ship (or none).
+every finished fold of a run, both ways, without the weights of folds trained on
+another machine, and writes ``RUN_DIR/calibration.json``, which names the way to
+ship (or none).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +36,8 @@ from scipy.optimize import minimize_scalar
 from train.files import write_atomically
 from train.runs import evaluate_runs, run_parser
 
-__all__ = ["CALIBRATION_FILE", "calibrate_run", "choose_way", "expected_calibration_error", "fit_temperature", "main",
-           "negative_log_likelihood", "reliability", "tempered"]
+__all__ = ["CALIBRATION_FILE", "calibrate_run", "choose_way", "expected_calibration_error", "fit_temperature",
+           "fold_file", "fold_record", "main", "negative_log_likelihood", "reliability", "tempered"]
 
 log = logging.getLogger("train")
 
@@ -165,6 +169,36 @@ def choose_way(per_fold: list[dict[str, Any]]) -> str:
     return min(winners, key=winners.get) if winners else "none"
 
 
+def fold_file(directory: Path, fold: int) -> Path:
+    """The calibration record of ``fold`` in a run directory or a records folder."""
+    return directory / f"fold{fold}.calibration.json"
+
+
+def fold_record(validation_members: NDArray[np.floating], validation_labels: NDArray[np.integer],
+                held_out_members: NDArray[np.floating], held_out_labels: NDArray[np.integer]) -> dict[str, Any]:
+    """What calibrating one fold needs, kept when its weights are not.
+
+    Parameters
+    ----------
+    validation_members : ndarray, shape (members, v, classes)
+        The members' probabilities on the fold's scored inner-validation objects.
+    validation_labels : ndarray, shape (v,), int
+    held_out_members : ndarray, shape (members, n, classes)
+        The members' probabilities on the fold's scored held-out objects.
+    held_out_labels : ndarray, shape (n,), int
+
+    Returns
+    -------
+    dict
+        ``fitted_on`` (v), ``temperature`` (fitted on the inner validation objects),
+        ``held_out_label`` and ``held_out_member_probabilities`` (rounded to 1e-7).
+    """
+    return {"fitted_on": int(len(validation_labels)),
+            "temperature": fit_temperature(validation_members, validation_labels),
+            "held_out_label": np.asarray(held_out_labels).tolist(),
+            "held_out_member_probabilities": np.round(np.asarray(held_out_members, np.float64), 7).tolist()}
+
+
 def _member_probabilities(members: Sequence[Any], data: Any, idx: np.ndarray, card: Any,
                           batch_size: int) -> NDArray[np.float32]:
     from train.fit import predict
@@ -208,29 +242,19 @@ def calibrate_run(run_dir: Path, catalog: str, *, frames_cache: str | None = Non
     """
     import torch
 
-    from train.fit import evaluation_subset, inner_split
-    from train.runs import finished_folds, open_run
+    from train.runs import open_run
 
     torch.set_num_threads(threads)
     config, prepared = open_run(run_dir, catalog, frames_cache=frames_cache)
-    data = prepared.data
     per_fold, held_out_members, held_out_labels = [], [], []
-    for fold in finished_folds(run_dir, config, prepared):
-        members, held_out = fold.members, fold.held_out
-        _, validation = inner_split(data, fold.train, config, fold.index)
-        validation = evaluation_subset(data, validation)
-        scored = evaluation_subset(data, held_out)
-        temperature = fit_temperature(
-            _member_probabilities(members, data, validation, prepared.card, config.eval_batch_size),
-            data.labels[validation])
-        held_out_members.append(_member_probabilities(members, data, scored, prepared.card,
-                                                      config.eval_batch_size))
-        held_out_labels.append(data.labels[scored])
+    for record in _fold_records(run_dir, config, prepared):
+        held_out_members.append(np.asarray(record["held_out_member_probabilities"], dtype=np.float64))
+        held_out_labels.append(np.asarray(record["held_out_label"], dtype=np.int64))
         raw = tempered(held_out_members[-1], 1.0)
-        per_fold.append({"fitted_on": int(validation.size), "scored": int(scored.size),
+        per_fold.append({"fitted_on": record["fitted_on"], "scored": int(held_out_labels[-1].size),
                          "nll": negative_log_likelihood(raw, held_out_labels[-1]),
                          "ece": expected_calibration_error(raw, held_out_labels[-1], bins),
-                         "inner_validation": {"temperature": temperature}})
+                         "inner_validation": {"temperature": record["temperature"]}})
     for k, fold in enumerate(per_fold):
         others = [j for j in range(len(per_fold)) if j != k]
         if others:
@@ -257,6 +281,41 @@ def calibrate_run(run_dir: Path, catalog: str, *, frames_cache: str | None = Non
             np.concatenate([tempered(m, t) for m, t in zip(held_out_members, temperatures)]), labels, bins)
     write_atomically(run_dir / CALIBRATION_FILE, lambda path: path.write_text(json.dumps(result, indent=2) + "\n"))
     return result
+
+
+def _fold_records(run_dir: Path, config: Any, prepared: Any) -> Iterator[dict[str, Any]]:
+    """The calibration record (:func:`fold_record`) of each leading finished fold of the run.
+
+    A fold's record written by ``train.fit`` (``fold<k>.calibration.json``, also
+    restored from a records folder) is read; for a fold finished before runs wrote
+    one, it is computed from the fold's weights.  Stops at the first fold with neither.
+    """
+    from train.fit import evaluation_subset, inner_split
+    from train.runs import finished_folds
+
+    data = prepared.data
+    with_weights = None  # the folds' weights, loaded only if a fold has no record
+    for index in range(len(prepared.folds[:config.fold_limit])):
+        path = fold_file(run_dir, index)
+        if path.is_file():
+            try:
+                yield json.loads(path.read_text())
+            except ValueError as exc:
+                raise ValueError(f"{path}: not a calibration record of train.fit ({exc})") from exc
+            continue
+        if with_weights is None:
+            with_weights = {fold.index: fold for fold in finished_folds(run_dir, config, prepared)}
+        fold = with_weights.get(index)
+        if fold is None:
+            return
+        _, validation = inner_split(data, fold.train, config, fold.index)
+        validation = evaluation_subset(data, validation)
+        scored = evaluation_subset(data, fold.held_out)
+        yield fold_record(
+            _member_probabilities(fold.members, data, validation, prepared.card, config.eval_batch_size),
+            data.labels[validation],
+            _member_probabilities(fold.members, data, scored, prepared.card, config.eval_batch_size),
+            data.labels[scored])
 
 
 def main(argv: list[str] | None = None) -> int:

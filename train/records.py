@@ -12,7 +12,8 @@ and the docs read, copied from the run directory as each fold finishes:
   kept once (``results/folds.json`` for the results table), not in every folder;
 * per finished fold k: ``fold<k>.json`` (held-out scores), ``fold<k>.predictions.json``
   (held-out predictions), ``fold<k>.early.json`` (early-classification curve, when
-  scored: :mod:`train.early`), and the training record of each of its members,
+  scored: :mod:`train.early`), ``fold<k>.calibration.json`` (what calibrating the
+  fold needs: :func:`train.calibration.fold_record`), and the training record of each of its members,
   ``fold<k>.member<m>.json`` (the run directory's ``state/fold<k>_member<m>.best.json``:
   epochs, their seconds and precision, restarts), or of a boosting reference row,
   ``fold<k>.boosting.json`` (``state/fold<k>_boosting.json``).
@@ -31,6 +32,7 @@ from pathlib import Path
 
 from convention_rt.errors import ConventionError
 from convention_rt.model_card import sha256_of
+from train.calibration import fold_file as calibration_file
 from train.command_line import OneLineParser, report_failure
 from train.files import copy_atomically, write_atomically
 
@@ -73,6 +75,7 @@ def fold_records(run_dir: Path, fold: int) -> list[tuple[Path, str]]:
     candidates = [(path, f"fold{fold}.member{member}.json") for member, path in sorted(members)]
     candidates += [(run_dir / "state" / f"fold{fold}_boosting.json", f"fold{fold}.boosting.json"),
                    (early_file(run_dir, fold), early_file(run_dir, fold).name),
+                   (calibration_file(run_dir, fold), calibration_file(run_dir, fold).name),
                    (run_dir / f"fold{fold}.predictions.json", f"fold{fold}.predictions.json"),
                    (run_dir / f"fold{fold}.json", f"fold{fold}.json")]
     return [(source, name) for source, name in candidates if source.is_file()]
@@ -101,13 +104,17 @@ def published_fold(records: Path, fold: int, members: int, *, early: bool) -> li
     -------
     list of Path or None
         The scores, predictions and (with ``early``) early curve of the fold, in
-        that order, when every record is there.
+        that order, and its calibration record when it has one, when every record
+        is there.
     """
     needed = [records / f"fold{fold}.json", records / f"fold{fold}.predictions.json"]
     if early:
         needed.append(early_file(records, fold))
     members_there = all(member_record(records, fold, m).is_file() for m in range(members))
-    return needed if members_there and all(path.is_file() for path in needed) else None
+    if not (members_there and all(path.is_file() for path in needed)):
+        return None
+    calibration = calibration_file(records, fold)  # folds published before runs wrote one have none
+    return needed + ([calibration] if calibration.is_file() else [])
 
 
 def _copy(source: Path, target: Path) -> None:

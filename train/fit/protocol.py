@@ -22,6 +22,8 @@ from rich.progress import (
 )
 
 from convention_rt.model_card import ModelCard
+from train.calibration import fold_file as calibration_file
+from train.calibration import fold_record
 from train.checkpoint import config_from_dict, config_to_dict
 from train.data.dataset import LabelledObjects, band_statistics, load_labelled
 from train.distributed import SINGLE_PROCESS, Group
@@ -380,7 +382,13 @@ def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS,
                 probabilities.append(predict(model, data, scored, card, config.eval_batch_size, group=group))
             ensemble = np.mean(probabilities, axis=0)
             fold_scores = scores(data.labels[scored], ensemble, data.classes)
-            if group.is_main:
+            validation = evaluation_subset(data, inner_split(data, train_idx, config, fold)[1])
+            on_validation = [predict(model, data, validation, card, config.eval_batch_size, group=group)
+                             for model in models]
+            if group.is_main:  # what calibrating the fold needs, kept when its weights are not
+                record = json.dumps(fold_record(np.stack(on_validation), data.labels[validation],
+                                                np.stack(probabilities), data.labels[scored])) + "\n"
+                write_atomically(calibration_file(run_dir, fold), lambda path: path.write_text(record))
                 fold_text = json.dumps(fold_scores, indent=2) + "\n"
                 write_atomically(fold_file, lambda path: path.write_text(fold_text))
                 write_predictions(run_dir / f"fold{fold}.predictions.json", data, scored, ensemble)
