@@ -413,6 +413,48 @@ def with_padding(band_ids: torch.Tensor, real: list[int]) -> torch.Tensor:
     return band_ids
 
 
+def assert_logits_follow_real_frames_only(model: torch.nn.Module, seed: int = 2) -> None:
+    """Padded, cut after the last real window, with other padding times, looped and exported: the same logits.
+
+    Three sequences of ``model`` (in eval mode) hold 1, K + 1 and 2K real frames.
+    """
+    import torch
+
+    from train.model import example_inputs, to_conv2d_stem
+    from train.model.loops import loop_forward
+
+    config = model.config
+    stamps, band_ids, times = example_inputs(config, 3, seed=seed)
+    window = config.stem_window
+    real = [1, window + 1, 2 * window]
+    band_ids = with_padding(band_ids, real)
+    with torch.no_grad():
+        padded = model(stamps, band_ids, times)
+        torch.testing.assert_close(model(stamps, band_ids, times.masked_fill(band_ids == 0, 1e6)), padded,
+                                   atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(loop_forward(model, stamps, band_ids, times), padded, atol=1e-5, rtol=1e-5)
+        for row, count in enumerate(real):
+            cut = -(-count // window) * window
+            short = model(stamps[row:row + 1, :cut], band_ids[row:row + 1, :cut], times[row:row + 1, :cut])
+            torch.testing.assert_close(short, padded[row:row + 1], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(to_conv2d_stem(model)(stamps, band_ids, times), padded, atol=1e-4, rtol=1e-4)
+
+
+def assert_cost_is_the_flop_counters(model: torch.nn.Module) -> int:
+    """The multiply-accumulates :func:`train.model.measure` counts for one object, checked against PyTorch's counter."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from train.model import example_inputs, measure
+
+    cost = measure(model.eval())
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(*example_inputs(model.config, 1))
+    assert cost.macs == counter.get_total_flops() // 2
+    return cost.macs
+
+
 def make_checkpoint(config: ModelConfig, members: int = 2) -> Checkpoint:
     """A checkpoint of ``members`` randomised models of ``config``, seeded, with made-up bands and statistics."""
     import torch

@@ -9,8 +9,14 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from helpers import assert_export_matches_pytorch, randomise_norms, tiny_config, with_padding  # noqa: E402
-from train.model import ConvEntion, example_inputs, get_preset, measure, to_conv2d_stem  # noqa: E402
+from helpers import (  # noqa: E402
+    assert_cost_is_the_flop_counters,
+    assert_export_matches_pytorch,
+    assert_logits_follow_real_frames_only,
+    randomise_norms,
+    tiny_config,
+)
+from train.model import ConvEntion, example_inputs, get_preset, measure  # noqa: E402
 from train.model.convention import RecencySummary  # noqa: E402
 
 pytestmark = pytest.mark.torch
@@ -64,34 +70,13 @@ def test_window_order_changes_the_logits_with_a_recency_summary_only() -> None:
                                   lambda: get_preset("broker")])
 def test_cut_sequences_padding_and_the_exported_copy_give_the_same_logits(make) -> None:
     torch.manual_seed(0)
-    model = randomise_norms(ConvEntion(make()))
-    config = model.config
-    stamps, band_ids, times = example_inputs(config, 3, seed=2)
-    window = config.stem_window
-    real = [1, window + 1, 2 * window]
-    band_ids = with_padding(band_ids, real)
-    noisy_times = times.masked_fill(band_ids == 0, 1e6)
-    with torch.no_grad():
-        padded = model(stamps, band_ids, times)
-        torch.testing.assert_close(model(stamps, band_ids, noisy_times), padded, atol=1e-5, rtol=1e-5)
-        for row, count in enumerate(real):
-            cut = -(-count // window) * window
-            short = model(stamps[row:row + 1, :cut], band_ids[row:row + 1, :cut], times[row:row + 1, :cut])
-            torch.testing.assert_close(short, padded[row:row + 1], atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(to_conv2d_stem(model)(stamps, band_ids, times), padded, atol=1e-4, rtol=1e-4)
+    assert_logits_follow_real_frames_only(randomise_norms(ConvEntion(make())))
 
 
 def test_broker_preset_fits_three_members_in_a_quarter_gmac() -> None:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    model = ConvEntion(get_preset("broker")).eval()
-    cost = measure(model)
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        model(*example_inputs(model.config, 1))
-    assert cost.macs == counter.get_total_flops() // 2
-    assert 3 * cost.macs <= 250_000_000
-    assert {s.name for s in cost.stages} >= {"band_reference", "recency"}
+    model = ConvEntion(get_preset("broker"))
+    assert 3 * assert_cost_is_the_flop_counters(model) <= 250_000_000
+    assert {s.name for s in measure(model).stages} >= {"band_reference", "recency"}
 
 
 def test_negative_width_is_refused() -> None:
