@@ -317,3 +317,24 @@ def test_the_early_table_reads_each_image_row_s_curve(tmp_path, monkeypatch):
     (tmp_path / "a" / "fold1.early.json").write_text(json.dumps({"frames_seen": [1, 50], "macro_f1": [0.4, 0.9]}))
     with pytest.raises(ValueError, match=r"fold1\.early\.json: scored at other frames seen"):
         results.render_early(tmp_path)
+
+
+def test_only_folds_reaches_the_row_s_run_and_a_bad_value_is_one_line(tmp_path, monkeypatch, capsys):
+    import train.fit
+
+    seen = []
+    monkeypatch.setattr(results, "TABLE_PROTOCOL", TINY)
+    monkeypatch.setattr(train.fit, "fit", lambda config, **kwargs: seen.append(config.only_folds))
+    monkeypatch.setattr(train.fit, "configure_logging", lambda *args: None)
+    folds = tmp_path / "folds.json"
+    catalog = str(sample_catalog_path())
+    fit(FitConfig(catalog=catalog, run_dir=str(tmp_path / "split"), model="compact", folds=2, members=1, epochs=1,
+                  fold_limit=1, batch_size=8, threads=1))
+    folds.write_bytes((tmp_path / "split" / "folds.json").read_bytes())
+    run = ["--root", str(tmp_path / "table"), "run", "--runs", str(tmp_path / "runs"), "--folds", str(folds),
+           "--catalog", catalog, "--only", "compact-dot-attention"]
+    assert results.main([*run, "--only-folds", "1"]) == 0
+    assert results.main(run) == 0
+    assert seen == ["1", None]
+    assert results.main([*run, "--only-folds", "2"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: ")

@@ -312,7 +312,8 @@ def _reusable(reference_run: Path | None, config: FitConfig, folds_file: Path) -
 def run_entry(entry: Entry, catalog: str, root: Path, runs: Path, threads: int = 1, *,
               folds_file: Path = FOLDS_FILE, reference_run: Path | None = None, reuse_only: bool = False,
               precision: str | None = None, frames_cache: str | None = None,
-              plasticc_cache: str | None = None, benchmark: Benchmark = BENCHMARKS["standard"]) -> None:
+              plasticc_cache: str | None = None, benchmark: Benchmark = BENCHMARKS["standard"],
+              only_folds: str | None = None) -> None:
     """Train one entry (resuming), on the folds of ``folds_file``, for ``benchmark``.
 
     The row's working state goes to ``runs / entry.name`` and its text records to
@@ -329,8 +330,9 @@ def run_entry(entry: Entry, catalog: str, root: Path, runs: Path, threads: int =
     reference run has finished and trains nothing (other entries are skipped); run
     again as the reference run proceeds.  ``precision`` replaces the protocol's
     training precision (it may change between resumes; each epoch's record names its
-    own); ``frames_cache`` is :class:`train.fit.FitConfig`'s (rows training side by
-    side share their frames).  Reference rows train in fp32 and hold no frames
+    own); ``frames_cache`` and ``only_folds`` are :class:`train.fit.FitConfig`'s (rows
+    training side by side share their frames; folds of one row train side by side in
+    separate processes, and a last run without ``only_folds`` gathers the row).  Reference rows train in fp32 and hold no frames
     (``precision`` and ``frames_cache`` do not apply to them); the light-curve ones
     read the PLAsTiCC wheel from ``plasticc_cache`` (the catalog builder's cache by
     default).
@@ -354,9 +356,13 @@ def run_entry(entry: Entry, catalog: str, root: Path, runs: Path, threads: int =
         run_reference_row(entry.reference, catalog, run_dir, {**TABLE_PROTOCOL, **entry.changes}, threads=threads,
                           plasticc_cache=plasticc_cache, records_dir=records)
         return
-    config = FitConfig(catalog=catalog, run_dir=str(run_dir), threads=threads, name=f"results-{entry.name}",
-                       frames_cache=frames_cache, early=entry.scored_early, records_dir=str(records),
-                       **{**TABLE_PROTOCOL, **entry.changes, **({"precision": precision} if precision else {})})
+    try:
+        config = FitConfig(catalog=catalog, run_dir=str(run_dir), threads=threads, name=f"results-{entry.name}",
+                           frames_cache=frames_cache, early=entry.scored_early, records_dir=str(records),
+                           only_folds=only_folds,
+                           **{**TABLE_PROTOCOL, **entry.changes, **({"precision": precision} if precision else {})})
+    except ValueError as exc:  # an option out of range for the row, e.g. --only-folds
+        raise UsageError(f"{entry.name}: {exc}") from exc
     prepared = None
     if entry.name == "compact" and reference_run is not None:
         if not reference_run.is_dir():
@@ -792,6 +798,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--frames-cache", metavar="DIR",
                      help="folder for a memory-mapped copy of the training frames that runs side by side share "
                           "(default: each run holds its own in memory)")
+    run.add_argument("--only-folds", metavar="K,K",
+                     help="train and score only these folds of the rows (processes side by side on other folds); "
+                          "run again without it to gather the rows (default: all)")
     run.add_argument("--reuse-only", action="store_true",
                      help="score the compact row's folds the reference run has finished; train nothing")
     run.add_argument("--plasticc-cache", metavar="DIR",
@@ -822,7 +831,8 @@ def main(argv: list[str] | None = None) -> int:
                 run_entry(entry, options.catalog, root, runs, options.threads, folds_file=options.folds,
                           reference_run=options.reference_run, reuse_only=options.reuse_only,
                           precision=options.precision, frames_cache=options.frames_cache,
-                          plasticc_cache=options.plasticc_cache, benchmark=benchmark)
+                          plasticc_cache=options.plasticc_cache, benchmark=benchmark,
+                          only_folds=options.only_folds)
     except (ConventionError, ValueError, OSError) as exc:
         return report_failure(exc)
     except KeyboardInterrupt:
