@@ -351,6 +351,36 @@ def test_an_architecture_recorded_before_a_field_existed_means_its_default(tmp_p
         fit(run)
 
 
+@pytest.mark.slow
+def test_members_of_a_run_of_the_same_training_are_reused_not_trained_again(tmp_path, monkeypatch):
+    smaller = fit(config(tmp_path / "one-member", folds=2, epochs=1))
+    trained = []
+    original = protocol.train_member
+
+    def counted(*args, fold: int, member: int, **kwargs):
+        trained.append((fold, member))
+        return original(*args, fold=fold, member=member, **kwargs)
+
+    monkeypatch.setattr(protocol, "train_member", counted)
+    larger = fit(config(tmp_path / "two-members", folds=2, members=2, epochs=1,
+                        reuse_from=str(tmp_path / "one-member")))
+    assert trained == [(0, 1), (1, 1)]
+    for fold in range(2):
+        for suffix in (".best.pt", ".best.json"):
+            name = f"state/fold{fold}_member0{suffix}"
+            assert (tmp_path / "two-members" / name).read_bytes() == (tmp_path / "one-member" / name).read_bytes()
+    probabilities = [json.loads((tmp_path / run / "fold0.predictions.json").read_text())["probabilities"]
+                     for run in ("one-member", "two-members")]
+    assert probabilities[0] != probabilities[1]  # two members' mean, not member 0's alone
+    assert len(larger["per_fold"]) == len(smaller["per_fold"]) == 2
+    with pytest.raises(ValueError, match=r"trained otherwise \(learning_rate differ\)"):
+        fit(config(tmp_path / "other", folds=2, members=2, epochs=1, learning_rate=1e-2,
+                   reuse_from=str(tmp_path / "one-member")))
+    with pytest.raises(ValueError, match="not a run directory of train.fit"):
+        fit(config(tmp_path / "nowhere", folds=2, epochs=1, reuse_from=str(tmp_path / "missing")))
+    assert not (tmp_path / "other").exists() and not (tmp_path / "nowhere").exists()
+
+
 def test_the_frames_cache_maps_what_the_catalog_reads(tmp_path, monkeypatch):
     import os
 

@@ -47,7 +47,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -59,9 +59,6 @@ from train.files import copy_atomically, write_atomically
 from train.machine import timing_key
 from train.records import FOLDS_DIGEST, early_file
 from train.reference.rows import ReferenceRow
-
-if TYPE_CHECKING:
-    from train.fit import FitConfig
 
 __all__ = ["BENCHMARKS", "FOLDS_FILE", "PLAN", "REFERENCE_RUN", "TABLE_PROTOCOL", "Benchmark", "Entry",
            "check_catalog", "collect", "main", "render_against", "render_early", "render_table", "run_entry"]
@@ -294,21 +291,6 @@ def _check_row_folds(entry: Entry, root: Path, runs: Path, folds_file: Path) -> 
                          "the row's records and run directory to start it again)")
 
 
-def _reusable(reference_run: Path | None, config: FitConfig, folds_file: Path) -> bool:
-    """Whether ``reference_run``'s member 0 of a fold is ``config``'s computation (same data, folds, protocol)."""
-    if reference_run is None or not (reference_run / "config.json").is_file() \
-            or not (reference_run / "folds.json").is_file():
-        return False
-    reference = json.loads((reference_run / "config.json").read_text())
-    defaults = {f.name: f.default for f in dataclasses.fields(config)}  # fields added after the run was made
-    return (Path(reference["catalog"]).resolve() == Path(config.catalog).resolve()
-            and _held_out_ids(reference_run / "folds.json") == _held_out_ids(folds_file)
-            and all(reference.get(k, defaults[k]) == getattr(config, k) for k in
-                    ("model", "task", "epochs", "patience", "batch_size", "learning_rate", "dropout", "frame_drop",
-                     "validation_fraction", "seed", "positional_encoding", "band_input", "attention",
-                     "difference_channel", "scene_summary", "lightcurve_summary", "prefix_truncation")))
-
-
 def run_entry(entry: Entry, catalog: str, root: Path, runs: Path, threads: int = 1, *,
               folds_file: Path = FOLDS_FILE, reference_run: Path | None = None, reuse_only: bool = False,
               precision: str | None = None, frames_cache: str | None = None,
@@ -345,6 +327,7 @@ def run_entry(entry: Entry, catalog: str, root: Path, runs: Path, threads: int =
                          f"(--folds, default {FOLDS_FILE})")
     check_catalog(catalog, benchmark, folds_file)
     from train.fit import FitConfig, check_architecture, fit, prepare
+    from train.fit.protocol import check_reusable
 
     _check_row_folds(entry, root, runs, folds_file)
     (run_dir / "state").mkdir(parents=True, exist_ok=True)
@@ -372,7 +355,11 @@ def run_entry(entry: Entry, catalog: str, root: Path, runs: Path, threads: int =
             check_architecture(reference_run, prepared.model_config)
         except ValueError as exc:
             raise UsageError(f"{exc} (the reference run's members cannot be reused)") from exc
-        same = _reusable(reference_run, config, folds_file)
+        try:  # and of its training, on the same data and folds
+            check_reusable(reference_run, config, prepared.model_config, prepared.folds)
+            same = True
+        except ValueError:
+            same = False
         for fold in range(config.fold_limit or config.folds):
             source = reference_run / "state" / f"fold{fold}_member0.best.pt"
             target = run_dir / "state" / source.name

@@ -41,6 +41,12 @@ class FitConfig:
         each: folds side by side).  Such a pass publishes each of its folds as it
         finishes but writes no ``metrics.json`` and exports nothing; a last pass
         without it finds every member finished and gathers the run.  ``None``: all.
+    reuse_from : str or None
+        A run directory of the same training (catalog, split, architecture and every
+        field that enters a member's training; the number of members and folds may
+        differ) whose finished members this run copies instead of training them
+        again: member m of fold k is the same computation in both.  Refused if the
+        training differs.  Like ``threads``, it may change when a run resumes.
     epochs : int
         Maximum epochs per stage.
     patience : int
@@ -134,6 +140,7 @@ class FitConfig:
     members: int = 3
     fold_limit: int | None = None
     only_folds: str | None = None
+    reuse_from: str | None = None
     epochs: int = 100
     patience: int = 10
     batch_size: int = 128

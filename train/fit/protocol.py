@@ -28,11 +28,11 @@ from train.checkpoint import config_from_dict, config_to_dict
 from train.data.dataset import LabelledObjects, band_statistics, load_labelled
 from train.distributed import SINGLE_PROCESS, Group
 from train.early import FRAMES_SEEN, gather, score_fold
-from train.files import write_atomically
+from train.files import copy_atomically, write_atomically
 from train.fit.config import FitConfig
 from train.fit.evaluation import evaluated_on, fold_summary, plot_confusion, predict, scores, write_predictions
 from train.fit.export_step import export_ensemble, export_is_current
-from train.fit.folds import evaluation_subset, folds_text, inner_split, make_folds
+from train.fit.folds import evaluation_subset, folds_text, inner_split, make_folds, read_folds
 from train.fit.member import load_weights, train_member
 from train.fit.provenance import SOURCE_REVISION
 from train.machine import timing_key
@@ -133,6 +133,51 @@ def same_computation(saved_config: Path, config: FitConfig) -> bool:
     return {k: previous.get(k, defaults[k]) for k in significant} == significant
 
 
+def check_reusable(source: Path, config: FitConfig, model_config: ModelConfig | BaselineConfig,
+                   folds: list[list[str]]) -> None:
+    """Refuse a run directory whose members are not this run's computation (``--reuse-from``).
+
+    Raises
+    ------
+    ValueError
+        One line naming the run directory and what differs: not a run, another
+        catalog, split, architecture or training field.
+    """
+    try:
+        saved = json.loads((source / "config.json").read_text())
+        held_out = read_folds(source / "folds.json")
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{source}: not a run directory of train.fit to reuse members from ({exc})") from exc
+    defaults = dataclasses.asdict(FitConfig(catalog="", run_dir=""))
+    differing = [k for k in TRAINING_FIELDS if saved.get(k, defaults[k]) != getattr(config, k)]
+    if Path(saved.get("catalog", "")).resolve() != Path(config.catalog).resolve():
+        differing.insert(0, "catalog")
+    if held_out != folds:
+        differing.append("folds")
+    if differing:
+        raise ValueError(f"{source}: its members were trained otherwise ({', '.join(differing)} differ); "
+                         "they cannot be reused")
+    try:
+        check_architecture(source, model_config)
+    except ValueError as exc:
+        raise ValueError(f"{exc} (its members cannot be reused)") from exc
+
+
+def reuse_member(config: FitConfig, run_dir: Path, fold: int, member: int, *, write: bool = True) -> bool:
+    """Whether member ``member`` of ``fold`` finished in ``config.reuse_from``; copied here when ``write``."""
+    if not config.reuse_from:
+        return False
+    source = Path(config.reuse_from) / "state" / f"fold{fold}_member{member}.best.pt"
+    if not source.with_suffix(".json").is_file():  # the record is written after the weights
+        return False
+    if write:
+        target = run_dir / "state" / source.name
+        copy_atomically(source, target)
+        copy_atomically(source.with_suffix(".json"), target.with_suffix(".json"))
+        log.info("fold %d member %d: taken from %s", fold, member, config.reuse_from)
+    return True
+
+
 def check_records(records: Path, config: FitConfig, model_config: ModelConfig | BaselineConfig,
                   folds: list[list[str]]) -> None:
     """Refuse a records folder that holds the records of another computation than this run's.
@@ -176,8 +221,13 @@ class Prepared:
 
 #: Fields that may change when a run resumes: how it runs, not what it computes (``run_dir``:
 #: a run directory may be moved).
-EXECUTION_FIELDS = ("threads", "precision", "export_out", "fold_limit", "only_folds", "frames_cache",
+EXECUTION_FIELDS = ("threads", "precision", "export_out", "fold_limit", "only_folds", "reuse_from", "frames_cache",
                     "eval_batch_size", "early", "records_dir", "run_dir")
+#: Fields that enter a member's training: two runs equal in these (and in catalog, split and
+#: architecture) train member m of fold k alike, whatever their number of members or folds.
+TRAINING_FIELDS = ("model", "task", "epochs", "patience", "batch_size", "learning_rate", "dropout", "frame_drop",
+                   "validation_fraction", "seed", "max_objects", "positional_encoding", "band_input", "attention",
+                   "difference_channel", "scene_summary", "lightcurve_summary", "prefix_truncation")
 
 
 def prepare(config: FitConfig) -> Prepared:
@@ -218,6 +268,8 @@ def prepare(config: FitConfig) -> Prepared:
     check_architecture(run_dir, model_config)
     check_member_records(run_dir)
     folds = make_folds(data, config, run_dir / "folds.json", write=False)
+    if config.reuse_from:
+        check_reusable(Path(config.reuse_from), config, model_config, folds)
     if config.records_dir:
         check_records(Path(config.records_dir), config, model_config, folds)
         if config.export_out:  # refused now, not after the folds before it are trained
@@ -351,7 +403,11 @@ def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS,
             member_states, member_precisions = [], []
             for member in range(config.members):
                 member_file = run_dir / "state" / f"fold{fold}_member{member}.best.pt"
-                if member_file.with_suffix(".json").exists():  # written last: the member is finished
+                finished = member_file.with_suffix(".json").exists()  # the record is written last
+                if not finished and reuse_member(config, run_dir, fold, member, write=group.is_main):
+                    group.barrier()  # copied by the main process before any reads it
+                    finished = True
+                if finished:
                     best = torch.load(member_file, map_location="cpu", weights_only=True)
                     record = json.loads(member_file.with_suffix(".json").read_text())
                 else:
