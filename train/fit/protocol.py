@@ -223,11 +223,11 @@ class Prepared:
 #: a run directory may be moved).
 EXECUTION_FIELDS = ("threads", "precision", "export_out", "fold_limit", "only_folds", "reuse_from", "frames_cache",
                     "eval_batch_size", "early", "records_dir", "run_dir")
-#: Fields that enter a member's training: two runs equal in these (and in catalog, split and
-#: architecture) train member m of fold k alike, whatever their number of members or folds.
-TRAINING_FIELDS = ("model", "task", "epochs", "patience", "batch_size", "learning_rate", "dropout", "frame_drop",
-                   "validation_fraction", "seed", "max_objects", "positional_encoding", "band_input", "attention",
-                   "difference_channel", "scene_summary", "lightcurve_summary", "prefix_truncation")
+#: Fields besides the architecture that enter a member's training: two runs equal in these (and in
+#: catalog, split and architecture, however named: a preset or a preset with changes) train member m
+#: of fold k alike, whatever their number of members or folds.
+TRAINING_FIELDS = ("task", "epochs", "patience", "batch_size", "learning_rate", "dropout", "frame_drop",
+                   "validation_fraction", "seed", "max_objects", "prefix_truncation")
 
 
 def prepare(config: FitConfig) -> Prepared:
