@@ -18,12 +18,14 @@ its own.
 Targets: a 1-frame object >= 10x faster than padded; >= 300 objects/s per thread
 at batch 1 on alerts of at most 5 frames.
 
-``--preset NAME [--members N]`` measures instead an ensemble of ``N`` members of a
-preset with random weights, exported on the fly (needs the ``train`` extra): the
-speed does not depend on the weights, so a candidate is measured before it is trained.
+``--preset NAME [--members N] [--set FIELD=VALUE ...]`` measures instead an ensemble of
+``N`` members of a preset (with its ``ModelConfig`` fields changed as ``--set`` says, e.g.
+``--set scene_summary=32``) with random weights, exported on the fly (needs the
+``train`` extra): the speed does not depend on the weights, so a candidate is
+measured before it is trained.
 
-Usage: ``python bench/lengths.py [--model NAME|PATH | --preset NAME --members N] [--threads 1] [--repeats 5]
-[--json]``
+Usage: ``python bench/lengths.py [--model NAME|PATH | --preset NAME --members N [--set FIELD=VALUE ...]]
+[--threads 1] [--repeats 5] [--json]``
 """
 
 from __future__ import annotations
@@ -113,15 +115,18 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def export_random(preset: str, members: int, folder: Path) -> str:
-    """Export ``members`` members of ``preset`` with random weights (seeds 0..members-1); returns the .onnx path."""
+def export_random(preset: str, members: int, folder: Path, changes: dict[str, int] | None = None) -> str:
+    """Export ``members`` members of ``preset`` (its fields replaced by ``changes``) with random weights
+    (seeds 0..members-1); returns the .onnx path."""
+    import dataclasses
+
     import torch
 
     from train.checkpoint import Checkpoint
     from train.export import export_checkpoint
     from train.model import build_model, get_preset
 
-    config = get_preset(preset)
+    config = dataclasses.replace(get_preset(preset), **(changes or {}))
     states = []
     for seed in range(members):
         torch.manual_seed(seed)
@@ -136,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=None, help="shipped model NAME[/VERSION] or .onnx path (default model)")
     parser.add_argument("--preset", default=None, help="measure random weights of this preset instead of --model")
     parser.add_argument("--members", type=int, default=1, help="ensemble members of --preset (default 1)")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="an integer ModelConfig field of --preset to change, e.g. scene_summary=32 (repeatable)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", action="store_true")
@@ -148,9 +155,20 @@ def main(argv: list[str] | None = None) -> int:
     if options.preset is not None:
         if options.model is not None:
             parser.error("--model and --preset exclude each other")
+        changes = {}
+        for item in options.set:
+            field, _, value = item.partition("=")
+            try:
+                changes[field] = int(value)
+            except ValueError:
+                parser.error(f"--set {item}: expected FIELD=INTEGER")
         scratch = tempfile.TemporaryDirectory(prefix="bench-lengths-")
-        options.model = export_random(options.preset, options.members, Path(scratch.name))
-        print(f"{options.preset}: {options.members} member(s) with random weights, exported to {options.model}")
+        try:
+            options.model = export_random(options.preset, options.members, Path(scratch.name), changes)
+        except (TypeError, ValueError) as exc:
+            parser.error(f"--preset {options.preset} --set {' '.join(options.set)}: {exc}")
+        described = " ".join([options.preset, *options.set])
+        print(f"{described}: {options.members} member(s) with random weights, exported to {options.model}")
     lengths = per_length(options.model, options.threads, options.repeats)
     batches = []
     for batch_size in BATCH_SIZES:
