@@ -327,7 +327,7 @@ def run_entry(entry: Entry, catalog: str, root: Path, runs: Path, threads: int =
                          f"(--folds, default {FOLDS_FILE})")
     check_catalog(catalog, benchmark, folds_file)
     from train.fit import FitConfig, check_architecture, fit, prepare
-    from train.fit.protocol import check_reusable
+    from train.fit.resume import check_reusable
 
     _check_row_folds(entry, root, runs, folds_file)
     (run_dir / "state").mkdir(parents=True, exist_ok=True)
