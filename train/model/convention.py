@@ -429,7 +429,7 @@ class ClassifierHead(nn.Module):
     config : ModelConfig
         Supplies D, the map size, the width, the dropout, the classes,
         whether the features are normalised first (``head_norm``) and the widths
-        of the recency and scene summaries joined to them.
+        of the recency, scene and light-curve summaries joined to them.
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -448,7 +448,7 @@ class ClassifierHead(nn.Module):
         )
 
     def forward(self, features: Tensor, summary: Tensor | None = None) -> Tensor:
-        """``(B, D, h, w)`` float32 features [and ``(B, R + S)`` float32 summaries] -> ``(B, classes)`` float32 logits."""
+        """``(B, D, h, w)`` float32 features [and ``(B, R + S + L)`` float32 summaries] -> ``(B, classes)`` float32 logits."""
         flat = self.norm(features).flatten(1)
         if summary is not None:
             flat = torch.cat([flat, summary.to(flat.dtype)], dim=1)
@@ -750,7 +750,7 @@ class ConvEntion(nn.Module):
         return torch.cat(parts, dim=1) if parts else None
 
     def forward_head(self, features: Tensor, summary: Tensor | None = None) -> Tensor:
-        """``(B, D, h, w)`` float32 features [and ``(B, R + S)`` float32 summaries] -> ``(B, classes)`` float32 logits."""
+        """``(B, D, h, w)`` float32 features [and ``(B, R + S + L)`` float32 summaries] -> ``(B, classes)`` float32 logits."""
         return self.head(features, summary)
 
     def frames(self, stamps: Tensor, band_ids: Tensor) -> Tensor:
