@@ -111,6 +111,11 @@ def check_member_records(run_dir: Path) -> None:
                              "use another --run-dir")
 
 
+def _recorded(saved: dict[str, Any], field: str) -> Any:
+    """A field of a saved run configuration; one newer than the record meant its default."""
+    return saved[field] if field in saved else dataclasses.asdict(FitConfig(catalog="", run_dir=""))[field]
+
+
 def same_computation(saved_config: Path, config: FitConfig) -> bool:
     """Whether the run configuration saved in ``saved_config`` computes what ``config`` does.
 
@@ -129,8 +134,7 @@ def same_computation(saved_config: Path, config: FitConfig) -> bool:
     except ValueError as exc:
         raise ValueError(f"{saved_config}: not a run configuration ({exc})") from exc
     significant = {k: v for k, v in dataclasses.asdict(config).items() if k not in EXECUTION_FIELDS}
-    defaults = dataclasses.asdict(FitConfig(catalog="", run_dir=""))
-    return {k: previous.get(k, defaults[k]) for k in significant} == significant
+    return {k: _recorded(previous, k) for k in significant} == significant
 
 
 def check_reusable(source: Path, config: FitConfig, model_config: ModelConfig | BaselineConfig,
@@ -148,8 +152,7 @@ def check_reusable(source: Path, config: FitConfig, model_config: ModelConfig | 
         held_out = read_folds(source / "folds.json")
     except (OSError, ValueError) as exc:
         raise ValueError(f"{source}: not a run directory of train.fit to reuse members from ({exc})") from exc
-    defaults = dataclasses.asdict(FitConfig(catalog="", run_dir=""))
-    differing = [k for k in TRAINING_FIELDS if saved.get(k, defaults[k]) != getattr(config, k)]
+    differing = [k for k in TRAINING_FIELDS if _recorded(saved, k) != getattr(config, k)]
     if Path(saved.get("catalog", "")).resolve() != Path(config.catalog).resolve():
         differing.insert(0, "catalog")
     if held_out != folds:
