@@ -20,6 +20,7 @@ from numpy.typing import NDArray
 
 from convention_rt.errors import ModelError
 from convention_rt.photometry import Photometry
+from convention_rt.preprocess import INFERENCE_WINDOWS
 from convention_rt.status import Reason
 
 __all__ = ["CARD_FORMAT_VERSION", "DEFAULT_MIN_UNIFORM_DISTANCE", "MODEL_FIELDS", "BandStats", "Domain",
@@ -192,7 +193,9 @@ class ModelCard:
     normalisation : dict of str to BandStats
         Per-band mean and standard deviation, one entry per band in ``bands``.
     window : str
-        How inference picks frames from long series: ``"latest"``.
+        How inference picks ``seq_len`` frames from a longer series: ``"latest"``
+        (the last ones) or ``"event"`` (the run holding the most brightening,
+        :mod:`convention_rt.event_window`).
     time_encoding : bool
         Whether the model reads observation times (positional encoding from MJD).
     members : int
@@ -254,8 +257,8 @@ class ModelCard:
         for band, stats in self.normalisation.items():
             if not (math.isfinite(stats.mean) and math.isfinite(stats.std) and stats.std > 0):
                 fail(f"band {band!r}: mean must be finite and std positive, got {stats}")
-        if self.window != "latest":
-            fail(f"window {self.window!r} is not supported (expected 'latest')")
+        if self.window not in INFERENCE_WINDOWS:
+            fail(f"window {self.window!r} is not supported (expected one of {', '.join(INFERENCE_WINDOWS)})")
         if self.members < 1:
             fail("members must be at least 1")
 

@@ -16,6 +16,10 @@ Windowing (see :func:`select_frames`):
   (never all of them) and then takes a uniformly random run of ``seq_len``
   consecutive kept frames, driven by one 64-bit seed per object (splitmix64),
   so the same seeds always give the same sequences.
+* ``mode="event"`` keeps the run of ``seq_len`` consecutive frames that holds the
+  most of the object's brightening (:mod:`convention_rt.event_window`); with
+  ``seeds`` (training) after the same frame drop, its start moved by up to
+  ``jitter`` frames.
 
 Padding slots have band id 0, zero stamps, zero time and ``mask == 0``.
 
@@ -39,9 +43,11 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from convention_rt import _preprocess
+from convention_rt.event_window import event_excess, event_selection
 from convention_rt.errors import UsageError
 
 __all__ = [
+    "INFERENCE_WINDOWS",
     "MAX_PIXEL_MAGNITUDE",
     "SeparatedFrames",
     "Sequences",
@@ -54,7 +60,9 @@ __all__ = [
     "prepare_sequences",
 ]
 
-WindowMode = Literal["latest", "random"]
+WindowMode = Literal["latest", "random", "event"]
+#: Window modes a model card may name for inference.
+INFERENCE_WINDOWS: tuple[str, ...] = ("latest", "event")
 
 #: Largest plausible absolute pixel value (1e15); finite pixels beyond it are bad pixels, as NaN and
 #: inf are.  Far above any real cut-out (a pixel of a magnitude -7 source in nJy) and far below where
@@ -303,6 +311,8 @@ def select_frames(
     mode: WindowMode = "latest",
     seeds: ArrayLike | None = None,
     drop_prob: float = 0.0,
+    excess: ArrayLike | None = None,
+    jitter: int = 0,
 ) -> NDArray[np.int64]:
     """Choose which frames fill each object's sequence.
 
@@ -311,12 +321,16 @@ def select_frames(
     offsets : array_like, shape (n + 1,), int64
     seq_len : int
         Sequence length M, at least 1.
-    mode : {"latest", "random"}
+    mode : {"latest", "random", "event"}
         See the module docstring.
     seeds : array_like, shape (n,), uint64, optional
-        One seed per object; required for ``mode="random"``.
+        One seed per object; required for ``mode="random"``, training draws for ``mode="event"``.
     drop_prob : float
-        Frame drop probability in [0, 1), random mode only.
+        Frame drop probability in [0, 1), with seeds only.
+    excess : array_like, shape (F,), float64, optional
+        Each frame's excess (:func:`convention_rt.event_window.event_excess`); required for ``mode="event"``.
+    jitter : int
+        Largest shift of an event window's start in training (``mode="event"`` with seeds), >= 0.
 
     Returns
     -------
@@ -328,26 +342,51 @@ def select_frames(
     if int(seq_len) < 1:
         raise UsageError(f"seq_len must be at least 1, got {seq_len}")
     seq_len = int(seq_len)
-    if mode == "latest":
-        seeds_arr = np.zeros(n_objects, dtype=np.uint64)
-        if drop_prob != 0.0:
-            raise UsageError("drop_prob applies to mode='random' only")
-    elif mode == "random":
-        if seeds is None:
-            raise UsageError("mode='random' needs one seed per object")
+    if mode not in ("latest", "random", "event"):
+        raise UsageError(f"mode must be 'latest', 'random' or 'event', got {mode!r}")
+    if mode == "random" and seeds is None:
+        raise UsageError("mode='random' needs one seed per object")
+    if seeds is None or mode == "latest":
+        seeds, seeds_arr = None, np.zeros(n_objects, dtype=np.uint64)
+        if drop_prob != 0.0 or jitter != 0:
+            raise UsageError("drop_prob and jitter are training draws: they need seeds (and not mode='latest')")
+    else:
         seeds_arr = np.ascontiguousarray(np.asarray(seeds).astype(np.uint64, copy=False))
         if seeds_arr.shape != (n_objects,):
             raise UsageError(f"seeds must have shape ({n_objects},), got {seeds_arr.shape}")
         if not 0.0 <= drop_prob < 1.0:
             raise UsageError(f"drop_prob must be in [0, 1), got {drop_prob}")
-    else:
-        raise UsageError(f"mode must be 'latest' or 'random', got {mode!r}")
+    if int(jitter) < 0 or (jitter and mode != "event"):
+        raise UsageError(f"jitter must be >= 0 and applies to mode='event' only, got {jitter}")
+    if mode == "event":
+        if excess is None:
+            raise UsageError("mode='event' needs each frame's excess")
+        excess_arr = np.ascontiguousarray(np.asarray(excess, dtype=np.float64))
+        if excess_arr.shape != (int(offsets[-1]),):
+            raise UsageError(f"excess must have shape ({int(offsets[-1])},), got {excess_arr.shape}")
+        return event_selection(offsets, excess_arr, seq_len, seeds=None if seeds is None else seeds_arr,
+                               drop_prob=float(drop_prob), jitter=int(jitter))
     selection = np.empty((n_objects, seq_len), dtype=np.int64)
     max_count = int(np.diff(offsets).max()) if n_objects else 0
     _preprocess.select_frames(
         offsets, seq_len, mode == "random", seeds_arr, float(drop_prob), max_count, selection
     )
     return selection
+
+
+def _selection(frames: NDArray[np.float32], band_ids: NDArray[np.int32], offsets: NDArray[np.int64], seq_len: int,
+               mode: WindowMode, seeds: ArrayLike | None, drop_prob: float, jitter: int) -> NDArray[np.int64]:
+    """:func:`select_frames` of checked frames, measuring their excess first in ``mode="event"``."""
+    excess = None
+    if mode == "event":
+        long = np.diff(offsets) > int(seq_len)  # only objects longer than a sequence need it
+        excess = np.zeros(frames.shape[0])
+        if long.any():
+            rows = np.concatenate([np.arange(a, b) for a, b in zip(offsets[:-1][long], offsets[1:][long])])
+            sub_offsets = np.concatenate([[0], np.cumsum(np.diff(offsets)[long])])
+            excess[rows] = event_excess(frames[rows], band_ids[rows], sub_offsets, MAX_PIXEL_MAGNITUDE)
+    return select_frames(offsets, seq_len, mode=mode, seeds=seeds, drop_prob=drop_prob, excess=excess,
+                         jitter=jitter)
 
 
 def allocate_sequences(n_objects: int, seq_len: int, height: int, width: int) -> Sequences:
@@ -396,6 +435,7 @@ def window_sequence(
     mode: WindowMode = "latest",
     seeds: ArrayLike | None = None,
     drop_prob: float = 0.0,
+    jitter: int = 0,
 ) -> Sequences:
     """Pad or cut each object's frames to ``seq_len`` slots (no normalisation).
 
@@ -405,8 +445,8 @@ def window_sequence(
     band_ids : array_like, shape (F,), int32, values >= 1
     mjd : array_like, shape (F,), float64
     offsets : array_like, shape (n + 1,), int64
-    seq_len, mode, seeds, drop_prob
-        As in :func:`select_frames`.
+    seq_len, mode, seeds, drop_prob, jitter
+        As in :func:`select_frames` (the excess of ``mode="event"`` is measured on ``frames``).
 
     Returns
     -------
@@ -416,7 +456,7 @@ def window_sequence(
     frames, band_ids, mjd, offsets = _check_frames(
         frames, band_ids, mjd, offsets, np.iinfo(np.int32).max
     )
-    selection = select_frames(offsets, seq_len, mode=mode, seeds=seeds, drop_prob=drop_prob)
+    selection = _selection(frames, band_ids, offsets, seq_len, mode, seeds, drop_prob, jitter)
     out = allocate_sequences(selection.shape[0], selection.shape[1], *frames.shape[1:])
     _preprocess.window_sequence(
         frames, band_ids, mjd, selection, out.stamps, out.band_ids, out.mjd, out.mask.view(np.uint8)
@@ -436,6 +476,7 @@ def prepare_sequences(
     mode: WindowMode = "latest",
     seeds: ArrayLike | None = None,
     drop_prob: float = 0.0,
+    jitter: int = 0,
     out: Sequences | None = None,
 ) -> Sequences:
     """Window and normalise in one pass: the model inputs of a batch of objects.
@@ -452,8 +493,8 @@ def prepare_sequences(
     offsets : array_like, shape (n + 1,), int64
     mean, std : array_like, shape (n_band_ids,), float64
         Per-band statistics indexed by band id.
-    seq_len, mode, seeds, drop_prob
-        As in :func:`select_frames`.
+    seq_len, mode, seeds, drop_prob, jitter
+        As in :func:`select_frames` (the excess of ``mode="event"`` is measured on ``frames``).
     out : Sequences, optional
         Buffers to write into (see :func:`allocate_sequences`), sized for exactly
         this batch; fresh ones are allocated when omitted.
@@ -465,7 +506,7 @@ def prepare_sequences(
     """
     mean, std = _check_stats(mean, std)
     frames, band_ids, mjd, offsets = _check_frames(frames, band_ids, mjd, offsets, mean.size)
-    selection = select_frames(offsets, seq_len, mode=mode, seeds=seeds, drop_prob=drop_prob)
+    selection = _selection(frames, band_ids, offsets, seq_len, mode, seeds, drop_prob, jitter)
     out = _check_out(out, selection.shape[0], selection.shape[1], *frames.shape[1:])
     _preprocess.prepare_sequences(
         frames, band_ids, mjd, selection, mean, std,

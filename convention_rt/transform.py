@@ -357,9 +357,10 @@ def to_inputs(
     chunk: ObjectChunk,
     card: ModelCard,
     *,
-    mode: WindowMode = "latest",
+    mode: WindowMode | None = None,
     seeds: ArrayLike | None = None,
     drop_prob: float = 0.0,
+    jitter: int = 0,
     out: Sequences | None = None,
 ) -> ModelInputs:
     """Turn a chunk of clean frames into the model's inputs.
@@ -370,9 +371,9 @@ def to_inputs(
         Frames of n objects (:func:`to_frames`).
     card : ModelCard
         Gives the band order, normalisation statistics and sequence length.
-    mode, seeds, drop_prob
-        Windowing, see :func:`convention_rt.preprocess.select_frames`
-        (inference uses the default, the latest frames).
+    mode, seeds, drop_prob, jitter
+        Windowing, see :func:`convention_rt.preprocess.select_frames`; by default
+        the card's inference window (``card.window``).
     out : Sequences, optional
         Reusable output buffers sized for this chunk.
 
@@ -404,7 +405,8 @@ def to_inputs(
 
     mean, std = card.stats_arrays()
     sequences = prepare_sequences(frames, band_ids, mjd, offsets, mean, std, card.seq_len,
-                                  mode=mode, seeds=seeds, drop_prob=drop_prob, out=out)
+                                  mode=card.window if mode is None else mode, seeds=seeds, drop_prob=drop_prob,
+                                  jitter=jitter, out=out)
     present = np.zeros((n, card.n_band_ids), dtype=bool)
     rows = np.repeat(np.arange(n), card.seq_len)
     present[rows, sequences.band_ids.reshape(-1)] = True

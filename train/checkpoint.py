@@ -110,7 +110,7 @@ class Checkpoint:
             classes=tuple(self.config.classes), bands=tuple(self.bands),
             stamp_size=self.config.stamp_size, seq_len=self.config.seq_len, stem_window=stem_window,
             normalisation={b: BandStats(float(m), float(s)) for b, (m, s) in self.normalisation.items()},
-            time_encoding=time_encoding, members=len(self.members),
+            time_encoding=time_encoding, window=self.config.window, members=len(self.members),
             metrics=self.metrics, provenance=self.provenance,
         )
 

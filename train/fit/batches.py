@@ -10,7 +10,7 @@ from convention_rt.transform import to_inputs
 from train.data.dataset import LabelledObjects
 from train.early import random_prefixes
 
-__all__ = ["augment", "balanced_weights", "model_inputs"]
+__all__ = ["augment", "balanced_weights", "event_jitter", "model_inputs"]
 
 
 def balanced_weights(labels: np.ndarray) -> np.ndarray:
@@ -36,10 +36,18 @@ def augment(stamps: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return torch.where(flips[:, 1, None, None, None], out.flip(-2), out)
 
 
+def event_jitter(seq_len: int) -> int:
+    """Largest shift (frames) of a training draw's event window: a sixth of the sequence."""
+    return seq_len // 6
+
+
 def model_inputs(data: LabelledObjects, indices: np.ndarray, card: ModelCard, *,
                  rng: np.random.Generator | None = None, frame_drop: float = 0.0,
                  prefix_truncation: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Inputs of the objects ``indices``: training windows when ``rng`` is given, else the latest.
+    """Inputs of the objects ``indices``: training draws when ``rng`` is given, else the card's window.
+
+    Training draws follow the card's inference window: random runs of frames for
+    ``"latest"``, event windows moved by up to :func:`event_jitter` frames for ``"event"``.
 
     With ``prefix_truncation`` > 0 (training only), that share of the objects is first
     cut to a random prefix of its frames (:func:`train.early.random_prefixes`).
@@ -51,6 +59,10 @@ def model_inputs(data: LabelledObjects, indices: np.ndarray, card: ModelCard, *,
         inputs = to_inputs(chunk, card)
     else:
         seeds = rng.integers(0, 2**63, size=len(indices), dtype=np.uint64)
-        inputs = to_inputs(chunk, card, mode="random", seeds=seeds, drop_prob=frame_drop)
+        if card.window == "event":
+            inputs = to_inputs(chunk, card, mode="event", seeds=seeds, drop_prob=frame_drop,
+                               jitter=event_jitter(card.seq_len))
+        else:
+            inputs = to_inputs(chunk, card, mode="random", seeds=seeds, drop_prob=frame_drop)
     seq = inputs.sequences
     return torch.from_numpy(seq.stamps), torch.from_numpy(seq.band_ids), torch.from_numpy(inputs.times)

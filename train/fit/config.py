@@ -102,6 +102,11 @@ class FitConfig:
         Give ConvEntion a light-curve branch of this width over the fluxes of the
         frames' difference stamps (:attr:`train.model.config.ModelConfig.lightcurve_summary`);
         0: the preset's.
+    window : str or None
+        Which frames of a longer series the model reads: ``"event"`` (the run
+        holding the most brightening, training on jittered event windows) or
+        ``"latest"`` (training on random runs); None: the architecture's default,
+        ``"latest"`` (:attr:`train.model.config.ModelConfig.window`).
     prefix_truncation : float
         Share of the training draws cut to a random prefix of their frames
         (log-uniform length from 1 frame to all), so that the model learns to
@@ -160,6 +165,7 @@ class FitConfig:
     difference_channel: bool = False
     scene_summary: int = 0
     lightcurve_summary: int = 0
+    window: str | None = None
     prefix_truncation: float = 0.0
     early: bool = False
     records_dir: str | None = None
@@ -198,6 +204,8 @@ class FitConfig:
                                           or self.lightcurve_summary):
             raise ValueError("positional_encoding, band_input, attention, difference_channel, scene_summary and "
                              f"lightcurve_summary apply to ConvEntion models, not {self.model}")
+        if self.window not in (None, "latest", "event"):
+            raise ValueError(f"window must be 'latest' or 'event', got {self.window!r}")
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
 
@@ -226,6 +234,8 @@ class FitConfig:
         base = get_preset(self.model) if self.model in PRESETS else get_baseline(self.model)
         changes: dict[str, Any] = {"classes": classes, "dropout": self.dropout,
                                    "n_band_ids": max(base.n_band_ids, n_band_ids)}
+        if self.window is not None:
+            changes["window"] = self.window
         if isinstance(base, ModelConfig):
             if self.positional_encoding is not None:
                 changes["positional_encoding"] = self.positional_encoding

@@ -101,6 +101,7 @@ def prepare(config: FitConfig) -> Prepared:
         stamp_size=model_config.stamp_size, seq_len=model_config.seq_len,
         stem_window=getattr(model_config, "stem_window", 1), normalisation=stats,
         time_encoding=getattr(model_config, "positional_encoding", "") == "time",
+        window=model_config.window,
     )
     check_architecture(run_dir, model_config)
     check_member_records(run_dir)

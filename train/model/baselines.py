@@ -73,6 +73,9 @@ class BaselineConfig:
         Radius in pixels of the photometric aperture centred on the stamp (``lc_lstm``).
     annulus : tuple of float
         Inner and outer radius in pixels of the background annulus (``lc_lstm``).
+    window : {"latest", "event"}
+        Which frames of a longer series the model reads, as in
+        :class:`train.model.config.ModelConfig`.
     """
 
     kind: BaselineKind
@@ -88,6 +91,7 @@ class BaselineConfig:
     dropout: float = 0.3
     aperture_radius: float = 3.0
     annulus: tuple[float, float] = (6.0, 10.0)
+    window: str = "latest"
 
     def __post_init__(self) -> None:
         def fail(message: str) -> None:
@@ -103,6 +107,8 @@ class BaselineConfig:
             fail("n_band_ids must be at least 2 and classes at least two distinct names")
         if not 0.0 <= self.dropout < 1.0:
             fail(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.window not in ("latest", "event"):
+            fail(f"window must be 'latest' or 'event', got {self.window!r}")
         if self.kind != "lc_lstm" and self.stamp_size >> len(self.conv_channels) < 1:
             fail(f"{len(self.conv_channels)} 2x2 poolings leave nothing of {self.stamp_size}-pixel stamps")
         inner, outer = self.annulus

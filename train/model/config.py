@@ -18,6 +18,7 @@ PositionalEncodingKind = Literal["sinusoidal", "time", "none"]
 NormAffine = Literal["element", "channel"]
 BandInput = Literal["separated", "stacked"]
 AttentionKind = Literal["published", "dot"]
+WindowKind = Literal["latest", "event"]
 
 #: The paper's 4-class task, in logit order.
 SDSS_CLASSES: tuple[str, ...] = ("AGN", "SNIa", "SNOther", "Variable")
@@ -160,6 +161,12 @@ class ModelConfig:
         observed that night zero-filled: the paper's ablation of band separation.
         Needs ``band_embedding=False`` and ``stamp_channels=1``; the stem then
         sees ``n_band_ids - 1`` channels.
+    window : {"latest", "event"}
+        Which ``seq_len`` frames of a longer series the model reads at inference
+        (the card's ``window``, :mod:`convention_rt.event_window`): the latest, or
+        the run holding the most brightening.  Training draws follow it: random
+        runs for ``"latest"``, jittered event windows for ``"event"``.  Not part of
+        the graph.
     """
 
     stamp_size: int = 32
@@ -186,6 +193,7 @@ class ModelConfig:
     scene_summary: int = 0
     lightcurve_summary: int = 0
     band_input: BandInput = "separated"
+    window: WindowKind = "latest"
 
     def __post_init__(self) -> None:
         def fail(message: str) -> None:
@@ -220,6 +228,8 @@ class ModelConfig:
             fail(f"attention must be 'published' or 'dot', got {self.attention!r}")
         if self.band_input not in ("separated", "stacked"):
             fail(f"band_input must be 'separated' or 'stacked', got {self.band_input!r}")
+        if self.window not in ("latest", "event"):
+            fail(f"window must be 'latest' or 'event', got {self.window!r}")
         if self.band_input == "stacked" and (self.band_embedding or self.stamp_channels != 1):
             fail("band_input='stacked' takes band-separated stamps (stamp_channels=1) and puts each band "
                  "in its own channel: set band_embedding=False")
