@@ -7,8 +7,9 @@ before, those frames show only its host.  The ``"event"`` window keeps the run o
 brightening:
 
 1. each frame's *core flux* is the sum of its pixels within :data:`CORE_RADIUS`
-   pixels of the stamp centre (bad pixels, as :data:`~convention_rt.preprocess.MAX_PIXEL_MAGNITUDE`
-   defines them, count as 0);
+   pixels of the stamp centre, a bad pixel (as :data:`~convention_rt.preprocess.MAX_PIXEL_MAGNITUDE`
+   defines them) taking the median of the frame's good pixels, as in normalisation
+   (0 in a frame without one);
 2. per object and band, ``z = (core - median) / (1.4826 MAD)`` over the object's
    frames in that band (``z = 0`` where the MAD is 0), so the choice does not
    depend on the band's units or normalisation;
@@ -52,7 +53,8 @@ def core_flux(frames: NDArray[np.float32], max_pixel_magnitude: float) -> NDArra
     ----------
     frames : ndarray, shape (F, H, W), float32
     max_pixel_magnitude : float
-        Pixels that are not finite or beyond it in absolute value count as 0.
+        Pixels that are not finite or beyond it in absolute value are bad: they take the
+        median of the frame's good pixels (0 when it has none).
 
     Returns
     -------
@@ -62,7 +64,11 @@ def core_flux(frames: NDArray[np.float32], max_pixel_magnitude: float) -> NDArra
     rows, columns = np.mgrid[:height, :width]
     disc = np.hypot(rows - height // 2, columns - width // 2) <= CORE_RADIUS
     pixels = frames[:, disc].astype(np.float64)
-    pixels[~(np.abs(pixels) <= max_pixel_magnitude)] = 0.0  # NaN fails the comparison too
+    bad = ~(np.abs(pixels) <= max_pixel_magnitude)  # NaN fails the comparison too
+    for row in np.flatnonzero(bad.any(axis=1)):  # as normalisation does: the median of the frame's good pixels
+        whole = frames[row].astype(np.float64)
+        good = whole[np.abs(whole) <= max_pixel_magnitude]
+        pixels[row, bad[row]] = np.median(good) if good.size else 0.0
     return pixels.sum(axis=1)
 
 
