@@ -7,9 +7,11 @@ object's history.
 
 Bounds and eviction:
 
-* per object, only the latest ``max_frames`` frames are kept (the model reads
-  at most its sequence length M of them, the latest, so older frames can never
-  matter); a repeated (time, band) pair replaces the earlier frame;
+* per object, only the latest ``max_frames`` frames are kept (a model whose
+  card's window is ``"latest"`` reads at most its sequence length M of them, the
+  latest, so older frames never matter to it; one whose window is ``"event"`` can
+  look back over all ``max_frames``); a repeated (time, band) pair replaces the
+  earlier frame;
 * at most ``max_objects`` objects are kept; adding a new object beyond that
   evicts the least recently updated one (an object quiet for longest).
 

@@ -238,6 +238,44 @@ def test_prefix_truncation_cuts_training_draws_only(tmp_path):
     torch.testing.assert_close(frames(inference), frames(batches.model_inputs(data, indices, card)))
 
 
+def test_an_event_window_run_names_it_in_its_card_and_trains_on_jittered_event_windows(tmp_path):
+    from convention_rt.transform import to_inputs
+    from train.checkpoint import Checkpoint
+
+    prepared = protocol.prepare(config(tmp_path / "run", window="event"))
+    assert prepared.card.window == prepared.model_config.window == "event"
+    assert protocol.prepare(config(tmp_path / "other")).card.window == "latest"
+    checkpoint = Checkpoint(name="x", version="1", preset="compact", config=prepared.model_config, members=[{}],
+                            bands=prepared.bands, normalisation={b: (s.mean, s.std) for b, s in prepared.stats.items()})
+    assert checkpoint.card().window == "event"  # what an export writes
+    data = prepared.data
+    card = dataclasses.replace(prepared.card, seq_len=6)  # the sample's objects are longer than 6 frames
+    indices = np.arange(len(data))
+    chunk = data.chunk(indices)
+    assert (np.diff(chunk.offsets) > 6).all()
+    # inference: the card's window
+    expected = to_inputs(chunk, card, mode="event")
+    np.testing.assert_array_equal(batches.model_inputs(data, indices, card)[0].numpy(), expected.sequences.stamps)
+    # training: event windows of the kept frames, moved by up to event_jitter(seq_len) frames
+    jitter = batches.event_jitter(card.seq_len)
+    seeds = np.random.default_rng(5).integers(0, 2**63, size=len(indices), dtype=np.uint64)
+    drawn = to_inputs(chunk, card, mode="event", seeds=seeds, drop_prob=0.1, jitter=jitter)
+    np.testing.assert_array_equal(
+        batches.model_inputs(data, indices, card, rng=np.random.default_rng(5), frame_drop=0.1)[0].numpy(),
+        drawn.sequences.stamps)
+    moved = set()
+    for seed in range(8):
+        undropped = to_inputs(chunk, card, mode="event", seeds=seeds + np.uint64(seed), jitter=jitter).sequences
+        for i in range(len(indices)):
+            mjd = np.sort(chunk.mjd[chunk.offsets[i]:chunk.offsets[i + 1]])
+            start = int(np.searchsorted(mjd, undropped.mjd[i, 0]))
+            np.testing.assert_array_equal(undropped.mjd[i], mjd[start:start + 6])  # a run of consecutive frames
+            shift = start - int(np.searchsorted(mjd, expected.sequences.mjd[i, 0]))
+            assert abs(shift) <= jitter
+            moved.add(shift)
+    assert len(moved) > 1
+
+
 def test_run_saved_before_a_field_existed_resumes(tmp_path):
     run = config(tmp_path / "run", epochs=1)
     fit(run)

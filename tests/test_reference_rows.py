@@ -217,6 +217,46 @@ def catalog_objects(ids, epochs: list[list[tuple[float, str]]], bands=("u", "g",
                            band=band, mjd=mjd, offsets=offsets, classes=("AGN", "SNIa"), bands=bands)
 
 
+def test_windowed_rows_describe_only_the_frames_an_image_model_reads():
+    from train.reference.rows import WINDOW_FRAMES, ReferenceRow, _window_of, lightcurve_feature_table
+
+    rng = np.random.default_rng(0)
+    n = WINDOW_FRAMES + 60
+    frames = rng.normal(100.0, 1.0, size=(n, SIZE, SIZE)).astype(np.float32)
+    band = np.tile(np.arange(2, dtype=np.int32), n)[:n]
+    frames[10:20] += gaussian(CENTRE, CENTRE, 1.5, flux=400.0).astype(np.float32)  # an early brightening
+    latest, event = (_window_of(w)(frames, band).astype(np.int64) for w in ("latest", "event"))
+    np.testing.assert_array_equal(latest, np.arange(n - WINDOW_FRAMES, n))
+    np.testing.assert_array_equal(event, np.arange(10, 10 + WINDOW_FRAMES))
+    short = _window_of("event")(frames[:5], band[:5]).astype(np.int64)
+    np.testing.assert_array_equal(short[:5], np.arange(5))
+    assert (short[5:] == -1).all()
+
+    mjd = np.arange(n, dtype=np.float64)
+    flux, flux_err = rng.normal(0.0, 1.0, size=n), np.ones(n)
+    flux[10:20] += 50.0
+    objects = LabelledObjects(
+        object_ids=np.array([1]), labels=np.array([0]), typing=np.array(["spec"]),
+        frames=np.zeros((0, SIZE, SIZE), np.float32), band=band, mjd=mjd, offsets=np.array([0, n]),
+        classes=("AGN", "SNIa"), bands=BANDS)
+    fluxes = DifferenceFluxes(flux=flux, flux_err=flux_err, passband=band.astype(np.int64),
+                              hostgal_photoz=np.zeros(1), hostgal_photoz_err=np.zeros(1))
+    for selection in (latest, event):
+        got, _ = lightcurve_feature_table(objects, fluxes, selection=selection[None])
+        chosen = selection[selection >= 0]
+        want = lightcurve_features(mjd[chosen], fluxes.passband[chosen], flux[chosen], flux_err[chosen], len(BANDS))
+        np.testing.assert_array_equal(got[0], want)
+    names = lightcurve_feature_names(BANDS)
+    by_window = {w: dict(zip(names, lightcurve_feature_table(objects, fluxes, selection=s[None])[0][0]))
+                 for w, s in (("latest", latest), ("event", event))}
+    assert by_window["event"]["max_significance"] > 40 > by_window["latest"]["max_significance"]
+
+    assert ReferenceRow("lightcurve_boosting", window="event").window == "event"
+    for bad in (dict(trainer="scene_boosting", window="latest"), dict(trainer="lightcurve_boosting", window="all")):
+        with pytest.raises(ValueError, match="window must be one of latest, event"):
+            ReferenceRow(**bad)
+
+
 def test_each_catalog_epoch_gets_the_flux_of_its_light_curve_point():
     # object 7's epoch at 60000.0 exists in g and r: the band decides; the catalog kept 3 of its 4 epochs
     objects = catalog_objects([30, 7], [[(60000.0, "u"), (60004.0, "u")],

@@ -17,7 +17,9 @@ Rows (:data:`TRAINERS`):
 * ``lightcurve_boosting``: gradient boosting on features of the PLAsTiCC difference
   light curves of the epochs the catalog rendered
   (:mod:`train.reference.lightcurve_features`), with ``photoz`` also on the host
-  galaxy's photometric redshift and its error, which the images do not carry;
+  galaxy's photometric redshift and its error, which the images do not carry, and
+  with ``window`` on those of the 99 frames an image model reads, the latest or the
+  event window (:mod:`convention_rt.event_window`);
 * ``flux_lstm``: the light-curve LSTM on those difference fluxes with their errors
   (:mod:`train.reference.flux_lstm`).
 
@@ -41,6 +43,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from convention_rt.event_window import event_excess
+from convention_rt.preprocess import INFERENCE_WINDOWS, MAX_PIXEL_MAGNITUDE, select_frames
 from train.data.dataset import LabelledObjects
 from train.data.plasticc import BANDS
 from train.files import write_atomically
@@ -58,10 +62,12 @@ from train.reference.objects import read_objects
 from train.records import publish, publish_fold, publish_run
 from train.reference.scene import object_scene_features, scene_feature_names
 
-__all__ = ["TRAINERS", "ReferenceRow", "finished_folds", "lightcurve_feature_table", "run_reference_row"]
+__all__ = ["TRAINERS", "WINDOW_FRAMES", "ReferenceRow", "finished_folds", "lightcurve_feature_table", "run_reference_row"]
 
 log = logging.getLogger("train")
 
+#: Frames an image row reads per object (its sequence length), for the windowed light-curve rows.
+WINDOW_FRAMES = 99
 #: The kinds of reference row.
 TRAINERS: tuple[str, ...] = ("scene_boosting", "lightcurve_boosting", "flux_lstm")
 #: Fields of a row's ``config.json`` that may change when it resumes (how it runs, not what it computes).
@@ -78,16 +84,24 @@ class ReferenceRow:
         One of :data:`TRAINERS`.
     photoz : bool
         ``lightcurve_boosting`` only: add the host galaxy's photo-z and its error to the features.
+    window : {"latest", "event"} or None
+        ``lightcurve_boosting`` only: describe only the epochs of the :data:`WINDOW_FRAMES`
+        frames an image model with this inference window reads
+        (:func:`convention_rt.preprocess.select_frames`); None: every epoch.
     """
 
     trainer: str
     photoz: bool = False
+    window: str | None = None
 
     def __post_init__(self) -> None:
         if self.trainer not in TRAINERS:
             raise ValueError(f"trainer must be one of {', '.join(TRAINERS)}, got {self.trainer!r}")
         if self.photoz and self.trainer != "lightcurve_boosting":
             raise ValueError("photoz applies to the lightcurve_boosting row only")
+        if self.window is not None and (self.trainer != "lightcurve_boosting" or self.window not in INFERENCE_WINDOWS):
+            raise ValueError(f"window must be one of {', '.join(INFERENCE_WINDOWS)} and applies to the "
+                             f"lightcurve_boosting row only, got {self.window!r}")
 
     @property
     def needs_lightcurves(self) -> bool:
@@ -100,12 +114,18 @@ def finished_folds(run_dir: Path, fold_limit: int) -> list[int]:
             if (run_dir / f"fold{k}.json").exists() and (run_dir / f"fold{k}.predictions.json").exists()]
 
 
-def lightcurve_feature_table(objects: LabelledObjects, fluxes: DifferenceFluxes, *,
-                             photoz: bool = False) -> tuple[NDArray[np.float64], list[str]]:
-    """Light-curve features of every object ``(n, K)`` float64 and their names (photo-z columns last)."""
-    rows = [lightcurve_features(objects.mjd[a:b], fluxes.passband[a:b], fluxes.flux[a:b], fluxes.flux_err[a:b],
-                                len(BANDS))
-            for a, b in zip(objects.offsets[:-1], objects.offsets[1:])]
+def lightcurve_feature_table(objects: LabelledObjects, fluxes: DifferenceFluxes, *, photoz: bool = False,
+                             selection: NDArray[np.int64] | None = None) -> tuple[NDArray[np.float64], list[str]]:
+    """Light-curve features of every object ``(n, K)`` float64 and their names (photo-z columns last).
+
+    ``selection`` ``(n, M)`` int64, when given, names the epochs (indices within each
+    object, -1 for none) that describe it; all of them otherwise.
+    """
+    rows = []
+    for i, (a, b) in enumerate(zip(objects.offsets[:-1], objects.offsets[1:])):
+        epochs = np.arange(a, b) if selection is None else a + selection[i][selection[i] >= 0]
+        rows.append(lightcurve_features(objects.mjd[epochs], fluxes.passband[epochs], fluxes.flux[epochs],
+                                        fluxes.flux_err[epochs], len(BANDS)))
     table = np.stack(rows)
     names = lightcurve_feature_names(BANDS)
     if photoz:
@@ -121,6 +141,8 @@ def _row_config(row: ReferenceRow, catalog: str, protocol: dict[str, Any], threa
         "folds": protocol["folds"], "fold_limit": protocol["fold_limit"], "seed": protocol["seed"],
         "validation_fraction": protocol.get("validation_fraction", 0.1), "threads": threads,
     }
+    if row.window is not None:  # absent from the rows of every epoch, whose saved configurations predate it
+        config.update(window=row.window, window_frames=WINDOW_FRAMES)
     if row.trainer == "flux_lstm":
         config.update({k: protocol[k] for k in ("epochs", "patience", "batch_size", "learning_rate", "dropout")},
                       frame_drop=protocol.get("frame_drop", 0.1), precision="fp32",
@@ -216,8 +238,9 @@ def run_reference_row(row: ReferenceRow, catalog: str, run_dir: Path, protocol: 
             raise ValueError(f"{catalog}: not a PLAsTiCC catalog (its primary header has no SOURCE = 'PLAsTiCC'); "
                              "light-curve reference rows need a catalog built by train.data.plasticc")
     started = time.perf_counter()
-    objects, features = read_objects(catalog, config["task"], frame_features=_scene_features_of(catalog)
-                                     if row.trainer == "scene_boosting" else None)
+    frame_features = (_scene_features_of(catalog) if row.trainer == "scene_boosting"
+                      else _window_of(row.window) if row.window is not None else None)
+    objects, features = read_objects(catalog, config["task"], frame_features=frame_features)
     ids = [str(i) for i in objects.object_ids]
     if sorted(i for fold in folds for i in fold) != sorted(ids):
         raise ValueError(f"{folds_file}: its folds do not cover the labelled objects of {catalog}; the table's rows "
@@ -226,7 +249,8 @@ def run_reference_row(row: ReferenceRow, catalog: str, run_dir: Path, protocol: 
     if row.trainer == "scene_boosting":
         names = scene_feature_names(objects.bands)
     elif row.trainer == "lightcurve_boosting":
-        features, names = lightcurve_feature_table(objects, fluxes, photoz=row.photoz)
+        selection = None if row.window is None else features.astype(np.int64)
+        features, names = lightcurve_feature_table(objects, fluxes, photoz=row.photoz, selection=selection)
     feature_seconds = time.perf_counter() - started
     if features is not None:
         log.info("%s: %d features of %d objects in %.0f s", row.trainer, features.shape[1], len(objects),
@@ -289,6 +313,16 @@ def _scene_features_of(catalog: str) -> Callable[[NDArray[np.float32], NDArray[n
     with Catalog(catalog) as opened:
         n_bands = len(opened.bands)
     return lambda frames, band: object_scene_features(frames, band, n_bands)
+
+
+def _window_of(window: str) -> Callable[[NDArray[np.float32], NDArray[np.int32]], NDArray[np.float64]]:
+    """The epochs (indices within the object, -1 padded to :data:`WINDOW_FRAMES`) that ``window`` reads."""
+    def chosen(frames: NDArray[np.float32], band: NDArray[np.int32]) -> NDArray[np.float64]:
+        offsets = np.array([0, frames.shape[0]], dtype=np.int64)
+        excess = (event_excess(frames, band.astype(np.int32), offsets, MAX_PIXEL_MAGNITUDE) if window == "event"
+                  else None)
+        return select_frames(offsets, WINDOW_FRAMES, mode=window, excess=excess)[0].astype(np.float64)
+    return chosen
 
 
 def _train_flux_lstm(objects: LabelledObjects, fluxes: DifferenceFluxes, fit_idx: NDArray[np.int64],
