@@ -8,7 +8,9 @@ Measures, in one run and on the same synthetic batch:
 * a plain memory copy of the bytes the path must move (the selected input
   frames) into a reused buffer, i.e. the machine's practical ceiling for this
   work (the Cython path reuses its output buffers too, as streaming does);
-* band separation of multi-band cubes, Cython vs reference.
+* band separation of multi-band cubes, Cython vs reference;
+* the same path with the ``"event"`` window (``mode="event"``: each frame's centre
+  flux and the choice of the run, in NumPy) beside the ``"latest"`` one.
 
 Targets: Cython >= 10x the reference, and >= 50% of the memcpy bandwidth.
 
@@ -79,6 +81,9 @@ def run(n_objects: int, repeats: int) -> dict[str, float]:
     def cython_path() -> None:
         preprocess.prepare_sequences(*args, out=out)
 
+    def event_window() -> None:
+        preprocess.prepare_sequences(*args, mode="event", out=out)
+
     def numpy_reference() -> None:
         ref.prepare_sequences(*args)
 
@@ -90,8 +95,9 @@ def run(n_objects: int, repeats: int) -> dict[str, float]:
     expected = ref.prepare_sequences(*args)
     np.testing.assert_allclose(got.stamps, expected[0], rtol=1e-6, atol=1e-6)
 
-    best = best_times({"cython": cython_path, "memcpy": memcpy, "reference": numpy_reference}, repeats)
-    t_cython, t_memcpy, t_reference = best["cython"], best["memcpy"], best["reference"]
+    best = best_times({"cython": cython_path, "memcpy": memcpy, "reference": numpy_reference,
+                       "event": event_window}, repeats)
+    t_cython, t_memcpy, t_reference, t_event = best["cython"], best["memcpy"], best["reference"], best["event"]
 
     # Band separation of multi-band cubes (e.g. SDSS ugriz epochs with missing bands).
     rng = np.random.default_rng(1)
@@ -115,6 +121,8 @@ def run(n_objects: int, repeats: int) -> dict[str, float]:
         "memcpy_GB_per_s": nbytes / t_memcpy / 1e9,
         "ratio_cython_over_reference": t_reference / t_cython,
         "ratio_cython_over_memcpy": t_memcpy / t_cython,
+        "event_objects_per_s": n_objects / t_event,
+        "ratio_event_over_latest_time": t_event / t_cython,
         "separate_cython_objects_per_s": n_objects / t_sep,
         "separate_reference_objects_per_s": n_objects / t_sep_ref,
         "ratio_separate_cython_over_reference": t_sep_ref / t_sep,
@@ -140,6 +148,8 @@ def main() -> None:
           f"({results['memcpy_GB_per_s']:.2f} GB/s)")
     print(f"  Cython / reference = {results['ratio_cython_over_reference']:.1f}x (target >= 10)")
     print(f"  Cython / memcpy    = {results['ratio_cython_over_memcpy']:.2f} (target >= 0.5)")
+    print(f"  event window     {results['event_objects_per_s']:>12,.0f} objects/s "
+          f"({results['ratio_event_over_latest_time']:.1f}x the time of the latest window)")
     print(f"band separation: Cython {results['separate_cython_objects_per_s']:,.0f} objects/s, "
           f"reference {results['separate_reference_objects_per_s']:,.0f} objects/s, "
           f"ratio {results['ratio_separate_cython_over_reference']:.1f}x")

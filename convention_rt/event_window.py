@@ -61,15 +61,19 @@ def core_flux(frames: NDArray[np.float32], max_pixel_magnitude: float) -> NDArra
     ndarray, shape (F,), float64
     """
     height, width = frames.shape[1:]
-    rows, columns = np.mgrid[:height, :width]
-    disc = np.hypot(rows - height // 2, columns - width // 2) <= CORE_RADIUS
-    pixels = frames[:, disc].astype(np.float64)
-    bad = ~(np.abs(pixels) <= max_pixel_magnitude)  # NaN fails the comparison too
-    for row in np.flatnonzero(bad.any(axis=1)):  # as normalisation does: the median of the frame's good pixels
+    reach = int(CORE_RADIUS)
+    top, left = max(height // 2 - reach, 0), max(width // 2 - reach, 0)
+    box = frames[:, top:height // 2 + reach + 1, left:width // 2 + reach + 1]  # only the centre is read
+    rows, columns = np.mgrid[top:top + box.shape[1], left:left + box.shape[2]]
+    disc = (np.hypot(rows - height // 2, columns - width // 2) <= CORE_RADIUS).ravel()
+    pixels = np.ascontiguousarray(box, dtype=np.float64).reshape(frames.shape[0], -1)  # (F, box pixels)
+    good = np.abs(pixels) <= max_pixel_magnitude  # NaN fails the comparison too
+    core = np.where(good, pixels, 0.0) @ disc.astype(np.float64)
+    for row in np.flatnonzero((~good[:, disc]).any(axis=1)):  # as normalisation does: the frame's good median
         whole = frames[row].astype(np.float64)
-        good = whole[np.abs(whole) <= max_pixel_magnitude]
-        pixels[row, bad[row]] = np.median(good) if good.size else 0.0
-    return pixels.sum(axis=1)
+        kept = whole[np.abs(whole) <= max_pixel_magnitude]
+        core[row] += np.count_nonzero(~good[row] & disc) * (np.median(kept) if kept.size else 0.0)
+    return core
 
 
 def _group_median(values: NDArray[np.float64], group: NDArray[np.int64], n_groups: int) -> NDArray[np.float64]:
@@ -107,8 +111,10 @@ def event_excess(frames: NDArray[np.float32], band_ids: NDArray[np.int32], offse
     if n_frames == 0:
         return np.zeros(0)
     core = core_flux(frames, max_pixel_magnitude)
-    owner = np.repeat(np.arange(offsets.size - 1), np.diff(offsets))
-    _, group = np.unique(np.stack([owner, band_ids.astype(np.int64)]), axis=1, return_inverse=True)
+    owner = np.repeat(np.arange(offsets.size - 1, dtype=np.int64), np.diff(offsets))
+    bands = band_ids.astype(np.int64)
+    key = owner * (int(bands.max()) - int(bands.min()) + 1) + (bands - int(bands.min()))  # one id per (object, band)
+    _, group = np.unique(key, return_inverse=True)
     group = group.reshape(-1)
     n_groups = int(group.max()) + 1
     median = _group_median(core, group, n_groups)

@@ -378,13 +378,9 @@ def _selection(frames: NDArray[np.float32], band_ids: NDArray[np.int32], offsets
                mode: WindowMode, seeds: ArrayLike | None, drop_prob: float, jitter: int) -> NDArray[np.int64]:
     """:func:`select_frames` of checked frames, measuring their excess first in ``mode="event"``."""
     excess = None
-    if mode == "event":
-        long = np.diff(offsets) > int(seq_len)  # only objects longer than a sequence need it
-        excess = np.zeros(frames.shape[0])
-        if long.any():
-            rows = np.concatenate([np.arange(a, b) for a, b in zip(offsets[:-1][long], offsets[1:][long])])
-            sub_offsets = np.concatenate([[0], np.cumsum(np.diff(offsets)[long])])
-            excess[rows] = event_excess(frames[rows], band_ids[rows], sub_offsets, MAX_PIXEL_MAGNITUDE)
+    if mode == "event":  # only objects longer than a sequence need it (it reads the stamps' centres only)
+        long = bool(offsets.size > 1 and (np.diff(offsets) > int(seq_len)).any())
+        excess = event_excess(frames, band_ids, offsets, MAX_PIXEL_MAGNITUDE) if long else np.zeros(frames.shape[0])
     return select_frames(offsets, seq_len, mode=mode, seeds=seeds, drop_prob=drop_prob, excess=excess,
                          jitter=jitter)
 
