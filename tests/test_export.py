@@ -94,6 +94,20 @@ def test_a_graph_that_differs_on_cut_sequences_is_refused(tmp_path, monkeypatch)
     assert not out.exists()
 
 
+def test_the_window_enters_the_digest_and_the_card_only_when_it_is_not_the_default(monkeypatch):
+    from train import checkpoint as checkpoint_module
+
+    latest = make_checkpoint(tiny_config())
+    event = dataclasses.replace(latest, config=dataclasses.replace(latest.config, window="event"))
+    assert event.card().window == "event" and latest.card().window == "latest"
+    assert event.model_digest() != latest.model_digest()
+    before = latest.model_digest()
+    described = checkpoint_module.config_to_dict  # a checkpoint from before the field: no "window" key
+    monkeypatch.setattr(checkpoint_module, "config_to_dict",
+                        lambda config: {k: v for k, v in described(config).items() if k != "window"})
+    assert latest.model_digest() == before
+
+
 @pytest.mark.slow
 def test_a_calibrated_checkpoint_exports_its_tempered_probabilities(tmp_path):
     checkpoint = dataclasses.replace(make_checkpoint(tiny_config()), temperature=2.5)

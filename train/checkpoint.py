@@ -121,7 +121,10 @@ class Checkpoint:
         every member's weights: everything but the metrics and the provenance,
         which a card may change without a new graph.
         """
-        described = [self.name, self.version, self.preset, config_to_dict(self.config), list(self.bands),
+        architecture = config_to_dict(self.config)
+        if architecture.get("window") == "latest":  # digests of checkpoints from before the field stay as they were
+            del architecture["window"]
+        described = [self.name, self.version, self.preset, architecture, list(self.bands),
                      {b: [float(m), float(s)] for b, (m, s) in sorted(self.normalisation.items())}]
         if self.temperature != 1.0:  # digests of checkpoints without a temperature stay as they were
             described.append(float(self.temperature))
