@@ -59,10 +59,8 @@ def model_inputs(data: LabelledObjects, indices: np.ndarray, card: ModelCard, *,
         inputs = to_inputs(chunk, card)
     else:
         seeds = rng.integers(0, 2**63, size=len(indices), dtype=np.uint64)
-        if card.window == "event":
-            inputs = to_inputs(chunk, card, mode="event", seeds=seeds, drop_prob=frame_drop,
-                               jitter=event_jitter(card.seq_len))
-        else:
-            inputs = to_inputs(chunk, card, mode="random", seeds=seeds, drop_prob=frame_drop)
+        event = card.window == "event"
+        inputs = to_inputs(chunk, card, mode="event" if event else "random", seeds=seeds, drop_prob=frame_drop,
+                           jitter=event_jitter(card.seq_len) if event else 0)
     seq = inputs.sequences
     return torch.from_numpy(seq.stamps), torch.from_numpy(seq.band_ids), torch.from_numpy(inputs.times)

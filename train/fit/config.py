@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from convention_rt.preprocess import INFERENCE_WINDOWS
 from train.data.dataset import TASKS
 from train.model import MODEL_NAMES, PRESETS, BaselineConfig, ModelConfig, get_baseline, get_preset
 
@@ -204,7 +205,7 @@ class FitConfig:
                                           or self.lightcurve_summary):
             raise ValueError("positional_encoding, band_input, attention, difference_channel, scene_summary and "
                              f"lightcurve_summary apply to ConvEntion models, not {self.model}")
-        if self.window not in (None, "latest", "event"):
+        if self.window is not None and self.window not in INFERENCE_WINDOWS:
             raise ValueError(f"window must be 'latest' or 'event', got {self.window!r}")
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")

@@ -160,10 +160,15 @@ def check_reusable(source: Path, config: FitConfig, model_config: ModelConfig | 
     if differing:
         raise ValueError(f"{source}: its members were trained otherwise ({', '.join(differing)} differ); "
                          "they cannot be reused")
+    _check_architecture_of(source, model_config, "its members cannot be reused")
+
+
+def _check_architecture_of(folder: Path, model_config: ModelConfig | BaselineConfig, consequence: str) -> None:
+    """:func:`check_architecture` of another run's folder, its one-line error ending with ``(consequence)``."""
     try:
-        check_architecture(source, model_config)
+        check_architecture(folder, model_config)
     except ValueError as exc:
-        raise ValueError(f"{exc} (its members cannot be reused)") from exc
+        raise ValueError(f"{exc} ({consequence})") from exc
 
 
 def reuse_member(config: FitConfig, run_dir: Path, fold: int, member: int, *, write: bool = True) -> bool:
@@ -197,10 +202,7 @@ def check_records(records: Path, config: FitConfig, model_config: ModelConfig | 
     if (records / "config.json").is_file() and not same_computation(records / "config.json", config):
         raise ValueError(f"{records}: holds the records of a run with another configuration; "
                          "use another --records-dir")
-    try:
-        check_architecture(records, model_config)
-    except ValueError as exc:
-        raise ValueError(f"{exc} (in the records folder: use another --records-dir)") from exc
+    _check_architecture_of(records, model_config, "in the records folder: use another --records-dir")
     digest = records / FOLDS_DIGEST
     if digest.is_file():
         folds_file = Path(config.run_dir) / "folds.json"

@@ -31,7 +31,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from train.model.config import SDSS_CLASSES
+from train.model.config import INFERENCE_WINDOWS, SDSS_CLASSES
 from train.model.convention import check_inputs
 
 __all__ = [
@@ -107,7 +107,7 @@ class BaselineConfig:
             fail("n_band_ids must be at least 2 and classes at least two distinct names")
         if not 0.0 <= self.dropout < 1.0:
             fail(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.window not in ("latest", "event"):
+        if self.window not in INFERENCE_WINDOWS:
             fail(f"window must be 'latest' or 'event', got {self.window!r}")
         if self.kind != "lc_lstm" and self.stamp_size >> len(self.conv_channels) < 1:
             fail(f"{len(self.conv_channels)} 2x2 poolings leave nothing of {self.stamp_size}-pixel stamps")

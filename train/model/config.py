@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Literal
 
+from convention_rt.preprocess import INFERENCE_WINDOWS
+
 __all__ = ["PRESETS", "SDSS_CLASSES", "ModelConfig", "StemLayer", "get_preset"]
 
 PositionalEncodingKind = Literal["sinusoidal", "time", "none"]
@@ -228,7 +230,7 @@ class ModelConfig:
             fail(f"attention must be 'published' or 'dot', got {self.attention!r}")
         if self.band_input not in ("separated", "stacked"):
             fail(f"band_input must be 'separated' or 'stacked', got {self.band_input!r}")
-        if self.window not in ("latest", "event"):
+        if self.window not in INFERENCE_WINDOWS:
             fail(f"window must be 'latest' or 'event', got {self.window!r}")
         if self.band_input == "stacked" and (self.band_embedding or self.stamp_channels != 1):
             fail("band_input='stacked' takes band-separated stamps (stamp_channels=1) and puts each band "
