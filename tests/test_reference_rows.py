@@ -533,3 +533,52 @@ def test_reference_rows_refuse_catalogs_and_runs_they_cannot_use(tiny_plasticc, 
     (runs / "scene-boosting" / "fold1.json").unlink()
     assert run(catalog, reference / "folds.json", "--only", "scene-boosting") == 1
     assert "holds a run with another configuration" in capsys.readouterr().err
+
+
+@pytest.mark.torch
+@pytest.mark.slow
+def test_the_tree_head_row_has_the_trees_of_train_fit_alone_and_mixed_with_a_recorded_row(tmp_path, monkeypatch):
+    """On the sample catalog: the row fits the very trees ``train.fit --tree-head`` fits, and mixed with a
+    row's records it scores what that row with a tree head scores."""
+    import torch
+
+    from convention_rt.data import sample_catalog_path
+    from train import results
+    from train.fit import FitConfig, fit
+    from train.reference.rows import ReferenceRow
+
+    catalog = str(sample_catalog_path())
+    protocol = {**TINY, "fold_limit": 2, "epochs": 1}
+    monkeypatch.setattr(results, "TABLE_PROTOCOL", protocol)
+    root, runs = tmp_path / "table", tmp_path / "runs"
+    base = dict(catalog=catalog, model="compact", folds=2, members=1, epochs=1, batch_size=8, threads=1,
+                precision="fp32", learning_rate=1e-3, dropout=0.3, patience=6, seed=0)
+    plain = runs / "net"
+    fit(FitConfig(run_dir=str(plain), records_dir=str(root / "net"), **base))
+    fit(FitConfig(run_dir=str(tmp_path / "with-trees"), tree_head=True, reuse_from=str(plain), **base))
+    alone = results.Entry("trees", "trees", {"model": "compact"}, reference=ReferenceRow("tree_head"))
+    mixed = results.Entry("net-trees", "net + trees", {"model": "compact"},
+                          reference=ReferenceRow("tree_head", network="net"))
+    monkeypatch.setattr(results, "PLAN", (alone, mixed))
+    run = ["--root", str(root), "run", "--runs", str(runs), "--catalog", catalog, "--folds",
+           str(plain / "folds.json"), "--only"]  # the table's split is the run's
+    monkeypatch.setattr(results, "check_catalog", lambda *args: None)  # the sample catalog is no benchmark
+    assert results.main([*run, "trees", "net-trees"]) == 0
+    for fold in range(2):
+        fitted = torch.load(tmp_path / "with-trees" / "state" / f"fold{fold}_trees.pt", weights_only=True)
+        for row in ("trees", "net-trees"):
+            state = torch.load(runs / row / "state" / f"fold{fold}_trees.pt", weights_only=True)
+            assert state.keys() == fitted.keys() and all(torch.equal(state[k], fitted[k]) for k in state)
+        expected = json.loads((tmp_path / "with-trees" / f"fold{fold}.predictions.json").read_text())
+        got = json.loads((root / "net-trees" / f"fold{fold}.predictions.json").read_text())
+        assert got["object_id"] == expected["object_id"]
+        np.testing.assert_allclose(got["probabilities"], expected["probabilities"], atol=1e-5)
+        trees = np.array(json.loads((root / "trees" / f"fold{fold}.predictions.json").read_text())["probabilities"])
+        net = np.array(json.loads((root / "net" / f"fold{fold}.predictions.json").read_text())["probabilities"])
+        np.testing.assert_allclose(0.5 * trees + 0.5 * net, got["probabilities"], atol=1e-5)
+    # a mixed row without the other row's records is refused in one line
+    broken = results.Entry("lost-trees", "lost", {"model": "compact"},
+                           reference=ReferenceRow("tree_head", network="missing"))
+    monkeypatch.setattr(results, "PLAN", (broken,))
+    assert results.main([*run, "lost-trees"]) != 0
+    assert not (root / "lost-trees" / "fold0.json").exists()

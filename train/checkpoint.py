@@ -22,6 +22,7 @@ from torch import nn
 from convention_rt.model_card import BandStats, ModelCard
 from train.files import write_atomically
 from train.model import BaselineConfig, ModelConfig, StemLayer, build_model
+from train.model.trees import LightCurveFeatures, TreeEnsemble, TreeMixture
 
 __all__ = ["Checkpoint", "config_from_dict", "config_to_dict"]
 
@@ -75,6 +76,10 @@ class Checkpoint:
     temperature : float
         Temperature T of the exported probabilities, ``softmax(logits / T)`` for
         every member (:mod:`train.calibration`); 1: the members' plain softmax.
+    trees : dict of str to Tensor, optional
+        A boosted-tree head (:func:`train.model.trees.tree_state`): every member's
+        probabilities are then mixed with the trees' (:class:`train.model.trees.TreeMixture`),
+        and the temperature applies to the mixture.
     """
 
     name: str
@@ -87,6 +92,7 @@ class Checkpoint:
     metrics: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
     temperature: float = 1.0
+    trees: dict[str, torch.Tensor] | None = None
 
     def __post_init__(self) -> None:
         if not (np.isfinite(self.temperature) and self.temperature > 0):
@@ -95,9 +101,14 @@ class Checkpoint:
     def build_members(self) -> list[nn.Module]:
         """The members as evaluation-mode modules with their weights loaded."""
         modules = []
+        if self.trees is not None:  # one module each, shared by the members (the export computes them once)
+            trees = TreeEnsemble(self.trees)
+            features = LightCurveFeatures(self.config.stamp_size, self.config.n_band_ids)
         for state in self.members:
             module = build_model(self.config)
             module.load_state_dict(state)
+            if self.trees is not None:
+                module = TreeMixture(module, trees, features)
             modules.append(module.eval())
         return modules
 
@@ -117,9 +128,9 @@ class Checkpoint:
     def model_digest(self) -> str:
         """sha256 of what an export of this checkpoint computes and is called.
 
-        Name, version, preset, architecture, bands, normalisation, temperature and
-        every member's weights: everything but the metrics and the provenance,
-        which a card may change without a new graph.
+        Name, version, preset, architecture, bands, normalisation, temperature,
+        every member's weights and the trees: everything but the metrics and the
+        provenance, which a card may change without a new graph.
         """
         architecture = config_to_dict(self.config)
         if architecture.get("window") == "latest":  # digests of checkpoints from before the field stay as they were
@@ -129,7 +140,7 @@ class Checkpoint:
         if self.temperature != 1.0:  # digests of checkpoints without a temperature stay as they were
             described.append(float(self.temperature))
         digest = hashlib.sha256(json.dumps(described, sort_keys=True).encode())
-        for state in self.members:
+        for state in [*self.members, *([self.trees] if self.trees is not None else [])]:
             for key in sorted(state):
                 tensor = state[key].detach().cpu().contiguous()
                 digest.update(f"{key}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
@@ -145,7 +156,7 @@ class Checkpoint:
             "bands": list(self.bands), "normalisation": {b: list(v) for b, v in self.normalisation.items()},
             # metadata as plain JSON types, so that loading with weights_only=True never meets a class
             "metrics": _plain(self.metrics), "provenance": _plain(self.provenance),
-            "temperature": float(self.temperature),
+            "temperature": float(self.temperature), "trees": self.trees,
         }
         write_atomically(path, lambda target: torch.save(payload, target))
 
@@ -162,5 +173,5 @@ class Checkpoint:
             normalisation={b: (float(v[0]), float(v[1])) for b, v in payload["normalisation"].items()},
             metrics=payload["metrics"], provenance=payload["provenance"],
             # the shipped checkpoints in tests/golden/checkpoints/ were saved before calibration: 1.0
-            temperature=float(payload.get("temperature", 1.0)),
+            temperature=float(payload.get("temperature", 1.0)), trees=payload.get("trees"),
         )

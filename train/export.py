@@ -57,6 +57,7 @@ from train.domain import card_with_domain
 from train.checkpoint import Checkpoint
 from train.command_line import OneLineParser, report_failure
 from train.model import ConvEntion, to_conv2d_stem
+from train.model.trees import TreeMixture
 
 __all__ = ["EnsembleProbabilities", "ExportResult", "export_checkpoint", "exporter_digest", "main"]
 
@@ -83,9 +84,19 @@ class EnsembleProbabilities(nn.Module):
 
     def forward(self, stamps: torch.Tensor, band_ids: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
         scale = 1.0 / self.temperature
-        return torch.stack([torch.softmax(m(stamps, band_ids, times) * scale if scale != 1.0
-                                          else m(stamps, band_ids, times), dim=-1)
-                            for m in self.members], dim=1)
+        outputs = self._member_outputs(stamps, band_ids, times)
+        return torch.stack([torch.softmax(z * scale if scale != 1.0 else z, dim=-1) for z in outputs], dim=1)
+
+    def _member_outputs(self, stamps: torch.Tensor, band_ids: torch.Tensor,
+                        times: torch.Tensor) -> list[torch.Tensor]:
+        """Each member's logits; members mixed with the same trees (:class:`TreeMixture`) share one pass of them."""
+        first = self.members[0]
+        if isinstance(first, TreeMixture) and all(
+                isinstance(m, TreeMixture) and m.trees is first.trees and m.features is first.features
+                for m in self.members):
+            trees = first.tree_probabilities(stamps, band_ids, times)
+            return [m.mix(m.network(stamps, band_ids, times), trees) for m in self.members]
+        return [m(stamps, band_ids, times) for m in self.members]
 
 
 @dataclass(frozen=True)
@@ -264,10 +275,10 @@ def export_checkpoint(checkpoint: Checkpoint, out_dir: str | Path, *, threads: i
     card = card_with_domain(checkpoint.card())  # the training domain: what the runtime checks data against
     members = checkpoint.build_members()
     reference = EnsembleProbabilities(members, checkpoint.temperature).eval()
-    is_convention = all(isinstance(m, ConvEntion) for m in members)
+    is_convention = all(isinstance(m.network if isinstance(m, TreeMixture) else m, ConvEntion) for m in members)
     variants: dict[str, nn.Module] = {"conv3d_stem" if is_convention else "as_traced": reference}
     if is_convention:
-        converted = EnsembleProbabilities([to_conv2d_stem(m) for m in members], checkpoint.temperature).eval()
+        converted = EnsembleProbabilities([_fast_form(m) for m in members], checkpoint.temperature).eval()
         check = example_batch(card, 4, seed=3)
         difference = np.max(np.abs(_torch_outputs(converted, check) - _torch_outputs(reference, check)))
         if difference > 1e-5:
@@ -306,6 +317,13 @@ def export_checkpoint(checkpoint: Checkpoint, out_dir: str | Path, *, threads: i
         _install(scratch / chosen, out_dir, overwrite)
     return ExportResult(model_path=out_dir / "model.onnx", card_path=out_dir / "card.json", card=final,
                         graph=chosen, max_abs_difference=differences[chosen], objects_per_s=speeds)
+
+
+def _fast_form(member: nn.Module) -> nn.Module:
+    """:func:`train.model.to_conv2d_stem` of a ConvEntion member, or of the network of a tree mixture."""
+    if isinstance(member, TreeMixture):
+        return TreeMixture(to_conv2d_stem(member.network), member.trees, member.features, member.weight).eval()
+    return to_conv2d_stem(member)
 
 
 def _install(built: Path, out_dir: Path, overwrite: bool) -> None:

@@ -128,12 +128,16 @@ class Entry:
     reference : ReferenceRow, optional
         A reference row, trained by :func:`train.reference.rows.run_reference_row`
         instead of :func:`train.fit.fit`.
+    reuses : str, optional
+        Another entry whose finished members this one copies when its run directory
+        is there (:attr:`train.fit.FitConfig.reuse_from`): the same members, scored otherwise.
     """
 
     name: str
     label: str
     changes: dict[str, Any] = field(default_factory=dict)
     reference: ReferenceRow | None = None
+    reuses: str | None = None
 
     @property
     def task(self) -> str:
@@ -172,6 +176,10 @@ PLAN: tuple[Entry, ...] = (
     Entry("broker-scene-whole",
           "ConvEntion-broker with a scene branch, trained on whole windows",
           {"model": "broker", "scene_summary": 32}),
+    Entry("broker-scene-whole-trees",
+          "ConvEntion-broker with a scene branch, whole windows, mixed with a boosted-tree head on the light curve "
+          "measured from its stamps",
+          {"model": "broker", "scene_summary": 32, "tree_head": True}, reuses="broker-scene-whole"),
     Entry("broker-scene-event",
           "ConvEntion-broker with a scene branch, reading the event window of long series",
           {"model": "broker", "scene_summary": 32, "window": "event"}),
@@ -195,6 +203,12 @@ PLAN: tuple[Entry, ...] = (
     Entry("lightcurve-boosting-event",
           "Reference: gradient boosting on the difference light curves of the event window's 99 frames",
           reference=ReferenceRow("lightcurve_boosting", window="event")),
+    Entry("tree-head",
+          "Reference: the tree head alone (gradient boosting on the light curve measured from the stamps of the "
+          "latest 99 frames)",
+          {"model": "broker"}, reference=ReferenceRow("tree_head")),
+    Entry("cnn_gru-trees", "Reference: CNN + GRU mixed with the same tree head",
+          {"model": "broker"}, reference=ReferenceRow("tree_head", network="cnn_gru")),
     Entry("lightcurve-boosting-photoz",
           "Reference: gradient boosting on the difference light curves and host photo-z (not in the images)",
           reference=ReferenceRow("lightcurve_boosting", photoz=True)),
@@ -347,12 +361,14 @@ def run_entry(entry: Entry, catalog: str, root: Path, runs: Path, threads: int =
         from train.reference.rows import run_reference_row
 
         run_reference_row(entry.reference, catalog, run_dir, {**TABLE_PROTOCOL, **entry.changes}, threads=threads,
-                          plasticc_cache=plasticc_cache, records_dir=records)
+                          plasticc_cache=plasticc_cache, records_dir=records, frames_cache=frames_cache)
         return
+    reused = runs / entry.reuses if entry.reuses else None
     try:
         config = FitConfig(catalog=catalog, run_dir=str(run_dir), threads=threads, name=f"results-{entry.name}",
                            frames_cache=frames_cache, early=entry.scored_early, records_dir=str(records),
                            only_folds=only_folds,
+                           reuse_from=str(reused) if reused and (reused / "config.json").is_file() else None,
                            **{**TABLE_PROTOCOL, **entry.changes, **({"precision": precision} if precision else {})})
     except ValueError as exc:  # an option out of range for the row, e.g. --only-folds
         raise UsageError(f"{entry.name}: {exc}") from exc
@@ -505,7 +521,7 @@ def render_table(results: dict[str, dict[str, Any]]) -> str:
               "| model | members finished | epochs per member | seconds per epoch |", "|---|---|---|---|"]
     for entry in entries:
         got = results[entry.name]
-        if got["boosting"]:  # no epochs: the fit's time and the iterations the validation split chose
+        if got["boosting"] and not got["epochs"]:  # a boosting row: the fit's time and the iterations chosen
             fits = got["boosting"]
             lines.append(f"| {entry.label} | {len(fits)} | – | – (gradient boosting: "
                          f"{np.mean([f['seconds'] for f in fits]):.0f} s per fit, "
@@ -584,6 +600,13 @@ CLAIMS: tuple[tuple[str, str, str, str], ...] = (
      "4class"),
     ("a light-curve branch helps", "broker-scene-lightcurve-whole", "broker-scene-whole", "4class"),
     ("the event window helps", "broker-scene-event", "broker-scene-whole", "4class"),
+    ("a boosted-tree head helps", "broker-scene-whole-trees", "broker-scene-whole", "4class"),
+    ("ConvEntion-broker with a scene branch and a tree head above CNN + GRU", "broker-scene-whole-trees", "cnn_gru",
+     "4class"),
+    ("ConvEntion-broker with a scene branch and a tree head above CNN + GRU with the same tree head",
+     "broker-scene-whole-trees", "cnn_gru-trees", "4class"),
+    ("ConvEntion-broker with a scene branch and a tree head above the tree head alone", "broker-scene-whole-trees",
+     "tree-head", "4class"),
     ("the event window helps gradient boosting on the light curves", "lightcurve-boosting-event",
      "lightcurve-boosting-latest", "4class"),
     ("ConvEntion-broker with a scene branch, event window, above gradient boosting on its frames' light curves",

@@ -108,6 +108,13 @@ class FitConfig:
         holding the most brightening, training on jittered event windows) or
         ``"latest"`` (training on random runs); None: the architecture's default,
         ``"latest"`` (:attr:`train.model.config.ModelConfig.window`).
+    tree_head : bool
+        Mix each member's probabilities equally with those of gradient-boosted trees
+        on the light-curve features measured from its input stamps
+        (:mod:`train.model.trees`), fitted once per fold on the fold's training
+        objects and stopped on its validation split.  The members train as without
+        it, so ``reuse_from`` may name a run without it.  Exports fold 0's members
+        (``export_members="fold0"``).
     prefix_truncation : float
         Share of the training draws cut to a random prefix of their frames
         (log-uniform length from 1 frame to all), so that the model learns to
@@ -167,6 +174,7 @@ class FitConfig:
     scene_summary: int = 0
     lightcurve_summary: int = 0
     window: str | None = None
+    tree_head: bool = False
     prefix_truncation: float = 0.0
     early: bool = False
     records_dir: str | None = None
@@ -193,6 +201,8 @@ class FitConfig:
             raise ValueError(f"prefix_truncation must be in [0, 1], got {self.prefix_truncation}")
         if self.export_members not in ("fold0", "all"):
             raise ValueError("export_members must be 'fold0' or 'all'")
+        if self.tree_head and self.export_members != "fold0":
+            raise ValueError("tree_head fits trees per fold: it exports fold 0's members (export_members='fold0')")
         if self.band_input not in (None, "separated", "stacked"):
             raise ValueError(f"band_input must be 'separated' or 'stacked', got {self.band_input!r}")
         if self.attention not in (None, "published", "dot"):

@@ -19,6 +19,7 @@ from train.fit.config import FitConfig
 from train.fit.evaluation import fold_summary
 from train.fit.provenance import SOURCE_REVISION, catalog_provenance
 from train.model import BaselineConfig, ModelConfig
+from train.model.trees import TREE_WEIGHT
 
 __all__ = ["EXPORT_RECORD", "export_ensemble", "export_is_current", "fold_digests"]
 
@@ -66,7 +67,7 @@ def export_is_current(run_dir: Path, out_dir: Path, per_fold: list[dict[str, Any
 def export_ensemble(config: FitConfig, command: str, run_dir: Path, model_config: ModelConfig | BaselineConfig,
                     members: list[dict[str, torch.Tensor]], member_precisions: list[list[str]],
                     bands: tuple[str, ...], stats: dict[str, Any], per_fold: list[dict[str, Any]],
-                    evaluated_on: str) -> None:
+                    evaluated_on: str, trees: dict[str, torch.Tensor] | None = None) -> None:
     """Export the ensemble with the metrics of the folds evaluated so far.
 
     The provenance names the precisions each exported member was trained in
@@ -75,7 +76,9 @@ def export_ensemble(config: FitConfig, command: str, run_dir: Path, model_config
     The exported members are complete once their folds are trained (fold 0 for
     ``export_members="fold0"``), so the model is exported then and re-exported
     after every further fold with the metrics of more folds; the weights, and
-    so the predictions, stay the same.
+    so the predictions, stay the same.  With ``trees`` (fold 0's tree head,
+    :mod:`train.fit.tree_head`), every member is exported mixed with them and the
+    card's provenance says what the fit chose (``tree_head``).
     """
     from train.domain import training_domain
     from train.export import export_checkpoint
@@ -90,12 +93,17 @@ def export_ensemble(config: FitConfig, command: str, run_dir: Path, model_config
         "architecture": config_to_dict(model_config),
         "source_revision": SOURCE_REVISION, "python": platform.python_version(), "torch": str(torch.__version__),
     }
+    if trees is not None:
+        fitted = json.loads((run_dir / "state" / "fold0_boosting.json").read_text())
+        provenance["tree_head"] = {"weight": TREE_WEIGHT, **{key: fitted[key] for key in (
+            "iterations", "grown", "best_validation_macro_f1", "features", "nodes", "depth", "fit_objects",
+            "validation_objects")}}
     checkpoint = Checkpoint(
         name=config.name, version=config.version, preset=config.model, config=model_config,
         members=members, bands=bands, normalisation={b: (s.mean, s.std) for b, s in stats.items()},
         metrics={"cross_validation": summary, "folds_planned": config.fold_limit or config.folds,
                  "evaluated_on": evaluated_on},
-        provenance=provenance,
+        provenance=provenance, trees=trees,
     )
     checkpoint.save(run_dir / "ensemble.ckpt")
     # the same members again (a later fold scored): the graph stays, only the card's metrics change

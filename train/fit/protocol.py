@@ -34,6 +34,7 @@ from train.fit.export_step import export_ensemble, export_is_current
 from train.fit.folds import evaluation_subset, inner_split, make_folds
 from train.fit.member import load_weights, train_member
 from train.fit.provenance import SOURCE_REVISION
+from train.fit.tree_head import fold_trees, with_trees
 from train.fit.resume import (
     ARCHITECTURE_FILE,
     EXECUTION_FIELDS,
@@ -158,6 +159,7 @@ def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS,
     selected = config.selected_folds()
 
     per_fold, members_out, precisions_out, early_folds = [], [], [], []
+    trees_out: dict[str, torch.Tensor] | None = None  # fold 0's, with config.tree_head
     timings: dict[str, list[float]] = {}
     console = Console(stderr=True)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
@@ -210,12 +212,19 @@ def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS,
                 for epoch in record["history"]:
                     timings.setdefault(timing_key(epoch), []).append(epoch["seconds"])
             scored = evaluation_subset(data, held_out)
-            models, probabilities = [], []
+            models = []
             for member, best in enumerate(member_states):
                 model = training_form(build_model(model_config))
                 load_weights(model, best, run_dir / "state" / f"fold{fold}_member{member}.best.pt")
                 models.append(model)
-                probabilities.append(predict(model, data, scored, card, config.eval_batch_size, group=group))
+            if config.tree_head:
+                trees = fold_trees(config, run_dir, fold, data, train_idx, card, model_config, write=group.is_main)
+                group.barrier()
+                models = with_trees(models, trees, model_config)
+                if fold == 0:
+                    trees_out = trees
+            probabilities = [predict(model, data, scored, card, config.eval_batch_size, group=group)
+                             for model in models]
             ensemble = np.mean(probabilities, axis=0)
             fold_scores = scores(data.labels[scored], ensemble, data.classes)
             validation = evaluation_subset(data, inner_split(data, train_idx, config, fold)[1])
@@ -246,7 +255,7 @@ def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS,
             if config.export_out and ensemble_ready and selected is None and group.is_main \
                     and not export_is_current(run_dir, Path(config.export_out), per_fold, config.members):
                 export_ensemble(config, command, run_dir, model_config, members_out, precisions_out, bands,
-                                stats, per_fold, evaluated_on(data))
+                                stats, per_fold, evaluated_on(data), trees=trees_out)
             group.barrier()
 
     if selected is not None:  # a pass over some folds: the pass over all of them gathers the run

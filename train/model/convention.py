@@ -49,6 +49,8 @@ __all__ = [
     "LightCurveSummary",
     "attend_once_per_sequence",
     "check_inputs",
+    "initial_apertures",
+    "lightcurve_features",
     "masked_max",
     "to_conv2d_stem",
     "training_form",
@@ -564,6 +566,68 @@ class SceneSummary(nn.Module):
         return stamps.numel() * self.coadds.bands.numel()
 
 
+def initial_apertures(side: int) -> Tensor:
+    """``(4, side, side)`` float32 aperture planes of unit sum around the stamp's centre: discs of
+    radius 1.5, 3 and 5 pixels and an annulus of 6-10 pixels."""
+    centre = side // 2
+    rows, columns = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
+    radius = torch.sqrt((rows - centre).float() ** 2 + (columns - centre).float() ** 2)
+    planes = torch.stack([radius <= 1.5, radius <= 3.0, radius <= 5.0, (radius >= 6.0) & (radius <= 10.0)]).float()
+    return planes / planes.sum(dim=(1, 2), keepdim=True)
+
+
+def lightcurve_features(stamps: Tensor, band_ids: Tensor, times: Tensor, aperture: Tensor,
+                        reference: BandReference, day_scale: float = 100.0) -> Tensor:
+    """The light-curve features :class:`LightCurveSummary` projects (see its notes), in float32.
+
+    Parameters
+    ----------
+    stamps : Tensor
+        ``(B, M, H, W)`` float32, zero on padding frames.
+    band_ids : Tensor
+        ``(B, M)`` int64, 0 on padding.
+    times : Tensor
+        ``(B, M)`` float32 MJD.
+    aperture : Tensor
+        ``(A, H, W)`` float32 aperture planes.
+    reference : BandReference
+        The object's per-band means, subtracted from each frame.
+    day_scale : float
+        Days are divided by this.
+
+    Returns
+    -------
+    Tensor
+        ``(B, bands * (3 A + 1) + 3)`` float32: per band and aperture the maximum, minimum
+        and mean asinh flux; per band the lag of its brightest frame; the days to and
+        from the brightest frame and ``log1p(frames) / 5``.
+    """
+    device_type = stamps.device.type if stamps.device.type in ("cpu", "cuda") else "cpu"
+    with torch.autocast(device_type=device_type, enabled=False):
+        difference = reference(stamps, band_ids).flatten(2)  # (B, M, H*W)
+        flux = torch.asinh(torch.matmul(difference, aperture.flatten(1).t()))  # (B, M, A)
+        in_band = (band_ids.unsqueeze(-1) == reference.bands).unsqueeze(-1)  # (B, M, bands, 1)
+        has_band = in_band.any(dim=1)  # (B, bands, 1)
+        per_band = flux.unsqueeze(2)  # (B, M, 1, A)
+        highest = per_band.masked_fill(~in_band, -math.inf).amax(dim=1).masked_fill(~has_band, 0.0)
+        lowest = per_band.masked_fill(~in_band, math.inf).amin(dim=1).masked_fill(~has_band, 0.0)
+        counts = in_band.float().sum(dim=1).clamp(min=1.0)
+        mean = (per_band * in_band.float()).sum(dim=1) / counts  # (B, bands, A)
+
+        real = band_ids != 0
+        days = times.float() - times.float().masked_fill(~real, math.inf).amin(dim=1, keepdim=True)
+        days = days.masked_fill(~real, 0.0)  # (B, M) days since the first real frame
+        core = flux[..., 0].masked_fill(~real, -math.inf)  # (B, M)
+        brightest = torch.gather(days, 1, core.argmax(dim=1, keepdim=True))  # (B, 1)
+        band_core = core.unsqueeze(-1).masked_fill(~in_band[..., 0], -math.inf)  # (B, M, bands)
+        band_peak = torch.gather(days.unsqueeze(-1).expand_as(band_core), 1, band_core.argmax(dim=1, keepdim=True))
+        band_lag = ((band_peak[:, 0] - brightest) * has_band[..., 0].float()) / day_scale  # (B, bands)
+        last = days.amax(dim=1, keepdim=True)
+        overall = torch.cat([brightest / day_scale, (last - brightest) / day_scale,
+                             torch.log1p(real.float().sum(dim=1, keepdim=True)) / 5.0], dim=1)
+        return torch.cat([highest.flatten(1), lowest.flatten(1), mean.flatten(1), band_lag, overall], dim=1)
+
+
 class LightCurveSummary(nn.Module):
     """L features of the object's difference light curve, measured in the graph.
 
@@ -595,11 +659,7 @@ class LightCurveSummary(nn.Module):
         side = config.stamp_size
         bands = config.n_band_ids - 1
         self.reference = BandReference(config.n_band_ids)
-        centre = side // 2
-        rows, columns = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
-        radius = torch.sqrt((rows - centre).float() ** 2 + (columns - centre).float() ** 2)
-        planes = torch.stack([radius <= 1.5, radius <= 3.0, radius <= 5.0, (radius >= 6.0) & (radius <= 10.0)]).float()
-        self.aperture = nn.Parameter(planes / planes.sum(dim=(1, 2), keepdim=True))
+        self.aperture = nn.Parameter(initial_apertures(side))
         self.project = nn.Linear(bands * (3 * self.apertures + 1) + 3, config.lightcurve_summary)
 
     def forward(self, stamps: Tensor, band_ids: Tensor, times: Tensor) -> Tensor:
@@ -607,28 +667,7 @@ class LightCurveSummary(nn.Module):
         float32 MJD -> ``(B, L)`` float32."""
         device_type = stamps.device.type if stamps.device.type in ("cpu", "cuda") else "cpu"
         with torch.autocast(device_type=device_type, enabled=False):
-            difference = self.reference(stamps, band_ids).flatten(2)  # (B, M, H*W)
-            flux = torch.asinh(torch.matmul(difference, self.aperture.flatten(1).t()))  # (B, M, A)
-            in_band = (band_ids.unsqueeze(-1) == self.reference.bands).unsqueeze(-1)  # (B, M, bands, 1)
-            has_band = in_band.any(dim=1)  # (B, bands, 1)
-            per_band = flux.unsqueeze(2)  # (B, M, 1, A)
-            highest = per_band.masked_fill(~in_band, -math.inf).amax(dim=1).masked_fill(~has_band, 0.0)
-            lowest = per_band.masked_fill(~in_band, math.inf).amin(dim=1).masked_fill(~has_band, 0.0)
-            counts = in_band.float().sum(dim=1).clamp(min=1.0)
-            mean = (per_band * in_band.float()).sum(dim=1) / counts  # (B, bands, A)
-
-            real = band_ids != 0
-            days = times.float() - times.float().masked_fill(~real, math.inf).amin(dim=1, keepdim=True)
-            days = days.masked_fill(~real, 0.0)  # (B, M) days since the first real frame
-            core = flux[..., 0].masked_fill(~real, -math.inf)  # (B, M)
-            brightest = torch.gather(days, 1, core.argmax(dim=1, keepdim=True))  # (B, 1)
-            band_core = core.unsqueeze(-1).masked_fill(~in_band[..., 0], -math.inf)  # (B, M, bands)
-            band_peak = torch.gather(days.unsqueeze(-1).expand_as(band_core), 1, band_core.argmax(dim=1, keepdim=True))
-            band_lag = ((band_peak[:, 0] - brightest) * has_band[..., 0].float()) / self.day_scale  # (B, bands)
-            last = days.amax(dim=1, keepdim=True)
-            overall = torch.cat([brightest / self.day_scale, (last - brightest) / self.day_scale,
-                                 torch.log1p(real.float().sum(dim=1, keepdim=True)) / 5.0], dim=1)
-            features = torch.cat([highest.flatten(1), lowest.flatten(1), mean.flatten(1), band_lag, overall], dim=1)
+            features = lightcurve_features(stamps, band_ids, times, self.aperture, self.reference, self.day_scale)
             return torch.tanh(self.project(features))
 
     def functional_macs(self, stamps: Tensor) -> int:

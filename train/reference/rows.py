@@ -21,7 +21,12 @@ Rows (:data:`TRAINERS`):
   with ``window`` on those of the 99 frames an image model reads, the latest or the
   event window (:mod:`convention_rt.event_window`);
 * ``flux_lstm``: the light-curve LSTM on those difference fluxes with their errors
-  (:mod:`train.reference.flux_lstm`).
+  (:mod:`train.reference.flux_lstm`);
+* ``tree_head``: the boosted-tree head of ``train.fit --tree-head`` alone (the same
+  trees, :func:`train.fit.tree_head.fold_trees`, on the light curve measured from the
+  stamps of each object's inference window), or with ``network`` mixed as that head
+  mixes them with the held-out predictions another row recorded: what that row with
+  a tree head scores, since the trees do not depend on the network.
 
 The boosting rows fit on every training object of the fold, ``phot`` and ``spec``,
 with their recorded labels (the labels the image rows' two stages use, in one
@@ -69,7 +74,7 @@ log = logging.getLogger("train")
 #: Frames an image row reads per object (its sequence length), for the windowed light-curve rows.
 WINDOW_FRAMES = 99
 #: The kinds of reference row.
-TRAINERS: tuple[str, ...] = ("scene_boosting", "lightcurve_boosting", "flux_lstm")
+TRAINERS: tuple[str, ...] = ("scene_boosting", "lightcurve_boosting", "flux_lstm", "tree_head")
 #: Fields of a row's ``config.json`` that may change when it resumes (how it runs, not what it computes).
 EXECUTION_FIELDS = ("threads",)
 
@@ -88,11 +93,15 @@ class ReferenceRow:
         ``lightcurve_boosting`` only: describe only the epochs of the :data:`WINDOW_FRAMES`
         frames an image model with this inference window reads
         (:func:`convention_rt.preprocess.select_frames`); None: every epoch.
+    network : str or None
+        ``tree_head`` only: the row whose recorded held-out predictions the trees are
+        mixed with (its records folder beside this row's); None: the trees alone.
     """
 
     trainer: str
     photoz: bool = False
     window: str | None = None
+    network: str | None = None
 
     def __post_init__(self) -> None:
         if self.trainer not in TRAINERS:
@@ -102,6 +111,8 @@ class ReferenceRow:
         if self.window is not None and (self.trainer != "lightcurve_boosting" or self.window not in INFERENCE_WINDOWS):
             raise ValueError(f"window must be one of {', '.join(INFERENCE_WINDOWS)} and applies to the "
                              f"lightcurve_boosting row only, got {self.window!r}")
+        if self.network is not None and self.trainer != "tree_head":
+            raise ValueError("network applies to the tree_head row only")
 
     @property
     def needs_lightcurves(self) -> bool:
@@ -143,6 +154,8 @@ def _row_config(row: ReferenceRow, catalog: str, protocol: dict[str, Any], threa
     }
     if row.window is not None:  # absent from the rows of every epoch, whose saved configurations predate it
         config.update(window=row.window, window_frames=WINDOW_FRAMES)
+    if row.trainer == "tree_head":
+        config.update(network=row.network, model=protocol.get("model", "compact"))
     if row.trainer == "flux_lstm":
         config.update({k: protocol[k] for k in ("epochs", "patience", "batch_size", "learning_rate", "dropout")},
                       frame_drop=protocol.get("frame_drop", 0.1), precision="fp32",
@@ -172,7 +185,7 @@ def _write_json(path: Path, value: Any) -> None:
 
 def run_reference_row(row: ReferenceRow, catalog: str, run_dir: Path, protocol: dict[str, Any], *,
                       threads: int = 1, plasticc_cache: str | Path | None = None,
-                      records_dir: Path | None = None) -> list[dict[str, Any]]:
+                      records_dir: Path | None = None, frames_cache: str | None = None) -> list[dict[str, Any]]:
     """Train and score the row's unfinished folds; returns the scores of the folds trained now.
 
     Parameters
@@ -195,7 +208,10 @@ def run_reference_row(row: ReferenceRow, catalog: str, run_dir: Path, protocol: 
         Folder of the ``snmachine`` wheel (:func:`train.data.plasticc.default_cache` by default).
     records_dir : Path, optional
         Receives a copy of the row's text records (:mod:`train.records`) as each fold
-        finishes, and of those of the folds finished before.
+        finishes, and of those of the folds finished before; a ``tree_head`` row with a
+        ``network`` reads that row's records beside it.
+    frames_cache : str, optional
+        ``tree_head`` only: :attr:`train.fit.FitConfig.frames_cache`.
 
     Raises
     ------
@@ -229,6 +245,11 @@ def run_reference_row(row: ReferenceRow, catalog: str, run_dir: Path, protocol: 
             publish(run_dir, records_dir)
         return []
 
+    if row.trainer == "tree_head":
+        if row.network is not None and records_dir is None:
+            raise ValueError(f"{row.network}: a tree head mixed with a row's predictions needs the records folder")
+        return _run_tree_head(row, catalog, run_dir, protocol, config, folds, todo, threads=threads,
+                              frames_cache=frames_cache, records_dir=records_dir)
     if row.needs_lightcurves:  # refused before the catalog streams past
         from convention_rt.catalog import Catalog
 
@@ -294,16 +315,91 @@ def run_reference_row(row: ReferenceRow, catalog: str, run_dir: Path, protocol: 
             if records_dir is not None:
                 publish_fold(run_dir, records_dir, fold)
             trained.append(fold_scores)
-    done = [json.loads((run_dir / f"fold{k}.json").read_text()) for k in finished_folds(run_dir, limit)]
-    _write_json(run_dir / "metrics.json", {
-        "task": config["task"], "model": row.trainer, "folds": len(done),
-        "cross_validation": {key: {"mean": float(np.mean([f[key] for f in done])),
-                                   "std": float(np.std([f[key] for f in done]))} for key in ("accuracy", "macro_f1")},
-        "per_fold": done, "evaluated_on": "held-out spec objects" if (objects.typing == "phot").any()
-        else "held-out objects"})
+    _write_metrics(run_dir, config, limit,
+                   "held-out spec objects" if (objects.typing == "phot").any() else "held-out objects")
     if records_dir is not None:
         publish(run_dir, records_dir)
     return trained
+
+
+def _write_metrics(run_dir: Path, config: dict[str, Any], limit: int, evaluated_on: str) -> None:
+    """The row's ``metrics.json``: the scores of its finished folds and their mean and spread."""
+    done = [json.loads((run_dir / f"fold{k}.json").read_text()) for k in finished_folds(run_dir, limit)]
+    _write_json(run_dir / "metrics.json", {
+        "task": config["task"], "model": config["trainer"], "folds": len(done),
+        "cross_validation": {key: {"mean": float(np.mean([f[key] for f in done])),
+                                   "std": float(np.std([f[key] for f in done]))} for key in ("accuracy", "macro_f1")},
+        "per_fold": done, "evaluated_on": evaluated_on})
+
+
+def _run_tree_head(row: ReferenceRow, catalog: str, run_dir: Path, protocol: dict[str, Any], config: dict[str, Any],
+                   folds: list[list[str]], todo: list[int], *, threads: int, frames_cache: str | None,
+                   records_dir: Path | None) -> list[dict[str, Any]]:
+    """Score the folds ``todo`` of a ``tree_head`` row (its trees alone, or mixed with ``row.network``'s
+    records) as :func:`run_reference_row` does the others."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    from train.fit import FitConfig, evaluated_on, evaluation_subset, prepare, scores, write_predictions
+    from train.fit.tree_head import fold_trees, lightcurve_table
+    from train.model.trees import TREE_WEIGHT, LightCurveFeatures, TreeEnsemble
+
+    fields = {k: v for k, v in protocol.items() if k in FitConfig.__dataclass_fields__ and k != "fold_limit"}
+    fit_config = FitConfig(catalog=catalog, run_dir=str(run_dir / "unused"), threads=threads,
+                           frames_cache=frames_cache, **{**fields, "tree_head": True})
+    prepared = prepare(fit_config)  # the catalog, its normalisation and the card the image rows have
+    data, card, model_config = prepared.data, prepared.card, prepared.model_config
+    ids = [str(i) for i in data.object_ids]
+    if sorted(i for fold in folds for i in fold) != sorted(ids):
+        raise ValueError(f"{run_dir / 'folds.json'}: its folds do not cover the labelled objects of {catalog}; the "
+                         "table's rows must be trained on the catalog of the reference run")
+    network = None if row.network is None else records_dir.parent / row.network
+    (run_dir / "state").mkdir(parents=True, exist_ok=True)
+    _write_json(run_dir / "config.json", config)
+    if records_dir is not None:
+        publish_run(run_dir, records_dir)
+    index_of = {object_id: k for k, object_id in enumerate(ids)}
+    features = LightCurveFeatures(model_config.stamp_size, model_config.n_band_ids)
+    trained = []
+    torch.set_num_threads(threads)
+    with threadpool_limits(threads):
+        for fold in todo:
+            held_out = np.array(sorted(index_of[i] for i in folds[fold]))
+            train_idx = np.setdiff1d(np.arange(len(data)), held_out)
+            scored = evaluation_subset(data, held_out)
+            trees = TreeEnsemble(fold_trees(fit_config, run_dir, fold, data, train_idx, card, model_config))
+            with torch.no_grad():
+                table = torch.from_numpy(lightcurve_table(data, scored, card, features).astype(np.float32))
+                probabilities = trees(table).numpy().astype(np.float64)
+            if network is not None:
+                recorded = _recorded_predictions(network / f"fold{fold}.predictions.json", ids, scored, data.classes)
+                probabilities = TREE_WEIGHT * probabilities + (1.0 - TREE_WEIGHT) * recorded
+            fold_scores = scores(data.labels[scored], probabilities, data.classes)
+            write_atomically(run_dir / f"fold{fold}.predictions.json",
+                             partial(write_predictions, data=data, idx=scored, probabilities=probabilities))
+            _write_json(run_dir / f"fold{fold}.json", fold_scores)
+            log.info("fold %d: held-out accuracy %.4f, macro-F1 %.4f (%d objects)", fold, fold_scores["accuracy"],
+                     fold_scores["macro_f1"], fold_scores["n"])
+            if records_dir is not None:
+                publish_fold(run_dir, records_dir, fold)
+            trained.append(fold_scores)
+    _write_metrics(run_dir, config, protocol["fold_limit"] or protocol["folds"], evaluated_on(data))
+    if records_dir is not None:
+        publish(run_dir, records_dir)
+    return trained
+
+
+def _recorded_predictions(path: Path, ids: list[str], scored: NDArray[np.int64],
+                          classes: tuple[str, ...]) -> NDArray[np.float64]:
+    """Another row's held-out probabilities ``(len(scored), classes)`` from its ``fold<k>.predictions.json``."""
+    try:
+        recorded = json.loads(path.read_text())
+        by_id = dict(zip(recorded["object_id"], recorded["probabilities"]))
+        if tuple(recorded["classes"]) != tuple(classes):
+            raise ValueError(f"classes {recorded['classes']} are not {list(classes)}")
+        return np.array([by_id[ids[i]] for i in scored], dtype=np.float64)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ValueError(f"{path}: not the held-out predictions of this fold's objects ({exc})") from exc
 
 
 def _scene_features_of(catalog: str) -> Callable[[NDArray[np.float32], NDArray[np.int32]], NDArray[np.float64]]:
