@@ -24,8 +24,12 @@ at batch 1 on alerts of at most 5 frames.
 ``train`` extra): the speed does not depend on the weights, so a candidate is
 measured before it is trained.
 
-Usage: ``python bench/lengths.py [--model NAME|PATH | --preset NAME --members N [--set FIELD=VALUE ...]]
-[--threads 1] [--repeats 5] [--json]``
+``--trees FILE`` (with ``--preset``) mixes every member with the trees of a ``--tree-head``
+run (its ``state/fold<k>_trees.pt``) and also measures, in the same rounds, the same
+ensemble without them: what the tree head costs at batch 1.
+
+Usage: ``python bench/lengths.py [--model NAME|PATH | --preset NAME --members N [--set FIELD=VALUE ...]
+[--trees FILE]] [--threads 1] [--repeats 5] [--json]``
 """
 
 from __future__ import annotations
@@ -86,6 +90,25 @@ def per_length(model: str, threads: int, repeats: int) -> list[dict[str, float]]
     return rows
 
 
+def tree_head_cost(with_trees: str, without: str, threads: int, repeats: int) -> list[dict[str, float]]:
+    """Objects/s at batch 1 of the ensemble with and without its tree head, taking turns, per object length."""
+    classifiers = {name: Classifier(model, device="cpu", threads=threads, batch_size=1)
+                   for name, model in (("trees", with_trees), ("none", without))}
+    rows = []
+    for frames in FRAMES:
+        objects = [make_object(classifiers["trees"], frames, seed) for seed in range(20)]
+        best = {name: float("inf") for name in classifiers}
+        for _ in range(repeats):
+            for name, classifier in classifiers.items():
+                start = time.perf_counter()
+                for o in objects:
+                    classifier.predict_object(*o)
+                best[name] = min(best[name], (time.perf_counter() - start) / len(objects))
+        rows.append({"frames": frames, "with_trees_objects_per_s": 1 / best["trees"],
+                     "without_objects_per_s": 1 / best["none"], "slow_down": best["trees"] / best["none"]})
+    return rows
+
+
 def one_batch_size(model: str, threads: int, batch_size: int, repeats: int) -> dict[str, float]:
     """predict_batch throughput and peak memory at one batch size (run in a child process)."""
     classifier = Classifier(model, device="cpu", threads=threads, batch_size=batch_size)
@@ -115,9 +138,10 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def export_random(preset: str, members: int, folder: Path, changes: dict[str, int] | None = None) -> str:
+def export_random(preset: str, members: int, folder: Path, changes: dict[str, int] | None = None,
+                  trees: Path | None = None) -> str:
     """Export ``members`` members of ``preset`` (its fields replaced by ``changes``) with random weights
-    (seeds 0..members-1); returns the .onnx path."""
+    (seeds 0..members-1), mixed with the tree arrays saved in ``trees`` if given; returns the .onnx path."""
     import dataclasses
 
     import torch
@@ -132,7 +156,8 @@ def export_random(preset: str, members: int, folder: Path, changes: dict[str, in
         torch.manual_seed(seed)
         states.append(build_model(config).state_dict())
     checkpoint = Checkpoint(name=f"bench-{preset}", version="0", preset=preset, config=config, members=states,
-                            bands=RANDOM_BANDS, normalisation={b: (100.0, 10.0) for b in RANDOM_BANDS})
+                            bands=RANDOM_BANDS, normalisation={b: (100.0, 10.0) for b in RANDOM_BANDS},
+                            trees=None if trees is None else torch.load(trees, map_location="cpu", weights_only=True))
     return str(export_checkpoint(checkpoint, folder / "model", threads=1).model_path)
 
 
@@ -143,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--members", type=int, default=1, help="ensemble members of --preset (default 1)")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="an integer ModelConfig field of --preset to change, e.g. scene_summary=32 (repeatable)")
+    parser.add_argument("--trees", type=Path, default=None,
+                        help="with --preset: mix every member with these trees (state/fold<k>_trees.pt of a "
+                             "--tree-head run) and measure the ensemble without them beside it")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", action="store_true")
@@ -162,13 +190,34 @@ def main(argv: list[str] | None = None) -> int:
                 changes[field] = int(value)
             except ValueError:
                 parser.error(f"--set {item}: expected FIELD=INTEGER")
+        if options.trees is not None and not options.trees.is_file():
+            parser.error(f"--trees {options.trees}: not found")
         scratch = tempfile.TemporaryDirectory(prefix="bench-lengths-")
         try:
-            options.model = export_random(options.preset, options.members, Path(scratch.name), changes)
-        except (TypeError, ValueError) as exc:
+            options.model = export_random(options.preset, options.members, Path(scratch.name), changes,
+                                          options.trees)
+            without = (export_random(options.preset, options.members, Path(scratch.name) / "without", changes)
+                       if options.trees is not None else None)
+        except (TypeError, ValueError, RuntimeError, KeyError) as exc:
             parser.error(f"--preset {options.preset} --set {' '.join(options.set)}: {exc}")
-        described = " ".join([options.preset, *options.set])
+        described = " ".join([options.preset, *options.set] + ([f"with the trees of {options.trees}"]
+                                                                if options.trees is not None else []))
         print(f"{described}: {options.members} member(s) with random weights, exported to {options.model}")
+    elif options.trees is not None:
+        parser.error("--trees goes with --preset")
+    else:
+        without = None
+    tree_rows = None
+    if without is not None:
+        tree_rows = tree_head_cost(options.model, without, options.threads, options.repeats)
+    if tree_rows is not None and not options.json:
+        print(f"batch 1, {options.threads} thread(s), objects/s with and without the tree head "
+              f"(best of {options.repeats} rounds, taking turns)")
+        print(f"{'frames':>6} {'trees':>9} {'without':>9} {'slow-down':>10}")
+        for row in tree_rows:
+            print(f"{row['frames']:>6} {row['with_trees_objects_per_s']:>9.1f} {row['without_objects_per_s']:>9.1f} "
+                  f"{row['slow_down']:>10.2f}")
+        print()
     lengths = per_length(options.model, options.threads, options.repeats)
     batches = []
     for batch_size in BATCH_SIZES:
@@ -176,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
                    "--batch-size-child", str(batch_size)] + (["--model", options.model] if options.model else [])
         batches.append(json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout))
     if options.json:
-        print(json.dumps({"per_length": lengths, "batch_sizes": batches}, indent=2))
+        print(json.dumps({"per_length": lengths, "batch_sizes": batches,
+                          **({"tree_head": tree_rows} if tree_rows is not None else {})}, indent=2))
         return 0
     print(f"batch 1, {options.threads} thread(s), objects/s (best of {options.repeats} rounds, modes alternating)")
     print(f"{'frames':>6} {'cut':>9} {'padded':>9} {'cut/padded':>10} {'max|dp|':>9}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -185,3 +186,19 @@ def test_a_tree_head_exports_fold_zero_only():
 
     with pytest.raises(ValueError, match="tree_head fits trees per fold"):
         FitConfig(catalog="c.fits", run_dir="r", tree_head=True, export_members="all")
+
+
+def test_the_trees_export_to_onnx_and_run_in_onnx_runtime_as_in_pytorch(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    model, features, used = _fitted(4, seed=5, iterations=20)
+    trees = TreeEnsemble(tree_state(model, 20, used, 4)).eval()
+    assert trees.depth > 1
+    path = tmp_path / "trees.onnx"
+    example = torch.from_numpy(features[:8])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's own notices, as train.export ignores them
+        torch.onnx.export(trees, (example,), str(path), dynamo=True, input_names=["features"],
+                          output_names=["probabilities"], dynamic_shapes=({0: torch.export.Dim("n")},))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    ours = session.run(None, {"features": features})[0]
+    np.testing.assert_allclose(ours, trees(torch.from_numpy(features)).numpy(), atol=1e-6)

@@ -91,7 +91,7 @@ class TreeEnsemble(nn.Module):
         node = self.roots.unsqueeze(0).expand(features.shape[0], -1)  # (B, T)
         for _ in range(self.depth):
             x = torch.gather(features, 1, self.feature[node])
-            left = torch.where(torch.isnan(x), self.missing_left[node], x <= self.threshold[node])
+            left = (x <= self.threshold[node]) | (torch.isnan(x) & self.missing_left[node])  # NaN <= t is False
             node = torch.where(left, self.left[node], self.right[node])
         leaves = self.value[node]  # (B, T)
         scores = self.baseline.unsqueeze(0).expand(features.shape[0], -1)
