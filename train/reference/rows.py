@@ -222,14 +222,7 @@ def run_reference_row(row: ReferenceRow, catalog: str, run_dir: Path, protocol: 
     """
     from threadpoolctl import threadpool_limits
 
-    from train.fit import (
-        FitConfig,
-        evaluation_subset,
-        inner_split,
-        read_folds,
-        scores,
-        write_predictions,
-    )
+    from train.fit import FitConfig, evaluation_subset, inner_split, read_folds
 
     config = _row_config(row, catalog, protocol, threads)
     _check_config(run_dir, config)
@@ -306,20 +299,28 @@ def run_reference_row(row: ReferenceRow, catalog: str, run_dir: Path, protocol: 
                 log.info("fold %d: %d boosting iterations chosen of %d (validation macro-F1 %.4f), %.0f s", fold,
                          boosted.iterations, len(boosted.validation_macro_f1), max(boosted.validation_macro_f1),
                          boosted.seconds)
-            fold_scores = scores(objects.labels[scored], probabilities, objects.classes)
-            write_atomically(run_dir / f"fold{fold}.predictions.json",
-                             partial(write_predictions, data=objects, idx=scored, probabilities=probabilities))
-            _write_json(run_dir / f"fold{fold}.json", fold_scores)
-            log.info("fold %d: held-out accuracy %.4f, macro-F1 %.4f (%d objects)", fold, fold_scores["accuracy"],
-                     fold_scores["macro_f1"], fold_scores["n"])
-            if records_dir is not None:
-                publish_fold(run_dir, records_dir, fold)
-            trained.append(fold_scores)
+            trained.append(_write_fold(run_dir, records_dir, fold, objects, scored, probabilities))
     _write_metrics(run_dir, config, limit,
                    "held-out spec objects" if (objects.typing == "phot").any() else "held-out objects")
     if records_dir is not None:
         publish(run_dir, records_dir)
     return trained
+
+
+def _write_fold(run_dir: Path, records_dir: Path | None, fold: int, objects: LabelledObjects,
+                scored: NDArray[np.int64], probabilities: NDArray[np.floating]) -> dict[str, Any]:
+    """Score a fold's held-out objects, write its predictions and scores (scores last) and publish them."""
+    from train.fit import scores, write_predictions
+
+    fold_scores = scores(objects.labels[scored], probabilities, objects.classes)
+    write_atomically(run_dir / f"fold{fold}.predictions.json",
+                     partial(write_predictions, data=objects, idx=scored, probabilities=probabilities))
+    _write_json(run_dir / f"fold{fold}.json", fold_scores)
+    log.info("fold %d: held-out accuracy %.4f, macro-F1 %.4f (%d objects)", fold, fold_scores["accuracy"],
+             fold_scores["macro_f1"], fold_scores["n"])
+    if records_dir is not None:
+        publish_fold(run_dir, records_dir, fold)
+    return fold_scores
 
 
 def _write_metrics(run_dir: Path, config: dict[str, Any], limit: int, evaluated_on: str) -> None:
@@ -340,7 +341,7 @@ def _run_tree_head(row: ReferenceRow, catalog: str, run_dir: Path, protocol: dic
     import torch
     from threadpoolctl import threadpool_limits
 
-    from train.fit import FitConfig, evaluated_on, evaluation_subset, prepare, scores, write_predictions
+    from train.fit import FitConfig, evaluated_on, evaluation_subset, prepare
     from train.fit.tree_head import fold_trees, lightcurve_table
     from train.model.trees import TREE_WEIGHT, LightCurveFeatures, TreeEnsemble
 
@@ -374,15 +375,7 @@ def _run_tree_head(row: ReferenceRow, catalog: str, run_dir: Path, protocol: dic
             if network is not None:
                 recorded = _recorded_predictions(network / f"fold{fold}.predictions.json", ids, scored, data.classes)
                 probabilities = TREE_WEIGHT * probabilities + (1.0 - TREE_WEIGHT) * recorded
-            fold_scores = scores(data.labels[scored], probabilities, data.classes)
-            write_atomically(run_dir / f"fold{fold}.predictions.json",
-                             partial(write_predictions, data=data, idx=scored, probabilities=probabilities))
-            _write_json(run_dir / f"fold{fold}.json", fold_scores)
-            log.info("fold %d: held-out accuracy %.4f, macro-F1 %.4f (%d objects)", fold, fold_scores["accuracy"],
-                     fold_scores["macro_f1"], fold_scores["n"])
-            if records_dir is not None:
-                publish_fold(run_dir, records_dir, fold)
-            trained.append(fold_scores)
+            trained.append(_write_fold(run_dir, records_dir, fold, data, scored, probabilities))
     _write_metrics(run_dir, config, protocol["fold_limit"] or protocol["folds"], evaluated_on(data))
     if records_dir is not None:
         publish(run_dir, records_dir)
