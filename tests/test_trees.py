@@ -202,3 +202,20 @@ def test_the_trees_export_to_onnx_and_run_in_onnx_runtime_as_in_pytorch(tmp_path
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     ours = session.run(None, {"features": features})[0]
     np.testing.assert_allclose(ours, trees(torch.from_numpy(features)).numpy(), atol=1e-6)
+
+
+def test_onnx_runtime_computes_the_features_bit_for_bit_as_pytorch(tmp_path):
+    """Trees cut features at thresholds: a last-bit difference between the runtimes would change a branch."""
+    ort = pytest.importorskip("onnxruntime")
+    features = LightCurveFeatures(32, 7).eval()
+    stamps, band_ids, times = _inputs(48, 99, seed=6)
+    band_ids[:8, 40:] = 0
+    path = tmp_path / "features.onnx"
+    batch = torch.export.Dim("batch")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(features, (stamps[:2], band_ids[:2], times[:2]), str(path), dynamo=True,
+                          input_names=["stamps", "band_ids", "times"], dynamic_shapes=({0: batch},) * 3)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    ours = session.run(None, {"stamps": stamps.numpy(), "band_ids": band_ids.numpy(), "times": times.numpy()})[0]
+    np.testing.assert_array_equal(ours, features(stamps, band_ids, times).numpy())

@@ -478,8 +478,9 @@ class BandReference(nn.Module):
         super().__init__()
         self.register_buffer("bands", torch.arange(1, n_band_ids), persistent=False)
 
-    def means(self, stamps: Tensor, band_ids: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """The object's mean stamp in each band (its coadd), in float32.
+    def means(self, stamps: Tensor, band_ids: Tensor,
+              dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor, Tensor]:
+        """The object's mean stamp in each band (its coadd), in float32 (or ``dtype``).
 
         Parameters
         ----------
@@ -500,19 +501,20 @@ class BandReference(nn.Module):
         """
         device_type = stamps.device.type if stamps.device.type in ("cpu", "cuda") else "cpu"
         with torch.autocast(device_type=device_type, enabled=False):
-            flat = stamps.float().flatten(2)  # (B, M, H*W)
-            one_hot = (band_ids.unsqueeze(-1) == self.bands).float()  # (B, M, bands)
+            flat = stamps.to(dtype).flatten(2)  # (B, M, H*W)
+            one_hot = (band_ids.unsqueeze(-1) == self.bands).to(dtype)  # (B, M, bands)
             counts = one_hot.sum(dim=1)  # (B, bands)
             means = torch.matmul(one_hot.transpose(1, 2), flat) / counts.clamp(min=1.0).unsqueeze(-1)
             return means, counts, one_hot
 
-    def forward(self, stamps: Tensor, band_ids: Tensor) -> Tensor:
-        """``(B, M, H, W)`` float32 stamps zeroed on padding, ``(B, M)`` int64 band ids -> ``(B, M, H, W)`` float32."""
+    def forward(self, stamps: Tensor, band_ids: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+        """``(B, M, H, W)`` float32 stamps zeroed on padding, ``(B, M)`` int64 band ids -> ``(B, M, H, W)``
+        float32 (or ``dtype``)."""
         device_type = stamps.device.type if stamps.device.type in ("cpu", "cuda") else "cpu"
         with torch.autocast(device_type=device_type, enabled=False):
-            means, _, one_hot = self.means(stamps, band_ids)
+            means, _, one_hot = self.means(stamps, band_ids, dtype)
             reference = torch.matmul(one_hot, means)  # (B, M, H*W); 0 on padding
-            return (stamps.float().flatten(2) - reference).view_as(stamps)
+            return (stamps.to(dtype).flatten(2) - reference).view_as(stamps)
 
     def functional_macs(self, stamps: Tensor) -> int:
         """MACs of one call for ``(B, M, H, W)`` stamps: the two band-matrix products."""
@@ -577,8 +579,9 @@ def initial_apertures(side: int) -> Tensor:
 
 
 def lightcurve_features(stamps: Tensor, band_ids: Tensor, times: Tensor, aperture: Tensor,
-                        reference: BandReference, day_scale: float = 100.0) -> Tensor:
-    """The light-curve features :class:`LightCurveSummary` projects (see its notes), in float32.
+                        reference: BandReference, day_scale: float = 100.0,
+                        dtype: torch.dtype = torch.float32) -> Tensor:
+    """The light-curve features :class:`LightCurveSummary` projects (see its notes), in float32 (or ``dtype``).
 
     Parameters
     ----------
@@ -594,37 +597,45 @@ def lightcurve_features(stamps: Tensor, band_ids: Tensor, times: Tensor, apertur
         The object's per-band means, subtracted from each frame.
     day_scale : float
         Days are divided by this.
+    dtype : torch.dtype
+        Arithmetic of the features: float32, or float64 (asinh then as
+        ``sign(x) log(|x| + sqrt(x^2 + 1))``, which ONNX Runtime has in float64).
 
     Returns
     -------
     Tensor
-        ``(B, bands * (3 A + 1) + 3)`` float32: per band and aperture the maximum, minimum
+        ``(B, bands * (3 A + 1) + 3)`` of ``dtype``: per band and aperture the maximum, minimum
         and mean asinh flux; per band the lag of its brightest frame; the days to and
         from the brightest frame and ``log1p(frames) / 5``.
     """
     device_type = stamps.device.type if stamps.device.type in ("cpu", "cuda") else "cpu"
     with torch.autocast(device_type=device_type, enabled=False):
-        difference = reference(stamps, band_ids).flatten(2)  # (B, M, H*W)
-        flux = torch.asinh(torch.matmul(difference, aperture.flatten(1).t()))  # (B, M, A)
+        difference = reference(stamps, band_ids, dtype).flatten(2)  # (B, M, H*W)
+        raw = torch.matmul(difference, aperture.to(dtype).flatten(1).t())  # (B, M, A)
+        if dtype == torch.float32:
+            flux = torch.asinh(raw)
+        else:
+            size = raw.abs()
+            flux = torch.where(raw < 0, -1.0, 1.0).to(dtype) * torch.log(size + torch.sqrt(size * size + 1.0))
         in_band = (band_ids.unsqueeze(-1) == reference.bands).unsqueeze(-1)  # (B, M, bands, 1)
         has_band = in_band.any(dim=1)  # (B, bands, 1)
         per_band = flux.unsqueeze(2)  # (B, M, 1, A)
         highest = per_band.masked_fill(~in_band, -math.inf).amax(dim=1).masked_fill(~has_band, 0.0)
         lowest = per_band.masked_fill(~in_band, math.inf).amin(dim=1).masked_fill(~has_band, 0.0)
-        counts = in_band.float().sum(dim=1).clamp(min=1.0)
-        mean = (per_band * in_band.float()).sum(dim=1) / counts  # (B, bands, A)
+        counts = in_band.to(dtype).sum(dim=1).clamp(min=1.0)
+        mean = (per_band * in_band.to(dtype)).sum(dim=1) / counts  # (B, bands, A)
 
         real = band_ids != 0
-        days = times.float() - times.float().masked_fill(~real, math.inf).amin(dim=1, keepdim=True)
+        days = times.to(dtype) - times.to(dtype).masked_fill(~real, math.inf).amin(dim=1, keepdim=True)
         days = days.masked_fill(~real, 0.0)  # (B, M) days since the first real frame
         core = flux[..., 0].masked_fill(~real, -math.inf)  # (B, M)
         brightest = torch.gather(days, 1, core.argmax(dim=1, keepdim=True))  # (B, 1)
         band_core = core.unsqueeze(-1).masked_fill(~in_band[..., 0], -math.inf)  # (B, M, bands)
         band_peak = torch.gather(days.unsqueeze(-1).expand_as(band_core), 1, band_core.argmax(dim=1, keepdim=True))
-        band_lag = ((band_peak[:, 0] - brightest) * has_band[..., 0].float()) / day_scale  # (B, bands)
+        band_lag = ((band_peak[:, 0] - brightest) * has_band[..., 0].to(dtype)) / day_scale  # (B, bands)
         last = days.amax(dim=1, keepdim=True)
         overall = torch.cat([brightest / day_scale, (last - brightest) / day_scale,
-                             torch.log1p(real.float().sum(dim=1, keepdim=True)) / 5.0], dim=1)
+                             torch.log1p(real.to(dtype).sum(dim=1, keepdim=True)) / 5.0], dim=1)
         return torch.cat([highest.flatten(1), lowest.flatten(1), mean.flatten(1), band_lag, overall], dim=1)
 
 

@@ -32,7 +32,11 @@ class LightCurveFeatures(nn.Module):
     """The light-curve features of :class:`~train.model.convention.LightCurveSummary`, at fixed apertures.
 
     The apertures are that module's initial discs (radius 1.5, 3 and 5 pixels)
-    and annulus (6-10 pixels), each of unit sum; nothing here is learnt.
+    and annulus (6-10 pixels), each of unit sum; nothing here is learnt.  The
+    features are computed in float64 and rounded to float32: trees cut features
+    at thresholds, so the last bits of a float32 sum, which ONNX Runtime and
+    PyTorch order differently, would send a feature near a threshold down
+    different branches; in float64 they agree to far below a float32 step.
 
     Parameters
     ----------
@@ -45,7 +49,7 @@ class LightCurveFeatures(nn.Module):
     def __init__(self, stamp_size: int, n_band_ids: int) -> None:
         super().__init__()
         self.reference = BandReference(n_band_ids)
-        self.register_buffer("aperture", initial_apertures(stamp_size), persistent=False)
+        self.register_buffer("aperture", initial_apertures(stamp_size).double(), persistent=False)
 
     @property
     def width(self) -> int:
@@ -58,8 +62,9 @@ class LightCurveFeatures(nn.Module):
         band ids and float32 MJD -> ``(B, K)`` float32 features."""
         if stamps.ndim == 5:
             stamps = stamps[:, :, 0]
-        stamps = stamps * (band_ids != 0).to(stamps.dtype)[:, :, None, None]
-        return lightcurve_features(stamps, band_ids, times, self.aperture, self.reference)
+        stamps = (stamps * (band_ids != 0).to(stamps.dtype)[:, :, None, None]).double()
+        return lightcurve_features(stamps, band_ids, times.double(), self.aperture, self.reference,
+                                   dtype=torch.float64).float()
 
 
 class TreeEnsemble(nn.Module):
