@@ -96,7 +96,7 @@ def export_ensemble(config: FitConfig, command: str, run_dir: Path, model_config
     if trees is not None:
         fitted = json.loads((run_dir / "state" / "fold0_boosting.json").read_text())
         provenance["tree_head"] = {"weight": TREE_WEIGHT, **{key: fitted[key] for key in (
-            "iterations", "grown", "best_validation_macro_f1", "features", "nodes", "depth", "fit_objects",
+            "iterations", "grown", "best_validation_macro_f1", "features", "trees", "max_leaves", "fit_objects",
             "validation_objects")}}
     checkpoint = Checkpoint(
         name=config.name, version=config.version, preset=config.model, config=model_config,

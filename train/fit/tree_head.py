@@ -84,12 +84,12 @@ def fold_trees(config: FitConfig, run_dir: Path, fold: int, data: LabelledObject
     boosted = fit_boosting(table, data.labels[rows], np.arange(fit_idx.size), np.arange(fit_idx.size, rows.size),
                            len(data.classes), BoostingConfig(seed=config.seed))
     state = tree_state(boosted.model, boosted.iterations, boosted.used, len(data.classes))
-    log.info("fold %d: tree head of %d iterations (validation macro-F1 %.4f), %d nodes, %.0f s", fold,
-             boosted.iterations, max(boosted.validation_macro_f1), state["feature"].numel(),
-             time.perf_counter() - started)
+    trees, splits, leaves = state["paths"].shape
+    log.info("fold %d: tree head of %d iterations (validation macro-F1 %.4f), %d trees of at most %d leaves, %.0f s",
+             fold, boosted.iterations, max(boosted.validation_macro_f1), trees, leaves, time.perf_counter() - started)
     if write:
         record = {**boosted.record(), "feature_seconds": feature_seconds, "features": features.width,
-                  "nodes": int(state["feature"].numel()), "depth": int(state["depth"]),
+                  "trees": trees, "max_leaves": leaves,
                   "fit_objects": int(fit_idx.size), "validation_objects": int(val_idx.size)}
         write_atomically(path.with_name(f"fold{fold}_boosting.json"),
                          lambda target: target.write_text(json.dumps(record) + "\n"))

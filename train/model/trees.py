@@ -68,12 +68,17 @@ class LightCurveFeatures(nn.Module):
 
 
 class TreeEnsemble(nn.Module):
-    """Gradient-boosted trees evaluated with tensor gathers: ``(B, K)`` features -> ``(B, classes)`` probabilities.
+    """Gradient-boosted trees as batched matrix products: ``(B, K)`` features -> ``(B, classes)`` probabilities.
 
-    All trees' nodes are stored in flat arrays; a leaf is its own left and right
-    child, so ``depth`` steps of "go left when the feature is at most the
-    threshold, or is NaN and NaN goes left" bring every tree to its leaf.  The
-    raw score of class k is ``baseline[k]`` plus the leaf values of the trees of
+    Every tree's I split nodes and L leaves are padded to the largest tree's.  A
+    split sends an object left when its feature is at most the threshold, or is
+    NaN and NaN goes left.  ``paths[t, i, l]`` is +1 when leaf l lies left of
+    split i of tree t, -1 when right, 0 when i is not above l; an object reaches
+    leaf l exactly when the sum over splits of ``paths * went_left`` equals the
+    number of splits above l that it must pass leftwards (``lefts``).  So one
+    gather of features, one comparison and one batched product evaluate all
+    trees, whatever their depth, with a handful of graph operators.  The raw
+    score of class k is ``baseline[k]`` plus the leaf values of the trees of
     class k; the probabilities are their softmax (a binary model's one score is
     class 1's against 0 for class 0).  Classes the fit never saw get probability 0.
 
@@ -85,22 +90,20 @@ class TreeEnsemble(nn.Module):
 
     def __init__(self, state: dict[str, Tensor]) -> None:
         super().__init__()
-        for name in ("feature", "threshold", "left", "right", "missing_left", "value", "roots", "tree_score",
-                     "baseline", "score_class"):
+        for name in ("feature", "threshold", "missing_left", "paths", "lefts", "value", "tree_score", "baseline",
+                     "score_class"):
             self.register_buffer(name, state[name].clone())
         self.n_classes = int(state["n_classes"])
-        self.depth = int(state["depth"])
 
     def forward(self, features: Tensor) -> Tensor:
         features = features.float()
-        node = self.roots.unsqueeze(0).expand(features.shape[0], -1)  # (B, T)
-        for _ in range(self.depth):
-            x = torch.gather(features, 1, self.feature[node])
-            left = (x <= self.threshold[node]) | (torch.isnan(x) & self.missing_left[node])  # NaN <= t is False
-            node = torch.where(left, self.left[node], self.right[node])
-        leaves = self.value[node]  # (B, T)
-        scores = self.baseline.unsqueeze(0).expand(features.shape[0], -1)
-        scores = scores.index_add(1, self.tree_score, leaves)  # (B, scores)
+        trees, splits = self.feature.shape
+        x = features[:, self.feature.reshape(-1)].reshape(-1, trees, splits).transpose(0, 1)  # (T, B, I)
+        went_left = ((x <= self.threshold.unsqueeze(1))
+                     | (torch.isnan(x) & self.missing_left.unsqueeze(1))).float()  # NaN <= t is False
+        reached = (torch.matmul(went_left, self.paths) == self.lefts.unsqueeze(1)).float()  # (T, B, L)
+        leaves = (reached * self.value.unsqueeze(1)).sum(dim=2)  # (T, B): each tree's leaf value
+        scores = self.baseline + torch.matmul(leaves.t(), self.tree_score)  # (B, scores)
         if scores.shape[1] == 1:  # binary: the score is class 1's log-odds
             scores = torch.cat([torch.zeros_like(scores), scores], dim=1)
         fitted = torch.softmax(scores, dim=1)
@@ -125,41 +128,58 @@ def tree_state(model: Any, iterations: int, used: np.ndarray, n_classes: int) ->
     Returns
     -------
     dict of str to Tensor
-        Flat node arrays and per-tree, per-score indices (see :class:`TreeEnsemble`).
+        For T trees of at most I splits and L leaves: ``feature`` (T, I) int64,
+        ``threshold`` (T, I) float32, ``missing_left`` (T, I) bool, ``paths``
+        (T, I, L) float32, ``lefts`` (T, L) float32 (-1 for padding leaves, never
+        reached), ``value`` (T, L) float32, ``tree_score`` (T, scores) float32
+        one-hot, ``baseline`` (scores,) float32, ``score_class`` (scores,) int64,
+        ``n_classes`` (see :class:`TreeEnsemble`).
     """
     columns = np.flatnonzero(used)
-    feature, threshold, left, right, missing, value, roots, tree_score = [], [], [], [], [], [], [], []
-    depth, offset = 0, 0
-    for per_iteration in model._predictors[:iterations]:
-        for score, predictor in enumerate(per_iteration):
-            nodes = predictor.nodes
-            if nodes["is_categorical"].any():
-                raise ValueError("categorical splits are not supported")
-            leaf = nodes["is_leaf"].astype(bool)
-            own = np.arange(offset, offset + nodes.size)
-            feature.append(np.where(leaf, 0, columns[np.where(leaf, 0, nodes["feature_idx"])]))
-            threshold.append(_float32_at_most(nodes["num_threshold"]))
-            left.append(np.where(leaf, own, offset + nodes["left"].astype(np.int64)))
-            right.append(np.where(leaf, own, offset + nodes["right"].astype(np.int64)))
-            missing.append(nodes["missing_go_to_left"].astype(bool))
-            value.append(np.where(leaf, nodes["value"], 0.0).astype(np.float32))
-            roots.append(offset)
-            tree_score.append(score)
-            depth = max(depth, int(nodes["depth"].max()))
-            offset += nodes.size
+    trees = [(score, predictor.nodes) for per_iteration in model._predictors[:iterations]
+             for score, predictor in enumerate(per_iteration)]
+    if any(nodes["is_categorical"].any() for _, nodes in trees):
+        raise ValueError("categorical splits are not supported")
+    splits = max(1, max(int((~nodes["is_leaf"].astype(bool)).sum()) for _, nodes in trees))
+    leaves = max(int(nodes["is_leaf"].astype(bool).sum()) for _, nodes in trees)
+    scores = len(model._baseline_prediction.reshape(-1))
+    feature = np.zeros((len(trees), splits), np.int64)
+    threshold = np.full((len(trees), splits), np.inf, np.float32)  # padding splits: above no leaf
+    missing = np.zeros((len(trees), splits), bool)
+    paths = np.zeros((len(trees), splits, leaves), np.float32)
+    lefts = np.full((len(trees), leaves), -1.0, np.float32)
+    value = np.zeros((len(trees), leaves), np.float32)
+    tree_score = np.zeros((len(trees), scores), np.float32)
+    for t, (score, nodes) in enumerate(trees):
+        tree_score[t, score] = 1.0
+        leaf = nodes["is_leaf"].astype(bool)
+        split_of = np.cumsum(~leaf) - 1  # node -> its split column
+        leaf_of = np.cumsum(leaf) - 1  # node -> its leaf column
+        inner = ~leaf
+        feature[t, split_of[inner]] = columns[nodes["feature_idx"][inner]]
+        threshold[t, split_of[inner]] = _float32_at_most(nodes["num_threshold"][inner])
+        missing[t, split_of[inner]] = nodes["missing_go_to_left"][inner].astype(bool)
+        stack = [(0, [])]  # (node, [(split column, +1 left / -1 right)] above it)
+        while stack:
+            node, above = stack.pop()
+            if leaf[node]:
+                column = leaf_of[node]
+                value[t, column] = nodes["value"][node]
+                lefts[t, column] = sum(1 for _, side in above if side > 0)
+                for split, side in above:
+                    paths[t, split, column] = side
+            else:
+                split = split_of[node]
+                stack.append((int(nodes["left"][node]), above + [(split, 1.0)]))
+                stack.append((int(nodes["right"][node]), above + [(split, -1.0)]))
     return {
-        "feature": torch.from_numpy(np.concatenate(feature).astype(np.int64)),
-        "threshold": torch.from_numpy(np.concatenate(threshold)),
-        "left": torch.from_numpy(np.concatenate(left).astype(np.int64)),
-        "right": torch.from_numpy(np.concatenate(right).astype(np.int64)),
-        "missing_left": torch.from_numpy(np.concatenate(missing)),
-        "value": torch.from_numpy(np.concatenate(value)),
-        "roots": torch.tensor(roots, dtype=torch.int64),
-        "tree_score": torch.tensor(tree_score, dtype=torch.int64),
+        "feature": torch.from_numpy(feature), "threshold": torch.from_numpy(threshold),
+        "missing_left": torch.from_numpy(missing), "paths": torch.from_numpy(paths),
+        "lefts": torch.from_numpy(lefts), "value": torch.from_numpy(value),
+        "tree_score": torch.from_numpy(tree_score),
         "baseline": torch.from_numpy(np.asarray(model._baseline_prediction, dtype=np.float32).reshape(-1)),
         "score_class": torch.from_numpy(np.asarray(model.classes_, dtype=np.int64)),
         "n_classes": torch.tensor(n_classes, dtype=torch.int64),
-        "depth": torch.tensor(depth, dtype=torch.int64),
     }
 
 
