@@ -219,3 +219,26 @@ def test_onnx_runtime_computes_the_features_bit_for_bit_as_pytorch(tmp_path):
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     ours = session.run(None, {"stamps": stamps.numpy(), "band_ids": band_ids.numpy(), "times": times.numpy()})[0]
     np.testing.assert_array_equal(ours, features(stamps, band_ids, times).numpy())
+
+
+def test_an_exported_ensemble_evaluates_its_shared_trees_once():
+    from train.checkpoint import Checkpoint
+    from train.export import EnsembleProbabilities
+
+    config = dataclasses.replace(get_preset("compact"), seq_len=12)
+    model, _, _ = _fitted(4, seed=7)
+    used = np.zeros(LightCurveFeatures(32, config.n_band_ids).width, bool)
+    used[:5] = True
+    states = [build_model(config).state_dict() for _ in range(3)]
+    checkpoint = Checkpoint(name="t", version="0", preset="compact", config=config, members=states,
+                            bands=("u", "g", "r", "i", "z", "y"),
+                            normalisation={b: (0.0, 1.0) for b in "ugrizy"}, trees=tree_state(model, 5, used, 4))
+    ensemble = EnsembleProbabilities(checkpoint.build_members()).eval()
+    assert ensemble.shared_trees
+    stamps, band_ids, times = _inputs(2, 12, seed=8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.export.export(ensemble, (stamps, band_ids, times), strict=False)
+    assert sum("index_select" in str(node.target) for node in program.graph.nodes) == 1
+    separate = [torch.softmax(m(stamps, band_ids, times), dim=-1) for m in checkpoint.build_members()]
+    torch.testing.assert_close(ensemble(stamps, band_ids, times), torch.stack(separate, dim=1))

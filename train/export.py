@@ -81,6 +81,10 @@ class EnsembleProbabilities(nn.Module):
         super().__init__()
         self.members = nn.ModuleList(members)
         self.temperature = float(temperature)
+        first = members[0]
+        # decided here, on the modules themselves: a traced forward sees stand-ins that are never identical
+        self.shared_trees = isinstance(first, TreeMixture) and all(
+            isinstance(m, TreeMixture) and m.trees is first.trees and m.features is first.features for m in members)
 
     def forward(self, stamps: torch.Tensor, band_ids: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
         scale = 1.0 / self.temperature
@@ -90,11 +94,8 @@ class EnsembleProbabilities(nn.Module):
     def _member_outputs(self, stamps: torch.Tensor, band_ids: torch.Tensor,
                         times: torch.Tensor) -> list[torch.Tensor]:
         """Each member's logits; members mixed with the same trees (:class:`TreeMixture`) share one pass of them."""
-        first = self.members[0]
-        if isinstance(first, TreeMixture) and all(
-                isinstance(m, TreeMixture) and m.trees is first.trees and m.features is first.features
-                for m in self.members):
-            trees = first.tree_probabilities(stamps, band_ids, times)
+        if self.shared_trees:
+            trees = self.members[0].tree_probabilities(stamps, band_ids, times)
             return [m.mix(m.network(stamps, band_ids, times), trees) for m in self.members]
         return [m(stamps, band_ids, times) for m in self.members]
 

@@ -98,7 +98,8 @@ class TreeEnsemble(nn.Module):
     def forward(self, features: Tensor) -> Tensor:
         features = features.float()
         trees, splits = self.feature.shape
-        x = features[:, self.feature.reshape(-1)].reshape(-1, trees, splits).transpose(0, 1)  # (T, B, I)
+        x = torch.index_select(features, 1, self.feature.reshape(-1)).reshape(-1, trees, splits).transpose(0, 1)
+        # x: (T, B, I), each split's feature
         went_left = ((x <= self.threshold.unsqueeze(1))
                      | (torch.isnan(x) & self.missing_left.unsqueeze(1))).float()  # NaN <= t is False
         reached = (torch.matmul(went_left, self.paths) == self.lefts.unsqueeze(1)).float()  # (T, B, L)
