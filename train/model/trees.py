@@ -5,9 +5,9 @@ Each ensemble member's probabilities become ``w p_trees + (1 - w) p_net`` (``w``
 gradient-boosted trees (:func:`train.reference.boosting.fit_boosting`, fitted
 once per fold on the fold's training objects) on the light-curve features of
 :class:`LightCurveFeatures`, measured from the same stamps in the same graph.
-The trees run as tensor gathers (:class:`TreeEnsemble`), so the whole member
-exports to ONNX with the operators every ONNX Runtime build has, keeps the
-dynamic batch and sequence axes, and matches scikit-learn's predictions (the
+The trees run as batched matrix products (:class:`TreeEnsemble`), so the whole
+member exports to ONNX with the operators every ONNX Runtime build has, keeps
+the dynamic batch and sequence axes, and matches scikit-learn's predictions (the
 split thresholds are rounded down to float32, which decides every float32
 feature exactly as scikit-learn's float64 comparison does).
 """
