@@ -83,6 +83,10 @@ def export_ensemble(config: FitConfig, command: str, run_dir: Path, model_config
     from train.domain import training_domain
     from train.export import export_checkpoint
 
+    if config.tree_head != (trees is not None):
+        raise ValueError(f"{run_dir}: tree_head is {config.tree_head} but fold 0's trees are "
+                         f"{'missing' if trees is None else 'given'}; export refused")
+
     summary = fold_summary(per_fold, tuple(model_config.classes))
     provenance = {
         "training_catalog": Path(config.catalog).name, "catalog_sha256": sha256_of(Path(config.catalog)),
