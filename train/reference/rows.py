@@ -222,7 +222,7 @@ def run_reference_row(row: ReferenceRow, catalog: str, run_dir: Path, protocol: 
     """
     from threadpoolctl import threadpool_limits
 
-    from train.fit import FitConfig, evaluation_subset, inner_split, read_folds
+    from train.fit import FitConfig, evaluated_on, evaluation_subset, inner_split, read_folds
 
     config = _row_config(row, catalog, protocol, threads)
     _check_config(run_dir, config)
@@ -256,9 +256,7 @@ def run_reference_row(row: ReferenceRow, catalog: str, run_dir: Path, protocol: 
                       else _window_of(row.window) if row.window is not None else None)
     objects, features = read_objects(catalog, config["task"], frame_features=frame_features)
     ids = [str(i) for i in objects.object_ids]
-    if sorted(i for fold in folds for i in fold) != sorted(ids):
-        raise ValueError(f"{folds_file}: its folds do not cover the labelled objects of {catalog}; the table's rows "
-                         "must be trained on the catalog of the reference run")
+    _check_folds_cover(folds, ids, folds_file, catalog)
     fluxes = read_difference_fluxes(objects, catalog, plasticc_cache) if row.needs_lightcurves else None
     if row.trainer == "scene_boosting":
         names = scene_feature_names(objects.bands)
@@ -300,11 +298,17 @@ def run_reference_row(row: ReferenceRow, catalog: str, run_dir: Path, protocol: 
                          boosted.iterations, len(boosted.validation_macro_f1), max(boosted.validation_macro_f1),
                          boosted.seconds)
             trained.append(_write_fold(run_dir, records_dir, fold, objects, scored, probabilities))
-    _write_metrics(run_dir, config, limit,
-                   "held-out spec objects" if (objects.typing == "phot").any() else "held-out objects")
+    _write_metrics(run_dir, config, limit, evaluated_on(objects))
     if records_dir is not None:
         publish(run_dir, records_dir)
     return trained
+
+
+def _check_folds_cover(folds: list[list[str]], ids: list[str], folds_file: Path, catalog: str) -> None:
+    """Refuse folds that are not a split of exactly the catalog's labelled objects (``ValueError``, one line)."""
+    if sorted(i for fold in folds for i in fold) != sorted(ids):
+        raise ValueError(f"{folds_file}: its folds do not cover the labelled objects of {catalog}; the table's rows "
+                         "must be trained on the catalog of the reference run")
 
 
 def _write_fold(run_dir: Path, records_dir: Path | None, fold: int, objects: LabelledObjects,
@@ -351,9 +355,7 @@ def _run_tree_head(row: ReferenceRow, catalog: str, run_dir: Path, protocol: dic
     prepared = prepare(fit_config)  # the catalog, its normalisation and the card the image rows have
     data, card, model_config = prepared.data, prepared.card, prepared.model_config
     ids = [str(i) for i in data.object_ids]
-    if sorted(i for fold in folds for i in fold) != sorted(ids):
-        raise ValueError(f"{run_dir / 'folds.json'}: its folds do not cover the labelled objects of {catalog}; the "
-                         "table's rows must be trained on the catalog of the reference run")
+    _check_folds_cover(folds, ids, run_dir / "folds.json", catalog)
     network = None if row.network is None else records_dir.parent / row.network
     (run_dir / "state").mkdir(parents=True, exist_ok=True)
     _write_json(run_dir / "config.json", config)
