@@ -586,13 +586,13 @@ def lightcurve_features(stamps: Tensor, band_ids: Tensor, times: Tensor, apertur
     Parameters
     ----------
     stamps : Tensor
-        ``(B, M, H, W)`` float32, zero on padding frames.
+        ``(B, M, H, W)`` float32 (float64 for ``dtype=torch.float64``), zero on padding frames.
     band_ids : Tensor
         ``(B, M)`` int64, 0 on padding.
     times : Tensor
-        ``(B, M)`` float32 MJD.
+        ``(B, M)`` MJD, float32 or float64.
     aperture : Tensor
-        ``(A, H, W)`` float32 aperture planes.
+        ``(A, H, W)`` aperture planes.
     reference : BandReference
         The object's per-band means, subtracted from each frame.
     day_scale : float
