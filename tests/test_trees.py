@@ -19,10 +19,17 @@ from sklearn.ensemble import HistGradientBoostingClassifier  # noqa: E402
 from train.model import build_model, get_preset  # noqa: E402
 from train.model.convention import LightCurveSummary  # noqa: E402
 from train.model.trees import (  # noqa: E402
+    SCENE_ANNULUS,
+    SCENE_APERTURES,
+    SCENE_MOMENT_RADIUS,
+    TREE_WEIGHTS,
+    HeadFeatures,
     LightCurveFeatures,
+    SceneFeatures,
     TreeEnsemble,
     TreeMixture,
     _float32_at_most,
+    head_features,
     tree_state,
 )
 
@@ -144,23 +151,31 @@ def test_a_run_with_a_tree_head_reuses_its_members_scores_the_mixture_and_export
     plain = fit(FitConfig(run_dir=str(tmp_path / "plain"), **base))
     trained = []
     monkeypatch.setattr(protocol, "train_member", lambda *args, **kwargs: trained.append(1))
-    mixed = fit(FitConfig(run_dir=str(tmp_path / "trees"), tree_head=True, reuse_from=str(tmp_path / "plain"),
-                          export_out=str(tmp_path / "export"), records_dir=str(tmp_path / "records"), **base))
+    head = dict(tree_head=True, tree_scene=True, tree_prefixes=1, tree_weight_chosen=True)
+    mixed = fit(FitConfig(run_dir=str(tmp_path / "trees"), reuse_from=str(tmp_path / "plain"),
+                          export_out=str(tmp_path / "export"), records_dir=str(tmp_path / "records"), **head, **base))
     assert trained == []  # the members are the plain run's
     assert len(mixed["per_fold"]) == len(plain["per_fold"]) == 2
     for fold in range(2):
         assert (tmp_path / "trees" / "state" / f"fold{fold}_trees.pt").exists()
         record = json.loads((tmp_path / "records" / f"fold{fold}.boosting.json").read_text())
-        assert record["iterations"] >= 1 and record["features"] == 120
+        config = get_preset("compact")
+        expected = LightCurveFeatures(config.stamp_size, config.n_band_ids).width + SceneFeatures(
+            config.stamp_size, config.n_band_ids).width
+        assert record["iterations"] >= 1 and record["features"] == expected
+        assert record["scene"] is True and record["prefix_draws"] == 1
+        assert record["weight"] in TREE_WEIGHTS and len(record["weight_log_loss"]) == len(TREE_WEIGHTS)
         probabilities = [json.loads((tmp_path / run / f"fold{fold}.predictions.json").read_text())["probabilities"]
                          for run in ("plain", "trees")]
         assert probabilities[0] != probabilities[1]
     checkpoint = Checkpoint.load(tmp_path / "trees" / "ensemble.ckpt")
-    assert checkpoint.trees is not None
+    assert checkpoint.trees is not None and bool(checkpoint.trees["scene"])
     members = checkpoint.build_members()
-    assert all(isinstance(m, TreeMixture) for m in members)
+    assert all(isinstance(m, TreeMixture) and m.features.scene is not None for m in members)
     session = ModelSession(tmp_path / "export" / "model.onnx", device="cpu")
-    assert session.card.provenance["tree_head"]["weight"] == 0.5
+    chosen = json.loads((tmp_path / "records" / "fold0.boosting.json").read_text())["weight"]
+    assert session.card.provenance["tree_head"]["weight"] == chosen
+    assert all(m.weight == chosen for m in members)
     assert session.card.provenance["config"]["tree_head"] is True
     # what the run scored is what the exported graph computes: the fold-0 predictions again, from ONNX Runtime
     from train.data.dataset import load_labelled
@@ -177,15 +192,20 @@ def test_a_run_with_a_tree_head_reuses_its_members_scores_the_mixture_and_export
     recorded = json.loads((tmp_path / "trees" / "fold0.predictions.json").read_text())["probabilities"]
     np.testing.assert_allclose(onnx_probabilities, np.array(recorded), atol=1e-4)
     # a fresh run with the same members fits the same trees
-    again = fit(FitConfig(run_dir=str(tmp_path / "again"), tree_head=True, reuse_from=str(tmp_path / "plain"), **base))
+    again = fit(FitConfig(run_dir=str(tmp_path / "again"), reuse_from=str(tmp_path / "plain"), **head, **base))
     assert again["per_fold"] == mixed["per_fold"]
 
 
-def test_a_tree_head_exports_fold_zero_only():
+def test_a_tree_head_exports_fold_zero_only_and_its_options_need_it():
     from train.fit import FitConfig
 
     with pytest.raises(ValueError, match="tree_head fits trees per fold"):
         FitConfig(catalog="c.fits", run_dir="r", tree_head=True, export_members="all")
+    for option in ({"tree_scene": True}, {"tree_prefixes": 2}):
+        with pytest.raises(ValueError, match="they need tree_head"):
+            FitConfig(catalog="c.fits", run_dir="r", **option)
+    with pytest.raises(ValueError, match="tree_prefixes must be 0 or more"):
+        FitConfig(catalog="c.fits", run_dir="r", tree_head=True, tree_prefixes=-1)
 
 
 def test_the_trees_export_to_onnx_and_run_in_onnx_runtime_as_in_pytorch(tmp_path):
@@ -204,12 +224,15 @@ def test_the_trees_export_to_onnx_and_run_in_onnx_runtime_as_in_pytorch(tmp_path
     np.testing.assert_allclose(ours, trees(torch.from_numpy(features)).numpy(), atol=1e-6)
 
 
-def test_onnx_runtime_computes_the_features_bit_for_bit_as_pytorch(tmp_path):
+@pytest.mark.parametrize("scene", [False, True])
+def test_onnx_runtime_computes_the_features_bit_for_bit_as_pytorch(tmp_path, scene):
     """Trees cut features at thresholds: a last-bit difference between the runtimes would change a branch."""
     ort = pytest.importorskip("onnxruntime")
-    features = LightCurveFeatures(32, 7).eval()
-    stamps, band_ids, times = _inputs(48, 99, seed=6)
+    features = HeadFeatures(32, 7, scene=scene).eval()
+    stamps, band_ids, times = _stamps_with_sources(48, 99, seed=6)
     band_ids[:8, 40:] = 0
+    band_ids[8:12, 1:] = 0  # first alerts: one frame
+    band_ids[12:16] = 3  # one band
     path = tmp_path / "features.onnx"
     batch = torch.export.Dim("batch")
     with warnings.catch_warnings():
@@ -242,3 +265,120 @@ def test_an_exported_ensemble_evaluates_its_shared_trees_once():
     assert sum("index_select" in str(node.target) for node in program.graph.nodes) == 1
     separate = [torch.softmax(m(stamps, band_ids, times), dim=-1) for m in checkpoint.build_members()]
     torch.testing.assert_close(ensemble(stamps, band_ids, times), torch.stack(separate, dim=1))
+
+
+def _stamps_with_sources(batch: int, frames: int, seed: int, bands: int = 6, side: int = 32):
+    """:func:`_inputs` with a Gaussian source of random flux, width and offset near each stamp's centre."""
+    stamps, band_ids, times = _inputs(batch, frames, seed, bands, side)
+    rng = np.random.default_rng(seed + 100)
+    y, x = np.mgrid[:side, :side] - side // 2
+    for b in range(batch):
+        cy, cx = rng.uniform(-2, 2, size=2)
+        width = rng.uniform(1.0, 3.0)
+        source = np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * width ** 2))
+        stamps[b] += torch.from_numpy((rng.uniform(0, 50) * source).astype(np.float32))
+    return stamps, band_ids, times
+
+
+def _numpy_scene(stamps: np.ndarray, band_ids: np.ndarray, n_bands: int) -> np.ndarray:
+    """Reference of :class:`SceneFeatures` for one object, pixel by pixel: (M, H, W), (M,) -> (K,)."""
+    side = stamps.shape[-1]
+    y, x = np.mgrid[:side, :side] - side // 2
+    radius = np.hypot(x, y)
+    ring = (radius >= SCENE_ANNULUS[0]) & (radius < SCENE_ANNULUS[1])
+    near = radius <= SCENE_MOMENT_RADIUS
+    per_band, fluxes = [], []
+    for band in range(1, n_bands + 1):
+        frames = stamps[band_ids == band].astype(np.float64)
+        row = [float(len(frames))] + [np.nan] * 10
+        flux = np.full(len(SCENE_APERTURES), np.nan)
+        if len(frames):
+            image = frames.mean(axis=0)
+            background = image[ring].mean()
+            image = image - background
+            flux = np.array([image[radius <= r].sum() for r in SCENE_APERTURES])
+            row[1:7] = [background, *flux, flux[1] / flux[-1] if flux[-1] > 0 else np.nan]
+            weights = np.clip(image[near], 0, None)
+            if weights.sum() > 0:
+                cx, cy = weights @ x[near] / weights.sum(), weights @ y[near] / weights.sum()
+                ixx = weights @ (x[near] - cx) ** 2 / weights.sum()
+                iyy = weights @ (y[near] - cy) ** 2 / weights.sum()
+                ixy = weights @ ((x[near] - cx) * (y[near] - cy)) / weights.sum()
+                trace = ixx + iyy
+                row[7:] = [np.hypot(cx, cy), np.sqrt(trace / 2),
+                           np.hypot(ixx - iyy, 2 * ixy) / trace if trace > 1e-9 else np.nan,
+                           radius[near][np.argmax(image[near])]]
+        per_band += row
+        fluxes.append(flux)
+    colours = []
+    for b in range(n_bands - 1):
+        for k in (1, len(SCENE_APERTURES) - 1):
+            first, second = fluxes[b][k], fluxes[b + 1][k]
+            colours.append(-2.5 * np.log10(first / second) if first > 0 and second > 0 else np.nan)
+    return np.array(per_band + colours)
+
+
+def test_scene_features_are_those_of_the_numpy_reference():
+    stamps, band_ids, times = _stamps_with_sources(6, 20, seed=9)
+    band_ids[0, 1:] = 0  # a first alert
+    band_ids[1] = torch.where(band_ids[1] == 2, 0, band_ids[1])  # a band never seen
+    band_ids[2, :] = 4
+    stamps[3] = 5.0  # flat: nothing above the background, so no moments, concentration or colours
+    stamps = stamps * (band_ids != 0)[:, :, None, None]
+    scene = SceneFeatures(32, 7)
+    ours = scene(stamps.double(), band_ids).numpy()
+    assert ours.shape == (6, scene.width) == (6, 6 * 11 + 2 * 5)
+    for b in range(6):
+        np.testing.assert_allclose(ours[b], _numpy_scene(stamps[b].numpy(), band_ids[b].numpy(), 6), rtol=1e-9,
+                                   atol=1e-9, equal_nan=True)
+    seen = int(band_ids[0, 0]) - 1
+    assert np.isfinite(ours[0, seen * 11:(seen + 1) * 11]).all()  # one frame: the scene of its band is measured
+    flat = ours[3, :66].reshape(6, 11)
+    assert np.isnan(flat[:, 6:]).all() and np.isnan(ours[3, 66:]).all() and (np.abs(flat[:, 2:6]) < 1e-9).all()
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**16), turns=st.integers(0, 3), flip=st.booleans())
+def test_scene_features_do_not_depend_on_the_scene_s_orientation(seed, turns, flip):
+    """Turned by quarter turns or mirrored about the object, a scene has the same features (the stamp
+    centre, pixel (16, 16), is a pixel centre of a 32-pixel stamp, not its middle: the turn is about it)."""
+    stamps, band_ids, _ = _stamps_with_sources(2, 6, seed=seed)
+    stamps = stamps.double()
+    centred = stamps[..., 1:, 1:]  # 31 x 31 around pixel (15, 15) = the old (16, 16)
+    moved = torch.rot90(centred, turns, dims=(-2, -1))
+    if flip:
+        moved = moved.flip(-1)
+    other = stamps.clone()
+    other[..., 1:, 1:] = moved
+    other[..., 0, :] = stamps[..., 0, :]  # the first row and column lie beyond every radius used
+    other[..., :, 0] = stamps[..., :, 0]
+    scene = SceneFeatures(32, 7)
+    ours, theirs = scene(stamps, band_ids), scene(other, band_ids)
+    same_peak = torch.ones_like(ours, dtype=torch.bool)
+    same_peak[:, [k * 11 + 10 for k in range(6)]] = False  # the brightest pixel may tie with its mirror
+    torch.testing.assert_close(ours[same_peak], theirs[same_peak], rtol=1e-9, atol=1e-9, equal_nan=True)
+
+
+def test_head_features_follow_the_trees_state():
+    state = {"scene": torch.tensor(True)}
+    assert head_features(state, 32, 7).width == 6 * 13 + 3 + 76  # six bands
+    assert head_features({}, 32, 7).width == 6 * 13 + 3  # trees fitted before the scene features existed
+    stamps, band_ids, times = _stamps_with_sources(3, 10, seed=10)
+    both = HeadFeatures(32, 7, scene=True)(stamps, band_ids, times)
+    torch.testing.assert_close(both[:, :81], LightCurveFeatures(32, 7)(stamps, band_ids, times))
+    masked = (stamps * (band_ids != 0)[:, :, None, None]).double()
+    torch.testing.assert_close(both[:, 81:], SceneFeatures(32, 7)(masked, band_ids).float(), equal_nan=True)
+
+
+def test_the_chosen_weight_favours_whichever_part_predicts_better():
+    from train.fit.tree_head import best_weight
+
+    rng = np.random.default_rng(11)
+    truth = rng.integers(0, 4, size=400)
+    good = np.full((400, 4), 0.05)
+    good[np.arange(400), truth] = 0.85
+    poor = rng.dirichlet(np.ones(4), size=400)
+    assert best_weight(poor, good, truth)[0] == max(TREE_WEIGHTS)
+    assert best_weight(good, poor, truth)[0] == min(TREE_WEIGHTS)
+    losses = best_weight(good, good, truth)[1]
+    assert len(losses) == len(TREE_WEIGHTS) and np.allclose(losses, -np.log(0.85))

@@ -22,7 +22,7 @@ from torch import nn
 from convention_rt.model_card import BandStats, ModelCard
 from train.files import write_atomically
 from train.model import BaselineConfig, ModelConfig, StemLayer, build_model
-from train.model.trees import LightCurveFeatures, TreeEnsemble, TreeMixture
+from train.model.trees import TreeEnsemble, TreeMixture, head_features, tree_weight
 
 __all__ = ["Checkpoint", "config_from_dict", "config_to_dict"]
 
@@ -103,12 +103,12 @@ class Checkpoint:
         modules = []
         if self.trees is not None:  # one module each, shared by the members (the export computes them once)
             trees = TreeEnsemble(self.trees)
-            features = LightCurveFeatures(self.config.stamp_size, self.config.n_band_ids)
+            features = head_features(self.trees, self.config.stamp_size, self.config.n_band_ids)
         for state in self.members:
             module = build_model(self.config)
             module.load_state_dict(state)
             if self.trees is not None:
-                module = TreeMixture(module, trees, features)
+                module = TreeMixture(module, trees, features, tree_weight(self.trees))
             modules.append(module.eval())
         return modules
 

@@ -115,6 +115,19 @@ class FitConfig:
         objects and stopped on its validation split.  The members train as without
         it, so ``reuse_from`` may name a run without it.  Exports fold 0's members
         (``export_members="fold0"``).
+    tree_scene : bool
+        The tree head also reads the features of the object's static scene, its
+        per-band mean stamps (:class:`train.model.trees.SceneFeatures`), which an
+        object's first frame already shows.  Needs ``tree_head``.
+    tree_prefixes : int
+        Add this many random prefixes of each training object (cut as
+        ``prefix_truncation`` cuts, :func:`train.early.random_prefixes`) to the
+        objects the tree head is fitted and stopped on, so that it learns to classify
+        first alerts as well as whole series; 0: whole series only.  Needs ``tree_head``.
+    tree_weight_chosen : bool
+        Choose the trees' weight in each fold's mixture on the validation split, whole
+        and cut as ``tree_prefixes`` cuts, by log-loss among 0.1, 0.2, ..., 0.9
+        (:func:`train.fit.tree_head.choose_weight`); else 0.5.  Needs ``tree_head``.
     prefix_truncation : float
         Share of the training draws cut to a random prefix of their frames
         (log-uniform length from 1 frame to all), so that the model learns to
@@ -175,6 +188,9 @@ class FitConfig:
     lightcurve_summary: int = 0
     window: str | None = None
     tree_head: bool = False
+    tree_scene: bool = False
+    tree_prefixes: int = 0
+    tree_weight_chosen: bool = False
     prefix_truncation: float = 0.0
     early: bool = False
     records_dir: str | None = None
@@ -203,6 +219,11 @@ class FitConfig:
             raise ValueError("export_members must be 'fold0' or 'all'")
         if self.tree_head and self.export_members != "fold0":
             raise ValueError("tree_head fits trees per fold: it exports fold 0's members (export_members='fold0')")
+        if (self.tree_scene or self.tree_prefixes or self.tree_weight_chosen) and not self.tree_head:
+            raise ValueError("tree_scene, tree_prefixes and tree_weight_chosen configure the tree head: "
+                             "they need tree_head")
+        if self.tree_prefixes < 0:
+            raise ValueError(f"tree_prefixes must be 0 or more, got {self.tree_prefixes}")
         if self.band_input not in (None, "separated", "stacked"):
             raise ValueError(f"band_input must be 'separated' or 'stacked', got {self.band_input!r}")
         if self.attention not in (None, "published", "dot"):

@@ -19,7 +19,7 @@ from train.fit.config import FitConfig
 from train.fit.evaluation import fold_summary
 from train.fit.provenance import SOURCE_REVISION, catalog_provenance
 from train.model import BaselineConfig, ModelConfig
-from train.model.trees import TREE_WEIGHT
+from train.model.trees import tree_weight
 
 __all__ = ["EXPORT_RECORD", "export_ensemble", "export_is_current", "fold_digests"]
 
@@ -99,9 +99,9 @@ def export_ensemble(config: FitConfig, command: str, run_dir: Path, model_config
     }
     if trees is not None:
         fitted = json.loads((run_dir / "state" / "fold0_boosting.json").read_text())
-        provenance["tree_head"] = {"weight": TREE_WEIGHT, **{key: fitted[key] for key in (
-            "iterations", "grown", "best_validation_macro_f1", "features", "trees", "max_leaves", "fit_objects",
-            "validation_objects")}}
+        provenance["tree_head"] = {"weight": tree_weight(trees), **{key: fitted[key] for key in (
+            "iterations", "grown", "best_validation_macro_f1", "features", "scene", "prefix_draws", "trees",
+            "max_leaves", "fit_objects", "validation_objects") if key in fitted}}
     checkpoint = Checkpoint(
         name=config.name, version=config.version, preset=config.model, config=model_config,
         members=members, bands=bands, normalisation={b: (s.mean, s.std) for b, s in stats.items()},

@@ -218,7 +218,8 @@ def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS,
                 load_weights(model, best, run_dir / "state" / f"fold{fold}_member{member}.best.pt")
                 models.append(model)
             if config.tree_head:
-                trees = fold_trees(config, run_dir, fold, data, train_idx, card, model_config, write=group.is_main)
+                trees = fold_trees(config, run_dir, fold, data, train_idx, card, model_config, networks=models,
+                                   write=group.is_main)
                 group.barrier()
                 models = with_trees(models, trees, model_config)
                 if fold == 0:

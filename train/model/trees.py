@@ -14,6 +14,7 @@ feature exactly as scikit-learn's float64 comparison does).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -22,10 +23,14 @@ from torch import Tensor, nn
 
 from train.model.convention import BandReference, initial_apertures, lightcurve_features
 
-__all__ = ["TREE_WEIGHT", "LightCurveFeatures", "TreeEnsemble", "TreeMixture", "tree_state"]
+__all__ = ["SCENE_ANNULUS", "SCENE_APERTURES", "SCENE_MOMENT_RADIUS", "TREE_WEIGHT", "TREE_WEIGHTS", "HeadFeatures",
+           "LightCurveFeatures", "SceneFeatures", "TreeEnsemble", "TreeMixture", "head_features", "tree_state",
+           "tree_weight"]
 
-#: Weight of the trees' probabilities in a member's mixture.
+#: Weight of the trees' probabilities in a member's mixture, unless the fit chose another.
 TREE_WEIGHT = 0.5
+#: Weights among which a fit may choose on its validation split (``train.fit --tree-weight-chosen``).
+TREE_WEIGHTS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
 class LightCurveFeatures(nn.Module):
@@ -65,6 +70,165 @@ class LightCurveFeatures(nn.Module):
         stamps = (stamps * (band_ids != 0).to(stamps.dtype)[:, :, None, None]).double()
         return lightcurve_features(stamps, band_ids, times.double(), self.aperture, self.reference,
                                    dtype=torch.float64).float()
+
+
+#: Radii (pixels) of the discs whose background-subtracted flux is a scene feature.
+SCENE_APERTURES: tuple[float, ...] = (1.5, 3.0, 6.0, 9.0)
+#: Inner (included) and outer (excluded) radius (pixels) of the annulus whose mean is the background.
+SCENE_ANNULUS: tuple[float, float] = (10.0, 15.0)
+#: Radius (pixels) within which the centroid, moments and brightest pixel are measured.
+SCENE_MOMENT_RADIUS = 6.0
+#: Second moments (pixels^2) below which the flux is one pixel's: rounding, not a shape.
+_SINGLE_PIXEL = 1e-9
+#: Scene features per band: frames, background, the disc fluxes, concentration, centroid offset, size,
+#: ellipticity and brightest-pixel offset.
+_SCENE_PER_BAND = 3 + len(SCENE_APERTURES) + 4
+
+
+class SceneFeatures(nn.Module):
+    """Features of the object's static scene: its mean stamp in each band, time thrown away.
+
+    The in-graph counterpart of the scene reference row's features
+    (:mod:`train.reference.scene`), on what the model reads: each band's coadd is
+    the mean of the object's real frames in the band (:class:`BandReference`), its
+    background the mean of the annulus :data:`SCENE_ANNULUS`.  Per band: the
+    number of frames; the background; the background-subtracted flux within each
+    radius of :data:`SCENE_APERTURES`; the concentration (flux within 3 over
+    within 9 pixels); within :data:`SCENE_MOMENT_RADIUS` of the centre, of the
+    background-subtracted pixels clipped at 0, the distance of their flux-weighted
+    centroid from the centre, their size ``sqrt((Ixx + Iyy) / 2)``, their
+    ellipticity ``sqrt((Ixx - Iyy)^2 + 4 Ixy^2) / (Ixx + Iyy)`` (NaN when one pixel
+    holds all the flux) and the distance of the brightest pixel from the centre.  Then, for neighbouring bands, the colour
+    ``-2.5 log10(F_b / F_b+1)`` of the fluxes within 3 and within 9 pixels.
+    A band without frames has NaN for all but its frame count, as has a ratio
+    without a positive denominator or a colour without two positive fluxes.
+
+    Unlike the light curve's, these features need no second frame: an object's
+    first alert already shows its host and any steady source at its position.
+    The stamps are the normalised ones the model reads, so a band's fluxes are
+    in units of its normalisation's standard deviation (a constant factor per
+    band, which trees do not see, and a constant offset per colour).  Computed in
+    float64, as :class:`LightCurveFeatures`.
+
+    Parameters
+    ----------
+    stamp_size : int
+        Stamp side H = W, at least ``2 * SCENE_ANNULUS[1]``.
+    n_band_ids : int
+        Band vocabulary size including padding id 0.
+    """
+
+    def __init__(self, stamp_size: int, n_band_ids: int) -> None:
+        super().__init__()
+        if stamp_size < 2 * SCENE_ANNULUS[1]:
+            raise ValueError(f"scene features need stamps of at least {2 * SCENE_ANNULUS[1]:g} pixels, "
+                             f"got {stamp_size}")
+        self.reference = BandReference(n_band_ids)
+        centre = stamp_size // 2
+        rows, columns = torch.meshgrid(torch.arange(stamp_size), torch.arange(stamp_size), indexing="ij")
+        y = (rows - centre).double().flatten()
+        x = (columns - centre).double().flatten()
+        radius = torch.sqrt(x * x + y * y)
+        ring = ((radius >= SCENE_ANNULUS[0]) & (radius < SCENE_ANNULUS[1])).double()
+        self.register_buffer("x", x, persistent=False)
+        self.register_buffer("y", y, persistent=False)
+        self.register_buffer("radius", radius, persistent=False)
+        self.register_buffer("ring", ring / ring.sum(), persistent=False)
+        self.register_buffer("discs", torch.stack([(radius <= r).double() for r in SCENE_APERTURES]),
+                             persistent=False)
+        near = radius <= SCENE_MOMENT_RADIUS
+        self.register_buffer("near", near.double(), persistent=False)
+        # -2.5 / ln 10 as a float64 tensor: a Python float would be exported rounded to float32
+        self.register_buffer("magnitude", torch.tensor(-2.5 / math.log(10.0), dtype=torch.float64), persistent=False)
+        self.register_buffer("beyond", torch.where(near, 0.0, -math.inf).double(), persistent=False)
+
+    @property
+    def width(self) -> int:
+        """Number of features K."""
+        bands = self.reference.bands.numel()
+        return bands * _SCENE_PER_BAND + 2 * (bands - 1)
+
+    def forward(self, stamps: Tensor, band_ids: Tensor) -> Tensor:
+        """``(B, M, H, W)`` float64 stamps zeroed on padding, ``(B, M)`` int64 band ids -> ``(B, K)`` float64."""
+        means, counts, _ = self.reference.means(stamps, band_ids, torch.float64)  # (B, bands, H*W), (B, bands)
+        nan = torch.full_like(counts, math.nan)
+        background = torch.matmul(means, self.ring)  # (B, bands)
+        image = means - background.unsqueeze(-1)
+        fluxes = torch.matmul(image, self.discs.t())  # (B, bands, discs)
+        widest = fluxes[..., -1]
+        concentration = torch.where(widest > 0, fluxes[..., 1] / torch.where(widest > 0, widest, torch.ones_like(widest)),
+                                    nan)
+        weights = image.clamp_min(0.0) * self.near
+        total = weights.sum(dim=-1)
+        positive = total > 0
+        safe_total = torch.where(positive, total, torch.ones_like(total))
+        cx = torch.matmul(weights, self.x) / safe_total
+        cy = torch.matmul(weights, self.y) / safe_total
+        dx = self.x - cx.unsqueeze(-1)
+        dy = self.y - cy.unsqueeze(-1)
+        ixx = (weights * dx * dx).sum(dim=-1) / safe_total
+        iyy = (weights * dy * dy).sum(dim=-1) / safe_total
+        ixy = (weights * dx * dy).sum(dim=-1) / safe_total
+        trace = ixx + iyy
+        spread = trace > _SINGLE_PIXEL  # else one pixel holds the flux: no shape
+        ellipticity = torch.where(spread, torch.sqrt((ixx - iyy) ** 2 + 4.0 * ixy * ixy)
+                                  / torch.where(spread, trace, torch.ones_like(trace)), nan)
+        brightest = (image + self.beyond).argmax(dim=-1)  # the brightest pixel within the radius
+        moments = torch.stack([torch.sqrt(cx * cx + cy * cy), torch.sqrt(trace / 2.0), ellipticity,
+                               self.radius[brightest]], dim=-1)
+        moments = torch.where(positive.unsqueeze(-1), moments, nan.unsqueeze(-1))
+        measured = torch.cat([background.unsqueeze(-1), fluxes, concentration.unsqueeze(-1), moments], dim=-1)
+        has_band = (counts > 0).unsqueeze(-1)
+        per_band = torch.cat([counts.unsqueeze(-1), torch.where(has_band, measured, nan.unsqueeze(-1))], dim=-1)
+        colours = []
+        for disc in (1, len(SCENE_APERTURES) - 1):
+            flux = torch.where(has_band[..., 0], fluxes[..., disc], nan)
+            first, second = flux[:, :-1], flux[:, 1:]
+            both = (first > 0) & (second > 0)  # False for NaN
+            ratio = torch.where(both, first, torch.ones_like(first)) / torch.where(both, second, torch.ones_like(second))
+            colours.append(torch.where(both, torch.log(ratio) * self.magnitude, nan[:, 1:]))
+        return torch.cat([per_band.flatten(1), torch.stack(colours, dim=-1).flatten(1)], dim=1)
+
+
+class HeadFeatures(nn.Module):
+    """What the tree head reads: :class:`LightCurveFeatures`, then :class:`SceneFeatures` when ``scene``.
+
+    Parameters
+    ----------
+    stamp_size : int
+    n_band_ids : int
+    scene : bool
+    """
+
+    def __init__(self, stamp_size: int, n_band_ids: int, scene: bool = False) -> None:
+        super().__init__()
+        self.lightcurve = LightCurveFeatures(stamp_size, n_band_ids)
+        self.scene = SceneFeatures(stamp_size, n_band_ids) if scene else None
+
+    @property
+    def width(self) -> int:
+        """Number of features K."""
+        return self.lightcurve.width + (self.scene.width if self.scene is not None else 0)
+
+    def forward(self, stamps: Tensor, band_ids: Tensor, times: Tensor) -> Tensor:
+        """As :meth:`LightCurveFeatures.forward`: ``(B, K)`` float32."""
+        lightcurve = self.lightcurve(stamps, band_ids, times)
+        if self.scene is None:
+            return lightcurve
+        if stamps.ndim == 5:
+            stamps = stamps[:, :, 0]
+        stamps = (stamps * (band_ids != 0).to(stamps.dtype)[:, :, None, None]).double()
+        return torch.cat([lightcurve, self.scene(stamps, band_ids).float()], dim=1)
+
+
+def tree_weight(state: dict[str, Tensor]) -> float:
+    """The trees' weight in the mixture that the fit of ``state`` (:func:`tree_state`) chose."""
+    return float(state["weight"]) if "weight" in state else TREE_WEIGHT
+
+
+def head_features(state: dict[str, Tensor], stamp_size: int, n_band_ids: int) -> HeadFeatures:
+    """The features the trees of ``state`` (:func:`tree_state`) were fitted on."""
+    return HeadFeatures(stamp_size, n_band_ids, scene=bool(state.get("scene", torch.tensor(False))))
 
 
 class TreeEnsemble(nn.Module):

@@ -346,8 +346,8 @@ def _run_tree_head(row: ReferenceRow, catalog: str, run_dir: Path, protocol: dic
     from threadpoolctl import threadpool_limits
 
     from train.fit import FitConfig, evaluated_on, evaluation_subset, prepare
-    from train.fit.tree_head import fold_trees, lightcurve_table
-    from train.model.trees import TREE_WEIGHT, LightCurveFeatures, TreeEnsemble
+    from train.fit.tree_head import fold_trees, head_table
+    from train.model.trees import TREE_WEIGHT, TreeEnsemble, head_features
 
     fields = {k: v for k, v in protocol.items() if k in FitConfig.__dataclass_fields__ and k != "fold_limit"}
     fit_config = FitConfig(catalog=catalog, run_dir=str(run_dir / "unused"), threads=threads,
@@ -362,7 +362,6 @@ def _run_tree_head(row: ReferenceRow, catalog: str, run_dir: Path, protocol: dic
     if records_dir is not None:
         publish_run(run_dir, records_dir)
     index_of = {object_id: k for k, object_id in enumerate(ids)}
-    features = LightCurveFeatures(model_config.stamp_size, model_config.n_band_ids)
     trained = []
     torch.set_num_threads(threads)
     with threadpool_limits(threads):
@@ -370,10 +369,11 @@ def _run_tree_head(row: ReferenceRow, catalog: str, run_dir: Path, protocol: dic
             held_out = np.array(sorted(index_of[i] for i in folds[fold]))
             train_idx = np.setdiff1d(np.arange(len(data)), held_out)
             scored = evaluation_subset(data, held_out)
-            trees = TreeEnsemble(fold_trees(fit_config, run_dir, fold, data, train_idx, card, model_config))
+            state = fold_trees(fit_config, run_dir, fold, data, train_idx, card, model_config)
+            features = head_features(state, model_config.stamp_size, model_config.n_band_ids)
             with torch.no_grad():
-                table = torch.from_numpy(lightcurve_table(data, scored, card, features).astype(np.float32))
-                probabilities = trees(table).numpy().astype(np.float64)
+                table = torch.from_numpy(head_table(data, scored, card, features).astype(np.float32))
+                probabilities = TreeEnsemble(state)(table).numpy().astype(np.float64)
             if network is not None:
                 recorded = _recorded_predictions(network / f"fold{fold}.predictions.json", ids, scored, data.classes)
                 probabilities = TREE_WEIGHT * probabilities + (1.0 - TREE_WEIGHT) * recorded
