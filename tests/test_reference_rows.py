@@ -545,6 +545,7 @@ def test_the_tree_head_row_has_the_trees_of_train_fit_alone_and_mixed_with_a_rec
     from convention_rt.data import sample_catalog_path
     from train import results
     from train.fit import FitConfig, fit
+    from train.early import FRAMES_SEEN
     from train.reference.rows import ReferenceRow
 
     catalog = str(sample_catalog_path())
@@ -576,6 +577,10 @@ def test_the_tree_head_row_has_the_trees_of_train_fit_alone_and_mixed_with_a_rec
         trees = np.array(json.loads((root / "trees" / f"fold{fold}.predictions.json").read_text())["probabilities"])
         net = np.array(json.loads((root / "net" / f"fold{fold}.predictions.json").read_text())["probabilities"])
         np.testing.assert_allclose(0.5 * trees + 0.5 * net, got["probabilities"], atol=1e-5)
+        # the trees alone read what an image row reads, so they have its early curve; a mixed row has none
+        curve = json.loads((root / "trees" / f"fold{fold}.early.json").read_text())
+        assert curve["frames_seen"] == list(FRAMES_SEEN) and len(curve["macro_f1"]) == len(FRAMES_SEEN)
+        assert not (root / "net-trees" / f"fold{fold}.early.json").exists()
     # a mixed row without the other row's records is refused in one line
     broken = results.Entry("lost-trees", "lost", {"model": "compact"},
                            reference=ReferenceRow("tree_head", network="missing"))

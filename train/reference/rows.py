@@ -115,6 +115,11 @@ class ReferenceRow:
             raise ValueError("network applies to the tree_head row only")
 
     @property
+    def scores_early(self) -> bool:
+        """Whether the row scores an early-classification curve: the trees alone read the image rows' inputs."""
+        return self.trainer == "tree_head" and self.network is None
+
+    @property
     def needs_lightcurves(self) -> bool:
         return self.trainer in ("lightcurve_boosting", "flux_lstm")
 
@@ -346,6 +351,7 @@ def _run_tree_head(row: ReferenceRow, catalog: str, run_dir: Path, protocol: dic
     from threadpoolctl import threadpool_limits
 
     from train.fit import FitConfig, evaluated_on, evaluation_subset, prepare
+    from train.early import score_fold
     from train.fit.tree_head import fold_trees, head_table
     from train.model.trees import TREE_WEIGHT, TreeEnsemble, head_features
 
@@ -378,10 +384,28 @@ def _run_tree_head(row: ReferenceRow, catalog: str, run_dir: Path, protocol: dic
                 recorded = _recorded_predictions(network / f"fold{fold}.predictions.json", ids, scored, data.classes)
                 probabilities = TREE_WEIGHT * probabilities + (1.0 - TREE_WEIGHT) * recorded
             trained.append(_write_fold(run_dir, records_dir, fold, data, scored, probabilities))
+            if row.scores_early:  # the trees alone see what an image row sees: the same early curve
+                score_fold(run_dir, fold, [_TreesAlone(features, TreeEnsemble(state))], data, scored, card,
+                           trained[-1], batch_size=fit_config.eval_batch_size)
+                if records_dir is not None:
+                    publish_fold(run_dir, records_dir, fold)
     _write_metrics(run_dir, config, protocol["fold_limit"] or protocol["folds"], evaluated_on(data))
     if records_dir is not None:
         publish(run_dir, records_dir)
     return trained
+
+
+class _TreesAlone:
+    """The trees of a fold as a member of :func:`train.early.early_curve`: log-probabilities of the inputs."""
+
+    def __init__(self, features: Any, trees: Any) -> None:
+        self.features, self.trees = features, trees
+
+    def eval(self) -> _TreesAlone:
+        return self
+
+    def __call__(self, stamps: Any, band_ids: Any, times: Any) -> Any:
+        return self.trees(self.features(stamps, band_ids, times)).clamp_min(1e-30).log()
 
 
 def _recorded_predictions(path: Path, ids: list[str], scored: NDArray[np.int64],
