@@ -97,6 +97,8 @@ class Checkpoint:
     def __post_init__(self) -> None:
         if not (np.isfinite(self.temperature) and self.temperature > 0):
             raise ValueError(f"temperature must be a positive number, got {self.temperature}")
+        if self.trees is not None:  # +1 / -1 / 0: int8 holds them exactly (trees fitted earlier saved float32)
+            self.trees = {**self.trees, "paths": self.trees["paths"].to(torch.int8)}
 
     def build_members(self) -> list[nn.Module]:
         """The members as evaluation-mode modules with their weights loaded."""
