@@ -643,7 +643,8 @@ CLAIMS: tuple[tuple[str, str, str, str], ...] = (
           ("lightcurve-boosting", "gradient boosting on the difference light curves"),
           ("lightcurve-boosting-photoz", "gradient boosting on the difference light curves and host photo-z"),
           ("lc_lstm-difference-flux", "the LSTM on the difference light curves with errors"))
-      for image, image_label in (("compact", "ConvEntion"), ("cnn_gru", "CNN + GRU"))),
+      for image, image_label in (("compact", "ConvEntion"), ("cnn_gru", "CNN + GRU"),
+                                 ("broker-scene-whole-trees-scene", "ConvEntion-broker with a scene tree head"))),
 )
 
 
