@@ -151,7 +151,7 @@ def test_a_run_with_a_tree_head_reuses_its_members_scores_the_mixture_and_export
     plain = fit(FitConfig(run_dir=str(tmp_path / "plain"), **base))
     trained = []
     monkeypatch.setattr(protocol, "train_member", lambda *args, **kwargs: trained.append(1))
-    head = dict(tree_head=True, tree_scene=True, tree_prefixes=1, tree_weight_chosen=True)
+    head = dict(tree_head=True, tree_scene=True, tree_prefixes=1, tree_weight_chosen=True, tree_iterations=40)
     mixed = fit(FitConfig(run_dir=str(tmp_path / "trees"), reuse_from=str(tmp_path / "plain"),
                           export_out=str(tmp_path / "export"), records_dir=str(tmp_path / "records"), **head, **base))
     assert trained == []  # the members are the plain run's
@@ -163,7 +163,7 @@ def test_a_run_with_a_tree_head_reuses_its_members_scores_the_mixture_and_export
         expected = LightCurveFeatures(config.stamp_size, config.n_band_ids).width + SceneFeatures(
             config.stamp_size, config.n_band_ids).width
         assert record["iterations"] >= 1 and record["features"] == expected
-        assert record["scene"] is True and record["prefix_draws"] == 1
+        assert record["scene"] is True and record["prefix_draws"] == 1 and record["grown"] == 40
         assert record["weight"] in TREE_WEIGHTS and len(record["weight_log_loss"]) == len(TREE_WEIGHTS)
         probabilities = [json.loads((tmp_path / run / f"fold{fold}.predictions.json").read_text())["probabilities"]
                          for run in ("plain", "trees")]
@@ -201,11 +201,13 @@ def test_a_tree_head_exports_fold_zero_only_and_its_options_need_it():
 
     with pytest.raises(ValueError, match="tree_head fits trees per fold"):
         FitConfig(catalog="c.fits", run_dir="r", tree_head=True, export_members="all")
-    for option in ({"tree_scene": True}, {"tree_prefixes": 2}):
+    for option in ({"tree_scene": True}, {"tree_prefixes": 2}, {"tree_iterations": 100}):
         with pytest.raises(ValueError, match="they need tree_head"):
             FitConfig(catalog="c.fits", run_dir="r", **option)
     with pytest.raises(ValueError, match="tree_prefixes must be 0 or more"):
         FitConfig(catalog="c.fits", run_dir="r", tree_head=True, tree_prefixes=-1)
+    with pytest.raises(ValueError, match="tree_iterations must be at least 1"):
+        FitConfig(catalog="c.fits", run_dir="r", tree_head=True, tree_iterations=0)
 
 
 def test_the_trees_export_to_onnx_and_run_in_onnx_runtime_as_in_pytorch(tmp_path):

@@ -185,7 +185,7 @@ PLAN: tuple[Entry, ...] = (
           "ConvEntion-broker with a scene branch, whole windows, mixed with a tree head on the light curve and the "
           "static scene measured from its stamps, fitted on random prefixes too, weight chosen on validation",
           {"model": "broker", "scene_summary": 32, "tree_head": True, "tree_scene": True, "tree_prefixes": 2,
-           "tree_weight_chosen": True}, reuses="broker-scene-whole"),
+           "tree_iterations": 150, "tree_weight_chosen": True}, reuses="broker-scene-whole"),
     Entry("broker-scene-event",
           "ConvEntion-broker with a scene branch, reading the event window of long series",
           {"model": "broker", "scene_summary": 32, "window": "event"}),
@@ -216,7 +216,8 @@ PLAN: tuple[Entry, ...] = (
     Entry("tree-head-scene",
           "Reference: the tree head on light curve and static scene alone (gradient boosting on features measured "
           "from the stamps of the latest 99 frames, fitted on random prefixes too)",
-          {"model": "broker", "tree_scene": True, "tree_prefixes": 2}, reference=ReferenceRow("tree_head")),
+          {"model": "broker", "tree_scene": True, "tree_prefixes": 2, "tree_iterations": 150},
+          reference=ReferenceRow("tree_head")),
     Entry("cnn_gru-trees", "Reference: CNN + GRU mixed with the same tree head",
           {"model": "broker"}, reference=ReferenceRow("tree_head", network="cnn_gru")),
     Entry("lightcurve-boosting-photoz",

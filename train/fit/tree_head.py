@@ -187,7 +187,7 @@ def fold_trees(config: FitConfig, run_dir: Path, fold: int, data: LabelledObject
     fitted = fit_idx.size * len(fit_rows)
     feature_seconds = time.perf_counter() - started
     boosted = fit_boosting(table, labels, np.arange(fitted), np.arange(fitted, table.shape[0]),
-                           len(data.classes), BoostingConfig(seed=config.seed))
+                           len(data.classes), BoostingConfig(seed=config.seed, max_iter=config.tree_iterations))
     state = {**tree_state(boosted.model, boosted.iterations, boosted.used, len(data.classes)),
              "scene": torch.tensor(config.tree_scene)}
     weight, losses = TREE_WEIGHT, None
