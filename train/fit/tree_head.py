@@ -5,8 +5,9 @@ object's inference window (the card's window, as the exported model will), and
 with ``tree_scene`` those of its static scene.  They are fitted on the fold's
 training objects but its validation split, with ``tree_prefixes`` random
 prefixes of each of those objects besides its whole series, and stopped on that
-split (whole series and prefixes alike) (:func:`train.reference.boosting.fit_boosting`), like the boosting
-reference rows.  Their arrays go to ``state/fold<k>_trees.pt`` and what the fit
+split, whole series and prefixes alike (:func:`train.reference.boosting.fit_boosting`),
+like the boosting reference rows; with ``tree_weight_chosen`` the split also
+chooses their weight in the mixture (:func:`choose_weight`).  Their arrays go to ``state/fold<k>_trees.pt`` and what the fit
 chose to ``state/fold<k>_boosting.json``, which the records folder receives
 with the fold's other records.
 """
