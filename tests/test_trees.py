@@ -361,6 +361,11 @@ def test_scene_features_do_not_depend_on_the_scene_s_orientation(seed, turns, fl
     torch.testing.assert_close(ours[same_peak], theirs[same_peak], rtol=1e-9, atol=1e-9, equal_nan=True)
 
 
+def test_scene_features_refuse_stamps_smaller_than_their_annulus():
+    with pytest.raises(ValueError, match="at least 30 pixels, got 16"):
+        SceneFeatures(16, 7)
+
+
 def test_head_features_follow_the_trees_state():
     state = {"scene": torch.tensor(True)}
     assert head_features(state, 32, 7).width == 6 * 13 + 3 + 76  # six bands

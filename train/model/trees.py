@@ -98,8 +98,9 @@ class SceneFeatures(nn.Module):
     background-subtracted pixels clipped at 0, the distance of their flux-weighted
     centroid from the centre, their size ``sqrt((Ixx + Iyy) / 2)``, their
     ellipticity ``sqrt((Ixx - Iyy)^2 + 4 Ixy^2) / (Ixx + Iyy)`` (NaN when one pixel
-    holds all the flux) and the distance of the brightest pixel from the centre.  Then, for neighbouring bands, the colour
-    ``-2.5 log10(F_b / F_b+1)`` of the fluxes within 3 and within 9 pixels.
+    holds all the flux) and the distance of the brightest pixel from the centre.
+    Then, for neighbouring bands, the colour ``-2.5 log10(F_b / F_b+1)`` of the
+    fluxes within 3 and within 9 pixels.
     A band without frames has NaN for all but its frame count, as has a ratio
     without a positive denominator or a colour without two positive fluxes.
 
