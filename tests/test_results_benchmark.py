@@ -173,6 +173,8 @@ def test_another_table_lists_its_rows_and_compares_them_with_the_standard_ones(t
         _write_fold(standard_root / "lightcurve-boosting", k, labels[k], guesses(k, 0.9, 30))
     _write_fold(other_root / "lightcurve-boosting", 0, labels[0], guesses(0, 0.9, 30))  # one fold so far
     (other_root / "cnn_gru").mkdir()                                                     # started, nothing scored
+    (other_root / "cnn_gru" / "fold0.early.json").write_text(json.dumps({"frames_seen": [1, 99],  # but its early curve
+                                                                         "macro_f1": [0.3, 0.7]}))
     document = tmp_path / "results.md"
     untouched = "<!-- results-table:begin -->\nthe standard table\n<!-- results-table:end -->\n"
     document.write_text(f"# Results\n{untouched}\n## Hard\n\n{bench.markers[0]}\nold\n{bench.markers[1]}\nend\n")
@@ -190,6 +192,7 @@ def test_another_table_lists_its_rows_and_compares_them_with_the_standard_ones(t
                                                           "Reference: gradient boosting on the difference light curves"}
     assert f"| {scene.label} | 3/3 |" in table and "| CNN + GRU | 0/3 |" in table
     assert "ConvEntion-compact |" not in table                      # rows not started are left out
+    assert "| CNN + GRU | 0.300 | 0.700 |" in table and "Not yet scored early" not in table  # nor in the early table
     against = {line.split(f": standard above {name}: ")[0][2:]: line for line in table.splitlines()
                if f": standard above {name}: " in line}
     standard_f1 = [results.macro_f1(labels[k], guesses(k, 0.95, 10), 4) for k in range(3)]

@@ -18,6 +18,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier  # noqa: E402
 
 from train.model import build_model, get_preset  # noqa: E402
 from train.model.convention import LightCurveSummary  # noqa: E402
+from train.model.stamp_photometry import PhotometryFeatures  # noqa: E402
 from train.model.trees import (  # noqa: E402
     SCENE_ANNULUS,
     SCENE_APERTURES,
@@ -151,7 +152,8 @@ def test_a_run_with_a_tree_head_reuses_its_members_scores_the_mixture_and_export
     plain = fit(FitConfig(run_dir=str(tmp_path / "plain"), **base))
     trained = []
     monkeypatch.setattr(protocol, "train_member", lambda *args, **kwargs: trained.append(1))
-    head = dict(tree_head=True, tree_scene=True, tree_prefixes=1, tree_weight_chosen=True, tree_iterations=40)
+    head = dict(tree_head=True, tree_scene=True, tree_photometry=True, tree_prefixes=1, tree_weight_chosen=True,
+                tree_iterations=40)
     mixed = fit(FitConfig(run_dir=str(tmp_path / "trees"), reuse_from=str(tmp_path / "plain"),
                           export_out=str(tmp_path / "export"), records_dir=str(tmp_path / "records"), **head, **base))
     assert trained == []  # the members are the plain run's
@@ -160,18 +162,19 @@ def test_a_run_with_a_tree_head_reuses_its_members_scores_the_mixture_and_export
         assert (tmp_path / "trees" / "state" / f"fold{fold}_trees.pt").exists()
         record = json.loads((tmp_path / "records" / f"fold{fold}.boosting.json").read_text())
         config = get_preset("compact")
-        expected = LightCurveFeatures(config.stamp_size, config.n_band_ids).width + SceneFeatures(
-            config.stamp_size, config.n_band_ids).width
+        expected = sum(part(config.stamp_size, config.n_band_ids).width
+                       for part in (LightCurveFeatures, SceneFeatures, PhotometryFeatures))
         assert record["iterations"] >= 1 and record["features"] == expected
-        assert record["scene"] is True and record["prefix_draws"] == 1 and record["grown"] == 40
+        assert record["scene"] is True and record["photometry"] is True and record["prefix_draws"] == 1 and record["grown"] == 40
         assert record["weight"] in TREE_WEIGHTS and len(record["weight_log_loss"]) == len(TREE_WEIGHTS)
         probabilities = [json.loads((tmp_path / run / f"fold{fold}.predictions.json").read_text())["probabilities"]
                          for run in ("plain", "trees")]
         assert probabilities[0] != probabilities[1]
     checkpoint = Checkpoint.load(tmp_path / "trees" / "ensemble.ckpt")
-    assert checkpoint.trees is not None and bool(checkpoint.trees["scene"])
+    assert checkpoint.trees is not None and bool(checkpoint.trees["scene"]) and bool(checkpoint.trees["photometry"])
     members = checkpoint.build_members()
-    assert all(isinstance(m, TreeMixture) and m.features.scene is not None for m in members)
+    assert all(isinstance(m, TreeMixture) and m.features.scene is not None and m.features.photometry is not None
+               for m in members)
     session = ModelSession(tmp_path / "export" / "model.onnx", device="cpu")
     chosen = json.loads((tmp_path / "records" / "fold0.boosting.json").read_text())["weight"]
     assert session.card.provenance["tree_head"]["weight"] == chosen
@@ -201,7 +204,7 @@ def test_a_tree_head_exports_fold_zero_only_and_its_options_need_it():
 
     with pytest.raises(ValueError, match="tree_head fits trees per fold"):
         FitConfig(catalog="c.fits", run_dir="r", tree_head=True, export_members="all")
-    for option in ({"tree_scene": True}, {"tree_prefixes": 2}, {"tree_iterations": 100}):
+    for option in ({"tree_scene": True}, {"tree_photometry": True}, {"tree_prefixes": 2}, {"tree_iterations": 100}):
         with pytest.raises(ValueError, match="they need tree_head"):
             FitConfig(catalog="c.fits", run_dir="r", **option)
     with pytest.raises(ValueError, match="tree_prefixes must be 0 or more"):

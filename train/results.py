@@ -44,7 +44,7 @@ import logging
 import re
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -186,6 +186,12 @@ PLAN: tuple[Entry, ...] = (
           "static scene measured from its stamps, fitted on random prefixes too, weight chosen on validation",
           {"model": "broker", "scene_summary": 32, "tree_head": True, "tree_scene": True, "tree_prefixes": 2,
            "tree_iterations": 150, "tree_weight_chosen": True}, reuses="broker-scene-whole"),
+    Entry("broker-scene-whole-trees-photometry",
+          "ConvEntion-broker with a scene branch, whole windows, mixed with a tree head on the light curve, the "
+          "static scene and the aperture photometry measured from its stamps, fitted on random prefixes too, weight "
+          "chosen on validation",
+          {"model": "broker", "scene_summary": 32, "tree_head": True, "tree_scene": True, "tree_photometry": True,
+           "tree_prefixes": 2, "tree_iterations": 150, "tree_weight_chosen": True}, reuses="broker-scene-whole"),
     Entry("broker-scene-event",
           "ConvEntion-broker with a scene branch, reading the event window of long series",
           {"model": "broker", "scene_summary": 32, "window": "event"}),
@@ -217,6 +223,13 @@ PLAN: tuple[Entry, ...] = (
           "Reference: the tree head on light curve and static scene alone (gradient boosting on features measured "
           "from the stamps of the latest 99 frames, fitted on random prefixes too)",
           {"model": "broker", "tree_scene": True, "tree_prefixes": 2, "tree_iterations": 150},
+          reference=ReferenceRow("tree_head")),
+    Entry("tree-head-photometry",
+          "Reference: the tree head on light curve, static scene and aperture photometry alone (gradient boosting on "
+          "the catalog reference's features of each stamp's flux and error, and the scene, measured from the stamps "
+          "of the latest 99 frames, fitted on random prefixes too)",
+          {"model": "broker", "tree_scene": True, "tree_photometry": True, "tree_prefixes": 2,
+           "tree_iterations": 150},
           reference=ReferenceRow("tree_head")),
     Entry("cnn_gru-trees", "Reference: CNN + GRU mixed with the same tree head",
           {"model": "broker"}, reference=ReferenceRow("tree_head", network="cnn_gru")),
@@ -549,12 +562,12 @@ def render_table(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def render_early(root: Path) -> str:
+def render_early(root: Path, names: Collection[str] | None = None) -> str:
     """Lines of the early-classification table: 4-class macro-F1 against the first k frames seen.
 
     Read from the per-fold records of each row (``fold<k>.early.json`` of its records
-    folder, for the folds the protocol plans); rows without one are left out and
-    named.  Empty when no row has one.
+    folder, for the folds the protocol plans) of :data:`PLAN`, or of its rows
+    ``names``; rows without one are left out and named.  Empty when no row has one.
 
     Raises
     ------
@@ -562,7 +575,7 @@ def render_early(root: Path) -> str:
         A row's folds were scored at different frames seen (the file is named).
     """
     curves, missing = {}, []
-    for entry in (entry for entry in PLAN if entry.scored_early):
+    for entry in (entry for entry in PLAN if entry.scored_early and (names is None or entry.name in names)):
         planned = {**TABLE_PROTOCOL, **entry.changes}["fold_limit"]
         found = [(path, json.loads(path.read_text())) for path in
                  (early_file(root / entry.name, fold) for fold in range(planned)) if path.is_file()]
@@ -626,6 +639,13 @@ CLAIMS: tuple[tuple[str, str, str, str], ...] = (
      "broker-scene-whole-trees-scene", "tree-head-scene", "4class"),
     ("the scene tree head alone above gradient boosting on the static scene", "tree-head-scene", "scene-boosting",
      "4class"),
+    ("photometry features help the scene tree head", "tree-head-photometry", "tree-head-scene", "4class"),
+    ("ConvEntion-broker with a scene branch and a photometry tree head above that tree head alone",
+     "broker-scene-whole-trees-photometry", "tree-head-photometry", "4class"),
+    ("photometry features help the mixture of the broker with a scene tree head",
+     "broker-scene-whole-trees-photometry", "broker-scene-whole-trees-scene", "4class"),
+    ("the photometry tree head alone above gradient boosting on the light curves of the frames it reads",
+     "tree-head-photometry", "lightcurve-boosting-latest", "4class"),
     ("the event window helps gradient boosting on the light curves", "lightcurve-boosting-event",
      "lightcurve-boosting-latest", "4class"),
     ("ConvEntion-broker with a scene branch, event window, above gradient boosting on its frames' light curves",
@@ -781,7 +801,7 @@ def write_table(document: Path, root: Path, benchmark: Benchmark = BENCHMARKS["s
         if not results:
             raise UsageError(f"{root}: no row of the {benchmark.name} benchmark has started (python -m train.results "
                              f"--benchmark {benchmark.name} run ...)")
-        table = render_table(results)
+        table = render_table(results) + render_early(root, results)
         if any(better in results and worse in results for _, better, worse, _ in CLAIMS):
             table += "\n\n" + render_claims(results)
         if against is not None and against.is_dir():

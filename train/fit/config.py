@@ -123,6 +123,11 @@ class FitConfig:
         The tree head also reads the features of the object's static scene, its
         per-band mean stamps (:class:`train.model.trees.SceneFeatures`), which an
         object's first frame already shows.  Needs ``tree_head``.
+    tree_photometry : bool
+        The tree head also reads the catalog reference's light-curve features (errors,
+        significances, detections, rise and decline times, colours at the peak) of
+        the aperture photometry of each stamp
+        (:class:`train.model.stamp_photometry.PhotometryFeatures`).  Needs ``tree_head``.
     tree_prefixes : int
         Add this many random prefixes of each training object (cut as
         ``prefix_truncation`` cuts, :func:`train.early.random_prefixes`) to the
@@ -197,6 +202,7 @@ class FitConfig:
     window: str | None = None
     tree_head: bool = False
     tree_scene: bool = False
+    tree_photometry: bool = False
     tree_prefixes: int = 0
     tree_weight_chosen: bool = False
     tree_iterations: int = _TREE_ITERATIONS
@@ -228,10 +234,10 @@ class FitConfig:
             raise ValueError("export_members must be 'fold0' or 'all'")
         if self.tree_head and self.export_members != "fold0":
             raise ValueError("tree_head fits trees per fold: it exports fold 0's members (export_members='fold0')")
-        if (self.tree_scene or self.tree_prefixes or self.tree_weight_chosen
+        if (self.tree_scene or self.tree_photometry or self.tree_prefixes or self.tree_weight_chosen
                 or self.tree_iterations != _TREE_ITERATIONS) and not self.tree_head:
-            raise ValueError("tree_scene, tree_prefixes, tree_weight_chosen and tree_iterations configure the tree "
-                             "head: they need tree_head")
+            raise ValueError("tree_scene, tree_photometry, tree_prefixes, tree_weight_chosen and tree_iterations "
+                             "configure the tree head: they need tree_head")
         if self.tree_prefixes < 0:
             raise ValueError(f"tree_prefixes must be 0 or more, got {self.tree_prefixes}")
         if self.tree_iterations < 1:

@@ -2,7 +2,8 @@
 
 The trees (:mod:`train.model.trees`) read the light-curve features of each
 object's inference window (the card's window, as the exported model will), and
-with ``tree_scene`` those of its static scene.  They are fitted on the fold's
+with ``tree_scene`` those of its static scene, with ``tree_photometry`` the
+catalog reference's features of each stamp's aperture photometry.  They are fitted on the fold's
 training objects but its validation split, with ``tree_prefixes`` random
 prefixes of each of those objects besides its whole series, and stopped on that
 split, whole series and prefixes alike (:func:`train.reference.boosting.fit_boosting`),
@@ -175,7 +176,8 @@ def fold_trees(config: FitConfig, run_dir: Path, fold: int, data: LabelledObject
         return torch.load(path, map_location="cpu", weights_only=True)
     started = time.perf_counter()
     fit_idx, val_idx = inner_split(data, train_idx, config, fold)
-    features = HeadFeatures(model_config.stamp_size, model_config.n_band_ids, scene=config.tree_scene)
+    features = HeadFeatures(model_config.stamp_size, model_config.n_band_ids, scene=config.tree_scene,
+                            photometry=config.tree_photometry)
     rng = np.random.default_rng([config.seed, fold])
     # the whole series, then each prefix draw, of the fitting and then of the validation objects
     fit_rows = [head_table(data, fit_idx, card, features, config.eval_batch_size)]
@@ -190,7 +192,7 @@ def fold_trees(config: FitConfig, run_dir: Path, fold: int, data: LabelledObject
     boosted = fit_boosting(table, labels, np.arange(fitted), np.arange(fitted, table.shape[0]),
                            len(data.classes), BoostingConfig(seed=config.seed, max_iter=config.tree_iterations))
     state = {**tree_state(boosted.model, boosted.iterations, boosted.used, len(data.classes)),
-             "scene": torch.tensor(config.tree_scene)}
+             "scene": torch.tensor(config.tree_scene), "photometry": torch.tensor(config.tree_photometry)}
     weight, losses = TREE_WEIGHT, None
     if config.tree_weight_chosen:
         if networks is None:
@@ -204,7 +206,7 @@ def fold_trees(config: FitConfig, run_dir: Path, fold: int, data: LabelledObject
              time.perf_counter() - started)
     if write:
         record = {**boosted.record(), "feature_seconds": feature_seconds, "features": features.width,
-                  "scene": config.tree_scene, "prefix_draws": config.tree_prefixes, "weight": weight,
+                  "scene": config.tree_scene, "photometry": config.tree_photometry, "prefix_draws": config.tree_prefixes, "weight": weight,
                   **({"weight_log_loss": dict(zip(map(str, TREE_WEIGHTS), losses))} if losses is not None else {}),
                   "trees": trees, "max_leaves": leaves,
                   "fit_objects": int(fit_idx.size), "validation_objects": int(val_idx.size)}

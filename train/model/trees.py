@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from train.model.convention import BandReference, initial_apertures, lightcurve_features
+from train.model.stamp_photometry import PhotometryFeatures
 
 __all__ = ["SCENE_ANNULUS", "SCENE_APERTURES", "SCENE_MOMENT_RADIUS", "TREE_WEIGHT", "TREE_WEIGHTS", "HeadFeatures",
            "LightCurveFeatures", "SceneFeatures", "TreeEnsemble", "TreeMixture", "head_features", "tree_state",
@@ -192,34 +193,39 @@ class SceneFeatures(nn.Module):
 
 
 class HeadFeatures(nn.Module):
-    """What the tree head reads: :class:`LightCurveFeatures`, then :class:`SceneFeatures` when ``scene``.
+    """What the tree head reads: :class:`LightCurveFeatures`, then :class:`SceneFeatures` when ``scene``, then
+    :class:`~train.model.stamp_photometry.PhotometryFeatures` when ``photometry``.
 
     Parameters
     ----------
     stamp_size : int
     n_band_ids : int
-    scene : bool
+    scene, photometry : bool
     """
 
-    def __init__(self, stamp_size: int, n_band_ids: int, scene: bool = False) -> None:
+    def __init__(self, stamp_size: int, n_band_ids: int, scene: bool = False, photometry: bool = False) -> None:
         super().__init__()
         self.lightcurve = LightCurveFeatures(stamp_size, n_band_ids)
         self.scene = SceneFeatures(stamp_size, n_band_ids) if scene else None
+        self.photometry = PhotometryFeatures(stamp_size, n_band_ids) if photometry else None
 
     @property
     def width(self) -> int:
         """Number of features K."""
-        return self.lightcurve.width + (self.scene.width if self.scene is not None else 0)
+        return (self.lightcurve.width + (self.scene.width if self.scene is not None else 0)
+                + (self.photometry.width if self.photometry is not None else 0))
 
     def forward(self, stamps: Tensor, band_ids: Tensor, times: Tensor) -> Tensor:
         """As :meth:`LightCurveFeatures.forward`: ``(B, K)`` float32."""
-        lightcurve = self.lightcurve(stamps, band_ids, times)
-        if self.scene is None:
-            return lightcurve
+        parts = [self.lightcurve(stamps, band_ids, times)]
         if stamps.ndim == 5:
             stamps = stamps[:, :, 0]
-        stamps = (stamps * (band_ids != 0).to(stamps.dtype)[:, :, None, None]).double()
-        return torch.cat([lightcurve, self.scene(stamps, band_ids).float()], dim=1)
+        stamps = stamps * (band_ids != 0).to(stamps.dtype)[:, :, None, None]
+        if self.scene is not None:
+            parts.append(self.scene(stamps.double(), band_ids).float())
+        if self.photometry is not None:
+            parts.append(self.photometry(stamps, band_ids, times))
+        return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
 
 
 def tree_weight(state: dict[str, Tensor]) -> float:
@@ -229,7 +235,8 @@ def tree_weight(state: dict[str, Tensor]) -> float:
 
 def head_features(state: dict[str, Tensor], stamp_size: int, n_band_ids: int) -> HeadFeatures:
     """The features the trees of ``state`` (:func:`tree_state`) were fitted on."""
-    return HeadFeatures(stamp_size, n_band_ids, scene=bool(state.get("scene", torch.tensor(False))))
+    return HeadFeatures(stamp_size, n_band_ids, scene=bool(state.get("scene", torch.tensor(False))),
+                        photometry=bool(state.get("photometry", torch.tensor(False))))
 
 
 class TreeEnsemble(nn.Module):
