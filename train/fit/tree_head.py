@@ -206,7 +206,8 @@ def fold_trees(config: FitConfig, run_dir: Path, fold: int, data: LabelledObject
              time.perf_counter() - started)
     if write:
         record = {**boosted.record(), "feature_seconds": feature_seconds, "features": features.width,
-                  "scene": config.tree_scene, "photometry": config.tree_photometry, "prefix_draws": config.tree_prefixes, "weight": weight,
+                  "scene": config.tree_scene, "photometry": config.tree_photometry,
+                  "prefix_draws": config.tree_prefixes, "weight": weight,
                   **({"weight_log_loss": dict(zip(map(str, TREE_WEIGHTS), losses))} if losses is not None else {}),
                   "trees": trees, "max_leaves": leaves,
                   "fit_objects": int(fit_idx.size), "validation_objects": int(val_idx.size)}

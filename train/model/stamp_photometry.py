@@ -81,8 +81,9 @@ class PhotometryFeatures(nn.Module):
         self.register_buffer("ring", ring / n_ring, persistent=False)
         self.register_buffer("ring_mask", ring, persistent=False)
         # float64 tensors: a Python float would be exported rounded to float32
-        self.register_buffer("error_scale", torch.tensor(math.sqrt(n_disc + n_disc**2 / n_ring) / math.sqrt(n_ring - 1.0),
-                                                         dtype=torch.float64), persistent=False)
+        self.register_buffer("disc_pixels", torch.tensor(n_disc, dtype=torch.float64), persistent=False)
+        error_scale = math.sqrt(n_disc + n_disc**2 / n_ring) / math.sqrt(n_ring - 1.0)
+        self.register_buffer("error_scale", torch.tensor(error_scale, dtype=torch.float64), persistent=False)
         self.register_buffer("magnitude", torch.tensor(-2.5 / math.log(10.0), dtype=torch.float64), persistent=False)
 
     @property
@@ -95,7 +96,7 @@ class PhotometryFeatures(nn.Module):
         """``(B, M, H, W)`` stamps -> ``(B, M)`` float64 background-subtracted disc fluxes and their errors."""
         pixels = stamps.double().flatten(2)  # (B, M, H*W)
         background = torch.matmul(pixels, self.ring)  # (B, M)
-        flux = torch.matmul(pixels, self.disc) - background * self.disc.sum()
+        flux = torch.matmul(pixels, self.disc) - background * self.disc_pixels
         scatter = torch.matmul((pixels - background.unsqueeze(-1)) ** 2, self.ring_mask)
         return flux, torch.sqrt(scatter) * self.error_scale
 
@@ -158,8 +159,8 @@ class PhotometryFeatures(nn.Module):
                                 band_peak_flux], dim=-1)
         measured = torch.where(has.unsqueeze(-1), measured, nan.unsqueeze(-1))
         band_peak_flux = measured[..., -1]
-        brightest = band_peak_flux.masked_fill(band_peak_flux.isnan(), -math.inf).amax(dim=1, keepdim=True)  # the peak's
-        # band has one
+        # the peak's own band always has a flux near the peak
+        brightest = band_peak_flux.masked_fill(band_peak_flux.isnan(), -math.inf).amax(dim=1, keepdim=True)
         ratio = torch.where(brightest > 0, band_peak_flux / torch.where(brightest > 0, brightest,
                                                                          torch.ones_like(brightest)), nan)
         per_band = torch.cat([counts.unsqueeze(-1), measured, ratio.unsqueeze(-1)], dim=-1)  # (B, bands, 13)
