@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from train.model.config import INFERENCE_WINDOWS, SDSS_CLASSES
 from train.model.convention import check_inputs
+from train.model.stamp_geometry import centred_radius
 
 __all__ = [
     "BASELINES",
@@ -241,8 +242,7 @@ class AperturePhotometry(nn.Module):
 
     def __init__(self, stamp_size: int, radius: float, annulus: tuple[float, float]) -> None:
         super().__init__()
-        axis = torch.arange(stamp_size, dtype=torch.float64) - stamp_size // 2
-        distance = torch.hypot(axis[:, None], axis[None, :])
+        distance = centred_radius(stamp_size)
         aperture = (distance <= radius).double()
         ring = ((distance >= annulus[0]) & (distance < annulus[1])).double()
         plane = aperture - ring * aperture.sum() / ring.sum()

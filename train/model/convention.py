@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from train.model.attention import ConvAttention, ConvDotAttention
 from train.model.config import ModelConfig, NormAffine
+from train.model.stamp_geometry import centred_radius
 from train.model.stem import Conv2dStem, Conv3dStem
 
 __all__ = [
@@ -571,9 +572,7 @@ class SceneSummary(nn.Module):
 def initial_apertures(side: int) -> Tensor:
     """``(4, side, side)`` float32 aperture planes of unit sum around the stamp's centre: discs of
     radius 1.5, 3 and 5 pixels and an annulus of 6-10 pixels."""
-    centre = side // 2
-    rows, columns = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
-    radius = torch.sqrt((rows - centre).float() ** 2 + (columns - centre).float() ** 2)
+    radius = centred_radius(side)
     planes = torch.stack([radius <= 1.5, radius <= 3.0, radius <= 5.0, (radius >= 6.0) & (radius <= 10.0)]).float()
     return planes / planes.sum(dim=(1, 2), keepdim=True)
 

@@ -16,6 +16,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from train.model.stamp_geometry import centred_radius
 from train.reference.lightcurve_features import DETECTION_SIGNIFICANCE, PEAK_WINDOW
 
 __all__ = ["PHOTOMETRY_ANNULUS", "PHOTOMETRY_RADIUS", "PhotometryFeatures", "photometry_weights"]
@@ -33,9 +34,7 @@ _SIGNIFICANT = 3.0
 
 def photometry_weights(stamp_size: int) -> tuple[Tensor, Tensor]:
     """``(H*W,)`` float64 indicator planes of the flux disc and the background annulus around the stamp's centre."""
-    centre = stamp_size // 2
-    rows, columns = torch.meshgrid(torch.arange(stamp_size), torch.arange(stamp_size), indexing="ij")
-    radius = torch.sqrt((rows - centre).double() ** 2 + (columns - centre).double() ** 2).flatten()
+    radius = centred_radius(stamp_size).flatten()
     disc = (radius <= PHOTOMETRY_RADIUS).double()
     ring = ((radius >= PHOTOMETRY_ANNULUS[0]) & (radius <= PHOTOMETRY_ANNULUS[1])).double()
     return disc, ring

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from train.model.convention import BandReference, initial_apertures, lightcurve_features
+from train.model.stamp_geometry import centred_offsets, centred_radius
 from train.model.stamp_photometry import PhotometryFeatures
 
 __all__ = ["SCENE_ANNULUS", "SCENE_APERTURES", "SCENE_MOMENT_RADIUS", "TREE_WEIGHT", "TREE_WEIGHTS", "HeadFeatures",
@@ -126,11 +127,9 @@ class SceneFeatures(nn.Module):
             raise ValueError(f"scene features need stamps of at least {2 * SCENE_ANNULUS[1]:g} pixels, "
                              f"got {stamp_size}")
         self.reference = BandReference(n_band_ids)
-        centre = stamp_size // 2
-        rows, columns = torch.meshgrid(torch.arange(stamp_size), torch.arange(stamp_size), indexing="ij")
-        y = (rows - centre).double().flatten()
-        x = (columns - centre).double().flatten()
-        radius = torch.sqrt(x * x + y * y)
+        rows, columns = centred_offsets(stamp_size)
+        y, x = rows.flatten(), columns.flatten()
+        radius = centred_radius(stamp_size).flatten()
         ring = ((radius >= SCENE_ANNULUS[0]) & (radius < SCENE_ANNULUS[1])).double()
         self.register_buffer("x", x, persistent=False)
         self.register_buffer("y", y, persistent=False)
