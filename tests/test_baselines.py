@@ -184,11 +184,30 @@ def test_build_model_accepts_ablation_configs() -> None:
         ({"conv_channels": (4,) * 6}, "poolings"),
         ({"aperture_radius": 7.0}, "aperture_radius"),
         ({"dropout": -0.1}, "dropout"),
+        ({"input_stretch": "log"}, "input_stretch"),
     ],
 )
 def test_baseline_config_rejects_inconsistent_values(changes: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         replace(get_baseline("cnn_gru"), **changes)
+
+
+def test_the_light_curve_baseline_refuses_a_stretch_of_its_photometry() -> None:
+    with pytest.raises(ValueError, match="lc_lstm measures aperture fluxes"):
+        replace(get_baseline("lc_lstm"), input_stretch="asinh")
+
+
+@pytest.mark.parametrize("name", ["cnn_gru", "cnn_lstm"])
+def test_an_asinh_stretch_is_the_linear_network_on_asinh_stamps(name: str) -> None:
+    linear = eval_model(tiny(name))
+    stretched = build_model(replace(tiny(name), input_stretch="asinh")).eval()
+    stretched.load_state_dict(linear.state_dict())
+    stamps, band_ids, times = example_inputs(linear.config, 3)
+    stamps = stamps * 1e4  # far beyond asinh's linear range
+    band_ids[2, 5:] = 0
+    with torch.no_grad():
+        torch.testing.assert_close(stretched(stamps, band_ids, times), linear(torch.asinh(stamps), band_ids, times))
+        assert not torch.allclose(stretched(stamps, band_ids, times), linear(stamps, band_ids, times))
 
 
 def test_unknown_baseline_lists_the_known_ones() -> None:

@@ -61,6 +61,20 @@ def test_runtime_session_reproduces_pytorch(exported):
 
 
 @pytest.mark.slow
+def test_an_asinh_stretched_model_exports_and_the_runtime_reproduces_it(tmp_path):
+    checkpoint = make_checkpoint(tiny_config(input_stretch="asinh"), members=1)
+    session = ModelSession(export_module.export_checkpoint(checkpoint, tmp_path / "asinh").model_path, device="cpu")
+    batch = export_module.example_batch(session.card, 3, seed=5)
+    stamps = batch["stamps"] * np.float32(300.0)  # well into asinh's logarithmic range
+    (member,) = checkpoint.build_members()
+    with torch.no_grad():
+        expected = torch.softmax(member(torch.from_numpy(stamps), torch.from_numpy(batch["band_ids"]),
+                                        torch.from_numpy(batch["times"])), -1)
+    np.testing.assert_allclose(session.run(stamps, batch["band_ids"], batch["times"])[:, 0], expected.numpy(),
+                               atol=1e-4)
+
+
+@pytest.mark.slow
 def test_convention_graph_takes_any_whole_number_of_windows(exported):
     """The sequence axis is dynamic: an object cut to its windows gives its padded probabilities."""
     import onnxruntime as ort

@@ -16,6 +16,7 @@ from train.data.dataset import band_statistics  # noqa: E402
 from train.distributed import SINGLE_PROCESS  # noqa: E402
 from train.fit import FitConfig, fit  # noqa: E402
 from train.fit import batches, command_line, evaluation, folds, member, protocol, provenance  # noqa: E402
+from train.fit.resume import TRAINING_FIELDS  # noqa: E402
 
 from convention_rt.data import sample_catalog_path  # noqa: E402
 from convention_rt.errors import UsageError  # noqa: E402
@@ -810,3 +811,70 @@ def test_source_revision_names_the_commit_and_local_changes(monkeypatch):
 
     monkeypatch.setattr(provenance.subprocess, "run", no_git)
     assert provenance.source_revision() is None
+
+
+def _noise_reference(frames: np.ndarray, band: np.ndarray, bands: tuple[str, ...]) -> dict[str, tuple[float, float]]:
+    """NumPy reference of band_statistics(kind="noise"): per band, the median of the frames' median pixels and of
+    their 1.4826 x median absolute deviations, frames without a finite pixel left out."""
+    expected = {}
+    for b, name in enumerate(bands):
+        levels, noises = [], []
+        for frame in frames[band == b].astype(np.float64):
+            good = frame[np.isfinite(frame)]
+            if good.size:
+                levels.append(np.median(good))
+                noises.append(1.4826 * np.median(np.abs(good - np.median(good))))
+        if levels:
+            expected[name] = (float(np.median(levels)), float(np.median(noises)) or 1.0)
+    return expected
+
+
+def test_noise_statistics_against_numpy_and_unmoved_by_outlier_frames(tmp_path, monkeypatch):
+    from train.data import dataset
+
+    data = protocol.prepare(config(tmp_path / "run")).data
+    frames = np.array(data.frames)
+    rng = np.random.default_rng(3)
+    frames[rng.choice(len(frames), 5, replace=False)] *= 1e6  # a few enormous frames
+    frames[7] = np.nan  # and one without a finite pixel
+    frames[9, :3] = np.inf
+    data = dataclasses.replace(data, frames=frames)
+    noise = band_statistics(data, kind="noise")
+    reference = _noise_reference(frames, data.band, data.bands)
+    assert set(noise) == set(reference)
+    for name, (centre, scale) in reference.items():
+        assert noise[name].mean == pytest.approx(centre, rel=1e-12, abs=1e-12)
+        assert noise[name].std == pytest.approx(scale, rel=1e-12)
+    clean = band_statistics(dataclasses.replace(data, frames=np.nan_to_num(np.array(protocol.prepare(
+        config(tmp_path / "run")).data.frames))), kind="noise")
+    moments = band_statistics(data)
+    for name in noise:  # the outliers move the moments by orders of magnitude, the noise scale hardly at all
+        assert noise[name].std == pytest.approx(clean[name].std, rel=0.05)
+    assert max(moments[name].std / noise[name].std for name in noise) > 1e3
+    # at most NOISE_SAMPLE_FRAMES evenly spaced frames per band
+    monkeypatch.setattr(dataset, "NOISE_SAMPLE_FRAMES", 10)
+    sampled = band_statistics(data, kind="noise")
+    for b, name in enumerate(data.bands):
+        rows = np.flatnonzero(data.band == b)
+        rows = rows[np.linspace(0, rows.size - 1, 10).round().astype(np.int64)]
+        centre, scale = _noise_reference(frames[rows], data.band[rows], data.bands)[name]
+        assert (sampled[name].mean, sampled[name].std) == pytest.approx((centre, scale), rel=1e-12, abs=1e-12)
+    with pytest.raises(ValueError, match="kind must be one of"):
+        band_statistics(data, kind="median")
+
+
+def test_noise_normalisation_reaches_the_card_and_stretches_the_image_networks(tmp_path):
+    prepared = protocol.prepare(config(tmp_path / "run", normalisation="noise"))
+    expected = band_statistics(prepared.data, kind="noise")
+    assert {b: (s.mean, s.std) for b, s in prepared.card.normalisation.items()} == {
+        b: (s.mean, s.std) for b, s in expected.items()}
+    assert prepared.model_config.input_stretch == "asinh"
+    assert protocol.prepare(config(tmp_path / "other")).model_config.input_stretch == "linear"
+    classes, bands = prepared.data.classes, len(prepared.data.bands) + 1
+    assert config(tmp_path / "g", model="cnn_gru", normalisation="noise").model_config(
+        classes, bands).input_stretch == "asinh"
+    assert config(tmp_path / "l", model="lc_lstm", normalisation="noise").model_config(
+        classes, bands).input_stretch == "linear"  # its photometry stays linear
+    with pytest.raises(ValueError, match="normalisation must be 'moments' or 'noise'"):
+        config(tmp_path / "x", normalisation="robust")
+    assert "normalisation" in TRAINING_FIELDS  # members trained on other statistics are not reused

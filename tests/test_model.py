@@ -71,12 +71,27 @@ def test_presets_are_registered_and_unknown_names_list_them() -> None:
         ({"positional_encoding": "learned"}, "positional_encoding"),
         ({"classes": ("a", "a")}, "distinct"),
         ({"dropout": 1.0}, "dropout"),
+        ({"input_stretch": "log"}, "input_stretch"),
         ({"stem": (StemLayer(channels=4, kernel=3, time_kernel=1),)}, "length 1"),
     ],
 )
 def test_config_rejects_inconsistent_values(changes: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         tiny_config(**changes)
+
+
+@pytest.mark.parametrize("changes", [{}, {"scene_summary": 4, "difference_channel": True}])
+def test_an_asinh_stretch_is_the_linear_model_on_asinh_stamps(changes: dict) -> None:
+    torch.manual_seed(0)
+    linear = randomise_norms(ConvEntion(tiny_config(**changes))).eval()
+    stretched = ConvEntion(tiny_config(input_stretch="asinh", **changes)).eval()
+    stretched.load_state_dict(linear.state_dict())
+    stamps, band_ids, times = example_inputs(linear.config, 2)
+    stamps = stamps * 1e4  # far beyond asinh's linear range
+    band_ids[1, 4:] = 0
+    with torch.no_grad():
+        torch.testing.assert_close(stretched(stamps, band_ids, times), linear(torch.asinh(stamps), band_ids, times))
+        assert not torch.allclose(stretched(stamps, band_ids, times), linear(stamps, band_ids, times))
 
 
 def test_config_is_frozen() -> None:

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import warnings
 import zipfile
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -31,7 +32,8 @@ try:
 except ImportError:  # Windows: runs starting side by side may each write the copy
     fcntl = None
 
-__all__ = ["LabelledObjects", "TASKS", "band_statistics", "labelled_rows", "load_labelled", "log_skipped"]
+__all__ = ["NOISE_SAMPLE_FRAMES", "NORMALISATIONS", "TASKS", "LabelledObjects", "band_statistics", "labelled_rows",
+           "load_labelled", "log_skipped"]
 
 log = logging.getLogger("train")
 
@@ -287,21 +289,47 @@ def _read_labelled(path: str | Path, task: str, max_objects: int | None, stamp_s
     )
 
 
-def band_statistics(data: LabelledObjects, indices: NDArray[np.int64] | None = None,
-                    block: int = 8192) -> dict[str, BandStats]:
-    """Per-band mean and standard deviation of the finite pixels of the objects ``indices``.
+#: The kinds of band statistics (:func:`band_statistics`).
+NORMALISATIONS: tuple[str, ...] = ("moments", "noise")
+#: Frames per band that :func:`band_statistics` reads for ``"noise"`` statistics (evenly spaced).
+NOISE_SAMPLE_FRAMES = 50_000
 
-    Accumulated in float64 over blocks of frames (no full-size temporary).
+
+def band_statistics(data: LabelledObjects, indices: NDArray[np.int64] | None = None,
+                    block: int = 8192, kind: str = "moments") -> dict[str, BandStats]:
+    """Per-band centre and scale of the finite pixels of the objects ``indices``.
+
+    Parameters
+    ----------
+    data : LabelledObjects
+        The frames ``(F, H, W)`` float32 and their band indices ``(F,)``.
+    indices : ndarray of int64, optional
+        Objects to measure (default: all).
+    block : int
+        Frames read at a time (``"moments"``: accumulated in float64, no full-size
+        temporary).
+    kind : {"moments", "noise"}
+        ``"moments"``: the pixels' mean and standard deviation.  ``"noise"``: the
+        median over frames of each frame's median pixel, and the median over frames
+        of each frame's pixel noise (1.4826 times the median absolute deviation
+        from the frame's median), read
+        from at most :data:`NOISE_SAMPLE_FRAMES` evenly spaced frames per band; a
+        few very bright or noisy frames move neither.
 
     Returns
     -------
     dict of str to BandStats
-        Every band with at least one finite pixel.
+        Every band with at least one finite pixel (``mean`` the centre, ``std`` the
+        scale; a zero scale becomes 1).
     """
+    if kind not in NORMALISATIONS:
+        raise ValueError(f"kind must be one of {NORMALISATIONS}, got {kind!r}")
     if indices is None:
         rows = np.arange(data.frames.shape[0])
     else:
         rows = np.concatenate([np.arange(data.offsets[i], data.offsets[i + 1]) for i in indices])
+    if kind == "noise":
+        return _noise_statistics(data, rows, block)
     n_bands = len(data.bands)
     total = np.zeros(n_bands)
     total_sq = np.zeros(n_bands)
@@ -321,4 +349,28 @@ def band_statistics(data: LabelledObjects, indices: NDArray[np.int64] | None = N
             mean = total[b] / count[b]
             variance = max(total_sq[b] / count[b] - mean * mean, 0.0)
             stats[name] = BandStats(float(mean), float(np.sqrt(variance)) or 1.0)
+    return stats
+
+
+def _noise_statistics(data: LabelledObjects, rows: NDArray[np.int64], block: int) -> dict[str, BandStats]:
+    """``"noise"`` statistics of :func:`band_statistics` over the frames ``rows``."""
+    stats = {}
+    band_of_rows = data.band[rows]
+    for b, name in enumerate(data.bands):
+        mine = rows[band_of_rows == b]
+        if mine.size > NOISE_SAMPLE_FRAMES:
+            mine = mine[np.linspace(0, mine.size - 1, NOISE_SAMPLE_FRAMES).round().astype(np.int64)]
+        levels, noises = [], []
+        for start in range(0, mine.size, block):
+            pixels = data.frames[mine[start:start + block]].reshape(-1, data.frames[0].size).astype(np.float64)
+            pixels[~np.isfinite(pixels)] = np.nan
+            with warnings.catch_warnings():  # a frame without a finite pixel has no level: NaN, dropped below
+                warnings.simplefilter("ignore", RuntimeWarning)
+                level = np.nanmedian(pixels, axis=1, keepdims=True)
+                noises.append(1.4826 * np.nanmedian(np.abs(pixels - level), axis=1))
+            levels.append(level[:, 0])
+        level, noise = np.concatenate(levels or [np.empty(0)]), np.concatenate(noises or [np.empty(0)])
+        measured = np.isfinite(level)
+        if measured.any():
+            stats[name] = BandStats(float(np.median(level[measured])), float(np.median(noise[measured])) or 1.0)
     return stats

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from convention_rt.preprocess import INFERENCE_WINDOWS
-from train.data.dataset import TASKS
+from train.data.dataset import NORMALISATIONS, TASKS
 from train.model import MODEL_NAMES, PRESETS, BaselineConfig, ModelConfig, get_baseline, get_preset
 
 __all__ = ["FitConfig"]
@@ -112,6 +112,15 @@ class FitConfig:
         holding the most brightening, training on jittered event windows) or
         ``"latest"`` (training on random runs); None: the architecture's default,
         ``"latest"`` (:attr:`train.model.config.ModelConfig.window`).
+    normalisation : {"moments", "noise"}
+        The card's band statistics, with which every stamp is normalised before the
+        model (``(pixel - mean) / std``, :func:`train.data.dataset.band_statistics`).
+        ``"moments"``: each band's pixel mean and standard deviation.  ``"noise"``:
+        each band's pixel median and the median of its frames' pixel noise, so that
+        a typical frame's noise is about one unit whatever the frames' few outliers;
+        the image networks then read the asinh of the stamps
+        (:attr:`train.model.config.ModelConfig.input_stretch`), ``lc_lstm`` its
+        photometry as measured.
     tree_head : bool
         Mix each member's probabilities equally with those of gradient-boosted trees
         on the light-curve features measured from its input stamps
@@ -200,6 +209,7 @@ class FitConfig:
     scene_summary: int = 0
     lightcurve_summary: int = 0
     window: str | None = None
+    normalisation: str = "moments"
     tree_head: bool = False
     tree_scene: bool = False
     tree_photometry: bool = False
@@ -258,6 +268,8 @@ class FitConfig:
             raise ValueError(f"window must be 'latest' or 'event', got {self.window!r}")
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        if self.normalisation not in NORMALISATIONS:
+            raise ValueError(f"normalisation must be 'moments' or 'noise', got {self.normalisation!r}")
 
     def selected_folds(self) -> tuple[int, ...] | None:
         """The folds of ``only_folds``, sorted, or None for all.
@@ -286,6 +298,8 @@ class FitConfig:
                                    "n_band_ids": max(base.n_band_ids, n_band_ids)}
         if self.window is not None:
             changes["window"] = self.window
+        if self.normalisation == "noise" and not (isinstance(base, BaselineConfig) and base.kind == "lc_lstm"):
+            changes["input_stretch"] = "asinh"
         if isinstance(base, ModelConfig):
             if self.positional_encoding is not None:
                 changes["positional_encoding"] = self.positional_encoding

@@ -94,7 +94,7 @@ def prepare(config: FitConfig) -> Prepared:
         check_destination(Path(config.export_out), overwrite=True)
     data = load_labelled(config.catalog, config.task, max_objects=config.max_objects,
                          frames_cache=config.frames_cache)
-    stats = band_statistics(data)
+    stats = band_statistics(data, kind=config.normalisation)
     bands = tuple(b for b in data.bands if b in stats)
     model_config = config.model_config(data.classes, len(bands) + 1)
     card = ModelCard(

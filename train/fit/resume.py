@@ -42,7 +42,7 @@ EXECUTION_FIELDS = ("threads", "precision", "export_out", "fold_limit", "only_fo
 #: catalog, split and architecture, however named: a preset or a preset with changes) train member m
 #: of fold k alike, whatever their number of members or folds.
 TRAINING_FIELDS = ("task", "epochs", "patience", "batch_size", "learning_rate", "dropout", "frame_drop",
-                   "validation_fraction", "seed", "max_objects", "prefix_truncation")
+                   "validation_fraction", "seed", "max_objects", "prefix_truncation", "normalisation")
 
 
 #: The run's model architecture (:func:`train.checkpoint.config_to_dict`), beside ``config.json``.

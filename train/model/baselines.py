@@ -31,8 +31,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from train.model.config import INFERENCE_WINDOWS, SDSS_CLASSES
-from train.model.convention import check_inputs
+from train.model.config import INFERENCE_WINDOWS, INPUT_STRETCHES, SDSS_CLASSES
+from train.model.convention import check_inputs, stretch_stamps
 from train.model.stamp_geometry import centred_radius
 
 __all__ = [
@@ -77,6 +77,10 @@ class BaselineConfig:
     window : {"latest", "event"}
         Which frames of a longer series the model reads, as in
         :class:`train.model.config.ModelConfig`.
+    input_stretch : {"linear", "asinh"}
+        What the per-frame CNN reads of the stamps, as in
+        :class:`train.model.config.ModelConfig` (image baselines; ``lc_lstm``'s
+        photometry needs ``"linear"``).
     """
 
     kind: BaselineKind
@@ -93,6 +97,7 @@ class BaselineConfig:
     aperture_radius: float = 3.0
     annulus: tuple[float, float] = (6.0, 10.0)
     window: str = "latest"
+    input_stretch: str = "linear"
 
     def __post_init__(self) -> None:
         def fail(message: str) -> None:
@@ -110,6 +115,10 @@ class BaselineConfig:
             fail(f"dropout must be in [0, 1), got {self.dropout}")
         if self.window not in INFERENCE_WINDOWS:
             fail(f"window must be 'latest' or 'event', got {self.window!r}")
+        if self.input_stretch not in INPUT_STRETCHES:
+            fail(f"input_stretch must be 'linear' or 'asinh', got {self.input_stretch!r}")
+        if self.kind == "lc_lstm" and self.input_stretch != "linear":
+            fail("lc_lstm measures aperture fluxes, which need linear stamps: input_stretch='linear'")
         if self.kind != "lc_lstm" and self.stamp_size >> len(self.conv_channels) < 1:
             fail(f"{len(self.conv_channels)} 2x2 poolings leave nothing of {self.stamp_size}-pixel stamps")
         inner, outer = self.annulus
@@ -204,6 +213,7 @@ class FrameRNNClassifier(nn.Module):
             check_inputs(self.config, stamps, band_ids, times)
         real = band_ids != 0
         stamps, band_ids, times, real = _gather_real_first(real, stamps, band_ids, times, real)
+        stamps = stretch_stamps(stamps, self.config.input_stretch)
         frames = self.frame_dense(self.cnn(stamps.flatten(0, 1).unsqueeze(1)))
         steps = torch.cat([frames.unflatten(0, (-1, stamps.shape[1])), self.band_embedding(band_ids),
                            _step_context(times, real)], dim=-1)

@@ -14,13 +14,16 @@ from typing import Literal
 
 from convention_rt.preprocess import INFERENCE_WINDOWS
 
-__all__ = ["PRESETS", "SDSS_CLASSES", "ModelConfig", "StemLayer", "get_preset"]
+__all__ = ["INPUT_STRETCHES", "PRESETS", "SDSS_CLASSES", "ModelConfig", "StemLayer", "get_preset"]
 
 PositionalEncodingKind = Literal["sinusoidal", "time", "none"]
 NormAffine = Literal["element", "channel"]
 BandInput = Literal["separated", "stacked"]
 AttentionKind = Literal["published", "dot"]
 WindowKind = Literal["latest", "event"]
+InputStretch = Literal["linear", "asinh"]
+#: The networks' input stretches (:func:`train.model.convention.stretch_stamps`).
+INPUT_STRETCHES: tuple[str, ...] = ("linear", "asinh")
 
 #: The paper's 4-class task, in logit order.
 SDSS_CLASSES: tuple[str, ...] = ("AGN", "SNIa", "SNOther", "Variable")
@@ -169,6 +172,12 @@ class ModelConfig:
         the run holding the most brightening.  Training draws follow it: random
         runs for ``"latest"``, jittered event windows for ``"event"``.  Not part of
         the graph.
+    input_stretch : {"linear", "asinh"}
+        What the network reads of the band-normalised stamps (:func:`train.model.convention.stretch_stamps`):
+        the values themselves, or their asinh, linear within about one scale unit of
+        zero and logarithmic beyond, so that a frame thousands of units bright or
+        noisy stays within about ten.  Meant for stamps normalised by their noise
+        (``train.fit --normalisation noise``).
     """
 
     stamp_size: int = 32
@@ -196,6 +205,7 @@ class ModelConfig:
     lightcurve_summary: int = 0
     band_input: BandInput = "separated"
     window: WindowKind = "latest"
+    input_stretch: InputStretch = "linear"
 
     def __post_init__(self) -> None:
         def fail(message: str) -> None:
@@ -232,6 +242,8 @@ class ModelConfig:
             fail(f"band_input must be 'separated' or 'stacked', got {self.band_input!r}")
         if self.window not in INFERENCE_WINDOWS:
             fail(f"window must be 'latest' or 'event', got {self.window!r}")
+        if self.input_stretch not in INPUT_STRETCHES:
+            fail(f"input_stretch must be 'linear' or 'asinh', got {self.input_stretch!r}")
         if self.band_input == "stacked" and (self.band_embedding or self.stamp_channels != 1):
             fail("band_input='stacked' takes band-separated stamps (stamp_channels=1) and puts each band "
                  "in its own channel: set band_embedding=False")

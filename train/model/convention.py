@@ -53,6 +53,7 @@ __all__ = [
     "initial_apertures",
     "lightcurve_features",
     "masked_max",
+    "stretch_stamps",
     "to_conv2d_stem",
     "training_form",
 ]
@@ -272,6 +273,23 @@ def check_inputs(config: Any, stamps: Tensor, band_ids: Tensor, times: Tensor) -
         raise TypeError(f"band_ids must be int64, got {band_ids.dtype}; cast with .long()")
     if not (stamps.is_floating_point() and times.is_floating_point()):
         raise TypeError(f"stamps and times must be floating point, got {stamps.dtype} and {times.dtype}")
+
+
+def stretch_stamps(stamps: Tensor, stretch: str) -> Tensor:
+    """What a network reads of band-normalised stamps (``ModelConfig.input_stretch``).
+
+    Parameters
+    ----------
+    stamps : Tensor
+        float32 of any shape; padding frames are 0 and stay 0.
+    stretch : {"linear", "asinh"}
+
+    Returns
+    -------
+    Tensor
+        ``stamps`` itself, or their elementwise asinh (same shape and dtype).
+    """
+    return torch.asinh(stamps) if stretch == "asinh" else stamps
 
 
 def stack_bands_by_night(stamps: Tensor, band_ids: Tensor, times: Tensor,
@@ -754,6 +772,7 @@ class ConvEntion(nn.Module):
         """
         if not (torch.jit.is_tracing() or torch.compiler.is_compiling()):  # traced shapes are not ints
             check_inputs(self.config, stamps, band_ids, times)
+        stamps = stretch_stamps(stamps, self.config.input_stretch)
         if self.config.band_input == "stacked":
             stamps, band_ids, times = stack_bands_by_night(stamps, band_ids, times, self.config.n_band_ids - 1)
         real = band_ids != 0
