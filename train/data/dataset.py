@@ -312,9 +312,9 @@ def band_statistics(data: LabelledObjects, indices: NDArray[np.int64] | None = N
         ``"moments"``: the pixels' mean and standard deviation.  ``"noise"``: the
         median over frames of each frame's median pixel, and the median over frames
         of each frame's pixel noise (1.4826 times the median absolute deviation
-        from the frame's median), read
-        from at most :data:`NOISE_SAMPLE_FRAMES` evenly spaced frames per band; a
-        few very bright or noisy frames move neither.
+        from the frame's median), read from at most :data:`NOISE_SAMPLE_FRAMES`
+        evenly spaced frames per band; a few very bright or noisy frames move
+        neither.
 
     Returns
     -------

@@ -116,8 +116,8 @@ class FitConfig:
         The card's band statistics, with which every stamp is normalised before the
         model (``(pixel - mean) / std``, :func:`train.data.dataset.band_statistics`).
         ``"moments"``: each band's pixel mean and standard deviation.  ``"noise"``:
-        each band's pixel median and the median of its frames' pixel noise, so that
-        a typical frame's noise is about one unit whatever the frames' few outliers;
+        each band's median frame level and median frame noise, so that a typical
+        frame's noise is about one unit whatever the band's few extreme frames;
         the image networks then read the asinh of the stamps
         (:attr:`train.model.config.ModelConfig.input_stretch`), ``lc_lstm`` its
         photometry as measured.

@@ -173,10 +173,11 @@ class ModelConfig:
         runs for ``"latest"``, jittered event windows for ``"event"``.  Not part of
         the graph.
     input_stretch : {"linear", "asinh"}
-        What the network reads of the band-normalised stamps (:func:`train.model.convention.stretch_stamps`):
-        the values themselves, or their asinh, linear within about one scale unit of
-        zero and logarithmic beyond, so that a frame thousands of units bright or
-        noisy stays within about ten.  Meant for stamps normalised by their noise
+        What the network reads of the band-normalised stamps
+        (:func:`train.model.convention.stretch_stamps`): the values themselves, or
+        their asinh, linear within about one scale unit of zero and logarithmic
+        beyond, so that a frame thousands of units bright or noisy stays within
+        about ten.  Meant for stamps normalised by their noise
         (``train.fit --normalisation noise``).
     """
 
