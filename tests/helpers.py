@@ -384,6 +384,24 @@ def tiny_config(**changes: object) -> ModelConfig:
     return replace(config, **changes)
 
 
+def assert_reads_asinh_stamps(linear: torch.nn.Module, stretched: torch.nn.Module, batch: int,
+                              real_frames: int) -> None:
+    """Check that ``stretched`` (``input_stretch="asinh"``, given ``linear``'s weights here) is ``linear`` fed the
+    asinh of stamps far beyond asinh's linear range, and differs from ``linear`` fed them as they are.  The last
+    object of the batch keeps only its first ``real_frames`` frames."""
+    import torch
+
+    from train.model import example_inputs
+
+    stretched.load_state_dict(linear.state_dict())
+    stamps, band_ids, times = example_inputs(linear.config, batch)
+    stamps = stamps * 1e4
+    band_ids[-1, real_frames:] = 0
+    with torch.no_grad():
+        torch.testing.assert_close(stretched(stamps, band_ids, times), linear(torch.asinh(stamps), band_ids, times))
+        assert not torch.allclose(stretched(stamps, band_ids, times), linear(stamps, band_ids, times))
+
+
 def randomise_norms(model: torch.nn.Module, seed: int = 1) -> torch.nn.Module:
     """Give every BatchNorm non-trivial running statistics and affine parameters."""
     import torch
