@@ -15,7 +15,10 @@ computed once per sequence, the stem's Conv3d blocks as Conv2d over time-stacked
 channels.  Two rows undo one form each, for the ratios measured in the same run:
 ``compact-pairwise`` computes all N x N pairs of the attention, ``compact-conv3d``
 runs the stem's Conv3d layers as built; ``paper-stacked`` time-stacks the paper's
-stem, which ``train.fit`` leaves as built (``NARROW_STEM_CHANNELS``).
+stem, which ``train.fit`` leaves as built (``NARROW_STEM_CHANNELS``).  ``cnn_gru-published``
+and ``cnn_lstm-published`` run the frame CNN as first written: Conv2d + ReLU + MaxPool in
+contiguous (channels-first) memory, the same function as the baselines' channels-last
+Conv2d + MaxPool + ReLU.
 
 Usage: ``python bench/training.py [--json] [--models compact cnn_gru ...] [--threads 1]
 [--batch 128] [--paper-batch 8] [--repeats 3] [--precision bf16]``
@@ -56,7 +59,14 @@ def configuration(name: str) -> object:
                                    band_embedding=False, n_band_ids=N_BAND_IDS)
     if name == "compact-no-position":
         return dataclasses.replace(get_preset("compact"), classes=CLASSES, positional_encoding="none")
-    return dataclasses.replace(get_baseline(name), classes=CLASSES)
+    return dataclasses.replace(get_baseline(name.removesuffix("-published")), classes=CLASSES)
+
+
+def published_frame_cnn(model: nn.Module) -> None:
+    """Run a frame-RNN baseline's CNN as first written: Conv2d + ReLU + MaxPool, channels-first."""
+    convs = [layer.to(memory_format=torch.contiguous_format) for layer in model.cnn if isinstance(layer, nn.Conv2d)]
+    model.cnn = nn.Sequential(*[layer for conv in convs for layer in (conv, nn.ReLU(), nn.MaxPool2d(2))],
+                              nn.Flatten())
 
 
 def step_seconds(model: nn.Module, optimiser: torch.optim.Optimizer, inputs: tuple, labels: torch.Tensor,
@@ -77,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", default=["compact", "compact-pairwise", "compact-conv3d",
                                                         "compact-stacked-bands",
                                                         "compact-no-position",
-                                                        "cnn_gru", "cnn_lstm", "lc_lstm", "paper", "paper-stacked"])
+                                                        "cnn_gru", "cnn_gru-published", "cnn_lstm",
+                                                        "cnn_lstm-published", "lc_lstm", "paper", "paper-stacked"])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--paper-batch", type=int, default=8)
@@ -100,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
                     module.once_per_sequence = False
         if name.endswith(("-conv3d", "-stacked")):
             model.stem.time_stacked = name.endswith("-stacked")
+        if name.endswith("-published"):
+            published_frame_cnn(model)
         inputs = example_inputs(config, batch, seed=1)
         inputs = (inputs[0], inputs[1].clamp(max=N_BAND_IDS - 1), inputs[2] - inputs[2][:, :1])
         labels = torch.randint(0, len(CLASSES), (batch,))

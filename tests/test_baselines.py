@@ -92,6 +92,26 @@ def test_empty_sequences_are_finite_and_differentiable(name: str) -> None:
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
+@pytest.mark.parametrize("name", ["cnn_gru", "cnn_lstm"])
+def test_the_frame_cnn_is_conv_relu_pool_in_the_published_order(name: str) -> None:
+    """The frame CNN pools before its ReLU, channels-last: values and gradients of Conv + ReLU + MaxPool."""
+    torch.manual_seed(0)
+    model = build_model(tiny(name)).train()
+    convs = [m for m in model.cnn if isinstance(m, torch.nn.Conv2d)]
+    published = [layer for conv in convs for layer in (conv, torch.nn.ReLU(), torch.nn.MaxPool2d(2))]
+    reference = torch.nn.Sequential(*published, torch.nn.Flatten())
+    frames = torch.randn(40, 1, 16, 16)
+    frames[:5] = -frames[:5].abs()  # all-negative frames: every ReLU output 0, ties in every pooling window
+    ours = model.cnn(frames.contiguous(memory_format=torch.channels_last))
+    ours_grads = torch.autograd.grad(ours.square().sum(), [c.weight for c in convs])
+    expected = reference(frames.contiguous())
+    expected_grads = torch.autograd.grad(expected.square().sum(), [c.weight for c in convs])
+    torch.testing.assert_close(ours, expected, atol=1e-5, rtol=1e-5)
+    for got, want in zip(ours_grads, expected_grads):
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    assert all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
+
+
 def test_aperture_photometry_recovers_a_point_source_on_a_background() -> None:
     photometry = AperturePhotometry(32, 3.0, (6.0, 10.0))
     stamps = torch.full((1, 2, 32, 32), 7.5)

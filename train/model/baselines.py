@@ -173,7 +173,8 @@ class FrameRNNClassifier(nn.Module):
     """Per-frame CNN, then a GRU (``cnn_gru``) or an LSTM (``cnn_lstm``).
 
     Each frame's stamp ``(1, H, W)`` goes through ``len(conv_channels)`` blocks of
-    3x3 Conv2d + ReLU + 2x2 MaxPool and a Linear + ReLU to ``frame_features``;
+    3x3 Conv2d + 2x2 MaxPool + ReLU (the same function as Conv2d + ReLU + MaxPool) and a
+    Linear + ReLU to ``frame_features``;
     the band embedding and the time gap are appended; the recurrent layer's
     state at the last real frame feeds Dropout + Linear -> classes.
 
@@ -191,9 +192,12 @@ class FrameRNNClassifier(nn.Module):
         layers: list[nn.Module] = []
         channels = 1
         for out in config.conv_channels:
-            layers += [nn.Conv2d(channels, out, kernel_size=3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+            # max-pooling before the ReLU gives the same values and gradients (both are monotone)
+            # on a quarter of the pixels
+            layers += [nn.Conv2d(channels, out, kernel_size=3, padding=1), nn.MaxPool2d(2), nn.ReLU()]
             channels = out
-        self.cnn = nn.Sequential(*layers, nn.Flatten())
+        # channels-last convolutions and pooling run 1.5-2x faster on CPU; the arithmetic is the same
+        self.cnn = nn.Sequential(*layers, nn.Flatten()).to(memory_format=torch.channels_last)
         side = config.stamp_size >> len(config.conv_channels)
         self.frame_dense = nn.Sequential(nn.Linear(channels * side * side, config.frame_features), nn.ReLU())
         self.band_embedding = nn.Embedding(config.n_band_ids, config.band_features, padding_idx=0)
@@ -214,7 +218,8 @@ class FrameRNNClassifier(nn.Module):
         real = band_ids != 0
         stamps, band_ids, times, real = _gather_real_first(real, stamps, band_ids, times, real)
         stamps = stretch_stamps(stamps, self.config.input_stretch)
-        frames = self.frame_dense(self.cnn(stamps.flatten(0, 1).unsqueeze(1)))
+        frame_stamps = stamps.flatten(0, 1).unsqueeze(1).contiguous(memory_format=torch.channels_last)
+        frames = self.frame_dense(self.cnn(frame_stamps))
         steps = torch.cat([frames.unflatten(0, (-1, stamps.shape[1])), self.band_embedding(band_ids),
                            _step_context(times, real)], dim=-1)
         outputs, _ = self.rnn(steps)
