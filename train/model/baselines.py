@@ -196,7 +196,7 @@ class FrameRNNClassifier(nn.Module):
             # on a quarter of the pixels
             layers += [nn.Conv2d(channels, out, kernel_size=3, padding=1), nn.MaxPool2d(2), nn.ReLU()]
             channels = out
-        # channels-last convolutions and pooling run 1.5-2x faster on CPU; the arithmetic is the same
+        # channels-last convolutions and pooling run 1.5-2x faster on CPU: the same function, rounding aside
         self.cnn = nn.Sequential(*layers, nn.Flatten()).to(memory_format=torch.channels_last)
         side = config.stamp_size >> len(config.conv_channels)
         self.frame_dense = nn.Sequential(nn.Linear(channels * side * side, config.frame_features), nn.ReLU())
