@@ -199,6 +199,43 @@ def test_a_run_with_a_tree_head_reuses_its_members_scores_the_mixture_and_export
     assert again["per_fold"] == mixed["per_fold"]
 
 
+@pytest.mark.slow
+def test_a_baseline_with_a_tree_head_reuses_its_members_and_mixes_them_at_the_chosen_weight(tmp_path, monkeypatch):
+    """CNN + GRU with the tree head (the fair reference of the broker's mixture): its members are the plain
+    run's, and each held-out probability is the chosen mixture of the trees and the plain run's."""
+    from convention_rt.data import sample_catalog_path
+    from train.data.dataset import load_labelled
+    from train.fit import FitConfig, evaluation_subset, fit, prepare, protocol, read_folds
+    from train.fit.tree_head import head_table
+    from train.model.trees import head_features
+
+    base = dict(catalog=str(sample_catalog_path()), model="cnn_gru", folds=2, members=1, epochs=1, batch_size=8,
+                threads=1, precision="fp32")
+    fit(FitConfig(run_dir=str(tmp_path / "plain"), **base))
+    trained = []
+    monkeypatch.setattr(protocol, "train_member", lambda *args, **kwargs: trained.append(1))
+    head = dict(tree_head=True, tree_scene=True, tree_photometry=True, tree_prefixes=1, tree_weight_chosen=True,
+                tree_iterations=20)
+    config = FitConfig(run_dir=str(tmp_path / "trees"), reuse_from=str(tmp_path / "plain"), **head, **base)
+    fit(config)
+    assert trained == []
+    prepared = prepare(config)
+    data = load_labelled(base["catalog"], "4class")
+    index_of = {str(i): k for k, i in enumerate(data.object_ids)}
+    for fold, objects in enumerate(read_folds(tmp_path / "trees" / "folds.json")):
+        weight = json.loads((tmp_path / "trees" / "state" / f"fold{fold}_boosting.json").read_text())["weight"]
+        assert weight in TREE_WEIGHTS
+        state = torch.load(tmp_path / "trees" / "state" / f"fold{fold}_trees.pt", weights_only=True)
+        features = head_features(state, prepared.model_config.stamp_size, prepared.model_config.n_band_ids)
+        scored = evaluation_subset(data, np.array(sorted(index_of[i] for i in objects)))
+        with torch.no_grad():
+            trees = TreeEnsemble(state)(torch.from_numpy(
+                head_table(data, scored, prepared.card, features).astype(np.float32))).numpy()
+        plain, mixed = (np.array(json.loads((tmp_path / run / f"fold{fold}.predictions.json").read_text())
+                                 ["probabilities"]) for run in ("plain", "trees"))
+        np.testing.assert_allclose(mixed, weight * trees + (1 - weight) * plain, atol=1e-5)
+
+
 def test_a_tree_head_exports_fold_zero_only_and_its_options_need_it():
     from train.fit import FitConfig
 
