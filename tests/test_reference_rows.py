@@ -535,6 +535,16 @@ def test_reference_rows_refuse_catalogs_and_runs_they_cannot_use(tiny_plasticc, 
     assert "holds a run with another configuration" in capsys.readouterr().err
 
 
+def test_a_tree_head_row_on_the_event_window_says_so_in_its_configuration():
+    from train.reference.rows import ReferenceRow, _row_config
+
+    protocol = {**TINY, "model": "broker"}
+    row = ReferenceRow("tree_head")
+    assert "inference_window" not in _row_config(row, "c.fits", protocol, 1)
+    assert "inference_window" not in _row_config(row, "c.fits", {**protocol, "window": "latest"}, 1)
+    assert _row_config(row, "c.fits", {**protocol, "window": "event"}, 1)["inference_window"] == "event"
+
+
 @pytest.mark.torch
 @pytest.mark.slow
 def test_the_tree_head_row_has_the_trees_of_train_fit_alone_and_mixed_with_a_recorded_row(tmp_path, monkeypatch):

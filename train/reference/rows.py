@@ -161,6 +161,8 @@ def _row_config(row: ReferenceRow, catalog: str, protocol: dict[str, Any], threa
         config.update(window=row.window, window_frames=WINDOW_FRAMES)
     if row.trainer == "tree_head":
         config.update(network=row.network, model=protocol.get("model", "compact"))
+        if protocol.get("window") not in (None, "latest"):  # absent from the rows that predate it
+            config.update(inference_window=protocol["window"])
     if row.trainer == "flux_lstm":
         config.update({k: protocol[k] for k in ("epochs", "patience", "batch_size", "learning_rate", "dropout")},
                       frame_drop=protocol.get("frame_drop", 0.1), precision="fp32",
