@@ -692,6 +692,8 @@ CLAIMS: tuple[tuple[str, str, str, str], ...] = (
      "tree-head-photometry-event", "lightcurve-boosting-event", "4class"),
     ("the photometry tree head on the event window above CNN + GRU", "tree-head-photometry-event", "cnn_gru",
      "4class"),
+    ("the photometry tree head on the event window above the shipped recipe (the broker with a scene tree head)",
+     "tree-head-photometry-event", "broker-scene-whole-trees-scene", "4class"),
     ("ConvEntion-broker with a scene branch and a photometry tree head above CNN + GRU",
      "broker-scene-whole-trees-photometry", "cnn_gru", "4class"),
     ("the noise-normalised broker with a photometry tree head above CNN + GRU",
