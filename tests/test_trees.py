@@ -204,7 +204,6 @@ def test_a_baseline_with_a_tree_head_reuses_its_members_and_mixes_them_at_the_ch
     """CNN + GRU with the tree head (the fair reference of the broker's mixture): its members are the plain
     run's, and each held-out probability is the chosen mixture of the trees and the plain run's."""
     from convention_rt.data import sample_catalog_path
-    from train.data.dataset import load_labelled
     from train.fit import FitConfig, evaluation_subset, fit, prepare, protocol, read_folds
     from train.fit.tree_head import head_table
     from train.model.trees import head_features
@@ -220,7 +219,7 @@ def test_a_baseline_with_a_tree_head_reuses_its_members_and_mixes_them_at_the_ch
     fit(config)
     assert trained == []
     prepared = prepare(config)
-    data = load_labelled(base["catalog"], "4class")
+    data = prepared.data
     index_of = {str(i): k for k, i in enumerate(data.object_ids)}
     for fold, objects in enumerate(read_folds(tmp_path / "trees" / "folds.json")):
         weight = json.loads((tmp_path / "trees" / "state" / f"fold{fold}_boosting.json").read_text())["weight"]

@@ -150,6 +150,13 @@ class Entry:
         return (self.reference is None or self.reference.scores_early) and self.task == "4class"
 
 
+#: The tree head on light curve and static scene, fitted on random prefixes too, of at most 150
+#: iterations; with the stamps' aperture photometry as well. The rows that name one share it.
+SCENE_HEAD: dict[str, Any] = {"tree_scene": True, "tree_prefixes": 2, "tree_iterations": 150}
+PHOTOMETRY_HEAD: dict[str, Any] = {**SCENE_HEAD, "tree_photometry": True}
+#: A row's members mixed with a tree head whose weight the validation split chooses.
+MIXED_WITH_CHOSEN_WEIGHT: dict[str, Any] = {"tree_head": True, "tree_weight_chosen": True}
+
 #: The rows, in the order they are trained (cheapest and most telling first).
 PLAN: tuple[Entry, ...] = (
     Entry("compact", "ConvEntion-compact", {"model": "compact"}),
@@ -184,14 +191,14 @@ PLAN: tuple[Entry, ...] = (
     Entry("broker-scene-whole-trees-scene",
           "ConvEntion-broker with a scene branch, whole windows, mixed with a tree head on the light curve and the "
           "static scene measured from its stamps, fitted on random prefixes too, weight chosen on validation",
-          {"model": "broker", "scene_summary": 32, "tree_head": True, "tree_scene": True, "tree_prefixes": 2,
-           "tree_iterations": 150, "tree_weight_chosen": True}, reuses="broker-scene-whole"),
+          {"model": "broker", "scene_summary": 32, **MIXED_WITH_CHOSEN_WEIGHT, **SCENE_HEAD},
+          reuses="broker-scene-whole"),
     Entry("broker-scene-whole-trees-photometry",
           "ConvEntion-broker with a scene branch, whole windows, mixed with a tree head on the light curve, the "
           "static scene and the aperture photometry measured from its stamps, fitted on random prefixes too, weight "
           "chosen on validation",
-          {"model": "broker", "scene_summary": 32, "tree_head": True, "tree_scene": True, "tree_photometry": True,
-           "tree_prefixes": 2, "tree_iterations": 150, "tree_weight_chosen": True}, reuses="broker-scene-whole"),
+          {"model": "broker", "scene_summary": 32, **MIXED_WITH_CHOSEN_WEIGHT, **PHOTOMETRY_HEAD},
+          reuses="broker-scene-whole"),
     Entry("broker-scene-whole-noise",
           "ConvEntion-broker with a scene branch, whole windows, stamps normalised by their noise and read through "
           "asinh",
@@ -199,15 +206,13 @@ PLAN: tuple[Entry, ...] = (
     Entry("broker-scene-whole-noise-trees-photometry",
           "ConvEntion-broker with a scene branch, whole windows, stamps normalised by their noise and read through "
           "asinh, mixed with the photometry tree head",
-          {"model": "broker", "scene_summary": 32, "normalisation": "noise", "tree_head": True, "tree_scene": True,
-           "tree_photometry": True, "tree_prefixes": 2, "tree_iterations": 150, "tree_weight_chosen": True},
-          reuses="broker-scene-whole-noise"),
+          {"model": "broker", "scene_summary": 32, "normalisation": "noise", **MIXED_WITH_CHOSEN_WEIGHT,
+           **PHOTOMETRY_HEAD}, reuses="broker-scene-whole-noise"),
     Entry("cnn_gru-noise", "CNN + GRU, stamps normalised by their noise and read through asinh",
           {"model": "cnn_gru", "normalisation": "noise"}),
     Entry("cnn_gru-trees-photometry",
           "CNN + GRU mixed with the photometry tree head, fitted on random prefixes too, weight chosen on validation",
-          {"model": "cnn_gru", "tree_head": True, "tree_scene": True, "tree_photometry": True, "tree_prefixes": 2,
-           "tree_iterations": 150, "tree_weight_chosen": True}, reuses="cnn_gru"),
+          {"model": "cnn_gru", **MIXED_WITH_CHOSEN_WEIGHT, **PHOTOMETRY_HEAD}, reuses="cnn_gru"),
     Entry("broker-scene-event",
           "ConvEntion-broker with a scene branch, reading the event window of long series",
           {"model": "broker", "scene_summary": 32, "window": "event"}),
@@ -238,21 +243,16 @@ PLAN: tuple[Entry, ...] = (
     Entry("tree-head-scene",
           "Reference: the tree head on light curve and static scene alone (gradient boosting on features measured "
           "from the stamps of the latest 99 frames, fitted on random prefixes too)",
-          {"model": "broker", "tree_scene": True, "tree_prefixes": 2, "tree_iterations": 150},
-          reference=ReferenceRow("tree_head")),
+          {"model": "broker", **SCENE_HEAD}, reference=ReferenceRow("tree_head")),
     Entry("tree-head-photometry",
           "Reference: the tree head on light curve, static scene and aperture photometry alone (gradient boosting on "
           "the catalog reference's features of each stamp's flux and error, and the scene, measured from the stamps "
           "of the latest 99 frames, fitted on random prefixes too)",
-          {"model": "broker", "tree_scene": True, "tree_photometry": True, "tree_prefixes": 2,
-           "tree_iterations": 150},
-          reference=ReferenceRow("tree_head")),
+          {"model": "broker", **PHOTOMETRY_HEAD}, reference=ReferenceRow("tree_head")),
     Entry("tree-head-photometry-event",
           "Reference: the photometry tree head alone, on the event window's 99 frames (the frames around the "
           "brightening)",
-          {"model": "broker", "tree_scene": True, "tree_photometry": True, "tree_prefixes": 2,
-           "tree_iterations": 150, "window": "event"},
-          reference=ReferenceRow("tree_head")),
+          {"model": "broker", **PHOTOMETRY_HEAD, "window": "event"}, reference=ReferenceRow("tree_head")),
     Entry("cnn_gru-trees", "Reference: CNN + GRU mixed with the same tree head",
           {"model": "broker"}, reference=ReferenceRow("tree_head", network="cnn_gru")),
     Entry("lightcurve-boosting-photoz",
