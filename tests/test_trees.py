@@ -121,6 +121,42 @@ def test_features_ignore_what_padding_frames_hold_and_read_channel_zero():
     torch.testing.assert_close(features(channels, band_ids, times), expected)
 
 
+def _faint_bands(batch: int, frames: int, seed: int, bands: int = 6):
+    """Stamps as a faint band's look once normalised: a level far from 0 and noise thousands of times smaller,
+    so that a flux against the band's mean frame is all cancellation; bands of 1, 2 and more frames."""
+    rng = np.random.default_rng(seed)
+    level = rng.uniform(-1.0, 1.0, size=(batch, 1, 1, 1))
+    stamps = (level + 2e-4 * rng.normal(size=(batch, frames, 32, 32))).astype(np.float32)
+    band_ids = rng.integers(1, bands + 1, size=(batch, frames))
+    band_ids[:, 0], band_ids[:, 1:3] = 1, 2  # band 1: one frame at least; band 2: two at least
+    band_ids[:batch // 2, 3:] = rng.integers(3, bands + 1, size=(batch // 2, frames - 3))  # exactly one and two
+    times = np.sort(rng.uniform(60000, 60300, size=(batch, frames)), axis=1).astype(np.float32)
+    return torch.from_numpy(stamps), torch.from_numpy(band_ids), torch.from_numpy(times)
+
+
+def test_features_that_are_zero_in_exact_arithmetic_are_exactly_zero():
+    """A band's mean flux against its mean frame with one or two frames, and the weighted scatter of one frame,
+    are 0 in exact arithmetic, and the mean flux of a faint band is 0 but for rounding: their rounding, which
+    ONNX Runtime and PyTorch (and two batch sizes) leave differently, must not reach the trees, which would cut
+    it."""
+    stamps, band_ids, times = _faint_bands(32, 12, seed=9)
+    lightcurve = LightCurveFeatures(32, 7)
+    features = lightcurve(stamps, band_ids, times)
+    bands, apertures = 6, lightcurve.aperture.shape[0]
+    means = features[:, 2 * bands * apertures:3 * bands * apertures].reshape(-1, bands, apertures)
+    counts = torch.stack([(band_ids == b).sum(dim=1) for b in range(1, bands + 1)], dim=1)
+    assert (counts[:16, 0] == 1).all() and (counts[:16, 1] == 2).all()
+    assert (means[counts <= 2] == 0).all() and (means == 0).all()  # faint: below MEAN_FLUX_STEP
+    bright_inputs = _inputs(32, 12, seed=9)
+    bright = lightcurve(*bright_inputs)[:, 2 * bands * apertures:3 * bands * apertures].reshape(-1, bands, apertures)
+    bright_counts = torch.stack([(bright_inputs[1] == b).sum(dim=1) for b in range(1, bands + 1)], dim=1)
+    assert (bright[bright_counts > 2] != 0).all()  # unit noise: bands of three frames or more are measured
+    photometry = PhotometryFeatures(32, 7)(stamps, band_ids, times)
+    per_band = photometry[:, :bands * 13].reshape(-1, bands, 13)  # counts, detected share, max, min, mean, std, ...
+    assert (per_band[..., 5][counts == 1] == 0).all()
+    assert (per_band[..., 5][counts > 1] > 0).all()
+
+
 def test_a_mixture_member_is_the_weighted_mean_of_both_probabilities():
     torch.manual_seed(0)
     network = build_model("compact").eval()
@@ -265,15 +301,17 @@ def test_the_trees_export_to_onnx_and_run_in_onnx_runtime_as_in_pytorch(tmp_path
     np.testing.assert_allclose(ours, trees(torch.from_numpy(features)).numpy(), atol=1e-6)
 
 
-@pytest.mark.parametrize("scene", [False, True])
-def test_onnx_runtime_computes_the_features_bit_for_bit_as_pytorch(tmp_path, scene):
+@pytest.mark.parametrize("scene,photometry", [(False, False), (True, False), (True, True)])
+def test_onnx_runtime_computes_the_features_bit_for_bit_as_pytorch(tmp_path, scene, photometry):
     """Trees cut features at thresholds: a last-bit difference between the runtimes would change a branch."""
     ort = pytest.importorskip("onnxruntime")
-    features = HeadFeatures(32, 7, scene=scene).eval()
+    features = HeadFeatures(32, 7, scene=scene, photometry=photometry).eval()
     stamps, band_ids, times = _stamps_with_sources(48, 99, seed=6)
     band_ids[:8, 40:] = 0
     band_ids[8:12, 1:] = 0  # first alerts: one frame
     band_ids[12:16] = 3  # one band
+    faint = _faint_bands(16, 99, seed=10)  # bands of one and two frames, all cancellation
+    stamps, band_ids, times = (torch.cat([a, b]) for a, b in zip((stamps, band_ids, times), faint))
     path = tmp_path / "features.onnx"
     batch = torch.export.Dim("batch")
     with warnings.catch_warnings():
@@ -409,6 +447,12 @@ def test_head_features_follow_the_trees_state():
     state = {"scene": torch.tensor(True)}
     assert head_features(state, 32, 7).width == 6 * 13 + 3 + 76  # six bands
     assert head_features({}, 32, 7).width == 6 * 13 + 3  # trees fitted before the scene features existed
+    # trees fitted before the rounding guard read the features without it, as they were fitted on them
+    assert not head_features({"photometry": torch.tensor(True)}, 32, 7).photometry.rounding_guard
+    guarded = head_features({"photometry": torch.tensor(True), "rounding_guard": torch.tensor(True)}, 32, 7)
+    assert guarded.lightcurve.rounding_guard and guarded.photometry.rounding_guard
+    faint = _faint_bands(4, 12, seed=11)
+    assert not torch.equal(LightCurveFeatures(32, 7, rounding_guard=False)(*faint), LightCurveFeatures(32, 7)(*faint))
     stamps, band_ids, times = _stamps_with_sources(3, 10, seed=10)
     both = HeadFeatures(32, 7, scene=True)(stamps, band_ids, times)
     torch.testing.assert_close(both[:, :81], LightCurveFeatures(32, 7)(stamps, band_ids, times))

@@ -56,7 +56,9 @@ class PhotometryFeatures(nn.Module):
     and any steady source away.  The stamps are the normalised ones the model
     reads: a band's fluxes and errors are in units of its normalisation's standard
     deviation, which leaves every significance unchanged.  Computed in float64 and
-    rounded to float32, as :class:`~train.model.trees.LightCurveFeatures`.
+    rounded to float32, as :class:`~train.model.trees.LightCurveFeatures`; with
+    ``rounding_guard``, the weighted scatter of a band of one frame is exactly 0, not
+    the rounding of its deviation from its own mean, which the runtimes round apart.
 
     Parameters
     ----------
@@ -64,10 +66,13 @@ class PhotometryFeatures(nn.Module):
         Stamp side H = W, at least ``2 * PHOTOMETRY_ANNULUS[1] + 1``.
     n_band_ids : int
         Band vocabulary size including padding id 0.
+    rounding_guard : bool
+        False: that scatter as computed, as the tree heads fitted before the guard read it.
     """
 
-    def __init__(self, stamp_size: int, n_band_ids: int) -> None:
+    def __init__(self, stamp_size: int, n_band_ids: int, rounding_guard: bool = True) -> None:
         super().__init__()
+        self.rounding_guard = rounding_guard
         if stamp_size < 2 * PHOTOMETRY_ANNULUS[1] + 1:
             raise ValueError(f"photometry features need stamps of at least {2 * PHOTOMETRY_ANNULUS[1] + 1:g} pixels, "
                              f"got {stamp_size}")
@@ -137,6 +142,8 @@ class PhotometryFeatures(nn.Module):
         weighted_mean = (weights * per_frame).sum(dim=1) / weight_sum
         deviation = per_frame - weighted_mean.unsqueeze(1)
         weighted_std = torch.sqrt((weights * deviation * deviation).sum(dim=1) / weight_sum)
+        if self.rounding_guard:  # exactly 0 for one frame: its deviation from its own mean is rounding
+            weighted_std = torch.where(counts > 1, weighted_std, torch.zeros_like(weighted_std))
         chi2 = ((deviation / error.unsqueeze(-1)) ** 2 * band_mask).sum(dim=1) / (counts - 1.0).clamp(min=1.0)
         chi2 = torch.where(counts > 1, chi2, nan)
         central = (per_frame - ((per_frame * band_mask).sum(dim=1) / safe_counts).unsqueeze(1)) * band_mask

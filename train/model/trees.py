@@ -10,29 +10,41 @@ member exports to ONNX with the operators every ONNX Runtime build has, keeps
 the dynamic batch and sequence axes, and matches scikit-learn's predictions (the
 split thresholds are rounded down to float32, which decides every float32
 feature exactly as scikit-learn's float64 comparison does).
+
+The trees also stand alone as a model (``train.fit --model trees``): :class:`TreesConfig`
+describes its inputs and :class:`TreesAlone` is its one member per fold.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from train.model.config import INFERENCE_WINDOWS, SDSS_CLASSES
 from train.model.convention import BandReference, initial_apertures, lightcurve_features
 from train.model.stamp_geometry import centred_offsets, centred_radius
 from train.model.stamp_photometry import PhotometryFeatures
 
-__all__ = ["SCENE_ANNULUS", "SCENE_APERTURES", "SCENE_MOMENT_RADIUS", "TREE_WEIGHT", "TREE_WEIGHTS", "HeadFeatures",
-           "LightCurveFeatures", "SceneFeatures", "TreeEnsemble", "TreeMixture", "head_features", "tree_state",
-           "tree_weight"]
+__all__ = ["MEAN_FLUX_STEP", "SCENE_ANNULUS", "SCENE_APERTURES", "SCENE_MOMENT_RADIUS", "TREES", "TREE_WEIGHT", "TREE_WEIGHTS",
+           "HeadFeatures", "LightCurveFeatures", "SceneFeatures", "TreeEnsemble", "TreeMixture", "TreesAlone",
+           "TreesConfig", "head_features", "tree_state", "tree_weight"]
+
+#: Model name of the trees alone (``train.fit --model trees``).
+TREES = "trees"
 
 #: Weight of the trees' probabilities in a member's mixture, unless the fit chose another.
 TREE_WEIGHT = 0.5
 #: Weights among which a fit may choose on its validation split (``train.fit --tree-weight-chosen``).
 TREE_WEIGHTS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+#: Resolution of a band's mean asinh flux in :class:`LightCurveFeatures` (2^-30, about 1e-9 in normalised units).
+MEAN_FLUX_STEP = 2.0 ** -30
 
 
 class LightCurveFeatures(nn.Module):
@@ -44,6 +56,11 @@ class LightCurveFeatures(nn.Module):
     at thresholds, so the last bits of a float32 sum, which ONNX Runtime and
     PyTorch order differently, would send a feature near a threshold down
     different branches; in float64 they agree to far below a float32 step.
+    A band's mean asinh flux against its mean frame is nearly 0 whenever those
+    fluxes are small (their sum is 0), so rounding is most of it, and the runtimes
+    (or two batch sizes) round apart, which trees would cut.  It is exactly 0 for a
+    band of one or two frames (its fluxes are then 0, or +d and -d), and rounded
+    to a multiple of :data:`MEAN_FLUX_STEP` otherwise (``rounding_guard``).
 
     Parameters
     ----------
@@ -51,10 +68,14 @@ class LightCurveFeatures(nn.Module):
         Stamp side H = W.
     n_band_ids : int
         Band vocabulary size including padding id 0.
+    rounding_guard : bool
+        Give the means as above; False: as computed, rounding and all, as the tree
+        heads fitted before the guard read them (:func:`head_features`).
     """
 
-    def __init__(self, stamp_size: int, n_band_ids: int) -> None:
+    def __init__(self, stamp_size: int, n_band_ids: int, rounding_guard: bool = True) -> None:
         super().__init__()
+        self.rounding_guard = rounding_guard
         self.reference = BandReference(n_band_ids)
         self.register_buffer("aperture", initial_apertures(stamp_size).double(), persistent=False)
 
@@ -70,8 +91,18 @@ class LightCurveFeatures(nn.Module):
         if stamps.ndim == 5:
             stamps = stamps[:, :, 0]
         stamps = (stamps * (band_ids != 0).to(stamps.dtype)[:, :, None, None]).double()
-        return lightcurve_features(stamps, band_ids, times.double(), self.aperture, self.reference,
-                                   dtype=torch.float64).float()
+        features = lightcurve_features(stamps, band_ids, times.double(), self.aperture, self.reference,
+                                       dtype=torch.float64)
+        if not self.rounding_guard:
+            return features.float()
+        # the blocks are the per-band maxima, minima and means of the A apertures, then lags and overall ones
+        bands, apertures = self.reference.bands.numel(), self.aperture.shape[0]
+        counts = (band_ids.unsqueeze(-1) == self.reference.bands).sum(dim=1)  # (B, bands)
+        degenerate = (counts <= 2).repeat_interleave(apertures, dim=1)  # (B, bands * A)
+        means = slice(2 * bands * apertures, 3 * bands * apertures)
+        stepped = torch.round(features[:, means] / MEAN_FLUX_STEP) * MEAN_FLUX_STEP  # a power of 2: exact
+        exact = torch.where(degenerate, torch.zeros_like(stepped), stepped)
+        return torch.cat([features[:, :means.start], exact, features[:, means.stop:]], dim=1).float()
 
 
 #: Radii (pixels) of the discs whose background-subtracted flux is a scene feature.
@@ -200,13 +231,17 @@ class HeadFeatures(nn.Module):
     stamp_size : int
     n_band_ids : int
     scene, photometry : bool
+    rounding_guard : bool
+        Features that are 0 in exact arithmetic, or nearly so, are 0 or on a grid rather than rounding
+        (:class:`LightCurveFeatures`, :class:`~train.model.stamp_photometry.PhotometryFeatures`).
     """
 
-    def __init__(self, stamp_size: int, n_band_ids: int, scene: bool = False, photometry: bool = False) -> None:
+    def __init__(self, stamp_size: int, n_band_ids: int, scene: bool = False, photometry: bool = False,
+                 rounding_guard: bool = True) -> None:
         super().__init__()
-        self.lightcurve = LightCurveFeatures(stamp_size, n_band_ids)
+        self.lightcurve = LightCurveFeatures(stamp_size, n_band_ids, rounding_guard)
         self.scene = SceneFeatures(stamp_size, n_band_ids) if scene else None
-        self.photometry = PhotometryFeatures(stamp_size, n_band_ids) if photometry else None
+        self.photometry = PhotometryFeatures(stamp_size, n_band_ids, rounding_guard) if photometry else None
 
     @property
     def width(self) -> int:
@@ -233,9 +268,11 @@ def tree_weight(state: dict[str, Tensor]) -> float:
 
 
 def head_features(state: dict[str, Tensor], stamp_size: int, n_band_ids: int) -> HeadFeatures:
-    """The features the trees of ``state`` (:func:`tree_state`) were fitted on."""
+    """The features the trees of ``state`` (:func:`tree_state`) were fitted on (heads fitted before the
+    rounding guard have no ``rounding_guard`` and read the features without it)."""
     return HeadFeatures(stamp_size, n_band_ids, scene=bool(state.get("scene", torch.tensor(False))),
-                        photometry=bool(state.get("photometry", torch.tensor(False))))
+                        photometry=bool(state.get("photometry", torch.tensor(False))),
+                        rounding_guard=bool(state.get("rounding_guard", torch.tensor(False))))
 
 
 class TreeEnsemble(nn.Module):
@@ -408,3 +445,51 @@ class TreeMixture(nn.Module):
         network = torch.softmax(logits.float(), dim=-1)
         mixture = self.weight * tree_probabilities + (1.0 - self.weight) * network
         return torch.log(mixture.clamp_min(1e-30))
+
+
+@dataclass(frozen=True, kw_only=True)
+class TreesConfig:
+    """The inputs of the trees alone as a model (``train.fit --model trees``): no network, nothing learnt by
+    gradient descent; what the trees read (scene, photometry) is in their state (:func:`head_features`).
+
+    Attributes
+    ----------
+    stamp_size, seq_len, n_band_ids, classes, window
+        Input geometry, outputs and inference window, as in :class:`train.model.config.ModelConfig`.
+    """
+
+    stamp_size: int = 32
+    seq_len: int = 99
+    n_band_ids: int = 10
+    classes: tuple[str, ...] = SDSS_CLASSES
+    window: str = "latest"
+
+    def __post_init__(self) -> None:
+        if min(self.stamp_size, self.seq_len) < 1 or self.n_band_ids < 2:
+            raise ValueError("TreesConfig: stamp_size and seq_len must be positive and n_band_ids at least 2")
+        if len(self.classes) < 2 or len(set(self.classes)) != len(self.classes):
+            raise ValueError("TreesConfig: classes must be at least two distinct names")
+        if self.window not in INFERENCE_WINDOWS:
+            raise ValueError(f"TreesConfig: window must be 'latest' or 'event', got {self.window!r}")
+
+
+class TreesAlone(nn.Module):
+    """The trees as a model on their own: ``(stamps, band_ids, times)`` -> ``(B, classes)`` log-probabilities.
+
+    Their softmax gives back the trees' probabilities, so the trees stand where a
+    network's logits stand: in an ensemble, at a temperature, in an export.
+
+    Parameters
+    ----------
+    trees : TreeEnsemble
+    features : HeadFeatures
+        What the trees read.
+    """
+
+    def __init__(self, trees: TreeEnsemble, features: HeadFeatures) -> None:
+        super().__init__()
+        self.trees = trees
+        self.features = features
+
+    def forward(self, stamps: Tensor, band_ids: Tensor, times: Tensor) -> Tensor:
+        return torch.log(self.trees(self.features(stamps, band_ids, times)).clamp_min(1e-30))
