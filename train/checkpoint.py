@@ -22,20 +22,21 @@ from torch import nn
 from convention_rt.model_card import BandStats, ModelCard
 from train.files import write_atomically
 from train.model import BaselineConfig, ModelConfig, StemLayer, build_model
-from train.model.trees import TreeEnsemble, TreeMixture, head_features, tree_weight
+from train.model.trees import TreeEnsemble, TreeMixture, TreesAlone, TreesConfig, head_features, tree_weight
 
 __all__ = ["Checkpoint", "config_from_dict", "config_to_dict"]
 
 CHECKPOINT_FORMAT = 1
 
 
-def config_to_dict(config: ModelConfig | BaselineConfig) -> dict[str, Any]:
+def config_to_dict(config: ModelConfig | BaselineConfig | TreesConfig) -> dict[str, Any]:
     """A JSON-compatible description of a model configuration."""
-    kind = "convention" if isinstance(config, ModelConfig) else "baseline"
+    kind = ("convention" if isinstance(config, ModelConfig) else "trees" if isinstance(config, TreesConfig)
+            else "baseline")
     return {"type": kind, **dataclasses.asdict(config)}
 
 
-def config_from_dict(data: dict[str, Any]) -> ModelConfig | BaselineConfig:
+def config_from_dict(data: dict[str, Any]) -> ModelConfig | BaselineConfig | TreesConfig:
     """Inverse of :func:`config_to_dict`."""
     values = {k: v for k, v in data.items() if k != "type"}
     for key in ("classes", "conv_channels", "annulus"):
@@ -46,6 +47,8 @@ def config_from_dict(data: dict[str, Any]) -> ModelConfig | BaselineConfig:
         return ModelConfig(**values)
     if data.get("type") == "baseline":
         return BaselineConfig(**values)
+    if data.get("type") == "trees":
+        return TreesConfig(**values)
     raise ValueError(f"unknown model configuration type {data.get('type')!r}")
 
 
@@ -63,10 +66,11 @@ class Checkpoint:
     name, version : str
         Registry name and version the export will carry.
     preset : str
-        Architecture name (``compact``, ``paper``, ``cnn_gru``, ...).
-    config : ModelConfig or BaselineConfig
+        Architecture name (``compact``, ``paper``, ``cnn_gru``, ..., ``trees``).
+    config : ModelConfig, BaselineConfig or TreesConfig
     members : list of dict
-        ``state_dict`` of each member.
+        ``state_dict`` of each network member; none for a :class:`TreesConfig` model, whose
+        one member is its trees.
     bands : tuple of str
         Band names in id order (band id i + 1 is ``bands[i]``).
     normalisation : dict of str to (mean, std)
@@ -79,13 +83,13 @@ class Checkpoint:
     trees : dict of str to Tensor, optional
         A boosted-tree head (:func:`train.model.trees.tree_state`): every member's
         probabilities are then mixed with the trees' (:class:`train.model.trees.TreeMixture`),
-        and the temperature applies to the mixture.
+        and the temperature applies to the mixture; with a :class:`TreesConfig`, the model.
     """
 
     name: str
     version: str
     preset: str
-    config: ModelConfig | BaselineConfig
+    config: ModelConfig | BaselineConfig | TreesConfig
     members: list[dict[str, torch.Tensor]]
     bands: tuple[str, ...]
     normalisation: dict[str, tuple[float, float]]
@@ -99,13 +103,24 @@ class Checkpoint:
             raise ValueError(f"temperature must be a positive number, got {self.temperature}")
         if self.trees is not None:  # +1 / -1 / 0: int8 holds them exactly (trees fitted earlier saved float32)
             self.trees = {**self.trees, "paths": self.trees["paths"].to(torch.int8)}
+        if self.trees_alone and (self.members or self.trees is None):
+            raise ValueError("a trees model holds its trees and no network members")
+        if not self.trees_alone and not self.members:
+            raise ValueError("a network model needs at least one member")
+
+    @property
+    def trees_alone(self) -> bool:
+        """Whether the model is trees without a network (:class:`TreesConfig`)."""
+        return isinstance(self.config, TreesConfig)
 
     def build_members(self) -> list[nn.Module]:
-        """The members as evaluation-mode modules with their weights loaded."""
+        """The members as evaluation-mode modules with their weights loaded: the trees' one for a trees model."""
         modules = []
         if self.trees is not None:  # one module each, shared by the members (the export computes them once)
             trees = TreeEnsemble(self.trees)
             features = head_features(self.trees, self.config.stamp_size, self.config.n_band_ids)
+            if self.trees_alone:
+                return [TreesAlone(trees, features).eval()]
         for state in self.members:
             module = build_model(self.config)
             module.load_state_dict(state)
@@ -123,7 +138,7 @@ class Checkpoint:
             classes=tuple(self.config.classes), bands=tuple(self.bands),
             stamp_size=self.config.stamp_size, seq_len=self.config.seq_len, stem_window=stem_window,
             normalisation={b: BandStats(float(m), float(s)) for b, (m, s) in self.normalisation.items()},
-            time_encoding=time_encoding, window=self.config.window, members=len(self.members),
+            time_encoding=time_encoding, window=self.config.window, members=len(self.members) or 1,
             metrics=self.metrics, provenance=self.provenance,
         )
 

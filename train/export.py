@@ -4,7 +4,8 @@
 
 * One self-contained ONNX file (no external data) with a dynamic batch axis
   (and, for ConvEntion models, a dynamic sequence axis: any whole number of stem
-  windows up to ``seq_len``, so the runtime runs only the windows an object has),
+  windows up to ``seq_len``, so the runtime runs only the windows an object has;
+  for a model of trees alone, any number of frames up to ``seq_len``),
   inputs ``stamps`` / ``band_ids`` / ``times`` and output ``probabilities``
   (n, members, classes): the softmax of every ensemble member.  Members live
   in one graph so that one file, one checksum and one session serve the whole
@@ -277,6 +278,7 @@ def export_checkpoint(checkpoint: Checkpoint, out_dir: str | Path, *, threads: i
     members = checkpoint.build_members()
     reference = EnsembleProbabilities(members, checkpoint.temperature).eval()
     is_convention = all(isinstance(m.network if isinstance(m, TreeMixture) else m, ConvEntion) for m in members)
+    variable_length = is_convention or checkpoint.trees_alone  # both read any number of (stem windows of) frames
     variants: dict[str, nn.Module] = {"conv3d_stem" if is_convention else "as_traced": reference}
     if is_convention:
         converted = EnsembleProbabilities([_fast_form(m) for m in members], checkpoint.temperature).eval()
@@ -294,10 +296,10 @@ def export_checkpoint(checkpoint: Checkpoint, out_dir: str | Path, *, threads: i
         for name, module in variants.items():
             (scratch / name).mkdir()
             path = scratch / name / "model.onnx"
-            _to_onnx(module, card, path, variable_length=is_convention)
+            _to_onnx(module, card, path, variable_length=variable_length)
             session = _ort_session(path, threads)
             differences[name] = _agreement(reference, session, card)
-            if is_convention:
+            if variable_length:
                 differences[name] = max(differences[name], _length_agreement(reference, session, card))
             if differences[name] > AGREEMENT_ATOL:
                 raise ModelError(f"{name}: ONNX Runtime and PyTorch differ by {differences[name]:.2e} "

@@ -9,6 +9,7 @@ from typing import Any
 from convention_rt.preprocess import INFERENCE_WINDOWS
 from train.data.dataset import NORMALISATIONS, TASKS
 from train.model import MODEL_NAMES, PRESETS, BaselineConfig, ModelConfig, get_baseline, get_preset
+from train.model.trees import TREES, TreesConfig
 
 __all__ = ["FitConfig"]
 
@@ -30,13 +31,15 @@ class FitConfig:
         ``runs/``, which git ignores); reused to resume.  It may be moved: like
         ``threads``, its path may change when a run resumes.
     model : str
-        Architecture: paper, compact (ConvEntion presets), cnn_gru, cnn_lstm, lc_lstm (baselines).
+        Architecture: paper, compact (ConvEntion presets), cnn_gru, cnn_lstm, lc_lstm (baselines),
+        or trees: the tree head alone, one per fold, with no network (``members`` 0,
+        ``tree_head``; :class:`train.model.trees.TreesAlone`).
     task : {"4class", "3class"}
         Classes: AGN, SNIa, SNOther, Variable; or AGN, SN, Variable.
     folds : int
         Cross-validation folds.
     members : int
-        Ensemble members per fold.
+        Network members per fold; 0 for the trees model, whose one member per fold is its trees.
     fold_limit : int or None
         Train and evaluate only the first ``fold_limit`` folds of the ``folds``-fold
         split (the split itself does not change); ``None``: all of them.
@@ -226,13 +229,18 @@ class FitConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.model not in MODEL_NAMES:
-            raise ValueError(f"model must be one of {MODEL_NAMES}, got {self.model!r}")
+        if self.model not in (*MODEL_NAMES, TREES):
+            raise ValueError(f"model must be one of {(*MODEL_NAMES, TREES)}, got {self.model!r}")
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {sorted(TASKS)}, got {self.task!r}")
-        if self.folds < 2 or self.members < 1 or self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1:
-            raise ValueError("folds >= 2, members >= 1, epochs >= 1, batch_size >= 1 and eval_batch_size >= 1 "
-                             "are required")
+        if self.model == TREES:
+            if self.members != 0 or not self.tree_head or self.tree_weight_chosen:
+                raise ValueError("model 'trees' is the tree head alone: it needs members 0 and tree_head, "
+                                 "and has no network to weigh the trees against (no tree_weight_chosen)")
+        elif self.members < 1:
+            raise ValueError(f"members must be at least 1 (0 for model 'trees' only), got {self.members}")
+        if self.folds < 2 or self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1:
+            raise ValueError("folds >= 2, epochs >= 1, batch_size >= 1 and eval_batch_size >= 1 are required")
         if self.fold_limit is not None and not 1 <= self.fold_limit <= self.folds:
             raise ValueError(f"fold_limit must be in [1, folds={self.folds}], got {self.fold_limit}")
         self.selected_folds()  # refuses a bad only_folds now
@@ -291,8 +299,11 @@ class FitConfig:
             raise ValueError(f"only_folds must name folds in 0..{limit - 1}, got {self.only_folds!r}")
         return tuple(folds)
 
-    def model_config(self, classes: tuple[str, ...], n_band_ids: int) -> ModelConfig | BaselineConfig:
+    def model_config(self, classes: tuple[str, ...], n_band_ids: int) -> ModelConfig | BaselineConfig | TreesConfig:
         """The architecture for this run's classes and bands."""
+        if self.model == TREES:
+            trees = TreesConfig(classes=classes, n_band_ids=max(TreesConfig.n_band_ids, n_band_ids))
+            return trees if self.window is None else dataclasses.replace(trees, window=self.window)
         base = get_preset(self.model) if self.model in PRESETS else get_baseline(self.model)
         changes: dict[str, Any] = {"classes": classes, "dropout": self.dropout,
                                    "n_band_ids": max(base.n_band_ids, n_band_ids)}

@@ -19,7 +19,8 @@ from train.fit.config import FitConfig
 from train.fit.evaluation import fold_summary
 from train.fit.provenance import SOURCE_REVISION, catalog_provenance
 from train.model import BaselineConfig, ModelConfig
-from train.model.trees import tree_weight
+from train.model.trees import TreesConfig
+from train.model.trees import TREES, tree_weight
 
 __all__ = ["EXPORT_RECORD", "export_ensemble", "export_is_current", "fold_digests"]
 
@@ -64,7 +65,8 @@ def export_is_current(run_dir: Path, out_dir: Path, per_fold: list[dict[str, Any
     return True
 
 
-def export_ensemble(config: FitConfig, command: str, run_dir: Path, model_config: ModelConfig | BaselineConfig,
+def export_ensemble(config: FitConfig, command: str, run_dir: Path,
+                    model_config: ModelConfig | BaselineConfig | TreesConfig,
                     members: list[dict[str, torch.Tensor]], member_precisions: list[list[str]],
                     bands: tuple[str, ...], stats: dict[str, Any], per_fold: list[dict[str, Any]],
                     evaluated_on: str, trees: dict[str, torch.Tensor] | None = None) -> None:
@@ -99,9 +101,10 @@ def export_ensemble(config: FitConfig, command: str, run_dir: Path, model_config
     }
     if trees is not None:
         fitted = json.loads((run_dir / "state" / "fold0_boosting.json").read_text())
-        provenance["tree_head"] = {"weight": tree_weight(trees), **{key: fitted[key] for key in (
-            "iterations", "grown", "best_validation_macro_f1", "features", "scene", "prefix_draws", "trees",
-            "max_leaves", "fit_objects", "validation_objects") if key in fitted}}
+        provenance["tree_head"] = {**({} if config.model == TREES else {"weight": tree_weight(trees)}),
+                                   **{key: fitted[key] for key in (
+            "iterations", "grown", "best_validation_macro_f1", "features", "scene", "photometry", "prefix_draws",
+            "trees", "max_leaves", "fit_objects", "validation_objects") if key in fitted}}
     checkpoint = Checkpoint(
         name=config.name, version=config.version, preset=config.model, config=model_config,
         members=members, bands=bands, normalisation={b: (s.mean, s.std) for b, s in stats.items()},
@@ -117,5 +120,5 @@ def export_ensemble(config: FitConfig, command: str, run_dir: Path, model_config
                          "model_sha256": sha256_of(result.model_path), "fold_digests": fold_digests(per_fold)})
     write_atomically(run_dir / EXPORT_RECORD, lambda path: path.write_text(record + "\n"))
     log.info("%s %d member(s) to %s (%s), metrics of %d of %d folds",
-             "card rewritten for the" if result.graph_reused else "exported", len(members), result.model_path,
+             "card rewritten for the" if result.graph_reused else "exported", result.card.members, result.model_path,
              result.graph, len(per_fold), config.fold_limit or config.folds)

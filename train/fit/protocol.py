@@ -48,6 +48,7 @@ from train.fit.resume import (
 )
 from train.machine import timing_key
 from train.model import BaselineConfig, ModelConfig, build_model, training_form
+from train.model.trees import TreesConfig
 from train.records import publish_fold, publish_run
 
 __all__ = ["ARCHITECTURE_FILE", "EXECUTION_FIELDS", "Prepared", "check_architecture", "check_member_records", "fit",
@@ -63,7 +64,7 @@ class Prepared:
     data: LabelledObjects
     stats: dict[str, Any]
     bands: tuple[str, ...]
-    model_config: ModelConfig | BaselineConfig
+    model_config: ModelConfig | BaselineConfig | TreesConfig
     card: ModelCard
     folds: list[list[str]]
 

@@ -25,6 +25,7 @@ from train.files import copy_atomically, write_atomically
 from train.fit.config import FitConfig
 from train.fit.folds import folds_text, read_folds
 from train.model import BaselineConfig, ModelConfig
+from train.model.trees import TreesConfig
 from train.records import FOLDS_DIGEST, member_record, published_fold
 
 __all__ = ["ARCHITECTURE_FILE", "EXECUTION_FIELDS", "TRAINING_FIELDS", "RestoredFold", "check_architecture",
@@ -49,7 +50,7 @@ TRAINING_FIELDS = ("task", "epochs", "patience", "batch_size", "learning_rate", 
 ARCHITECTURE_FILE = "architecture.json"
 
 
-def check_architecture(run_dir: Path, model_config: ModelConfig | BaselineConfig) -> None:
+def check_architecture(run_dir: Path, model_config: ModelConfig | BaselineConfig | TreesConfig) -> None:
     """Refuse a run directory that holds a run of another architecture than ``model_config``.
 
     Presets can change between versions while ``config.json`` names only the preset,
@@ -137,7 +138,7 @@ def same_computation(saved_config: Path, config: FitConfig) -> bool:
     return {k: _recorded(previous, k) for k in significant} == significant
 
 
-def check_reusable(source: Path, config: FitConfig, model_config: ModelConfig | BaselineConfig,
+def check_reusable(source: Path, config: FitConfig, model_config: ModelConfig | BaselineConfig | TreesConfig,
                    folds: list[list[str]]) -> None:
     """Refuse a run directory whose members are not this run's computation (``--reuse-from``).
 
@@ -163,7 +164,8 @@ def check_reusable(source: Path, config: FitConfig, model_config: ModelConfig | 
     _check_architecture_of(source, model_config, "its members cannot be reused")
 
 
-def _check_architecture_of(folder: Path, model_config: ModelConfig | BaselineConfig, consequence: str) -> None:
+def _check_architecture_of(folder: Path, model_config: ModelConfig | BaselineConfig | TreesConfig,
+                           consequence: str) -> None:
     """:func:`check_architecture` of another run's folder, its one-line error ending with ``(consequence)``."""
     try:
         check_architecture(folder, model_config)
@@ -186,7 +188,7 @@ def reuse_member(config: FitConfig, run_dir: Path, fold: int, member: int, *, wr
     return True
 
 
-def check_records(records: Path, config: FitConfig, model_config: ModelConfig | BaselineConfig,
+def check_records(records: Path, config: FitConfig, model_config: ModelConfig | BaselineConfig | TreesConfig,
                   folds: list[list[str]]) -> None:
     """Refuse a records folder that holds the records of another computation than this run's.
 

@@ -34,8 +34,8 @@ from train.files import write_atomically
 from train.fit.config import FitConfig
 from train.fit.folds import inner_split
 from train.model import BaselineConfig, ModelConfig
-from train.model.trees import (TREE_WEIGHT, TREE_WEIGHTS, HeadFeatures, TreeEnsemble, TreeMixture, head_features,
-                               tree_state, tree_weight)
+from train.model.trees import (TREE_WEIGHT, TREE_WEIGHTS, TREES, HeadFeatures, TreeEnsemble, TreeMixture,
+                               TreesAlone, TreesConfig, head_features, tree_state, tree_weight)
 from train.reference.boosting import BoostingConfig, fit_boosting
 
 __all__ = ["best_weight", "choose_weight", "fold_trees", "head_table", "with_trees"]
@@ -83,7 +83,7 @@ def _batches(data: LabelledObjects, indices: NDArray[np.int64], card: ModelCard,
 
 
 def choose_weight(networks: list[nn.Module], state: dict[str, torch.Tensor], data: LabelledObjects,
-                  val_idx: NDArray[np.int64], card: ModelCard, model_config: ModelConfig | BaselineConfig,
+                  val_idx: NDArray[np.int64], card: ModelCard, model_config: ModelConfig | BaselineConfig | TreesConfig,
                   prefix_draws: int, seed: int, batch_size: int = 256) -> tuple[float, list[float]]:
     """The trees' weight in the mixture, among :data:`TREE_WEIGHTS`, by log-loss on the validation objects.
 
@@ -150,7 +150,7 @@ def best_weight(network: NDArray[np.floating], trees: NDArray[np.floating],
 
 
 def fold_trees(config: FitConfig, run_dir: Path, fold: int, data: LabelledObjects, train_idx: NDArray[np.int64],
-               card: ModelCard, model_config: ModelConfig | BaselineConfig, *,
+               card: ModelCard, model_config: ModelConfig | BaselineConfig | TreesConfig, *,
                networks: list[nn.Module] | None = None, write: bool = True) -> dict[str, torch.Tensor]:
     """The fold's tree arrays (:func:`train.model.trees.tree_state`): read from the run, or fitted and saved.
 
@@ -192,7 +192,8 @@ def fold_trees(config: FitConfig, run_dir: Path, fold: int, data: LabelledObject
     boosted = fit_boosting(table, labels, np.arange(fitted), np.arange(fitted, table.shape[0]),
                            len(data.classes), BoostingConfig(seed=config.seed, max_iter=config.tree_iterations))
     state = {**tree_state(boosted.model, boosted.iterations, boosted.used, len(data.classes)),
-             "scene": torch.tensor(config.tree_scene), "photometry": torch.tensor(config.tree_photometry)}
+             "scene": torch.tensor(config.tree_scene), "photometry": torch.tensor(config.tree_photometry),
+             "rounding_guard": torch.tensor(features.lightcurve.rounding_guard)}
     weight, losses = TREE_WEIGHT, None
     if config.tree_weight_chosen:
         if networks is None:
@@ -201,8 +202,9 @@ def fold_trees(config: FitConfig, run_dir: Path, fold: int, data: LabelledObject
                                        seed=config.seed + 1000 * (fold + 1), batch_size=config.eval_batch_size)
     state["weight"] = torch.tensor(weight, dtype=torch.float64)
     trees, splits, leaves = state["paths"].shape
-    log.info("fold %d: tree head of %d iterations (validation macro-F1 %.4f), %d trees of at most %d leaves, "
-             "weight %.1f, %.0f s", fold, boosted.iterations, max(boosted.validation_macro_f1), trees, leaves, weight,
+    mixed = "" if config.model == TREES else f", weight {weight:.1f}"  # the trees model mixes nothing
+    log.info("fold %d: tree head of %d iterations (validation macro-F1 %.4f), %d trees of at most %d leaves%s, "
+             "%.0f s", fold, boosted.iterations, max(boosted.validation_macro_f1), trees, leaves, mixed,
              time.perf_counter() - started)
     if write:
         record = {**boosted.record(), "feature_seconds": feature_seconds, "features": features.width,
@@ -218,8 +220,11 @@ def fold_trees(config: FitConfig, run_dir: Path, fold: int, data: LabelledObject
 
 
 def with_trees(models: list[nn.Module], state: dict[str, torch.Tensor],
-               model_config: ModelConfig | BaselineConfig) -> list[nn.Module]:
-    """Each member as a :class:`~train.model.trees.TreeMixture` with the fold's trees and their weight."""
+               model_config: ModelConfig | BaselineConfig | TreesConfig) -> list[nn.Module]:
+    """Each member as a :class:`~train.model.trees.TreeMixture` with the fold's trees and their weight; without
+    members (the trees model), the trees alone as the one member (:class:`~train.model.trees.TreesAlone`)."""
     trees = TreeEnsemble(state)
     features = head_features(state, model_config.stamp_size, model_config.n_band_ids)
+    if not models:
+        return [TreesAlone(trees, features).eval()]
     return [TreeMixture(model, trees, features, tree_weight(state)).eval() for model in models]

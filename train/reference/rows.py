@@ -355,7 +355,7 @@ def _run_tree_head(row: ReferenceRow, catalog: str, run_dir: Path, protocol: dic
     from train.fit import FitConfig, evaluated_on, evaluation_subset, prepare
     from train.early import score_fold
     from train.fit.tree_head import fold_trees, head_table
-    from train.model.trees import TREE_WEIGHT, TreeEnsemble, head_features
+    from train.model.trees import TREE_WEIGHT, TreeEnsemble, TreesAlone, head_features
 
     fields = {k: v for k, v in protocol.items() if k in FitConfig.__dataclass_fields__ and k != "fold_limit"}
     fit_config = FitConfig(catalog=catalog, run_dir=str(run_dir / "unused"), threads=threads,
@@ -387,7 +387,7 @@ def _run_tree_head(row: ReferenceRow, catalog: str, run_dir: Path, protocol: dic
                 probabilities = TREE_WEIGHT * probabilities + (1.0 - TREE_WEIGHT) * recorded
             trained.append(_write_fold(run_dir, records_dir, fold, data, scored, probabilities))
             if row.scores_early:  # the trees alone see what an image row sees: the same early curve
-                score_fold(run_dir, fold, [_TreesAlone(features, TreeEnsemble(state))], data, scored, card,
+                score_fold(run_dir, fold, [TreesAlone(TreeEnsemble(state), features)], data, scored, card,
                            trained[-1], batch_size=fit_config.eval_batch_size)
                 if records_dir is not None:
                     publish_fold(run_dir, records_dir, fold)
@@ -395,19 +395,6 @@ def _run_tree_head(row: ReferenceRow, catalog: str, run_dir: Path, protocol: dic
     if records_dir is not None:
         publish(run_dir, records_dir)
     return trained
-
-
-class _TreesAlone:
-    """The trees of a fold as a member of :func:`train.early.early_curve`: log-probabilities of the inputs."""
-
-    def __init__(self, features: Any, trees: Any) -> None:
-        self.features, self.trees = features, trees
-
-    def eval(self) -> _TreesAlone:
-        return self
-
-    def __call__(self, stamps: Any, band_ids: Any, times: Any) -> Any:
-        return self.trees(self.features(stamps, band_ids, times)).clamp_min(1e-30).log()
 
 
 def _recorded_predictions(path: Path, ids: list[str], scored: NDArray[np.int64],
