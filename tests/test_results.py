@@ -202,6 +202,25 @@ def test_the_three_class_claim_compares_merged_four_class_predictions(tmp_path, 
     assert f": reversed on 1 fold: {expected_f1:.3f} vs 1.000, difference {expected_f1 - 1:+.3f}" in line
 
 
+def test_compare_pairs_two_records_folders_on_the_folds_both_finished(tmp_path, capsys):
+    rng = np.random.default_rng(4)
+    four = ["AGN", "SNIa", "SNOther", "Variable"]
+    truth = rng.integers(0, 4, 200)
+    wrong = np.where(rng.random(200) < 0.3, (truth + 1) % 4, truth)  # errs on about 30 % of the objects
+    for name, guesses, folds in (("good", truth, (0, 1, 2)), ("poor", wrong, (0, 1))):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps({"folds": 5, "task": "4class"}))
+        for fold in folds:
+            _write_fold(tmp_path / name, fold, four, [four[i] for i in truth], np.eye(4)[guesses] * 0.9 + 0.025)
+    assert results.main(["compare", str(tmp_path / "good"), str(tmp_path / "poor")]) == 0
+    four_line, three_line = capsys.readouterr().out.splitlines()
+    expected = results.macro_f1(truth, wrong, 4)
+    assert four_line.startswith(f"good above poor, 4 classes: holds on 2 folds: 1.000 vs {expected:.3f}")
+    assert three_line.startswith("good above poor, 3 classes: holds on 2 folds: 1.000 vs ")
+    assert results.main(["compare", str(tmp_path / "good"), str(tmp_path / "missing")]) == 2
+    assert "missing: not a records folder of a run" in capsys.readouterr().err
+
+
 def test_the_interval_pairs_the_two_rows_on_the_same_draws():
     rng = np.random.default_rng(2)
     folds_a, folds_b = {}, {}

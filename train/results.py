@@ -793,6 +793,34 @@ def verdict(better: dict[str, Any], worse: dict[str, Any], n_classes: int = 4, s
             f"95 % interval [{low:+.3f}, {high:+.3f}] (per fold {', '.join(f'{d:+.3f}' for d in point)})")
 
 
+def compare(better: Path, worse: Path) -> list[str]:
+    """:func:`verdict` lines (4 classes, then merged to 3) of one records folder above another, on the folds
+    both finished: e.g. two shipped models' ``results/models/<run>`` folders.
+
+    Raises
+    ------
+    UsageError
+        A folder without a finished fold, or of a 3-class run.
+    """
+    collected = []
+    for folder in (better, worse):
+        try:
+            folds = json.loads((folder / "config.json").read_text())["folds"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise UsageError(f"{folder}: not a records folder of a run ({exc})") from exc
+        entry = Entry(folder.name, folder.name, {"fold_limit": folds})
+        found = collect(entry, folder.parent)
+        if not found["folds"]:
+            raise UsageError(f"{folder}: no finished fold (fold<k>.json and fold<k>.predictions.json)")
+        if json.loads((folder / "config.json").read_text()).get("task", "4class") != "4class":
+            raise UsageError(f"{folder}: compare reads 4-class runs")
+        collected.append(found)
+    first, second = collected
+    three = ({"held_out": first["held_out3"]}, {"held_out": second["held_out3"]})
+    return [f"{better.name} above {worse.name}, 4 classes: {verdict(first, second)}",
+            f"{better.name} above {worse.name}, 3 classes: {verdict(*three, n_classes=3)}"]
+
+
 def render_claims(results: dict[str, dict[str, Any]]) -> str:
     """One line per claim of :data:`CLAIMS` with its paired verdict."""
     heading = ("Claims (macro-F1 on the held-out objects of the folds both rows finished, 4-class unless the claim "
@@ -934,10 +962,17 @@ def main(argv: list[str] | None = None) -> int:
     table.add_argument("--against", type=Path, default=BENCHMARKS["standard"].root,
                        help="another benchmark's rows are compared with the same rows' records here "
                             "(default: %(default)s)")
+    pair = commands.add_parser("compare", help="paired verdict of one records folder above another, on the "
+                                                "folds both finished (e.g. two shipped models' results/models/RUN)")
+    pair.add_argument("better", type=Path)
+    pair.add_argument("worse", type=Path)
     options = parser.parse_args(argv)
     benchmark = BENCHMARKS[options.benchmark]
     root = options.root if options.root is not None else benchmark.root
     try:
+        if options.command == "compare":
+            print("\n".join(compare(options.better, options.worse)))
+            return 0
         if options.command == "table":
             if not root.is_dir():
                 raise UsageError(f"{root}: no such folder of results records (see --root)")
