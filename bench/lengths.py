@@ -28,8 +28,12 @@ measured before it is trained.
 run (its ``state/fold<k>_trees.pt``) and also measures, in the same rounds, the same
 ensemble without them: what the tree head costs at batch 1.
 
+``--against NAME|PATH`` also measures another model in the same rounds at batch 1, per
+object length, and prints the ratio of the two speeds (e.g. a candidate against the
+default model).
+
 Usage: ``python bench/lengths.py [--model NAME|PATH | --preset NAME --members N [--set FIELD=VALUE ...]
-[--trees FILE]] [--threads 1] [--repeats 5] [--json]``
+[--trees FILE]] [--against NAME|PATH] [--threads 1] [--repeats 5] [--json]``
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from convention_rt import Classifier  # noqa: E402
+from convention_rt.registry import DEFAULT_MODEL  # noqa: E402
 
 FRAMES = (1, 2, 3, 5, 10, 20, 50, 99)
 #: Bands of an ensemble exported with random weights (``--preset``).
@@ -90,23 +95,38 @@ def per_length(model: str, threads: int, repeats: int) -> list[dict[str, float]]
     return rows
 
 
-def tree_head_cost(with_trees: str, without: str, threads: int, repeats: int) -> list[dict[str, float]]:
-    """Objects/s at batch 1 of the ensemble with and without its tree head, taking turns, per object length."""
-    classifiers = {name: Classifier(model, device="cpu", threads=threads, batch_size=1)
-                   for name, model in (("trees", with_trees), ("none", without))}
+def side_by_side(models: dict[str, str], threads: int, repeats: int) -> list[dict[str, float]]:
+    """Objects/s at batch 1 of each model (``label: NAME or path``), taking turns, per object length.
+
+    The objects are made for the first model's card; each row holds ``<label>_objects_per_s``.
+    """
+    classifiers = {label: Classifier(model, device="cpu", threads=threads, batch_size=1)
+                   for label, model in models.items()}
+    first = next(iter(classifiers.values()))
     rows = []
     for frames in FRAMES:
-        objects = [make_object(classifiers["trees"], frames, seed) for seed in range(20)]
-        best = {name: float("inf") for name in classifiers}
+        objects = [make_object(first, frames, seed) for seed in range(20)]
+        best = {label: float("inf") for label in classifiers}
         for _ in range(repeats):
-            for name, classifier in classifiers.items():
+            for label, classifier in classifiers.items():
                 start = time.perf_counter()
                 for o in objects:
                     classifier.predict_object(*o)
-                best[name] = min(best[name], (time.perf_counter() - start) / len(objects))
-        rows.append({"frames": frames, "with_trees_objects_per_s": 1 / best["trees"],
-                     "without_objects_per_s": 1 / best["none"], "slow_down": best["trees"] / best["none"]})
+                best[label] = min(best[label], (time.perf_counter() - start) / len(objects))
+        rows.append({"frames": frames, **{f"{label}_objects_per_s": 1 / best[label] for label in classifiers}})
     return rows
+
+
+def tree_head_cost(with_trees: str, without: str, threads: int, repeats: int) -> list[dict[str, float]]:
+    """Objects/s at batch 1 of the ensemble with and without its tree head, taking turns, per object length."""
+    rows = side_by_side({"with_trees": with_trees, "without": without}, threads, repeats)
+    return [{**row, "slow_down": row["without_objects_per_s"] / row["with_trees_objects_per_s"]} for row in rows]
+
+
+def against_cost(model: str, against: str, threads: int, repeats: int) -> list[dict[str, float]]:
+    """Objects/s at batch 1 of ``model`` and of ``against``, taking turns, per object length."""
+    rows = side_by_side({"model": model, "against": against}, threads, repeats)
+    return [{**row, "speed_up": row["model_objects_per_s"] / row["against_objects_per_s"]} for row in rows]
 
 
 def one_batch_size(model: str, threads: int, batch_size: int, repeats: int) -> dict[str, float]:
@@ -171,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trees", type=Path, default=None,
                         help="with --preset: mix every member with these trees (state/fold<k>_trees.pt of a "
                              "--tree-head run) and measure the ensemble without them beside it")
+    parser.add_argument("--against", default=None, metavar="NAME|PATH",
+                        help="also measure this model at batch 1 in the same rounds, and the ratio of the speeds")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", action="store_true")
@@ -218,6 +240,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{row['frames']:>6} {row['with_trees_objects_per_s']:>9.1f} {row['without_objects_per_s']:>9.1f} "
                   f"{row['slow_down']:>10.2f}")
         print()
+    against_rows = None
+    if options.against is not None:
+        against_rows = against_cost(options.model or DEFAULT_MODEL, options.against, options.threads,
+                                    options.repeats)
+        if not options.json:
+            print(f"batch 1, {options.threads} thread(s), objects/s of {options.model or DEFAULT_MODEL} and of "
+                  f"{options.against} (best of {options.repeats} rounds, taking turns)")
+            print(f"{'frames':>6} {'model':>9} {'against':>9} {'speed-up':>9}")
+            for row in against_rows:
+                print(f"{row['frames']:>6} {row['model_objects_per_s']:>9.1f} {row['against_objects_per_s']:>9.1f} "
+                      f"{row['speed_up']:>9.2f}")
+            print()
     lengths = per_length(options.model, options.threads, options.repeats)
     batches = []
     for batch_size in BATCH_SIZES:
@@ -226,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
         batches.append(json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout))
     if options.json:
         print(json.dumps({"per_length": lengths, "batch_sizes": batches,
-                          **({"tree_head": tree_rows} if tree_rows is not None else {})}, indent=2))
+                          **({"tree_head": tree_rows} if tree_rows is not None else {}),
+                          **({"against": against_rows} if against_rows is not None else {})}, indent=2))
         return 0
     print(f"batch 1, {options.threads} thread(s), objects/s (best of {options.repeats} rounds, modes alternating)")
     print(f"{'frames':>6} {'cut':>9} {'padded':>9} {'cut/padded':>10} {'max|dp|':>9}")
