@@ -16,7 +16,7 @@ from convention_rt.model_card import ModelCard
 __all__ = ["DEFAULT_MODEL", "ModelEntry", "list_models", "open_card", "resolve_model"]
 
 #: Name of the model used when none is asked for.
-DEFAULT_MODEL = "convention-broker"
+DEFAULT_MODEL = "convention-trees"
 
 
 @dataclass(frozen=True)

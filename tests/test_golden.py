@@ -35,6 +35,14 @@ SHIPPED = list_models()
 shipped = pytest.mark.parametrize("entry", SHIPPED, ids=[f"{e.name}/{e.version}" for e in SHIPPED])
 
 
+def inputs_for(entry: ModelEntry) -> Path:
+    """The golden inputs of a model: the sample catalog, or a subset of the difference benchmark for a model of
+    difference stamps (``tests/golden/make_difference_sample.py``)."""
+    if entry.card().domain.photometry.stamp_kind == "difference":
+        return GOLDEN_DIR / "difference-sample.fits"
+    return sample_catalog_path()
+
+
 def golden_for(entry: ModelEntry) -> dict:
     return json.loads((GOLDEN_DIR / f"{entry.name}-{entry.version}.json").read_text())
 
@@ -60,7 +68,7 @@ def test_every_shipped_model_has_golden_outputs(entry):
 def test_classifier_reproduces_the_golden_outputs(entry):
     golden = golden_for(entry)
     classifier = Classifier(f"{entry.name}/{entry.version}", device="cpu", threads=1)
-    predictions = list(classifier.predict_catalog(sample_catalog_path()))
+    predictions = list(classifier.predict_catalog(inputs_for(entry)))
     assert len(predictions) == 1
     got = predictions[0]
     assert [str(i) for i in got.object_ids] == golden["object_id"]
@@ -109,7 +117,7 @@ def test_golden_outputs_are_those_of_the_trained_checkpoint(entry):
     # the export's version and temperature (a calibrated release of the run's checkpoint)
     checkpoint = dataclasses.replace(Checkpoint.load(path), version=card.version,
                                      temperature=card.metrics.get("calibration", {}).get("temperature", 1.0))
-    recomputed = golden_outputs(checkpoint)
+    recomputed = golden_outputs(checkpoint, inputs_for(entry))
     golden = golden_for(entry)
     assert recomputed["object_id"] == golden["object_id"] and recomputed["status"] == golden["status"]
     np.testing.assert_allclose(np.array(recomputed["probabilities"]), np.array(golden["probabilities"]),

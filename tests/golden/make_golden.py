@@ -11,6 +11,10 @@ named in the card's provenance, kept with the tests: runs are not in the reposit
 (``--version`` and ``--evaluations`` as for ``python -m train.export``: the same
 checkpoint as exported, with its temperature.)
 
+A model of difference stamps reads ``--catalog tests/golden/difference-sample.fits``
+(``tests/golden/make_difference_sample.py``) instead: on the sample's science stamps it
+would flag every object out of its domain.
+
 The inputs are the sample catalog that ships with the package, preprocessed by the
 runtime (:func:`convention_rt.transform.to_inputs` with the checkpoint's
 card); the outputs are those of the checkpoint's members in PyTorch (fp32,
@@ -96,13 +100,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", default=None, help="as python -m train.export --version")
     parser.add_argument("--evaluations", type=Path, default=None, metavar="RUN_DIR",
                         help="as python -m train.export --evaluations")
+    parser.add_argument("--catalog", type=Path, default=None,
+                        help="the golden inputs (default: the sample catalog; tests/golden/difference-sample.fits "
+                             "for a model of difference stamps)")
     options = parser.parse_args(argv)
     checkpoint = Checkpoint.load(options.checkpoint)
     if options.version:
         checkpoint = dataclasses.replace(checkpoint, version=options.version)
     if options.evaluations:
         checkpoint = with_evaluations(checkpoint, options.evaluations)
-    outputs = golden_outputs(checkpoint)
+    outputs = golden_outputs(checkpoint, options.catalog)
     options.out.write_text(json.dumps(outputs, indent=1) + "\n")
     print(f"{options.out}: {len(outputs['object_id'])} objects of {outputs['model']}")
     return 0
