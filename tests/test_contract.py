@@ -60,7 +60,9 @@ def test_every_shipped_card_declares_its_training_domain_in_both_copies(entry):
     from train.data.plasticc import RENDER
 
     domain = card.domain
-    assert domain is not None and domain.photometry == RENDERED
+    # the benchmark's science stamps, or its difference stamps (--scene difference: the same contract but CUTOUT)
+    assert domain is not None and domain.photometry.stamp_kind in ("science", "difference")
+    assert domain.photometry == dataclasses.replace(RENDERED, stamp_kind=domain.photometry.stamp_kind)
     assert domain.photometry.pixel_scale == RENDER.pixel_scale and domain.photometry.zero_point == 27.5
     assert domain.frames_range[1] == card.seq_len and 1 <= domain.min_frames <= card.seq_len
     assert domain.min_frames_rule
