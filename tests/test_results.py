@@ -219,6 +219,14 @@ def test_compare_pairs_two_records_folders_on_the_folds_both_finished(tmp_path, 
     assert three_line.startswith("good above poor, 3 classes: holds on 2 folds: 1.000 vs ")
     assert results.main(["compare", str(tmp_path / "good"), str(tmp_path / "missing")]) == 2
     assert "missing: not a records folder of a run" in capsys.readouterr().err
+    (tmp_path / "three").mkdir()
+    (tmp_path / "three" / "config.json").write_text(json.dumps({"folds": 5, "task": "3class"}))
+    assert results.main(["compare", str(tmp_path / "good"), str(tmp_path / "three")]) == 2
+    assert "three: a 3class run; compare reads 4-class runs" in capsys.readouterr().err
+    (tmp_path / "none").mkdir()
+    (tmp_path / "none" / "config.json").write_text(json.dumps({"folds": 5}))
+    assert results.main(["compare", str(tmp_path / "good"), str(tmp_path / "none")]) == 2
+    assert "no finished fold in common" in capsys.readouterr().err
 
 
 def test_the_interval_pairs_the_two_rows_on_the_same_draws():

@@ -151,6 +151,7 @@ def test_features_that_are_zero_in_exact_arithmetic_are_exactly_zero():
     bright = lightcurve(*bright_inputs)[:, 2 * bands * apertures:3 * bands * apertures].reshape(-1, bands, apertures)
     bright_counts = torch.stack([(bright_inputs[1] == b).sum(dim=1) for b in range(1, bands + 1)], dim=1)
     assert (bright[bright_counts > 2] != 0).all()  # unit noise: bands of three frames or more are measured
+    assert (bright[bright_counts <= 2] == 0).all()  # and the guard zeroes the means, not other columns
     photometry = PhotometryFeatures(32, 7)(stamps, band_ids, times)
     per_band = photometry[:, :bands * 13].reshape(-1, bands, 13)  # counts, detected share, max, min, mean, std, ...
     assert (per_band[..., 5][counts == 1] == 0).all()

@@ -117,3 +117,16 @@ def test_a_trees_run_trains_no_network_and_its_export_computes_what_it_scored_on
     onnx_probabilities = session.run(seq.stamps, seq.band_ids, inputs.times)[:, 0]
     recorded = json.loads((tmp_path / "run" / "fold0.predictions.json").read_text())["probabilities"]
     np.testing.assert_allclose(onnx_probabilities, np.array(recorded), atol=1e-5)
+    # the evaluations of a finished run (train.early, train.calibration) see the trees as the fold's member,
+    # and a fold whose trees are gone as unfinished
+    from train.fit.export_step import export_is_current
+    from train.runs import finished_folds, open_run
+
+    run_config, prepared = open_run(tmp_path / "run", config.catalog)
+    folds = list(finished_folds(tmp_path / "run", run_config, prepared))
+    assert [f.index for f in folds] == [0, 1]
+    assert all(len(f.members) == 1 and isinstance(f.members[0], TreesAlone) for f in folds)
+    assert export_is_current(tmp_path / "run", tmp_path / "export", metrics["per_fold"][:1], config)
+    (tmp_path / "run" / "state" / "fold1_trees.pt").unlink()
+    assert [f.index for f in finished_folds(tmp_path / "run", run_config, prepared)] == [0]
+    assert not export_is_current(tmp_path / "run", tmp_path / "export", metrics["per_fold"][:1], config)

@@ -797,25 +797,35 @@ def compare(better: Path, worse: Path) -> list[str]:
     """:func:`verdict` lines (4 classes, then merged to 3) of one records folder above another, on the folds
     both finished: e.g. two shipped models' ``results/models/<run>`` folders.
 
+    Parameters
+    ----------
+    better, worse : Path
+        Records folders of 4-class runs (``config.json``, ``fold<k>.json``, ``fold<k>.predictions.json``).
+
+    Returns
+    -------
+    list of str
+        The 4-class line, then the 3-class line.
+
     Raises
     ------
     UsageError
-        A folder without a finished fold, or of a 3-class run.
+        A folder that is not a 4-class run's records, or two without a finished fold in common.
     """
     collected = []
     for folder in (better, worse):
         try:
-            folds = json.loads((folder / "config.json").read_text())["folds"]
-        except (OSError, ValueError, KeyError) as exc:
+            config = json.loads((folder / "config.json").read_text())
+            folds, task = int(config["folds"]), config.get("task", "4class")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise UsageError(f"{folder}: not a records folder of a run ({exc})") from exc
-        entry = Entry(folder.name, folder.name, {"fold_limit": folds})
-        found = collect(entry, folder.parent)
-        if not found["folds"]:
-            raise UsageError(f"{folder}: no finished fold (fold<k>.json and fold<k>.predictions.json)")
-        if json.loads((folder / "config.json").read_text()).get("task", "4class") != "4class":
-            raise UsageError(f"{folder}: compare reads 4-class runs")
-        collected.append(found)
+        if task != "4class":
+            raise UsageError(f"{folder}: a {task} run; compare reads 4-class runs")
+        collected.append(collect(Entry(folder.name, folder.name, {"fold_limit": folds}), folder.parent))
     first, second = collected
+    if not set(first["held_out"]) & set(second["held_out"]):
+        raise UsageError(f"{better} and {worse}: no finished fold in common (fold<k>.json and "
+                         "fold<k>.predictions.json in both)")
     three = ({"held_out": first["held_out3"]}, {"held_out": second["held_out3"]})
     return [f"{better.name} above {worse.name}, 4 classes: {verdict(first, second)}",
             f"{better.name} above {worse.name}, 3 classes: {verdict(*three, n_classes=3)}"]

@@ -75,6 +75,10 @@ def open_run(run_dir: Path, catalog: str, *, frames_cache: str | None = None):  
 def finished_folds(run_dir: Path, config, prepared) -> Iterator[FinishedFold]:
     """The leading folds of the run whose members are all finished, in order.
 
+    A run with a tree head gives its members mixed with the fold's trees, as
+    ``train.fit`` scored them; the trees model gives its trees alone, its one member
+    (:func:`train.fit.tree_head.with_trees`).
+
     Parameters
     ----------
     run_dir : Path
@@ -87,19 +91,24 @@ def finished_folds(run_dir: Path, config, prepared) -> Iterator[FinishedFold]:
     FinishedFold
     """
     from train.fit import load_weights
+    from train.fit.resume import fold_members_finished
+    from train.fit.tree_head import with_trees
     from train.model import build_model
 
     data = prepared.data
     index_of = {str(i): k for k, i in enumerate(data.object_ids)}
     for fold, held_out_ids in enumerate(prepared.folds[:config.fold_limit]):
-        files = [run_dir / "state" / f"fold{fold}_member{m}.best.pt" for m in range(config.members)]
-        if not all(f.with_suffix(".json").exists() for f in files):
+        trees_file = run_dir / "state" / f"fold{fold}_trees.pt"
+        if not fold_members_finished(run_dir, fold, config) or (config.tree_head and not trees_file.exists()):
             return
         members = []
-        for path in files:
+        for path in (run_dir / "state" / f"fold{fold}_member{m}.best.pt" for m in range(config.members)):
             model = build_model(prepared.model_config)
             load_weights(model, torch.load(path, map_location="cpu", weights_only=True), path)
             members.append(model.eval())
+        if config.tree_head:
+            trees = torch.load(trees_file, map_location="cpu", weights_only=True)
+            members = with_trees(members, trees, prepared.model_config)
         held_out = np.array(sorted(index_of[i] for i in held_out_ids))
         yield FinishedFold(fold, members, np.setdiff1d(np.arange(len(data)), held_out), held_out)
 

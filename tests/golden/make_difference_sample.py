@@ -24,6 +24,7 @@ from convention_rt.photometry import Photometry
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Command line: 0 when the sample is written."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("catalog", type=Path)
     parser.add_argument("--out", type=Path, required=True)

@@ -18,9 +18,9 @@ from train.files import write_atomically
 from train.fit.config import FitConfig
 from train.fit.evaluation import fold_summary
 from train.fit.provenance import SOURCE_REVISION, catalog_provenance
+from train.fit.resume import fold_members_finished
 from train.model import BaselineConfig, ModelConfig
-from train.model.trees import TreesConfig
-from train.model.trees import TREES, tree_weight
+from train.model.trees import TREES, TreesConfig, tree_weight
 
 __all__ = ["EXPORT_RECORD", "export_ensemble", "export_is_current", "fold_digests"]
 
@@ -35,7 +35,7 @@ def fold_digests(per_fold: list[dict[str, Any]]) -> list[str]:
     return [hashlib.sha256(json.dumps(f, sort_keys=True).encode()).hexdigest() for f in per_fold]
 
 
-def export_is_current(run_dir: Path, out_dir: Path, per_fold: list[dict[str, Any]], members: int) -> bool:
+def export_is_current(run_dir: Path, out_dir: Path, per_fold: list[dict[str, Any]], config: FitConfig) -> bool:
     """Whether ``out_dir`` holds this run's export, with a card showing these fold scores (and maybe more).
 
     The run records its exports in ``run_dir/export.json``: the model's sha256 and a
@@ -55,7 +55,7 @@ def export_is_current(run_dir: Path, out_dir: Path, per_fold: list[dict[str, Any
             and digests[:len(per_fold)] == fold_digests(per_fold)):
         return False
     for fold in range(len(per_fold), len(digests)):
-        finished = all((run_dir / "state" / f"fold{fold}_member{m}.best.json").exists() for m in range(members))
+        finished = fold_members_finished(run_dir, fold, config)
         try:
             scored = fold_digests([json.loads((run_dir / f"fold{fold}.json").read_text())])
         except (OSError, ValueError):

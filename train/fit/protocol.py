@@ -255,7 +255,7 @@ def fit(config: FitConfig, command: str = "", group: Group = SINGLE_PROCESS,
                 precisions_out.extend(member_precisions)
             ensemble_ready = config.export_members == "fold0" or fold == len(folds[:config.fold_limit]) - 1
             if config.export_out and ensemble_ready and selected is None and group.is_main \
-                    and not export_is_current(run_dir, Path(config.export_out), per_fold, config.members):
+                    and not export_is_current(run_dir, Path(config.export_out), per_fold, config):
                 export_ensemble(config, command, run_dir, model_config, members_out, precisions_out, bands,
                                 stats, per_fold, evaluated_on(data), trees=trees_out)
             group.barrier()

@@ -25,10 +25,11 @@ from train.files import copy_atomically, write_atomically
 from train.fit.config import FitConfig
 from train.fit.folds import folds_text, read_folds
 from train.model import BaselineConfig, ModelConfig
-from train.model.trees import TreesConfig
+from train.model.trees import TREES, TreesConfig
 from train.records import FOLDS_DIGEST, member_record, published_fold
 
 __all__ = ["ARCHITECTURE_FILE", "EXECUTION_FIELDS", "TRAINING_FIELDS", "RestoredFold", "check_architecture",
+           "fold_members_finished",
            "check_member_records", "check_records", "check_reusable", "restore_fold", "reuse_member",
            "same_computation"]
 
@@ -61,7 +62,7 @@ def check_architecture(run_dir: Path, model_config: ModelConfig | BaselineConfig
     ----------
     run_dir : Path
         The run directory (it may not exist yet).
-    model_config : ModelConfig or BaselineConfig
+    model_config : ModelConfig, BaselineConfig or TreesConfig
         The architecture this run builds.
 
     Raises
@@ -222,6 +223,26 @@ class RestoredFold:
     epochs: list[dict[str, Any]]
 
 
+def fold_members_finished(run_dir: Path, fold: int, config: FitConfig) -> bool:
+    """Whether the members of ``fold`` are finished in ``run_dir``: every network member's record
+    (``state/fold<k>_member<m>.best.json``, written last), or for the trees model its trees
+    (``state/fold<k>_trees.pt``, written last).
+
+    Parameters
+    ----------
+    run_dir : Path
+    fold : int
+    config : FitConfig
+
+    Returns
+    -------
+    bool
+    """
+    if config.model == TREES:
+        return (run_dir / "state" / f"fold{fold}_trees.pt").exists()
+    return all((run_dir / "state" / f"fold{fold}_member{m}.best.json").exists() for m in range(config.members))
+
+
 def restore_fold(config: FitConfig, run_dir: Path, fold: int, *, write: bool = True) -> RestoredFold | None:
     """Restore a fold whose members are not in ``run_dir`` but whose records are published.
 
@@ -245,7 +266,7 @@ def restore_fold(config: FitConfig, run_dir: Path, fold: int, *, write: bool = T
     """
     if not config.records_dir:
         return None
-    if all((run_dir / "state" / f"fold{fold}_member{m}.best.json").exists() for m in range(config.members)):
+    if fold_members_finished(run_dir, fold, config):
         return None
     records = Path(config.records_dir)
     published = published_fold(records, fold, config.members, early=config.early)

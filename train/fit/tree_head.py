@@ -100,7 +100,7 @@ def choose_weight(networks: list[nn.Module], state: dict[str, torch.Tensor], dat
     val_idx : ndarray, shape (n,), int64
         The fold's validation objects.
     card : ModelCard
-    model_config : ModelConfig or BaselineConfig
+    model_config : ModelConfig, BaselineConfig or TreesConfig
     prefix_draws : int
     seed : int
         Of the prefix draws.
@@ -164,7 +164,7 @@ def fold_trees(config: FitConfig, run_dir: Path, fold: int, data: LabelledObject
         The fold's training objects (its validation split among them).
     card : ModelCard
         Supplies the inference window.
-    model_config : ModelConfig or BaselineConfig
+    model_config : ModelConfig, BaselineConfig or TreesConfig
         Supplies the stamp size and band vocabulary.
     networks : list of nn.Module, optional
         The fold's members, which ``tree_weight_chosen`` needs (:func:`choose_weight`).

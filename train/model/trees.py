@@ -492,4 +492,6 @@ class TreesAlone(nn.Module):
         self.features = features
 
     def forward(self, stamps: Tensor, band_ids: Tensor, times: Tensor) -> Tensor:
+        """``(B, M, H, W)`` float32 stamps, ``(B, M)`` int64 band ids and float32 MJD -> ``(B, classes)`` float32
+        log-probabilities (at least log 1e-30)."""
         return torch.log(self.trees(self.features(stamps, band_ids, times)).clamp_min(1e-30))
