@@ -11,7 +11,7 @@ A catalog, chunk by chunk (one chunk here: the sample has 24 objects):
 
 >>> table = next(classifier.predict_catalog(sample_catalog_path()))
 >>> len(table), table.predicted[:4]
-(24, ['SNIa', 'SNIa', 'SNIa', 'Variable'])
+(24, ['SNOther', 'SNOther', 'SNIa', 'Variable'])
 
 One object from its stamps (T, 32, 32), band names (T,) and MJDs (T,):
 

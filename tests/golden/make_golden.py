@@ -1,4 +1,4 @@
-"""Write the golden outputs of a shipped model on the sample catalog, computed with PyTorch.
+"""Write the golden outputs of a shipped model on its golden inputs, computed with PyTorch.
 
     python tests/golden/make_golden.py tests/golden/checkpoints/compact-4class.ckpt \
         --out tests/golden/convention-compact-1.0.0.json
@@ -46,7 +46,8 @@ from train.export import with_evaluations
 
 
 def golden_outputs(checkpoint_path: Path | Checkpoint, catalog_path: Path | None = None) -> dict[str, Any]:
-    """Per-object outputs of the checkpoint's ensemble (at its temperature) on the sample catalog.
+    """Per-object outputs of the checkpoint's ensemble (at its temperature) on ``catalog_path`` (default: the
+    sample catalog).
 
     Returns
     -------
