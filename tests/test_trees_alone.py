@@ -77,6 +77,9 @@ def test_a_trees_checkpoint_round_trips_and_its_one_member_gives_the_trees_proba
                    normalisation={}, trees=state)
     with pytest.raises(ValueError, match="holds its trees and no network members"):
         Checkpoint(name="t", version="0", preset="trees", config=config, members=[], bands=BANDS, normalisation={})
+    with pytest.raises(ValueError, match="preset 'compact' does not go with a TreesConfig"):
+        Checkpoint(name="t", version="0", preset="compact", config=config, members=[], bands=BANDS,
+                   normalisation={}, trees=state)
 
 
 @pytest.mark.slow

@@ -22,7 +22,7 @@ from torch import nn
 from convention_rt.model_card import BandStats, ModelCard
 from train.files import write_atomically
 from train.model import BaselineConfig, ModelConfig, StemLayer, build_model
-from train.model.trees import TreeEnsemble, TreeMixture, TreesAlone, TreesConfig, head_features, tree_weight
+from train.model.trees import TREES, TreeEnsemble, TreeMixture, TreesAlone, TreesConfig, head_features, tree_weight
 
 __all__ = ["Checkpoint", "config_from_dict", "config_to_dict"]
 
@@ -107,6 +107,9 @@ class Checkpoint:
             raise ValueError("a trees model holds its trees and no network members")
         if not self.trees_alone and not self.members:
             raise ValueError("a network model needs at least one member")
+        if self.trees_alone != (self.preset == TREES):
+            raise ValueError(f"preset {self.preset!r} does not go with a {type(self.config).__name__}: "
+                             f"preset {TREES!r} is the trees model's, and its alone")
 
     @property
     def trees_alone(self) -> bool:
