@@ -22,7 +22,7 @@ from torch import nn
 from convention_rt.model_card import BandStats, ModelCard
 from train.files import write_atomically
 from train.model import BaselineConfig, ModelConfig, StemLayer, build_model
-from train.model.trees import TREES, TreeEnsemble, TreeMixture, TreesAlone, TreesConfig, head_features, tree_weight
+from train.model.trees import TREES, TreesConfig, with_trees
 
 __all__ = ["Checkpoint", "config_from_dict", "config_to_dict"]
 
@@ -119,18 +119,12 @@ class Checkpoint:
     def build_members(self) -> list[nn.Module]:
         """The members as evaluation-mode modules with their weights loaded: the trees' one for a trees model."""
         modules = []
-        if self.trees is not None:  # one module each, shared by the members (the export computes them once)
-            trees = TreeEnsemble(self.trees)
-            features = head_features(self.trees, self.config.stamp_size, self.config.n_band_ids)
-            if self.trees_alone:
-                return [TreesAlone(trees, features).eval()]
         for state in self.members:
             module = build_model(self.config)
             module.load_state_dict(state)
-            if self.trees is not None:
-                module = TreeMixture(module, trees, features, tree_weight(self.trees))
             modules.append(module.eval())
-        return modules
+        # the members share one pass of the trees and their features (the export computes them once)
+        return modules if self.trees is None else with_trees(modules, self.trees, self.config)
 
     def card(self) -> ModelCard:
         """The model card (without the model file's checksum, known only after export)."""

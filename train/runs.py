@@ -77,7 +77,7 @@ def finished_folds(run_dir: Path, config, prepared) -> Iterator[FinishedFold]:
 
     A run with a tree head gives its members mixed with the fold's trees, as
     ``train.fit`` scored them; the trees model gives its trees alone, its one member
-    (:func:`train.fit.tree_head.with_trees`).
+    (:func:`train.model.trees.with_trees`).
 
     Parameters
     ----------
@@ -92,8 +92,8 @@ def finished_folds(run_dir: Path, config, prepared) -> Iterator[FinishedFold]:
     """
     from train.fit import load_weights
     from train.fit.resume import fold_members_finished
-    from train.fit.tree_head import with_trees
     from train.model import build_model
+    from train.model.trees import with_trees
 
     data = prepared.data
     index_of = {str(i): k for k, i in enumerate(data.object_ids)}

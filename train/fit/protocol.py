@@ -34,7 +34,7 @@ from train.fit.export_step import export_ensemble, export_is_current
 from train.fit.folds import evaluation_subset, inner_split, make_folds
 from train.fit.member import load_weights, train_member
 from train.fit.provenance import SOURCE_REVISION
-from train.fit.tree_head import fold_trees, with_trees
+from train.fit.tree_head import fold_trees
 from train.fit.resume import (
     ARCHITECTURE_FILE,
     EXECUTION_FIELDS,
@@ -48,7 +48,7 @@ from train.fit.resume import (
 )
 from train.machine import timing_key
 from train.model import BaselineConfig, ModelConfig, build_model, training_form
-from train.model.trees import TreesConfig
+from train.model.trees import TreesConfig, with_trees
 from train.records import publish_fold, publish_run
 
 __all__ = ["ARCHITECTURE_FILE", "EXECUTION_FIELDS", "Prepared", "check_architecture", "check_member_records", "fit",

@@ -34,11 +34,11 @@ from train.files import write_atomically
 from train.fit.config import FitConfig
 from train.fit.folds import inner_split
 from train.model import BaselineConfig, ModelConfig
-from train.model.trees import (TREE_WEIGHT, TREE_WEIGHTS, TREES, HeadFeatures, TreeEnsemble, TreeMixture,
-                               TreesAlone, TreesConfig, head_features, tree_state, tree_weight)
+from train.model.trees import (TREE_WEIGHT, TREE_WEIGHTS, TREES, HeadFeatures, TreeEnsemble, TreesConfig,
+                               head_features, tree_state)
 from train.reference.boosting import BoostingConfig, fit_boosting
 
-__all__ = ["best_weight", "choose_weight", "fold_trees", "head_table", "with_trees"]
+__all__ = ["best_weight", "choose_weight", "fold_trees", "head_table"]
 
 log = logging.getLogger("train")
 
@@ -217,14 +217,3 @@ def fold_trees(config: FitConfig, run_dir: Path, fold: int, data: LabelledObject
                          lambda target: target.write_text(json.dumps(record) + "\n"))
         write_atomically(path, lambda target: torch.save(state, target))  # last: its presence means finished
     return state
-
-
-def with_trees(models: list[nn.Module], state: dict[str, torch.Tensor],
-               model_config: ModelConfig | BaselineConfig | TreesConfig) -> list[nn.Module]:
-    """Each member as a :class:`~train.model.trees.TreeMixture` with the fold's trees and their weight; without
-    members (the trees model), the trees alone as the one member (:class:`~train.model.trees.TreesAlone`)."""
-    trees = TreeEnsemble(state)
-    features = head_features(state, model_config.stamp_size, model_config.n_band_ids)
-    if not models:
-        return [TreesAlone(trees, features).eval()]
-    return [TreeMixture(model, trees, features, tree_weight(state)).eval() for model in models]

@@ -36,6 +36,7 @@ from train.model.stamp_geometry import centred_radius
 from train.model.stem import Conv2dStem, Conv3dStem
 
 __all__ = [
+    "MEAN_FLUX_STEP",
     "NARROW_STEM_CHANNELS",
     "BandReference",
     "ClassifierHead",
@@ -595,9 +596,14 @@ def initial_apertures(side: int) -> Tensor:
     return planes / planes.sum(dim=(1, 2), keepdim=True)
 
 
+#: Resolution of a band's mean asinh flux under ``lightcurve_features(..., rounding_guard=True)`` (2^-30, about
+#: 1e-9 in normalised units).
+MEAN_FLUX_STEP = 2.0 ** -30
+
+
 def lightcurve_features(stamps: Tensor, band_ids: Tensor, times: Tensor, aperture: Tensor,
                         reference: BandReference, day_scale: float = 100.0,
-                        dtype: torch.dtype = torch.float32) -> Tensor:
+                        dtype: torch.dtype = torch.float32, rounding_guard: bool = False) -> Tensor:
     """The light-curve features :class:`LightCurveSummary` projects (see its notes), in float32 (or ``dtype``).
 
     Parameters
@@ -617,6 +623,11 @@ def lightcurve_features(stamps: Tensor, band_ids: Tensor, times: Tensor, apertur
     dtype : torch.dtype
         Arithmetic of the features: float32, or float64 (asinh then as
         ``sign(x) log(|x| + sqrt(x^2 + 1))``, which ONNX Runtime has in float64).
+    rounding_guard : bool
+        A band's mean flux exactly 0 for a band of at most two frames (its fluxes
+        against its mean frame are then 0, or +d and -d) and a multiple of
+        :data:`MEAN_FLUX_STEP` otherwise, instead of rounding that runtimes and
+        batch sizes leave differently (what trees read, :mod:`train.model.trees`).
 
     Returns
     -------
@@ -641,6 +652,9 @@ def lightcurve_features(stamps: Tensor, band_ids: Tensor, times: Tensor, apertur
         lowest = per_band.masked_fill(~in_band, math.inf).amin(dim=1).masked_fill(~has_band, 0.0)
         counts = in_band.to(dtype).sum(dim=1).clamp(min=1.0)
         mean = (per_band * in_band.to(dtype)).sum(dim=1) / counts  # (B, bands, A)
+        if rounding_guard:
+            stepped = torch.round(mean / MEAN_FLUX_STEP) * MEAN_FLUX_STEP  # a power of 2: exact
+            mean = torch.where(counts <= 2, torch.zeros_like(stepped), stepped)
 
         real = band_ids != 0
         days = times.to(dtype) - times.to(dtype).masked_fill(~real, math.inf).amin(dim=1, keepdim=True)

@@ -26,13 +26,13 @@ import torch
 from torch import Tensor, nn
 
 from train.model.config import INFERENCE_WINDOWS, SDSS_CLASSES
-from train.model.convention import BandReference, initial_apertures, lightcurve_features
+from train.model.convention import MEAN_FLUX_STEP, BandReference, initial_apertures, lightcurve_features
 from train.model.stamp_geometry import centred_offsets, centred_radius
 from train.model.stamp_photometry import PhotometryFeatures
 
 __all__ = ["MEAN_FLUX_STEP", "SCENE_ANNULUS", "SCENE_APERTURES", "SCENE_MOMENT_RADIUS", "TREES", "TREE_WEIGHT", "TREE_WEIGHTS",
            "HeadFeatures", "LightCurveFeatures", "SceneFeatures", "TreeEnsemble", "TreeMixture", "TreesAlone",
-           "TreesConfig", "head_features", "tree_state", "tree_weight"]
+           "TreesConfig", "head_features", "tree_state", "tree_weight", "with_trees"]
 
 #: Model name of the trees alone (``train.fit --model trees``).
 TREES = "trees"
@@ -41,10 +41,6 @@ TREES = "trees"
 TREE_WEIGHT = 0.5
 #: Weights among which a fit may choose on its validation split (``train.fit --tree-weight-chosen``).
 TREE_WEIGHTS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-
-
-#: Resolution of a band's mean asinh flux in :class:`LightCurveFeatures` (2^-30, about 1e-9 in normalised units).
-MEAN_FLUX_STEP = 2.0 ** -30
 
 
 class LightCurveFeatures(nn.Module):
@@ -91,18 +87,8 @@ class LightCurveFeatures(nn.Module):
         if stamps.ndim == 5:
             stamps = stamps[:, :, 0]
         stamps = (stamps * (band_ids != 0).to(stamps.dtype)[:, :, None, None]).double()
-        features = lightcurve_features(stamps, band_ids, times.double(), self.aperture, self.reference,
-                                       dtype=torch.float64)
-        if not self.rounding_guard:
-            return features.float()
-        # the blocks are the per-band maxima, minima and means of the A apertures, then lags and overall ones
-        bands, apertures = self.reference.bands.numel(), self.aperture.shape[0]
-        counts = (band_ids.unsqueeze(-1) == self.reference.bands).sum(dim=1)  # (B, bands)
-        degenerate = (counts <= 2).repeat_interleave(apertures, dim=1)  # (B, bands * A)
-        means = slice(2 * bands * apertures, 3 * bands * apertures)
-        stepped = torch.round(features[:, means] / MEAN_FLUX_STEP) * MEAN_FLUX_STEP  # a power of 2: exact
-        exact = torch.where(degenerate, torch.zeros_like(stepped), stepped)
-        return torch.cat([features[:, :means.start], exact, features[:, means.stop:]], dim=1).float()
+        return lightcurve_features(stamps, band_ids, times.double(), self.aperture, self.reference,
+                                   dtype=torch.float64, rounding_guard=self.rounding_guard).float()
 
 
 #: Radii (pixels) of the discs whose background-subtracted flux is a scene feature.
@@ -495,3 +481,28 @@ class TreesAlone(nn.Module):
         """``(B, M, H, W)`` float32 stamps, ``(B, M)`` int64 band ids and float32 MJD -> ``(B, classes)`` float32
         log-probabilities (at least log 1e-30)."""
         return torch.log(self.trees(self.features(stamps, band_ids, times)).clamp_min(1e-30))
+
+
+def with_trees(models: list[nn.Module], state: dict[str, Tensor],
+               model_config: Any) -> list[nn.Module]:
+    """Each member as a :class:`TreeMixture` with the trees of ``state`` (:func:`tree_state`) and their weight;
+    without members (the trees model), the trees alone as the one member (:class:`TreesAlone`).
+
+    Parameters
+    ----------
+    models : list of nn.Module
+        Networks taking ``(stamps, band_ids, times)``; empty for the trees model.
+    state : dict of str to Tensor
+    model_config : ModelConfig, BaselineConfig or TreesConfig
+        Supplies the stamp size and band vocabulary.
+
+    Returns
+    -------
+    list of nn.Module
+        In evaluation mode, sharing one :class:`TreeEnsemble` and one :class:`HeadFeatures`.
+    """
+    trees = TreeEnsemble(state)
+    features = head_features(state, model_config.stamp_size, model_config.n_band_ids)
+    if not models:
+        return [TreesAlone(trees, features).eval()]
+    return [TreeMixture(model, trees, features, tree_weight(state)).eval() for model in models]
